@@ -1,0 +1,531 @@
+//! Raw configuration → typed settings, collecting every mistake.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawGateway, RawIngest, RawMqtt, RawStore};
+use super::{inventory, profiles, Errors};
+use crate::model::{Inventory, Profile};
+use crate::source::topic::TopicPattern;
+
+/// The whole validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    pub gateway: GatewaySettings,
+    pub mqtt: Option<MqttSettings>,
+    pub store: Option<StoreSettings>,
+    pub ingest: IngestSettings,
+    pub profiles: BTreeMap<String, Arc<Profile>>,
+    pub inventory: Arc<Inventory>,
+    /// Where the devices came from, for the summary (`gateway.toml`, `devices.csv`).
+    pub inventory_sources: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub site: String,
+    pub host: String,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub stats_interval: Duration,
+}
+
+/// A secret that never shows up in `Debug` output or logs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(empty)"
+        } else {
+            "Secret(***)"
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// PEM bytes of the CA file, when one is configured.
+    pub ca_pem: Option<Vec<u8>>,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Secret,
+    pub keep_alive: Duration,
+    pub telemetry_topic: TopicPattern,
+    pub status_topic: TopicPattern,
+    pub max_payload_bytes: usize,
+    pub max_packet_bytes: usize,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub inflight: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub url: String,
+    pub org: String,
+    pub bucket: String,
+    pub token: Secret,
+    pub batch_lines: usize,
+    pub batch_interval: Duration,
+    pub queue_lines: usize,
+    pub timeout: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub gzip: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub max_clock_skew: Duration,
+    pub max_reading_age: Duration,
+    pub channel_capacity: usize,
+    pub log_burst: u32,
+    pub log_window: Duration,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            max_clock_skew: Duration::from_secs(60),
+            max_reading_age: Duration::from_secs(7 * 86_400),
+            channel_capacity: 10_000,
+            log_burst: 5,
+            log_window: Duration::from_secs(60),
+        }
+    }
+}
+
+pub(super) fn build(
+    raw: RawConfig,
+    path: &Path,
+    base_dir: &Path,
+    env: &HashMap<String, String>,
+    errs: &mut Errors,
+) -> Config {
+    let gateway = build_gateway(&raw.gateway, base_dir, env, errs);
+    let profiles = profiles::load(
+        raw.gateway
+            .profiles_dir
+            .as_deref()
+            .map(|d| resolve(base_dir, d)),
+        errs,
+    );
+    let mqtt = raw
+        .mqtt
+        .as_ref()
+        .map(|m| build_mqtt(m, &gateway, base_dir, env, errs));
+    let store = raw
+        .store
+        .as_ref()
+        .map(|s| build_store(s, base_dir, env, errs));
+    let ingest = build_ingest(&raw.ingest, errs);
+    let (devices, inventory_sources) =
+        inventory::build(&raw, &gateway.site, &profiles, base_dir, errs);
+
+    if let Some(m) = &mqtt {
+        for (key, pat) in [
+            ("mqtt.telemetry_topic", &m.telemetry_topic),
+            ("mqtt.status_topic", &m.status_topic),
+        ] {
+            if !pat.has_site() {
+                inventory::check_ids_unique_across_sites(&devices, key, errs);
+            }
+        }
+    }
+    Config {
+        file: path.to_path_buf(),
+        gateway,
+        mqtt,
+        store,
+        ingest,
+        profiles,
+        inventory: Arc::new(Inventory::new(devices)),
+        inventory_sources,
+    }
+}
+
+pub(super) fn resolve(base_dir: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
+/// Rejects characters that cannot be carried in a line-protocol tag or an MQTT topic.
+pub(super) fn check_name(errs: &mut Errors, key: &str, value: &str, in_topic: bool) {
+    if value.trim().is_empty() {
+        errs.push(key, "is empty; give a name");
+        return;
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        errs.push(
+            key,
+            format!(
+                "`{}` contains the control character {:?}; names are written as store tags, which cannot carry newlines or control characters",
+                value.escape_debug(),
+                c
+            ),
+        );
+    }
+    if in_topic {
+        if let Some(c) = value.chars().find(|c| matches!(c, '/' | '+' | '#')) {
+            errs.push(
+                key,
+                format!("`{value}` contains `{c}`, which cannot appear in an MQTT topic segment"),
+            );
+        }
+    }
+}
+
+fn build_gateway(
+    g: &RawGateway,
+    base_dir: &Path,
+    env: &HashMap<String, String>,
+    errs: &mut Errors,
+) -> GatewaySettings {
+    if !g.site.is_empty() {
+        check_name(errs, "gateway.site", &g.site, true);
+    }
+    let log_format = match g.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            errs.push(
+                "gateway.log_format",
+                format!("`{other}` is not a log format; valid: text, json"),
+            );
+            LogFormat::Text
+        }
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&g.log_level) {
+        errs.push(
+            "gateway.log_level",
+            format!(
+                "`{}` is not a log filter ({e}); write e.g. `info` or `estate_gateway=debug`",
+                g.log_level
+            ),
+        );
+    }
+    let host = g
+        .host
+        .clone()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .or_else(|| env.get("HOSTNAME").cloned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    check_name(errs, "gateway.host", &host, false);
+    let stats_interval = errs.duration("gateway.stats_interval", &g.stats_interval);
+    if stats_interval.is_zero() && !errs.has_key("gateway.stats_interval") {
+        errs.push("gateway.stats_interval", "must be more than 0, e.g. `10s`");
+    }
+    GatewaySettings {
+        site: g.site.clone(),
+        host,
+        data_dir: resolve(base_dir, &g.data_dir),
+        log_format,
+        log_level: g.log_level.clone(),
+        stats_interval,
+    }
+}
+
+/// Reads a secret: the file wins, then the named environment variable, else empty.
+fn secret(
+    errs: &mut Errors,
+    file_key: &str,
+    file: Option<&str>,
+    env_name: &str,
+    base_dir: &Path,
+    env: &HashMap<String, String>,
+) -> Secret {
+    if let Some(f) = file {
+        let p = resolve(base_dir, f);
+        return match std::fs::read_to_string(&p) {
+            Ok(s) => Secret::new(s.lines().next().unwrap_or("").trim()),
+            Err(e) => {
+                errs.push(
+                    file_key,
+                    format!(
+                        "cannot read `{}`: {e}; point it at a file holding the secret on its first line",
+                        p.display()
+                    ),
+                );
+                Secret::default()
+            }
+        };
+    }
+    Secret::new(env.get(env_name).cloned().unwrap_or_default())
+}
+
+fn build_mqtt(
+    m: &RawMqtt,
+    gateway: &GatewaySettings,
+    base_dir: &Path,
+    env: &HashMap<String, String>,
+    errs: &mut Errors,
+) -> MqttSettings {
+    let (host, port, tls) = match url::Url::parse(&m.url) {
+        Ok(u) => {
+            let tls = match u.scheme() {
+                "mqtt" | "tcp" => false,
+                "mqtts" | "ssl" => true,
+                other => {
+                    errs.push(
+                        "mqtt.url",
+                        format!("`{}`: scheme `{other}` is not supported; write `mqtt://host:1883` or `mqtts://host:8883`", m.url),
+                    );
+                    false
+                }
+            };
+            let host = u.host_str().unwrap_or("").to_owned();
+            if host.is_empty() {
+                errs.push(
+                    "mqtt.url",
+                    format!("`{}` has no host; write e.g. `mqtt://127.0.0.1:1883`", m.url),
+                );
+            }
+            if !u.username().is_empty() || u.password().is_some() {
+                errs.push("mqtt.url", "carries credentials; set `mqtt.username` and the password through `mqtt.password_file` or `mqtt.password_env` instead");
+            }
+            (
+                host,
+                u.port().unwrap_or(if tls { 8883 } else { 1883 }),
+                tls,
+            )
+        }
+        Err(e) => {
+            errs.push(
+                "mqtt.url",
+                format!(
+                    "`{}` is not a URL ({e}); write e.g. `mqtt://127.0.0.1:1883`",
+                    m.url
+                ),
+            );
+            (String::new(), 0, false)
+        }
+    };
+    let ca_pem = m.ca_file.as_deref().and_then(|f| {
+        let p = resolve(base_dir, f);
+        match std::fs::read(&p) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                errs.push(
+                    "mqtt.ca_file",
+                    format!("cannot read `{}`: {e}", p.display()),
+                );
+                None
+            }
+        }
+    });
+    if ca_pem.is_some() && !tls {
+        errs.push(
+            "mqtt.ca_file",
+            "is set but `mqtt.url` is not `mqtts://`; use `mqtts://host:8883` for TLS",
+        );
+    }
+    let password = secret(
+        errs,
+        "mqtt.password_file",
+        m.password_file.as_deref(),
+        &m.password_env,
+        base_dir,
+        env,
+    );
+    let mut pattern = |key: &str, s: &str| match TopicPattern::parse(s) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errs.push(key, format!("`{s}` {e}"));
+            None
+        }
+    };
+    let telemetry_topic = pattern("mqtt.telemetry_topic", &m.telemetry_topic);
+    let status_topic = pattern("mqtt.status_topic", &m.status_topic);
+    let fallback = || TopicPattern::parse("{device}").unwrap_or_else(|_| unreachable!());
+    if let (Some(t), Some(s)) = (&telemetry_topic, &status_topic) {
+        if t.filter() == s.filter() {
+            errs.push(
+                "mqtt.status_topic",
+                "is the same as `mqtt.telemetry_topic`; they must differ (e.g. end in /telemetry and /status)",
+            );
+        }
+    }
+    let client_id = m.client_id.clone().unwrap_or_else(|| {
+        if gateway.site.is_empty() {
+            format!("estate-gateway-{}", gateway.host)
+        } else {
+            format!("estate-gateway-{}", gateway.site)
+        }
+    });
+    if client_id.is_empty() || client_id.len() > 65535 {
+        errs.push("mqtt.client_id", "must be 1 to 65535 bytes");
+    }
+    let keep_alive = errs.duration("mqtt.keep_alive", &m.keep_alive);
+    if keep_alive < Duration::from_secs(1) && !errs.has_key("mqtt.keep_alive") {
+        errs.push("mqtt.keep_alive", "must be at least 1s, e.g. `30s`");
+    }
+    let reconnect_min = errs.duration("mqtt.reconnect_min", &m.reconnect_min);
+    let reconnect_max = errs.duration("mqtt.reconnect_max", &m.reconnect_max);
+    if reconnect_min > reconnect_max {
+        errs.push(
+            "mqtt.reconnect_min",
+            "is larger than `mqtt.reconnect_max`; the backoff starts at min and doubles up to max",
+        );
+    }
+    if m.max_payload_bytes == 0 {
+        errs.push("mqtt.max_payload_bytes", "must be more than 0 (default 65536)");
+    }
+    if m.max_packet_bytes < m.max_payload_bytes {
+        errs.push(
+            "mqtt.max_packet_bytes",
+            format!(
+                "({}) is smaller than `mqtt.max_payload_bytes` ({}); oversize payloads must reach the gateway to be counted and acknowledged",
+                m.max_packet_bytes, m.max_payload_bytes
+            ),
+        );
+    }
+    if m.inflight == 0 {
+        errs.push("mqtt.inflight", "must be at least 1 (default 1000)");
+    }
+    MqttSettings {
+        url: m.url.clone(),
+        host,
+        port,
+        tls,
+        ca_pem,
+        client_id,
+        username: m.username.clone(),
+        password,
+        keep_alive,
+        telemetry_topic: telemetry_topic.unwrap_or_else(fallback),
+        status_topic: status_topic.unwrap_or_else(fallback),
+        max_payload_bytes: m.max_payload_bytes,
+        max_packet_bytes: m.max_packet_bytes,
+        reconnect_min,
+        reconnect_max,
+        inflight: m.inflight,
+    }
+}
+
+fn build_store(
+    s: &RawStore,
+    base_dir: &Path,
+    env: &HashMap<String, String>,
+    errs: &mut Errors,
+) -> StoreSettings {
+    match url::Url::parse(&s.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+        Ok(u) => errs.push(
+            "store.url",
+            format!(
+                "`{}`: scheme `{}` is not supported or the host is missing; write e.g. `http://127.0.0.1:8086`",
+                s.url,
+                u.scheme()
+            ),
+        ),
+        Err(e) => errs.push(
+            "store.url",
+            format!(
+                "`{}` is not a URL ({e}); write the InfluxDB v2 base URL, e.g. `http://127.0.0.1:8086`",
+                s.url
+            ),
+        ),
+    }
+    if s.org.is_empty() {
+        errs.push("store.org", "is empty; name the InfluxDB organisation");
+    }
+    if s.bucket.is_empty() {
+        errs.push("store.bucket", "is empty; name the InfluxDB bucket");
+    }
+    let token = secret(
+        errs,
+        "store.token_file",
+        s.token_file.as_deref(),
+        &s.token_env,
+        base_dir,
+        env,
+    );
+    if s.batch_lines == 0 {
+        errs.push("store.batch_lines", "must be more than 0 (default 5000)");
+    }
+    if s.queue_lines < s.batch_lines {
+        errs.push(
+            "store.queue_lines",
+            format!(
+                "({}) must be at least `store.batch_lines` ({})",
+                s.queue_lines, s.batch_lines
+            ),
+        );
+    }
+    let batch_interval = errs.duration("store.batch_interval", &s.batch_interval);
+    if batch_interval.is_zero() && !errs.has_key("store.batch_interval") {
+        errs.push("store.batch_interval", "must be more than 0 (default 1s)");
+    }
+    let timeout = errs.duration("store.timeout", &s.timeout);
+    let retry_min = errs.duration("store.retry_min", &s.retry_min);
+    let retry_max = errs.duration("store.retry_max", &s.retry_max);
+    if retry_min > retry_max {
+        errs.push("store.retry_min", "is larger than `store.retry_max`");
+    }
+    StoreSettings {
+        url: s.url.trim_end_matches('/').to_owned(),
+        org: s.org.clone(),
+        bucket: s.bucket.clone(),
+        token,
+        batch_lines: s.batch_lines,
+        batch_interval,
+        queue_lines: s.queue_lines,
+        timeout,
+        retry_min,
+        retry_max,
+        gzip: s.gzip,
+    }
+}
+
+fn build_ingest(i: &RawIngest, errs: &mut Errors) -> IngestSettings {
+    let s = IngestSettings {
+        max_clock_skew: errs.duration("ingest.max_clock_skew", &i.max_clock_skew),
+        max_reading_age: errs.duration("ingest.max_reading_age", &i.max_reading_age),
+        channel_capacity: i.channel_capacity,
+        log_burst: i.log_burst,
+        log_window: errs.duration("ingest.log_window", &i.log_window),
+    };
+    if s.channel_capacity == 0 {
+        errs.push("ingest.channel_capacity", "must be more than 0 (default 10000)");
+    }
+    s
+}

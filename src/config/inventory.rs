@@ -1,0 +1,302 @@
+//! The device inventory (设备台账): `[[devices]]` in the TOML and/or a CSV file named by
+//! `devices_csv`, since property companies keep their inventories in spreadsheets.
+//!
+//! CSV: a header row, then one device per row. Columns (any order): `id`, `name`, `building`,
+//! `category` (required); `site`, `interval`, `heartbeat_timeout` (optional, empty = default).
+//! Lines starting with `#` are comments; a UTF-8 byte-order mark (Excel's "CSV UTF-8") is
+//! accepted; other encodings (Excel's GBK "CSV") are rejected with a hint.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::build::{check_name, resolve};
+use super::raw::{RawConfig, RawDevice};
+use super::Errors;
+use crate::model::{Device, Profile};
+
+const CSV_REQUIRED: &[&str] = &["id", "name", "building", "category"];
+const CSV_OPTIONAL: &[&str] = &["site", "interval", "heartbeat_timeout"];
+
+pub(super) fn build(
+    raw: &RawConfig,
+    default_site: &str,
+    profiles: &BTreeMap<String, Arc<Profile>>,
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> (Vec<Device>, Vec<String>) {
+    let mut devices = Vec::new();
+    // (site, id) → where it was first defined, for duplicate messages.
+    let mut seen: HashMap<(String, String), String> = HashMap::new();
+    let mut sources = Vec::new();
+    if !raw.devices.is_empty() {
+        sources.push(errs.file().to_owned());
+    }
+    for (i, d) in raw.devices.iter().enumerate() {
+        let key = format!("devices[{i}]");
+        let mut local = Errors::new(errs.file());
+        if let Some(dev) = device(d, &key, default_site, profiles, &mut local) {
+            check_duplicate(&dev, &key, errs.file(), &mut seen, &mut local);
+            devices.push(dev);
+        }
+        errs.extend(local);
+    }
+    if let Some(csv_path) = &raw.devices_csv {
+        let path = resolve(base_dir, csv_path);
+        sources.push(path.display().to_string());
+        load_csv(&path, default_site, profiles, &mut seen, &mut devices, errs);
+    }
+    (devices, sources)
+}
+
+fn device(
+    d: &RawDevice,
+    key: &str,
+    default_site: &str,
+    profiles: &BTreeMap<String, Arc<Profile>>,
+    errs: &mut Errors,
+) -> Option<Device> {
+    check_name(errs, &field_key(key, "id"), &d.id, true);
+    check_name(errs, &field_key(key, "name"), &d.name, false);
+    check_name(errs, &field_key(key, "building"), &d.building, false);
+    let site = match d.site.as_deref() {
+        Some(s) if !s.is_empty() => s.to_owned(),
+        _ if !default_site.is_empty() => default_site.to_owned(),
+        _ => {
+            errs.push(
+                field_key(key, "site"),
+                "is empty and `gateway.site` is not set; give the device a site or set `gateway.site`",
+            );
+            String::new()
+        }
+    };
+    if !site.is_empty() {
+        check_name(errs, &field_key(key, "site"), &site, true);
+    }
+    let profile = match profiles.get(&d.category) {
+        Some(p) => Some(p.clone()),
+        None => {
+            let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+            errs.push(
+                field_key(key, "category"),
+                format!(
+                    "unknown category `{}`; known: {}",
+                    d.category,
+                    known.join(", ")
+                ),
+            );
+            None
+        }
+    };
+    let interval = d
+        .interval
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| errs.duration(&field_key(key, "interval"), s));
+    let heartbeat = d
+        .heartbeat_timeout
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| errs.duration(&field_key(key, "heartbeat_timeout"), s));
+    let profile = profile?;
+    let interval = interval.unwrap_or(profile.interval);
+    if interval.is_zero() && !errs.has_key(&field_key(key, "interval")) {
+        errs.push(field_key(key, "interval"), "must be more than 0");
+    }
+    let heartbeat_timeout = heartbeat.unwrap_or(interval * 3);
+    if heartbeat_timeout < interval {
+        errs.push(
+            field_key(key, "heartbeat_timeout"),
+            format!(
+                "({}) is shorter than the reporting interval ({}); the device would flap offline",
+                humantime::format_duration(heartbeat_timeout),
+                humantime::format_duration(interval)
+            ),
+        );
+    }
+    Some(Device {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        site,
+        building: d.building.clone(),
+        category: d.category.clone(),
+        profile,
+        heartbeat_timeout: if heartbeat_timeout.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            heartbeat_timeout
+        },
+    })
+}
+
+fn check_duplicate(
+    dev: &Device,
+    key: &str,
+    file: &str,
+    seen: &mut HashMap<(String, String), String>,
+    errs: &mut Errors,
+) {
+    let here = format!("{file}: {key}");
+    match seen.get(&(dev.site.clone(), dev.id.clone())) {
+        Some(first) => errs.push(
+            field_key(key, "id"),
+            format!(
+                "duplicate device id `{}` in site `{}` (first defined at {first}); ids must be unique per site",
+                dev.id, dev.site
+            ),
+        ),
+        None => {
+            seen.insert((dev.site.clone(), dev.id.clone()), here);
+        }
+    }
+}
+
+fn load_csv(
+    path: &Path,
+    default_site: &str,
+    profiles: &BTreeMap<String, Arc<Profile>>,
+    seen: &mut HashMap<(String, String), String>,
+    devices: &mut Vec<Device>,
+    errs: &mut Errors,
+) {
+    let file = path.display().to_string();
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            errs.push("devices_csv", format!("cannot read `{file}`: {e}"));
+            return;
+        }
+    };
+    let mut local = Errors::new(file.clone());
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t.strip_prefix('\u{feff}').unwrap_or(t),
+        Err(e) => {
+            let line = bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
+            local.push(
+                format!("line {line}"),
+                "is not UTF-8 (a spreadsheet saved as GBK?); in Excel choose \"CSV UTF-8\", or convert with `iconv -f GBK -t UTF-8`",
+            );
+            errs.extend(local);
+            return;
+        }
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = match rdr.headers() {
+        Ok(h) => h.iter().map(str::to_owned).collect(),
+        Err(e) => {
+            local.push("line 1", format!("cannot read the header row: {e}"));
+            errs.extend(local);
+            return;
+        }
+    };
+    let mut col: HashMap<&str, usize> = HashMap::new();
+    for (i, h) in header.iter().enumerate() {
+        if CSV_REQUIRED.contains(&h.as_str()) || CSV_OPTIONAL.contains(&h.as_str()) {
+            if col.insert(h.as_str(), i).is_some() {
+                local.push("line 1", format!("column `{h}` appears twice"));
+            }
+        } else {
+            local.push(
+                "line 1",
+                format!(
+                    "unknown column `{h}`; valid columns: {}, {} (optional)",
+                    CSV_REQUIRED.join(", "),
+                    CSV_OPTIONAL.join(", ")
+                ),
+            );
+        }
+    }
+    for req in CSV_REQUIRED {
+        if !col.contains_key(req) {
+            local.push(
+                "line 1",
+                format!(
+                    "the header has no `{req}` column; required: {}",
+                    CSV_REQUIRED.join(", ")
+                ),
+            );
+        }
+    }
+    if !local.is_empty() {
+        errs.extend(local);
+        return;
+    }
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                local.push(format!("line {line}"), format!("cannot be read: {e}"));
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let key = format!("line {line}");
+        if rec.len() != header.len() {
+            local.push(
+                &key,
+                format!(
+                    "has {} columns, the header has {} ({}); quote fields that contain commas",
+                    rec.len(),
+                    header.len(),
+                    header.join(",")
+                ),
+            );
+            continue;
+        }
+        let get = |name: &str| col.get(name).and_then(|i| rec.get(*i)).map(str::to_owned);
+        let raw = RawDevice {
+            id: get("id").unwrap_or_default(),
+            name: get("name").unwrap_or_default(),
+            site: get("site"),
+            building: get("building").unwrap_or_default(),
+            category: get("category").unwrap_or_default(),
+            interval: get("interval"),
+            heartbeat_timeout: get("heartbeat_timeout"),
+        };
+        let mut row = Errors::new(file.clone());
+        if let Some(dev) = device(&raw, &key, default_site, profiles, &mut row) {
+            check_duplicate(&dev, &key, &file, seen, &mut row);
+            devices.push(dev);
+        }
+        local.extend(row);
+    }
+    errs.extend(local);
+}
+
+/// For topic patterns without `{site}`: a device id must identify one device on its own.
+pub(super) fn check_ids_unique_across_sites(devices: &[Device], key: &str, errs: &mut Errors) {
+    let mut by_id: HashMap<&str, &str> = HashMap::new();
+    for d in devices {
+        if let Some(site) = by_id.insert(&d.id, &d.site) {
+            if site != d.site {
+                errs.push(
+                    key,
+                    format!(
+                        "has no `{{site}}` placeholder, but device id `{}` is used in sites `{site}` and `{}`; add `{{site}}` to the pattern",
+                        d.id, d.site
+                    ),
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// `devices[3].id` for TOML, `line 7, column id` for CSV.
+fn field_key(key: &str, field: &str) -> String {
+    if key.starts_with("line ") {
+        format!("{key}, column {field}")
+    } else {
+        format!("{key}.{field}")
+    }
+}

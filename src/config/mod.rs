@@ -1,0 +1,333 @@
+//! Configuration: loading (`config` crate: a TOML file plus `ESTATE_GW__SECTION__KEY`
+//! environment overrides), and building typed settings from it while collecting *every*
+//! mistake, each naming the file, the key, the bad value and what would be valid.
+//!
+//! Secrets (store token, MQTT password) are never read from the TOML: the TOML names an
+//! environment variable (`token_env`, `password_env`) or a file (`token_file`,
+//! `password_file`) that holds them.
+
+mod build;
+mod inventory;
+mod profiles;
+mod raw;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use build::{
+    Config, GatewaySettings, IngestSettings, LogFormat, MqttSettings, Secret, StoreSettings,
+};
+pub use profiles::BUILTIN_PROFILES;
+
+/// One mistake in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the mistake is in (`the environment` for `ESTATE_GW__*` overrides).
+    pub file: String,
+    /// Where in that file: a key path such as `store.url` or `devices[3].category`, or a
+    /// CSV line such as `line 7`.
+    pub key: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file, self.key, self.message)
+    }
+}
+
+/// Every mistake found; never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} configuration error{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects errors for one file.
+#[derive(Debug)]
+pub(crate) struct Errors {
+    file: String,
+    list: Vec<ConfigError>,
+}
+
+impl Errors {
+    pub(crate) fn new(file: impl Into<String>) -> Self {
+        Errors {
+            file: file.into(),
+            list: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: self.file.clone(),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(crate) fn push_in(
+        &mut self,
+        file: impl Into<String>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.list.push(ConfigError {
+            file: file.into(),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(crate) fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Whether an error was already recorded for `key` (to avoid a second, derived one).
+    pub(crate) fn has_key(&self, key: &str) -> bool {
+        self.list.iter().any(|e| e.key == key)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub(crate) fn extend(&mut self, other: Errors) {
+        self.list.extend(other.list);
+    }
+
+    /// Parses a duration such as `500ms`, `30s`, `5m`, `7d`; on error records it and
+    /// returns zero (the caller's result is discarded anyway once an error is recorded).
+    pub(crate) fn duration(&mut self, key: &str, value: &str) -> Duration {
+        match humantime::parse_duration(value.trim()) {
+            Ok(d) => d,
+            Err(_) => {
+                self.push(
+                    key,
+                    format!("`{value}` is not a duration; write e.g. `500ms`, `30s`, `5m`, `7d`"),
+                );
+                Duration::ZERO
+            }
+        }
+    }
+}
+
+/// Loads and validates a configuration file (plus `ESTATE_GW__*` environment overrides).
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let env = std::env::vars().collect();
+    load_with_env(path, env)
+}
+
+/// Like `load`, with the environment given (tests pass their own).
+pub fn load_with_env(
+    path: &Path,
+    env: std::collections::HashMap<String, String>,
+) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let one = |key: &str, message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            key: key.to_owned(),
+            message,
+        }])
+    };
+    if !path.is_file() {
+        return Err(one(
+            "-",
+            "no such file; pass the gateway's TOML file with -c (e.g. configs/gateway.toml)"
+                .into(),
+        ));
+    }
+    let overrides: std::collections::HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("ESTATE_GW__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let merged = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("ESTATE_GW")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        )
+        .build()
+        .map_err(|e| one("-", format!("cannot be read: {e}")))?;
+
+    let mut unknown = Vec::new();
+    let raw: raw::RawConfig =
+        serde_ignored::deserialize(merged.clone(), |p| unknown.push(p.to_string())).map_err(
+            |e| match e {
+                config::ConfigError::Type {
+                    origin,
+                    unexpected,
+                    expected,
+                    key,
+                } => ConfigErrors(vec![ConfigError {
+                    file: origin.unwrap_or_else(|| file.clone()),
+                    key: key.unwrap_or_else(|| "-".into()),
+                    message: format!("expected {expected}, got {unexpected}"),
+                }]),
+                other => one("-", format!("{other}")),
+            },
+        )?;
+
+    let mut errs = Errors::new(file.clone());
+    for path in unknown {
+        let key = key_path(&path);
+        let origin = merged
+            .get::<config::Value>(&key)
+            .ok()
+            .and_then(|v| v.origin().map(str::to_owned))
+            .unwrap_or_else(|| file.clone());
+        let hint = unknown_key_hint(&key);
+        errs.push_in(origin, key, format!("unknown key{hint}"));
+    }
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let cfg = build::build(raw, path, &base_dir, &env, &mut errs);
+    if errs.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(errs.list))
+    }
+}
+
+/// `devices.0.?.foo` (serde_ignored's path) → `devices[0].foo` (the config crate's).
+fn key_path(p: &str) -> String {
+    let mut out = String::new();
+    for part in p.split('.') {
+        if part == "?" || part.is_empty() {
+            continue;
+        }
+        if part.chars().all(|c| c.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(part);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn unknown_key_hint(key: &str) -> String {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let known: &[(&str, &str)] = &[
+        ("token", "; secrets are not read from TOML: set `store.token_file`, or the environment variable named by `store.token_env` (default ESTATE_GW_STORE_TOKEN)"),
+        ("password", "; secrets are not read from TOML: set `mqtt.password_file`, or the environment variable named by `mqtt.password_env` (default ESTATE_GW_MQTT_PASSWORD)"),
+    ];
+    for (k, hint) in known {
+        if last == *k {
+            return (*hint).to_owned();
+        }
+    }
+    let section = key.split(['.', '[']).next().unwrap_or("");
+    let valid: &[&str] = match section {
+        "gateway" => &[
+            "site",
+            "host",
+            "data_dir",
+            "profiles_dir",
+            "log_format",
+            "log_level",
+            "stats_interval",
+        ],
+        "mqtt" => &[
+            "url",
+            "client_id",
+            "username",
+            "password_env",
+            "password_file",
+            "ca_file",
+            "keep_alive",
+            "telemetry_topic",
+            "status_topic",
+            "max_payload_bytes",
+            "max_packet_bytes",
+            "reconnect_min",
+            "reconnect_max",
+            "inflight",
+        ],
+        "store" => &[
+            "url",
+            "org",
+            "bucket",
+            "token_env",
+            "token_file",
+            "batch_lines",
+            "batch_interval",
+            "queue_lines",
+            "timeout",
+            "retry_min",
+            "retry_max",
+            "gzip",
+        ],
+        "ingest" => &[
+            "max_clock_skew",
+            "max_reading_age",
+            "channel_capacity",
+            "log_burst",
+            "log_window",
+        ],
+        "devices" => &[
+            "id",
+            "name",
+            "site",
+            "building",
+            "category",
+            "interval",
+            "heartbeat_timeout",
+        ],
+        _ => &[
+            "gateway",
+            "mqtt",
+            "store",
+            "ingest",
+            "devices",
+            "devices_csv",
+        ],
+    };
+    if key.contains('.') || key.contains('[') {
+        format!("; valid keys here: {}", valid.join(", "))
+    } else {
+        format!("; valid top-level keys: {}", valid.join(", "))
+    }
+}
+
+/// Built settings shared by tasks.
+pub type SharedConfig = Arc<Config>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_follow_the_config_crate() {
+        assert_eq!(key_path("devices.0.?.foo"), "devices[0].foo");
+        assert_eq!(key_path("mqtt.?.urll"), "mqtt.urll");
+        assert_eq!(key_path("bogus"), "bogus");
+    }
+}

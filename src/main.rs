@@ -1,0 +1,228 @@
+//! The `estate-gateway` command line: `run`, `check-config`, `schema`.
+//!
+//! Exit codes: 0 success; 1 a runtime failure; 2 a configuration or usage error (every
+//! configuration error is printed, each naming the file, the key and what would be valid).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use estate_gateway::config::{self, Config, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "estate-gateway", version, about = "On-site gateway for residential estates: MQTT telemetry in, InfluxDB v2 out, facility state and graded figures.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway until SIGINT/SIGTERM, then flush what is queued.
+    Run {
+        /// The gateway's TOML file.
+        #[arg(short, long, default_value = "configs/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration: print every error (exit 2) or a summary (exit 0).
+    CheckConfig {
+        #[arg(short, long, default_value = "configs/gateway.toml")]
+        config: PathBuf,
+        /// Also list every device.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Print the store schema (measurements, tags, fields).
+    Schema {
+        /// As JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config, verbose } => match config::load(&config) {
+            Ok(cfg) => {
+                print!("{}", summary(&cfg, verbose));
+                ExitCode::SUCCESS
+            }
+            Err(errs) => {
+                eprint!("{errs}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Schema { json } => {
+            if json {
+                match serde_json::to_string_pretty(&estate_gateway::schema::measurements()) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", estate_gateway::schema::render_table());
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run { config } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(errs) => {
+                    eprint!("{errs}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&cfg);
+            match run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "estate-gateway failed.");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.gateway.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.gateway.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("Signal received.");
+            signals.cancel();
+        });
+        estate_gateway::run::run(cfg, shutdown).await.map(|_| ())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The one-screen summary `check-config` prints.
+fn summary(cfg: &Config, verbose: bool) -> String {
+    let mut out = format!("{}: OK\n", cfg.file.display());
+    let mut sites: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    for d in cfg.inventory.devices() {
+        *sites
+            .entry(d.site.as_str())
+            .or_default()
+            .entry(d.category.as_str())
+            .or_default() += 1;
+    }
+    out.push_str(&format!(
+        "devices: {} from {}\n",
+        cfg.inventory.len(),
+        if cfg.inventory_sources.is_empty() {
+            "nowhere (no [[devices]] and no devices_csv)".to_owned()
+        } else {
+            cfg.inventory_sources.join(", ")
+        }
+    ));
+    for (site, cats) in &sites {
+        let total: usize = cats.values().sum();
+        out.push_str(&format!("  site {site}: {total}\n"));
+        for (cat, n) in cats {
+            let label = cfg
+                .profiles
+                .get(*cat)
+                .map(|p| p.label.as_str())
+                .unwrap_or("");
+            out.push_str(&format!("    {cat:<16} {n:>6}  {label}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "profiles: {}\n",
+        cfg.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+    ));
+    out.push_str("sources:\n");
+    match &cfg.mqtt {
+        Some(m) => out.push_str(&format!(
+            "  mqtt {} as `{}`{}{}\n    telemetry {}\n    status    {}\n",
+            m.url,
+            m.client_id,
+            if m.tls { ", TLS" } else { "" },
+            match &m.username {
+                Some(u) => format!(
+                    ", user `{u}`, password {}",
+                    if m.password.is_empty() {
+                        "not set"
+                    } else {
+                        "set"
+                    }
+                ),
+                None => String::new(),
+            },
+            m.telemetry_topic,
+            m.status_topic
+        )),
+        None => out.push_str("  none ([mqtt] not configured)\n"),
+    }
+    match &cfg.store {
+        Some(s) => out.push_str(&format!(
+            "store: {} org `{}` bucket `{}`, token {}, batches of {} lines or {}, gzip {}\n",
+            s.url,
+            s.org,
+            s.bucket,
+            if s.token.is_empty() { "not set" } else { "set" },
+            s.batch_lines,
+            humantime::format_duration(s.batch_interval),
+            if s.gzip { "on" } else { "off" }
+        )),
+        None => out.push_str("store: none ([store] not configured)\n"),
+    }
+    out.push_str(&format!(
+        "data_dir: {}\n",
+        cfg.gateway.data_dir.display()
+    ));
+    if verbose {
+        out.push_str("devices:\n");
+        for d in cfg.inventory.devices() {
+            out.push_str(&format!(
+                "  {}/{} {} [{}] {} heartbeat {}\n",
+                d.site,
+                d.id,
+                d.name,
+                d.category,
+                d.building,
+                humantime::format_duration(d.heartbeat_timeout)
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,476 @@
+//! The store sink: readings → `telemetry` lines → batches → InfluxDB v2 write API (with the
+//! `influxdb2` crate, gzip on, rustls), plus the `gateway` self-measurement.
+//!
+//! Two tasks joined by a bounded queue of batches:
+//! - the **batcher** takes readings from its channel, encodes them into the current batch and
+//!   settles each reading's `Ack` once it is in the batch; a batch is closed at `batch_lines`
+//!   lines or after `batch_interval`. It never waits for the store.
+//! - the **writer** sends batches in order, retrying connection errors, 5xx, 429, and
+//!   401/403/404 (the last three logged as configuration problems: token, org, bucket) with
+//!   capped exponential backoff and jitter; any other 4xx means the batch itself is refused,
+//!   so it is dropped, counted and logged with the store's answer.
+//!
+//! Backpressure: when the queue holds `queue_lines` lines (store slow or down), the *oldest*
+//! batch is dropped and counted (`store_dropped`): a control room needs the newest data first.
+//! The disk spool (a later issue) replaces this drop: the batcher will hand batches to the
+//! spool and settle acks only once they are on disk; nothing else here changes.
+//!
+//! Shutdown: when the readings channel closes, the batcher closes its last batch; the writer
+//! keeps trying to deliver what is queued until `shutdown_grace` has passed, then reports
+//! how many lines it could not write.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use influxdb2::api::write::TimestampPrecision;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::line::{gateway_key, Field, FieldWriter, TelemetryEncoder};
+use crate::backoff::Backoff;
+use crate::config::{GatewaySettings, StoreSettings};
+use crate::model::{Inventory, Reading};
+use crate::stats::{Reject, Stats};
+
+/// Time the writer keeps trying to deliver queued batches after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Batch {
+    body: Bytes,
+    lines: usize,
+}
+
+/// Batches waiting for the writer, bounded by line count.
+#[derive(Debug)]
+struct Queue {
+    inner: Mutex<QueueInner>,
+    notify: Notify,
+    max_lines: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueInner {
+    batches: VecDeque<Batch>,
+    lines: usize,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueInner> {
+        // A poisoned lock means a panic elsewhere while holding it; the data (a queue of
+        // byte buffers) is still consistent, so keep going.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a batch, dropping the oldest ones while over capacity; returns lines dropped.
+    fn push(&self, b: Batch, stats: &Stats) -> usize {
+        let mut dropped = 0;
+        {
+            let mut q = self.lock();
+            q.lines += b.lines;
+            q.batches.push_back(b);
+            while q.lines > self.max_lines && q.batches.len() > 1 {
+                if let Some(old) = q.batches.pop_front() {
+                    q.lines -= old.lines;
+                    dropped += old.lines;
+                }
+            }
+            stats.store_queue_lines.store(q.lines as u64, Relaxed);
+        }
+        self.notify.notify_one();
+        dropped
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_one();
+    }
+
+    /// The next batch; `None` once closed and empty.
+    async fn pop(&self, stats: &Stats) -> Option<Batch> {
+        loop {
+            {
+                let mut q = self.lock();
+                if let Some(b) = q.batches.pop_front() {
+                    q.lines -= b.lines;
+                    stats.store_queue_lines.store(q.lines as u64, Relaxed);
+                    return Some(b);
+                }
+                if q.closed {
+                    return None;
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Handle to a running store sink.
+#[derive(Debug)]
+pub struct StoreSink {
+    batcher: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl StoreSink {
+    /// Starts the batcher and the writer. The sink runs until `readings` closes; `taken`
+    /// is cancelled once every reading sent before the close has been taken and acked.
+    pub fn spawn(
+        store: StoreSettings,
+        gateway: GatewaySettings,
+        inventory: Arc<Inventory>,
+        stats: Arc<Stats>,
+        readings: mpsc::Receiver<Reading>,
+        taken: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let client = client(&store)?;
+        let queue = Arc::new(Queue {
+            inner: Mutex::new(QueueInner::default()),
+            notify: Notify::new(),
+            max_lines: store.queue_lines,
+        });
+        let batcher = Batcher {
+            enc: TelemetryEncoder::new(&inventory),
+            fields: FieldWriter::default(),
+            gateway_key: gateway_key(&gateway.site, &gateway.host),
+            inventory,
+            stats: stats.clone(),
+            queue: queue.clone(),
+            buf: Vec::with_capacity(store.batch_lines * 128),
+            lines: 0,
+            batch_lines: store.batch_lines,
+            started: Instant::now(),
+        };
+        let batcher = tokio::spawn(batcher.run(
+            readings,
+            store.batch_interval,
+            gateway.stats_interval,
+            taken,
+        ));
+        let writer = tokio::spawn(write_loop(client, store, queue, stats));
+        Ok(StoreSink { batcher, writer })
+    }
+
+    /// Waits until both tasks have finished (after the readings channel closed).
+    pub async fn join(self) {
+        let _ = self.batcher.await;
+        let _ = self.writer.await;
+    }
+}
+
+fn client(store: &StoreSettings) -> anyhow::Result<influxdb2::Client> {
+    let http = reqwest::ClientBuilder::new()
+        .timeout(store.timeout)
+        .connect_timeout(store.timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("estate-gateway/", env!("CARGO_PKG_VERSION")));
+    // The URL was validated by the config (influxdb2 panics on an invalid one).
+    url::Url::parse(&store.url)?;
+    let b = influxdb2::ClientBuilder::with_builder(
+        http,
+        &store.url,
+        &store.org,
+        store.token.expose(),
+    );
+    let b = if store.gzip { b.gzip(true) } else { b };
+    Ok(b.build()?)
+}
+
+struct Batcher {
+    enc: TelemetryEncoder,
+    fields: FieldWriter,
+    gateway_key: Vec<u8>,
+    inventory: Arc<Inventory>,
+    stats: Arc<Stats>,
+    queue: Arc<Queue>,
+    buf: Vec<u8>,
+    lines: usize,
+    batch_lines: usize,
+    started: Instant,
+}
+
+impl Batcher {
+    async fn run(
+        mut self,
+        mut readings: mpsc::Receiver<Reading>,
+        batch_interval: Duration,
+        stats_interval: Duration,
+        taken: CancellationToken,
+    ) {
+        let mut flush = tokio::time::interval(batch_interval);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stats_tick = tokio::time::interval(stats_interval);
+        stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Both intervals fire at once at start; skip that first tick of each.
+        flush.tick().await;
+        stats_tick.tick().await;
+        loop {
+            tokio::select! {
+                r = readings.recv() => match r {
+                    Some(r) => {
+                        self.take(r);
+                        // Drain what is already queued without going back to select!.
+                        while self.lines < self.batch_lines {
+                            match readings.try_recv() {
+                                Ok(r) => self.take(r),
+                                Err(_) => break,
+                            }
+                        }
+                        if self.lines >= self.batch_lines {
+                            self.close_batch();
+                        }
+                    }
+                    None => break,
+                },
+                _ = flush.tick() => self.close_batch(),
+                _ = stats_tick.tick() => self.gateway_point(),
+            }
+        }
+        taken.cancel();
+        self.gateway_point();
+        self.close_batch();
+        self.queue.close();
+        debug!("Store batcher finished.");
+    }
+
+    fn take(&mut self, r: Reading) {
+        if self.enc.encode(&self.inventory, &r, &mut self.buf) {
+            self.lines += 1;
+        }
+        r.ack.settle();
+    }
+
+    fn close_batch(&mut self) {
+        if self.lines == 0 {
+            return;
+        }
+        let body = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(self.batch_lines * 128),
+        ));
+        let lines = std::mem::take(&mut self.lines);
+        let dropped = self.queue.push(Batch { body, lines }, &self.stats);
+        if dropped > 0 {
+            self.stats.store_dropped.fetch_add(dropped as u64, Relaxed);
+            warn!(
+                dropped_lines = dropped,
+                "Store queue full (store slow or down); dropped the oldest lines."
+            );
+        }
+    }
+
+    /// Appends the `gateway` self-measurement (DESIGN §5) to the current batch.
+    fn gateway_point(&mut self) {
+        let s = &self.stats;
+        let now_ms = crate::clock::system_now_ms();
+        let rejected: Vec<(String, u64)> = Reject::ALL
+            .iter()
+            .map(|r| (format!("rejected_{}", r.as_str()), s.rejected(*r)))
+            .collect();
+        let store_dropped = s.store_dropped.load(Relaxed);
+        let mut fields: Vec<(&str, Field<'_>)> = vec![
+            ("messages", Field::U64(s.messages.load(Relaxed))),
+            ("readings", Field::U64(s.readings.load(Relaxed))),
+            (
+                "dropped",
+                Field::U64(s.rejected_total() + store_dropped),
+            ),
+            ("store_dropped", Field::U64(store_dropped)),
+            ("store_lines", Field::U64(s.store_lines.load(Relaxed))),
+            ("store_errors", Field::U64(s.store_errors.load(Relaxed))),
+            (
+                "store_queue_lines",
+                Field::U64(s.store_queue_lines.load(Relaxed)),
+            ),
+            ("sanitised", Field::U64(s.sanitised.load(Relaxed))),
+            (
+                "mqtt_disconnects",
+                Field::U64(s.mqtt_disconnects.load(Relaxed)),
+            ),
+            ("uptime_s", Field::U64(self.started.elapsed().as_secs())),
+        ];
+        if let Some(rss) = crate::clock::rss_bytes() {
+            fields.push(("rss_bytes", Field::U64(rss)));
+        }
+        fields.extend(rejected.iter().map(|(k, v)| (k.as_str(), Field::U64(*v))));
+        if self
+            .fields
+            .line(&mut self.buf, &self.gateway_key, fields, now_ms)
+        {
+            self.lines += 1;
+        }
+    }
+}
+
+/// The whole batch as one "data point" for `influxdb2`'s streaming write, which is the call
+/// that gzips (its `write_line_protocol` sends the body uncompressed).
+struct LineBatch(Bytes);
+
+impl influxdb2::models::WriteDataPoint for LineBatch {
+    fn write_data_point_to<W: std::io::Write>(&self, mut w: W) -> std::io::Result<()> {
+        w.write_all(&self.0)
+    }
+}
+
+enum WriteError {
+    /// Try again later.
+    Retry(String),
+    /// The store refused this batch; trying again cannot help.
+    Refused(String),
+}
+
+async fn write_once(
+    client: &influxdb2::Client,
+    store: &StoreSettings,
+    body: &Bytes,
+) -> Result<(), WriteError> {
+    let res = if store.gzip {
+        let stream = futures::stream::iter([LineBatch(body.clone())]);
+        client
+            .write_with_precision(&store.bucket, stream, TimestampPrecision::Milliseconds)
+            .await
+    } else {
+        client
+            .write_line_protocol_with_precision(
+                &store.org,
+                &store.bucket,
+                body.clone(),
+                TimestampPrecision::Milliseconds,
+            )
+            .await
+    };
+    match res {
+        Ok(()) => Ok(()),
+        Err(influxdb2::RequestError::Http { status, text }) => {
+            let code = status.as_u16();
+            let text: String = text.chars().take(300).collect();
+            match code {
+                401 | 403 => Err(WriteError::Retry(format!(
+                    "HTTP {code}: the store refused the token; check `store.token_file` or the variable named by `store.token_env` ({text})"
+                ))),
+                404 => Err(WriteError::Retry(format!(
+                    "HTTP 404: org `{}` or bucket `{}` not found at {} ({text})",
+                    store.org, store.bucket, store.url
+                ))),
+                408 | 429 | 500..=599 => Err(WriteError::Retry(format!("HTTP {code}: {text}"))),
+                _ => Err(WriteError::Refused(format!("HTTP {code}: {text}"))),
+            }
+        }
+        Err(e) => Err(WriteError::Retry(format!("{e}"))),
+    }
+}
+
+async fn write_loop(
+    client: influxdb2::Client,
+    store: StoreSettings,
+    queue: Arc<Queue>,
+    stats: Arc<Stats>,
+) {
+    let mut backoff = Backoff::new(store.retry_min, store.retry_max);
+    let mut deadline: Option<Instant> = None;
+    let mut failing_since: Option<Instant> = None;
+    while let Some(batch) = queue.pop(&stats).await {
+        loop {
+            if deadline.is_none() && queue.lock().closed {
+                deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+            }
+            match write_once(&client, &store, &batch.body).await {
+                Ok(()) => {
+                    stats.store_lines.fetch_add(batch.lines as u64, Relaxed);
+                    if let Some(since) = failing_since.take() {
+                        info!(
+                            outage_s = since.elapsed().as_secs(),
+                            "Store writes succeed again."
+                        );
+                    }
+                    backoff.reset();
+                    break;
+                }
+                Err(WriteError::Refused(msg)) => {
+                    stats.store_errors.fetch_add(1, Relaxed);
+                    stats.store_dropped.fetch_add(batch.lines as u64, Relaxed);
+                    error!(lines = batch.lines, error = %msg, "Store refused a batch; dropped it.");
+                    break;
+                }
+                Err(WriteError::Retry(msg)) => {
+                    stats.store_errors.fetch_add(1, Relaxed);
+                    let delay = backoff.next_delay();
+                    if failing_since.is_none() {
+                        failing_since = Some(Instant::now());
+                        error!(error = %msg, retry_in_ms = delay.as_millis() as u64, "Store write failed; retrying with backoff.");
+                    } else {
+                        debug!(error = %msg, retry_in_ms = delay.as_millis() as u64, "Store write failed again.");
+                    }
+                    if let Some(d) = deadline {
+                        if Instant::now() + delay > d {
+                            let mut lost = batch.lines;
+                            let mut q = queue.lock();
+                            lost += q.lines;
+                            q.batches.clear();
+                            q.lines = 0;
+                            stats.store_dropped.fetch_add(lost as u64, Relaxed);
+                            error!(
+                                lines = lost,
+                                "Shutting down while the store is unreachable; these lines were not written."
+                            );
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+    debug!("Store writer finished.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(lines: usize) -> Batch {
+        Batch {
+            body: Bytes::from(vec![b'x'; lines]),
+            lines,
+        }
+    }
+
+    #[tokio::test]
+    async fn queue_drops_oldest_when_full_and_drains_after_close() {
+        let stats = Stats::default();
+        let q = Queue {
+            inner: Mutex::new(QueueInner::default()),
+            notify: Notify::new(),
+            max_lines: 10,
+        };
+        assert_eq!(q.push(batch(4), &stats), 0);
+        assert_eq!(q.push(batch(5), &stats), 0);
+        assert_eq!(stats.store_queue_lines.load(Relaxed), 9);
+        // 4 + 5 + 3 = 12 > 10: the oldest (4 lines) goes.
+        assert_eq!(q.push(batch(3), &stats), 4);
+        assert_eq!(stats.store_queue_lines.load(Relaxed), 8);
+        q.close();
+        assert_eq!(q.pop(&stats).await.unwrap().lines, 5);
+        assert_eq!(q.pop(&stats).await.unwrap().lines, 3);
+        assert!(q.pop(&stats).await.is_none());
+        assert_eq!(stats.store_queue_lines.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_single_oversized_batch_is_kept() {
+        let stats = Stats::default();
+        let q = Queue {
+            inner: Mutex::new(QueueInner::default()),
+            notify: Notify::new(),
+            max_lines: 10,
+        };
+        assert_eq!(q.push(batch(50), &stats), 0);
+        assert_eq!(q.pop(&stats).await.unwrap().lines, 50);
+    }
+}

@@ -1,0 +1,5 @@
+//! Sources turn protocol traffic into `Reading`s. They know nothing of alarms or stores.
+
+pub mod decode;
+pub mod mqtt;
+pub mod topic;

@@ -1,0 +1,346 @@
+//! The MQTT source (rumqttc): subscribes to the telemetry and status patterns (DESIGN §6) with
+//! QoS 1 on a persistent session (stable client id, clean session off), turns each message
+//! into a `Reading`, and acknowledges it only when a sink has taken it (manual acks, see
+//! `model::Ack`). Rejected messages are acknowledged at once: redelivering them cannot help.
+//!
+//! rumqttc's event loop retries a failed connection immediately; we wait with capped
+//! exponential backoff and jitter between attempts, and resubscribe on every ConnAck (harmless
+//! when the broker kept the session, necessary when it did not).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::decode::{self, Limits, Problem};
+use crate::backoff::Backoff;
+use crate::clock::Clock;
+use crate::config::{IngestSettings, MqttSettings};
+use crate::model::{Ack, DeviceIdx, Inventory, Reading};
+use crate::stats::{LogLimiter, Stats};
+
+/// How long, at shutdown, the source keeps the connection open so that the PUBACKs of
+/// readings the sinks already took can still be sent.
+const ACK_GRACE: Duration = Duration::from_secs(3);
+
+/// A running MQTT source's inputs.
+#[derive(Debug)]
+pub struct MqttSource {
+    pub settings: MqttSettings,
+    pub ingest: IngestSettings,
+    pub inventory: Arc<Inventory>,
+    pub stats: Arc<Stats>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Builds rumqttc options from the settings.
+pub fn options(s: &MqttSettings) -> MqttOptions {
+    let mut o = MqttOptions::new(&s.client_id, &s.host, s.port);
+    o.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(s.keep_alive)
+        .set_inflight(s.inflight)
+        .set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes.max(64 * 1024));
+    if let Some(user) = &s.username {
+        o.set_credentials(user, s.password.expose());
+    }
+    if s.tls {
+        let tls = match &s.ca_pem {
+            Some(ca) => TlsConfiguration::Simple {
+                ca: ca.clone(),
+                alpn: None,
+                client_auth: None,
+            },
+            None => TlsConfiguration::default(),
+        };
+        o.set_transport(Transport::tls_with_config(tls));
+    }
+    o
+}
+
+impl MqttSource {
+    /// Runs until `shutdown` is cancelled. Readings go to `tx`; when shutting down, `tx` is
+    /// dropped first and the connection stays up until `taken` is cancelled by the sink (all
+    /// readings taken and acknowledged) or `ACK_GRACE` passes.
+    pub async fn run(
+        self,
+        tx: mpsc::Sender<Reading>,
+        shutdown: CancellationToken,
+        taken: CancellationToken,
+    ) {
+        let (client, mut eventloop) = AsyncClient::new(options(&self.settings), 1024);
+        let mut state = Handler {
+            limits: Limits {
+                max_payload_bytes: self.settings.max_payload_bytes,
+                max_clock_skew_ms: self.ingest.max_clock_skew.as_millis() as i64,
+                max_reading_age_ms: self.ingest.max_reading_age.as_millis() as i64,
+            },
+            logs: LogLimiter::new(
+                self.ingest.log_burst,
+                self.ingest.log_window.as_millis() as i64,
+            ),
+            src: &self,
+            client: client.clone(),
+        };
+        let mut backoff = Backoff::new(self.settings.reconnect_min, self.settings.reconnect_max);
+        let mut connected = false;
+        info!(url = %self.settings.url, client_id = %self.settings.client_id,
+              telemetry = %self.settings.telemetry_topic, status = %self.settings.status_topic,
+              "Connecting to the MQTT broker.");
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = eventloop.poll() => ev,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let sent = tokio::select! {
+                        _ = shutdown.cancelled() => None,
+                        sent = state.handle(p, &tx) => Some(sent),
+                    };
+                    if sent.is_none() {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    if ack.code != ConnectReturnCode::Success {
+                        error!(code = ?ack.code, "The MQTT broker refused the connection; check mqtt.username and the password.");
+                        continue;
+                    }
+                    backoff.reset();
+                    connected = true;
+                    info!(
+                        session_present = ack.session_present,
+                        "Connected to the MQTT broker."
+                    );
+                    let filters = [
+                        self.settings.telemetry_topic.filter(),
+                        self.settings.status_topic.filter(),
+                    ]
+                    .into_iter()
+                    .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce));
+                    if let Err(e) = client.try_subscribe_many(filters) {
+                        error!(error = %e, "Could not queue the MQTT subscription.");
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                    {
+                        error!("The MQTT broker refused a subscription; check its ACL for our topics.");
+                    } else {
+                        info!("Subscribed to telemetry and status topics.");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if connected {
+                        self.stats.mqtt_disconnects.fetch_add(1, Relaxed);
+                        connected = false;
+                    }
+                    let delay = backoff.next_delay();
+                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost or refused; reconnecting.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        // Shutdown: stop producing, let the sinks take what is queued, send their acks.
+        drop(tx);
+        drop(state);
+        finish(&client, &mut eventloop, &taken).await;
+    }
+}
+
+async fn finish(client: &AsyncClient, eventloop: &mut EventLoop, taken: &CancellationToken) {
+    let grace = tokio::time::sleep(ACK_GRACE);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            _ = taken.cancelled() => break,
+            _ = &mut grace => break,
+            ev = eventloop.poll() => if ev.is_err() { break },
+        }
+    }
+    // Flush the acks queued by the sink, then disconnect cleanly (the broker keeps our
+    // session and any message we did not acknowledge).
+    let _ = client.try_disconnect();
+    let deadline = tokio::time::sleep(Duration::from_secs(1));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            ev = eventloop.poll() => match ev {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            },
+        }
+    }
+    info!("MQTT source stopped.");
+}
+
+struct Handler<'a> {
+    limits: Limits,
+    logs: LogLimiter,
+    src: &'a MqttSource,
+    client: AsyncClient,
+}
+
+impl Handler<'_> {
+    /// Handles one publish; waits only if the readings channel is full.
+    async fn handle(&mut self, p: Publish, tx: &mpsc::Sender<Reading>) {
+        let src = self.src;
+        src.stats.messages.fetch_add(1, Relaxed);
+        let now = src.clock.now_ms();
+        let ack = if p.qos == QoS::AtMostOnce {
+            Ack::None
+        } else {
+            Ack::Mqtt {
+                client: self.client.clone(),
+                pkid: p.pkid,
+                qos: p.qos,
+            }
+        };
+        match self.reading(&p, now) {
+            Some((device, ts_ms, values, status)) => {
+                src.stats.readings.fetch_add(1, Relaxed);
+                let r = Reading {
+                    device,
+                    ts_ms,
+                    values,
+                    status,
+                    ack,
+                };
+                if let Err(e) = tx.send(r).await {
+                    // The pipeline is shutting down; the broker will redeliver.
+                    debug!(error = %e, "Readings channel closed.");
+                }
+            }
+            None => ack.settle(),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn reading(
+        &mut self,
+        p: &Publish,
+        now: i64,
+    ) -> Option<(
+        DeviceIdx,
+        i64,
+        Vec<(u16, crate::model::Value)>,
+        Option<crate::model::Status>,
+    )> {
+        let s = &self.src.settings;
+        let topic = p.topic.as_str();
+        let (m, is_status) = match s.telemetry_topic.matches(topic) {
+            Some(m) => (m, false),
+            None => match s.status_topic.matches(topic) {
+                Some(m) => (m, true),
+                None => return None,
+            },
+        };
+        let inv = &self.src.inventory;
+        let device = match m.site {
+            Some(site) => inv.lookup(site, m.device),
+            None => inv.lookup_any_site(m.device),
+        };
+        let Some(device) = device else {
+            self.reject(
+                topic,
+                now,
+                Problem {
+                    reason: crate::stats::Reject::UnknownDevice,
+                    signal: None,
+                    detail: "no device with this site and id in the inventory".into(),
+                },
+            );
+            return None;
+        };
+        let dev = inv.get(device);
+        if let Some(cat) = m.category {
+            if cat != dev.category {
+                self.reject(
+                    topic,
+                    now,
+                    Problem {
+                        reason: crate::stats::Reject::CategoryMismatch,
+                        signal: None,
+                        detail: format!(
+                            "the topic says `{cat}`, the inventory says `{}`",
+                            dev.category
+                        ),
+                    },
+                );
+                return None;
+            }
+        }
+        if is_status {
+            if p.payload.len() > self.limits.max_payload_bytes {
+                self.reject(
+                    topic,
+                    now,
+                    Problem {
+                        reason: crate::stats::Reject::Oversize,
+                        signal: None,
+                        detail: format!("status payload is {} bytes", p.payload.len()),
+                    },
+                );
+                return None;
+            }
+            return match decode::status(&p.payload) {
+                Ok(st) => Some((device, now, Vec::new(), Some(st))),
+                Err(problem) => {
+                    self.reject(topic, now, problem);
+                    None
+                }
+            };
+        }
+        match decode::telemetry(&dev.profile, &p.payload, now, &self.limits) {
+            Ok(d) => {
+                if d.sanitised > 0 {
+                    self.src
+                        .stats
+                        .sanitised
+                        .fetch_add(u64::from(d.sanitised), Relaxed);
+                }
+                for problem in d.problems {
+                    self.reject(topic, now, problem);
+                }
+                if d.values.is_empty() {
+                    return None;
+                }
+                Some((device, d.ts_ms, d.values, None))
+            }
+            Err(problem) => {
+                self.reject(topic, now, problem);
+                None
+            }
+        }
+    }
+
+    fn reject(&mut self, topic: &str, now: i64, p: Problem) {
+        self.src.stats.reject(p.reason);
+        if let Some(suppressed) = self.logs.allow(p.reason, now) {
+            warn!(
+                topic,
+                reason = p.reason.as_str(),
+                signal = p.signal.as_deref().unwrap_or("-"),
+                detail = %p.detail,
+                suppressed_before = suppressed,
+                "Dropped bad input."
+            );
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! MQTT topic patterns with `{site}`, `{category}` and `{device}` placeholders (DESIGN §6).
+//!
+//! A pattern such as `estate/{site}/{category}/{device}/telemetry` becomes the subscription
+//! filter `estate/+/+/+/telemetry` and matches incoming topics segment by segment, capturing
+//! the placeholders. A placeholder fills a whole segment; `{device}` is required.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Site,
+    Category,
+    Device,
+}
+
+/// A parsed topic pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPattern {
+    segments: Vec<Segment>,
+}
+
+/// The placeholders captured from one topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicMatch<'a> {
+    pub site: Option<&'a str>,
+    pub category: Option<&'a str>,
+    pub device: &'a str,
+}
+
+/// Why a pattern is not valid; the message says what would be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicPatternError {
+    #[error("has no `{{device}}` placeholder; a pattern must name the device, e.g. `estate/{{site}}/{{category}}/{{device}}/telemetry`")]
+    NoDevice,
+    #[error("unknown placeholder `{0}`; valid are `{{site}}`, `{{category}}`, `{{device}}`")]
+    UnknownPlaceholder(String),
+    #[error("placeholder `{0}` appears twice")]
+    Repeated(String),
+    #[error("segment `{0}` mixes a placeholder with text; a placeholder must fill a whole segment between `/`")]
+    Partial(String),
+    #[error("segment `{0}` holds an MQTT wildcard; write placeholders instead of `+` and `#`")]
+    Wildcard(String),
+    #[error("is empty")]
+    Empty,
+}
+
+impl TopicPattern {
+    pub fn parse(pattern: &str) -> Result<Self, TopicPatternError> {
+        if pattern.is_empty() {
+            return Err(TopicPatternError::Empty);
+        }
+        let mut segments = Vec::new();
+        for seg in pattern.split('/') {
+            let s = match seg {
+                "{site}" => Segment::Site,
+                "{category}" => Segment::Category,
+                "{device}" => Segment::Device,
+                s if s.starts_with('{') && s.ends_with('}') => {
+                    return Err(TopicPatternError::UnknownPlaceholder(s.to_owned()))
+                }
+                s if s.contains('{') || s.contains('}') => {
+                    return Err(TopicPatternError::Partial(s.to_owned()))
+                }
+                s if s.contains('+') || s.contains('#') => {
+                    return Err(TopicPatternError::Wildcard(s.to_owned()))
+                }
+                s => Segment::Literal(s.to_owned()),
+            };
+            if !matches!(s, Segment::Literal(_)) && segments.contains(&s) {
+                return Err(TopicPatternError::Repeated(seg.to_owned()));
+            }
+            segments.push(s);
+        }
+        if !segments.contains(&Segment::Device) {
+            return Err(TopicPatternError::NoDevice);
+        }
+        Ok(TopicPattern { segments })
+    }
+
+    /// Whether the pattern captures the site (else devices are looked up by id alone).
+    pub fn has_site(&self) -> bool {
+        self.segments.contains(&Segment::Site)
+    }
+
+    /// The MQTT subscription filter: each placeholder becomes `+`.
+    pub fn filter(&self) -> String {
+        let parts: Vec<&str> = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => l.as_str(),
+                _ => "+",
+            })
+            .collect();
+        parts.join("/")
+    }
+
+    /// The topic for given values (used for outgoing topics and by tests and the simulator).
+    pub fn render(&self, site: &str, category: &str, device: &str) -> String {
+        let parts: Vec<&str> = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => l.as_str(),
+                Segment::Site => site,
+                Segment::Category => category,
+                Segment::Device => device,
+            })
+            .collect();
+        parts.join("/")
+    }
+
+    /// Matches a concrete topic, capturing the placeholders.
+    pub fn matches<'a>(&self, topic: &'a str) -> Option<TopicMatch<'a>> {
+        let mut site = None;
+        let mut category = None;
+        let mut device = None;
+        let mut parts = topic.split('/');
+        for seg in &self.segments {
+            let part = parts.next()?;
+            match seg {
+                Segment::Literal(l) if l == part => {}
+                Segment::Literal(_) => return None,
+                Segment::Site => site = Some(part),
+                Segment::Category => category = Some(part),
+                Segment::Device => device = Some(part),
+            }
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(TopicMatch {
+            site,
+            category,
+            device: device?,
+        })
+    }
+}
+
+impl fmt::Display for TopicPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<&str> = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => l.as_str(),
+                Segment::Site => "{site}",
+                Segment::Category => "{category}",
+                Segment::Device => "{device}",
+            })
+            .collect();
+        f.write_str(&parts.join("/"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_pattern_filters_and_matches() {
+        let p = TopicPattern::parse("estate/{site}/{category}/{device}/telemetry").unwrap();
+        assert_eq!(p.filter(), "estate/+/+/+/telemetry");
+        assert_eq!(
+            p.matches("estate/hx/elevator/E1/telemetry"),
+            Some(TopicMatch {
+                site: Some("hx"),
+                category: Some("elevator"),
+                device: "E1"
+            })
+        );
+        assert_eq!(p.matches("estate/hx/elevator/E1/status"), None);
+        assert_eq!(p.matches("estate/hx/elevator/E1/telemetry/x"), None);
+        assert_eq!(p.matches("estate/hx/elevator"), None);
+        assert_eq!(p.to_string(), "estate/{site}/{category}/{device}/telemetry");
+        assert_eq!(
+            p.render("hx", "elevator", "E1"),
+            "estate/hx/elevator/E1/telemetry"
+        );
+    }
+
+    #[test]
+    fn device_only_pattern() {
+        let p = TopicPattern::parse("plant/{device}").unwrap();
+        assert!(!p.has_site());
+        assert_eq!(p.matches("plant/P-7").unwrap().device, "P-7");
+    }
+
+    #[test]
+    fn bad_patterns_say_what_is_wrong() {
+        assert_eq!(
+            TopicPattern::parse("estate/{site}/x"),
+            Err(TopicPatternError::NoDevice)
+        );
+        assert_eq!(
+            TopicPattern::parse("estate/{dev}/x"),
+            Err(TopicPatternError::UnknownPlaceholder("{dev}".into()))
+        );
+        assert_eq!(
+            TopicPattern::parse("estate/dev-{device}"),
+            Err(TopicPatternError::Partial("dev-{device}".into()))
+        );
+        assert_eq!(
+            TopicPattern::parse("estate/+/{device}"),
+            Err(TopicPatternError::Wildcard("+".into()))
+        );
+        assert_eq!(
+            TopicPattern::parse("{device}/{device}"),
+            Err(TopicPatternError::Repeated("{device}".into()))
+        );
+        assert!(TopicPattern::parse("")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+    }
+}
