@@ -29,7 +29,18 @@ fn mosquitto_delivers_and_keeps_queued_qos1_across_restart() {
     // Live delivery to the raw client.
     let sub = mq
         .sub_command()
-        .args(["-i", "smoke-live", "-t", "smoke/live", "-q", "1", "-C", "1", "-W", "5"])
+        .args([
+            "-i",
+            "smoke-live",
+            "-t",
+            "smoke/live",
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -89,7 +100,19 @@ fn mosquitto_delivers_and_keeps_queued_qos1_across_restart() {
     assert!(mq.is_running());
     let out = mq
         .sub_command()
-        .args(["-c", "-i", "fixedid", "-q", "1", "-t", "smoke/queued", "-C", "1", "-W", "5"])
+        .args([
+            "-c",
+            "-i",
+            "fixedid",
+            "-q",
+            "1",
+            "-t",
+            "smoke/queued",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ])
         .output()
         .expect("run mosquitto_sub");
     assert!(
@@ -99,7 +122,10 @@ fn mosquitto_delivers_and_keeps_queued_qos1_across_restart() {
         String::from_utf8_lossy(&out.stderr),
         mq.log()
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "queued while offline\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "queued while offline\n"
+    );
 
     // Stopped means stopped: the port refuses connections.
     mq.stop();
@@ -114,7 +140,8 @@ fn proxy_records_gzip_write_and_victoria_stores_it_exactly() {
 
     let site = "Block A, Tower 1 = 东区";
     let escaped = r"Block\ A\,\ Tower\ 1\ \=\ 东区";
-    let line1 = format!("telemetry,site={escaped},device=meter-1 temp=21.5,state=\"ok\" 1700000000000");
+    let line1 =
+        format!("telemetry,site={escaped},device=meter-1 temp=21.5,state=\"ok\" 1700000000000");
     let line2 = format!("telemetry,site={escaped},device=meter-2 temp=-3.25 1700000000500");
     let body = format!("{line1}\n{line2}\n");
     let gz = gzip(body.as_bytes());
@@ -219,9 +246,19 @@ fn proxy_injected_failures_answer_then_heal() {
     for _ in 0..3 {
         assert_eq!(http_post(&url, &[], b"m v=3 3").expect("POST").status, 500);
     }
-    assert_eq!(http_get(&format!("{}/health", proxy.url())).expect("health").status, 503);
+    assert_eq!(
+        http_get(&format!("{}/health", proxy.url()))
+            .expect("health")
+            .status,
+        503
+    );
     proxy.heal();
-    assert_eq!(http_get(&format!("{}/health", proxy.url())).expect("health").status, 200);
+    assert_eq!(
+        http_get(&format!("{}/health", proxy.url()))
+            .expect("health")
+            .status,
+        200
+    );
     assert_eq!(http_post(&url, &[], b"m v=4 4").expect("POST").status, 204);
     assert_eq!(proxy.rejected_count(), 4);
     assert_eq!(proxy.lines(), ["m v=2 2", "m v=4 4"]);
@@ -229,8 +266,16 @@ fn proxy_injected_failures_answer_then_heal() {
     // Broken gzip is a 400 and not stored; unknown paths are 404 and listed.
     let bad = http_post(&url, &[("Content-Encoding", "gzip")], b"not gzip").expect("POST");
     assert_eq!(bad.status, 400);
-    assert_eq!(proxy.requests().last().map(|r| r.disposition), Some(Disposition::BadRequest));
-    assert_eq!(http_get(&format!("{}/api/v2/query", proxy.url())).expect("GET").status, 404);
+    assert_eq!(
+        proxy.requests().last().map(|r| r.disposition),
+        Some(Disposition::BadRequest)
+    );
+    assert_eq!(
+        http_get(&format!("{}/api/v2/query", proxy.url()))
+            .expect("GET")
+            .status,
+        404
+    );
     assert_eq!(proxy.other_requests(), ["GET /api/v2/query"]);
 }
 

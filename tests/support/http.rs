@@ -47,7 +47,11 @@ pub(crate) fn http_get(url: &str) -> io::Result<HttpResponse> {
 }
 
 /// `POST url` with `headers` and `body`.
-pub(crate) fn http_post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<HttpResponse> {
+pub(crate) fn http_post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
     http_request("POST", url, headers, body)
 }
 
@@ -62,7 +66,9 @@ pub(crate) fn http_request(
 ) -> io::Result<HttpResponse> {
     let parsed = url::Url::parse(url).map_err(|e| invalid(format!("bad URL {url:?}: {e}")))?;
     if parsed.scheme() != "http" {
-        return Err(invalid(format!("only http:// URLs are supported, got {url:?}")));
+        return Err(invalid(format!(
+            "only http:// URLs are supported, got {url:?}"
+        )));
     }
     let host = parsed
         .host_str()
@@ -82,7 +88,8 @@ pub(crate) fn http_request(
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
 
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n");
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -107,7 +114,12 @@ fn parse_response(raw: &[u8], head_only: bool) -> io::Result<HttpResponse> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| invalid(format!("no end of headers in response: {:?}", String::from_utf8_lossy(raw))))?;
+        .ok_or_else(|| {
+            invalid(format!(
+                "no end of headers in response: {:?}",
+                String::from_utf8_lossy(raw)
+            ))
+        })?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let rest = &raw[split + 4..];
     let mut lines = head.split("\r\n");
@@ -121,21 +133,35 @@ fn parse_response(raw: &[u8], head_only: bool) -> io::Result<HttpResponse> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
 
     let body = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
         Vec::new()
-    } else if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+    } else if header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
         dechunk(rest)?
     } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
         if rest.len() < len {
-            return Err(invalid(format!("body cut short: {} of {len} bytes", rest.len())));
+            return Err(invalid(format!(
+                "body cut short: {} of {len} bytes",
+                rest.len()
+            )));
         }
         rest[..len].to_vec()
     } else {
         rest.to_vec()
     };
-    Ok(HttpResponse { status, headers, body })
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {

@@ -90,7 +90,10 @@ pub(crate) fn parse_lines(body: &str) -> Vec<ParsedPoint> {
                 Some(Err(e)) => panic!("line does not parse as line protocol ({e}): {line:?}"),
                 None => panic!("no point in line {line:?}"),
             };
-            assert!(parsed.next().is_none(), "more than one point in line {line:?}");
+            assert!(
+                parsed.next().is_none(),
+                "more than one point in line {line:?}"
+            );
             let mut tags = BTreeMap::new();
             for (k, v) in point.series.tag_set.iter().flatten() {
                 let old = tags.insert(k.to_string(), v.to_string());

@@ -102,7 +102,11 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// Polls `check` every `every` until it returns true or `timeout` passes; true when it did.
-pub(crate) fn wait_until(timeout: Duration, every: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if check() {
@@ -130,9 +134,15 @@ pub(crate) fn find_binary(name: &str) -> PathBuf {
     let path_dirs = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    let extra = ["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin", "/usr/local/bin"]
-        .iter()
-        .map(PathBuf::from);
+    let extra = [
+        "/usr/sbin",
+        "/usr/local/sbin",
+        "/sbin",
+        "/usr/bin",
+        "/usr/local/bin",
+    ]
+    .iter()
+    .map(PathBuf::from);
     path_dirs
         .into_iter()
         .chain(extra)

@@ -4,7 +4,8 @@
 //! what the gateway receives is exactly what a device would send.
 
 use super::{
-    find_binary, free_port, kill_child, read_lossy, tail, tcp_connects, terminate_child, wait_until, READY_TIMEOUT, STOP_TIMEOUT,
+    find_binary, free_port, kill_child, read_lossy, tail, tcp_connects, terminate_child,
+    wait_until, READY_TIMEOUT, STOP_TIMEOUT,
 };
 use std::fs::{self, File};
 use std::io::Write;
@@ -28,7 +29,11 @@ impl Mosquitto {
             .prefix("mosquitto-")
             .tempdir()
             .expect("create mosquitto temp dir");
-        let mut broker = Mosquitto { port: free_port(), dir, child: None };
+        let mut broker = Mosquitto {
+            port: free_port(),
+            dir,
+            child: None,
+        };
         let mut last_log = String::new();
         // A port found free can be taken before the broker binds it; try a few ports.
         for _ in 0..3 {
@@ -109,13 +114,18 @@ impl Mosquitto {
             // "running" is logged once the listeners are open; only look at this run's part of
             // the (appended) log, then make sure it is really our broker that answers.
             let log = read_lossy(&self.log_path());
-            log.get(log_len_before..).is_some_and(|l| l.contains(" running"))
+            log.get(log_len_before..)
+                .is_some_and(|l| l.contains(" running"))
                 && tcp_connects(self.port)
         });
         if ready && !exited {
             return Ok(());
         }
-        let why = if exited { "exited" } else { "was not ready within the timeout" };
+        let why = if exited {
+            "exited"
+        } else {
+            "was not ready within the timeout"
+        };
         if let Some(mut child) = self.child.take() {
             kill_child(&mut child);
         }
@@ -193,7 +203,9 @@ impl Mosquitto {
 
     /// Polls the broker log for `needle`.
     pub(crate) fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, Duration::from_millis(20), || self.log().contains(needle))
+        wait_until(timeout, Duration::from_millis(20), || {
+            self.log().contains(needle)
+        })
     }
 
     /// Polls the broker log until a client subscribed to exactly `topic_filter` (and, when
@@ -212,7 +224,8 @@ impl Mosquitto {
                     return false;
                 };
                 let mut parts = rest.splitn(3, ' ');
-                let (Some(id), Some(qos), Some(filter)) = (parts.next(), parts.next(), parts.next())
+                let (Some(id), Some(qos), Some(filter)) =
+                    (parts.next(), parts.next(), parts.next())
                 else {
                     return false;
                 };
@@ -253,7 +266,10 @@ impl Mosquitto {
         let mut stdin = Vec::new();
         for p in payloads {
             let p = p.as_ref();
-            assert!(!p.contains('\n'), "publish_lines payload contains a newline: {p:?}");
+            assert!(
+                !p.contains('\n'),
+                "publish_lines payload contains a newline: {p:?}"
+            );
             stdin.extend_from_slice(p.as_bytes());
             stdin.push(b'\n');
         }
@@ -322,7 +338,11 @@ impl Mosquitto {
             .stderr(File::create(&err_path).expect("create stderr.txt"))
             .spawn()
             .expect("spawn mosquitto_sub");
-        let mut sub = MqttSubscriber { child, dir, out_path };
+        let mut sub = MqttSubscriber {
+            child,
+            dir,
+            out_path,
+        };
         if !self.wait_for_subscription(Some(&client_id), topic_filter, READY_TIMEOUT) {
             kill_child(&mut sub.child);
             panic!(

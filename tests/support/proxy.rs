@@ -107,7 +107,9 @@ type Shared = Arc<Mutex<ProxyState>>;
 
 fn lock(shared: &Shared) -> MutexGuard<'_, ProxyState> {
     // A panic elsewhere while holding the lock must not hide the recordings.
-    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The recording proxy; shuts down (and frees its port) on drop.
@@ -197,7 +199,10 @@ impl RecordingProxy {
             StatusCode::from_u16(status).is_ok(),
             "fail_with: {status} is not an HTTP status"
         );
-        lock(&self.shared).failure = Some(Failure { status, remaining: count });
+        lock(&self.shared).failure = Some(Failure {
+            status,
+            remaining: count,
+        });
     }
 
     /// Ends any injected failure.
@@ -333,7 +338,10 @@ fn json_error(status: u16, message: &str) -> Response {
 }
 
 fn decode_body(content_encoding: Option<&str>, raw: &[u8]) -> Result<Vec<u8>, String> {
-    match content_encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+    match content_encoding
+        .map(|e| e.trim().to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("") | Some("identity") => Ok(raw.to_vec()),
         Some("gzip") => {
             let mut out = Vec::new();
@@ -358,7 +366,12 @@ async fn write(State(shared): State<Shared>, uri: Uri, headers: HeaderMap, raw: 
         authorization: header_value("authorization"),
         headers: headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         raw_body: raw.to_vec(),
         body: Vec::new(),
@@ -385,7 +398,13 @@ async fn write(State(shared): State<Shared>, uri: Uri, headers: HeaderMap, raw: 
             }
             None => None,
         };
-        if matches!(&st.failure, Some(Failure { remaining: Some(0), .. })) {
+        if matches!(
+            &st.failure,
+            Some(Failure {
+                remaining: Some(0),
+                ..
+            })
+        ) {
             st.failure = None;
         }
         (injected, st.delay, st.upstream.clone())
@@ -462,7 +481,10 @@ async fn health_state(shared: &Shared) -> Option<u16> {
     let (failing, delay) = {
         let st = lock(shared);
         let failing = match &st.failure {
-            Some(Failure { status, remaining: None }) => Some(*status),
+            Some(Failure {
+                status,
+                remaining: None,
+            }) => Some(*status),
             _ => None,
         };
         (failing, st.delay)

@@ -12,8 +12,8 @@
 
 use super::http::{encode_query_value, http_get};
 use super::{
-    find_binary, free_port, kill_child, read_lossy, tail, terminate_child, wait_until, READY_TIMEOUT,
-    STOP_TIMEOUT,
+    find_binary, free_port, kill_child, read_lossy, tail, terminate_child, wait_until,
+    READY_TIMEOUT, STOP_TIMEOUT,
 };
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -73,7 +73,11 @@ impl VictoriaMetrics {
             .prefix("victoria-")
             .tempdir()
             .expect("create victoria-metrics temp dir");
-        let mut vm = VictoriaMetrics { port: free_port(), dir, child: None };
+        let mut vm = VictoriaMetrics {
+            port: free_port(),
+            dir,
+            child: None,
+        };
         let mut last_log = String::new();
         // A port found free can be taken before the server binds it; try a few ports.
         for _ in 0..3 {
@@ -138,7 +142,11 @@ impl VictoriaMetrics {
         if ready && !exited && alive {
             return Ok(());
         }
-        let why = if exited || !alive { "exited" } else { "was not ready within the timeout" };
+        let why = if exited || !alive {
+            "exited"
+        } else {
+            "was not ready within the timeout"
+        };
         if let Some(mut child) = self.child.take() {
             kill_child(&mut child);
         }
@@ -220,7 +228,10 @@ impl VictoriaMetrics {
         if let Some(mut child) = self.child.take() {
             let (_, killed) = terminate_child(&mut child, STOP_TIMEOUT);
             if killed {
-                eprintln!("victoria-metrics on port {} ignored SIGTERM; killed", self.port);
+                eprintln!(
+                    "victoria-metrics on port {} ignored SIGTERM; killed",
+                    self.port
+                );
             }
         }
     }
@@ -261,7 +272,9 @@ impl Drop for VictoriaMetrics {
             let log = self.log();
             let interesting: Vec<&str> = log
                 .lines()
-                .filter(|l| l.contains("\terror\t") || l.contains("\twarn\t") || l.contains("\tfatal\t"))
+                .filter(|l| {
+                    l.contains("\terror\t") || l.contains("\twarn\t") || l.contains("\tfatal\t")
+                })
                 .collect();
             eprintln!(
                 "--- victoria-metrics (port {}) warnings/errors, last 30 ---\n{}",
@@ -299,7 +312,14 @@ fn parse_export_line(line: &str) -> ExportedSeries {
         .as_array()
         .unwrap_or_else(|| panic!("no timestamps in export line: {line}"))
         .iter()
-        .map(|t| t.as_i64().unwrap_or_else(|| panic!("bad timestamp {t} in: {line}")))
+        .map(|t| {
+            t.as_i64()
+                .unwrap_or_else(|| panic!("bad timestamp {t} in: {line}"))
+        })
         .collect();
-    ExportedSeries { metric, values, timestamps }
+    ExportedSeries {
+        metric,
+        values,
+        timestamps,
+    }
 }
