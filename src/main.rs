@@ -12,7 +12,11 @@ use estate_gateway::config::{self, Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "estate-gateway", version, about = "On-site gateway for residential estates: MQTT telemetry in, InfluxDB v2 out, facility state and graded figures.")]
+#[command(
+    name = "estate-gateway",
+    version,
+    about = "On-site gateway for residential estates: MQTT telemetry in, InfluxDB v2 out, facility state and graded figures."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -208,10 +212,7 @@ fn summary(cfg: &Config, verbose: bool) -> String {
         )),
         None => out.push_str("store: none ([store] not configured)\n"),
     }
-    out.push_str(&format!(
-        "data_dir: {}\n",
-        cfg.gateway.data_dir.display()
-    ));
+    out.push_str(&format!("data_dir: {}\n", cfg.gateway.data_dir.display()));
     if verbose {
         out.push_str("devices:\n");
         for d in cfg.inventory.devices() {

@@ -1,3 +1,13 @@
 //! All integration tests link into this one binary (one link step on 2 cores).
-mod support;
+
+// Helpers outside #[test] functions unwrap too: in a test, a failed unwrap is a failure with
+// its message, which is what we want (clippy.toml allows it only inside #[test] functions).
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod config_errors;
+mod e2e;
+mod fixture;
 mod harness_smoke;
+mod outages;
+mod support;

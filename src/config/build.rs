@@ -316,17 +316,16 @@ fn build_mqtt(
             if host.is_empty() {
                 errs.push(
                     "mqtt.url",
-                    format!("`{}` has no host; write e.g. `mqtt://127.0.0.1:1883`", m.url),
+                    format!(
+                        "`{}` has no host; write e.g. `mqtt://127.0.0.1:1883`",
+                        m.url
+                    ),
                 );
             }
             if !u.username().is_empty() || u.password().is_some() {
                 errs.push("mqtt.url", "carries credentials; set `mqtt.username` and the password through `mqtt.password_file` or `mqtt.password_env` instead");
             }
-            (
-                host,
-                u.port().unwrap_or(if tls { 8883 } else { 1883 }),
-                tls,
-            )
+            (host, u.port().unwrap_or(if tls { 8883 } else { 1883 }), tls)
         }
         Err(e) => {
             errs.push(
@@ -407,7 +406,10 @@ fn build_mqtt(
         );
     }
     if m.max_payload_bytes == 0 {
-        errs.push("mqtt.max_payload_bytes", "must be more than 0 (default 65536)");
+        errs.push(
+            "mqtt.max_payload_bytes",
+            "must be more than 0 (default 65536)",
+        );
     }
     if m.max_packet_bytes < m.max_payload_bytes {
         errs.push(
@@ -525,7 +527,10 @@ fn build_ingest(i: &RawIngest, errs: &mut Errors) -> IngestSettings {
         log_window: errs.duration("ingest.log_window", &i.log_window),
     };
     if s.channel_capacity == 0 {
-        errs.push("ingest.channel_capacity", "must be more than 0 (default 10000)");
+        errs.push(
+            "ingest.channel_capacity",
+            "must be more than 0 (default 10000)",
+        );
     }
     s
 }

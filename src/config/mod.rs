@@ -151,8 +151,7 @@ pub fn load_with_env(
     if !path.is_file() {
         return Err(one(
             "-",
-            "no such file; pass the gateway's TOML file with -c (e.g. configs/gateway.toml)"
-                .into(),
+            "no such file; pass the gateway's TOML file with -c (e.g. configs/gateway.toml)".into(),
         ));
     }
     let overrides: std::collections::HashMap<String, String> = env

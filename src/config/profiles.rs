@@ -172,16 +172,15 @@ fn parse(file: &str, stem: &str, text: &str, errs: &mut Errors) -> Option<Profil
             other => {
                 local.push(
                     format!("{key}.type"),
-                    format!("`{other}` is not a signal type; valid: float, int, bool, string, enum"),
+                    format!(
+                        "`{other}` is not a signal type; valid: float, int, bool, string, enum"
+                    ),
                 );
                 SignalType::String
             }
         };
         if s.values.is_some() && !matches!(ty, SignalType::Enum(_)) {
-            local.push(
-                format!("{key}.values"),
-                "only `enum` signals take `values`",
-            );
+            local.push(format!("{key}.values"), "only `enum` signals take `values`");
         }
         signals.push(Signal {
             name: s.name.clone(),

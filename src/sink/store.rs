@@ -172,12 +172,8 @@ fn client(store: &StoreSettings) -> anyhow::Result<influxdb2::Client> {
         .user_agent(concat!("estate-gateway/", env!("CARGO_PKG_VERSION")));
     // The URL was validated by the config (influxdb2 panics on an invalid one).
     url::Url::parse(&store.url)?;
-    let b = influxdb2::ClientBuilder::with_builder(
-        http,
-        &store.url,
-        &store.org,
-        store.token.expose(),
-    );
+    let b =
+        influxdb2::ClientBuilder::with_builder(http, &store.url, &store.org, store.token.expose());
     let b = if store.gzip { b.gzip(true) } else { b };
     Ok(b.build()?)
 }
@@ -277,10 +273,7 @@ impl Batcher {
         let mut fields: Vec<(&str, Field<'_>)> = vec![
             ("messages", Field::U64(s.messages.load(Relaxed))),
             ("readings", Field::U64(s.readings.load(Relaxed))),
-            (
-                "dropped",
-                Field::U64(s.rejected_total() + store_dropped),
-            ),
+            ("dropped", Field::U64(s.rejected_total() + store_dropped)),
             ("store_dropped", Field::U64(store_dropped)),
             ("store_lines", Field::U64(s.store_lines.load(Relaxed))),
             ("store_errors", Field::U64(s.store_errors.load(Relaxed))),

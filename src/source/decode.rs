@@ -86,7 +86,12 @@ pub fn telemetry(
             // Infinity; treat those as a bad value of one signal, not a bad message.
             Some(fixed) => serde_json::from_slice(&fixed)
                 .map_err(|_| Problem::whole(Reject::InvalidJson, format!("not JSON: {e}")))?,
-            None => return Err(Problem::whole(Reject::InvalidJson, format!("not JSON: {e}"))),
+            None => {
+                return Err(Problem::whole(
+                    Reject::InvalidJson,
+                    format!("not JSON: {e}"),
+                ))
+            }
         },
     };
     let Json::Object(map) = json else {
@@ -210,9 +215,10 @@ fn typed(ty: &SignalType, v: &Json) -> Result<Value, TypeError> {
             Json::Number(n) => {
                 if let Some(i) = n.as_i64() {
                     Ok(Value::Int(i))
-                } else if let Some(f) = n.as_f64().filter(|f| {
-                    f.fract() == 0.0 && *f >= i64::MIN as f64 && *f <= i64::MAX as f64
-                }) {
+                } else if let Some(f) = n
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= i64::MIN as f64 && *f <= i64::MAX as f64)
+                {
                     Ok(Value::Int(f as i64))
                 } else {
                     Err(wrong("an integer"))
@@ -414,7 +420,9 @@ mod tests {
         let d = decode(r#"{"temp": NaN, "floor": 4, "note": "NaN inside a string"}"#).unwrap();
         assert_eq!(reasons(&d), vec![(Reject::NonFinite, Some("temp"))]);
         assert!(d.values.contains(&(1, Value::Int(4))));
-        assert!(d.values.contains(&(3, Value::Str("NaN inside a string".into()))));
+        assert!(d
+            .values
+            .contains(&(3, Value::Str("NaN inside a string".into()))));
         let d = decode(r#"{"temp": -Infinity, "floor": Infinity}"#).unwrap();
         assert_eq!(d.problems.len(), 2);
         assert!(d.problems.iter().all(|p| p.reason == Reject::NonFinite));
@@ -449,7 +457,11 @@ mod tests {
         assert_eq!(stale.reason, Reject::StaleTimestamp);
         let secs = at(NOW / 1000).unwrap_err();
         assert_eq!(secs.reason, Reject::StaleTimestamp);
-        assert!(secs.detail.contains("looks like seconds"), "{}", secs.detail);
+        assert!(
+            secs.detail.contains("looks like seconds"),
+            "{}",
+            secs.detail
+        );
     }
 
     #[test]

@@ -136,7 +136,9 @@ impl MqttSource {
                         .iter()
                         .any(|c| matches!(c, SubscribeReasonCode::Failure))
                     {
-                        error!("The MQTT broker refused a subscription; check its ACL for our topics.");
+                        error!(
+                            "The MQTT broker refused a subscription; check its ACL for our topics."
+                        );
                     } else {
                         info!("Subscribed to telemetry and status topics.");
                     }

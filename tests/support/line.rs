@@ -84,7 +84,17 @@ pub(crate) fn parse_lines(body: &str) -> Vec<ParsedPoint> {
     influxdb_line_protocol::split_lines(body)
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
-            let mut parsed = influxdb_line_protocol::parse_lines(line);
+            // The series (measurement and tags) is read by our own reading of the spec, and
+            // cross-checked against InfluxData's parser where that one accepts the line: it
+            // refuses any tag value ending in a backslash by design, which the spec and
+            // VictoriaMetrics allow (`\\` is an escaped backslash).
+            let (measurement, tags, rest) = spec_series(line);
+            let reparse = format!("m {rest}");
+            let iox_line = match influxdb_line_protocol::parse_lines(line).next() {
+                Some(Ok(_)) => line,
+                _ => reparse.as_str(),
+            };
+            let mut parsed = influxdb_line_protocol::parse_lines(iox_line);
             let point = match parsed.next() {
                 Some(Ok(p)) => p,
                 Some(Err(e)) => panic!("line does not parse as line protocol ({e}): {line:?}"),
@@ -94,10 +104,17 @@ pub(crate) fn parse_lines(body: &str) -> Vec<ParsedPoint> {
                 parsed.next().is_none(),
                 "more than one point in line {line:?}"
             );
-            let mut tags = BTreeMap::new();
-            for (k, v) in point.series.tag_set.iter().flatten() {
-                let old = tags.insert(k.to_string(), v.to_string());
-                assert!(old.is_none(), "tag key {k:?} repeats in {line:?}");
+            if iox_line == line {
+                let mut iox_tags = BTreeMap::new();
+                for (k, v) in point.series.tag_set.iter().flatten() {
+                    let old = iox_tags.insert(k.to_string(), v.to_string());
+                    assert!(old.is_none(), "tag key {k:?} repeats in {line:?}");
+                }
+                assert_eq!(
+                    iox_tags, tags,
+                    "our reading of the tags differs from InfluxData's in {line:?}"
+                );
+                assert_eq!(point.series.measurement.to_string(), measurement);
             }
             let mut fields = BTreeMap::new();
             for (k, v) in &point.field_set {
@@ -112,11 +129,56 @@ pub(crate) fn parse_lines(body: &str) -> Vec<ParsedPoint> {
                 assert!(old.is_none(), "field key {k:?} repeats in {line:?}");
             }
             ParsedPoint {
-                measurement: point.series.measurement.to_string(),
+                measurement,
                 tags,
                 fields,
                 timestamp: point.timestamp,
             }
         })
         .collect()
+}
+
+/// Splits a line into its unescaped measurement, its unescaped tags, and the rest (field set
+/// and timestamp), following the line-protocol spec: in the series, `\\`, `\,`, `\=` and
+/// `\ ` are escapes; a separator counts when preceded by an even number of backslashes.
+fn spec_series(line: &str) -> (String, BTreeMap<String, String>, &str) {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Vec::new();
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if i + 1 < bytes.len() && matches!(bytes[i + 1], b'\\' | b',' | b'=' | b' ') => {
+                cur.push(bytes[i + 1]);
+                i += 2;
+            }
+            b',' => {
+                parts.push(String::from_utf8(std::mem::take(&mut cur)).expect("utf-8"));
+                i += 1;
+            }
+            b' ' => break,
+            b => {
+                cur.push(b);
+                i += 1;
+            }
+        }
+    }
+    parts.push(String::from_utf8(cur).expect("utf-8"));
+    assert!(
+        i < bytes.len(),
+        "line does not parse as line protocol (no field set): {line:?}"
+    );
+    let rest = &line[i + 1..];
+    let measurement = parts.remove(0);
+    let mut tags = BTreeMap::new();
+    for p in parts {
+        // Split at the first `=`; escaped ones were already unescaped, so re-scan the raw
+        // form is not needed: tag keys written by the gateway never contain `=`.
+        let (k, v) = p
+            .split_once('=')
+            .unwrap_or_else(|| panic!("tag without `=` in {line:?}"));
+        let old = tags.insert(k.to_owned(), v.to_owned());
+        assert!(old.is_none(), "tag key {k:?} repeats in {line:?}");
+    }
+    (measurement, tags, rest)
 }

@@ -1,0 +1,196 @@
+//! `check-config` on the shipped example and on broken variants of it: exit 0 with a summary,
+//! or exit 2 with every error, each naming the file, the key and what would be valid.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::{repo_path, run_cli, run_cli_with_env};
+
+/// A copy of `configs/gateway.toml` and `configs/devices.csv` in a temp dir, edited by `edit`.
+fn variant(edit: impl FnOnce(&str) -> String, csv: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_path("configs/gateway.toml")).unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, edit(&text)).unwrap();
+    let csv_text = match csv {
+        Some(c) => c.to_owned(),
+        None => std::fs::read_to_string(repo_path("configs/devices.csv")).unwrap(),
+    };
+    std::fs::write(dir.path().join("devices.csv"), csv_text).unwrap();
+    (dir, path)
+}
+
+fn check(path: &Path) -> (i32, String, String) {
+    let out = run_cli(&["check-config", "-c", path.to_str().unwrap()]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts exit 2 and that stderr contains every needle.
+fn assert_errors(path: &Path, needles: &[&str]) {
+    let (code, out, err) = check(path);
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "missing {n:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn shipped_example_is_valid_and_summarised() {
+    let (code, out, err) = check(&repo_path("configs/gateway.toml"));
+    assert_eq!(code, 0, "{err}");
+    for n in [
+        "gateway.toml: OK",
+        "devices: 14 from",
+        "site huafu: 14",
+        "elevator              4  电梯",
+        "fire_equipment        3  消防设施",
+        "mqtt mqtt://127.0.0.1:1883 as `estate-gateway-huafu`",
+        "telemetry estate/{site}/{category}/{device}/telemetry",
+        "store: http://127.0.0.1:8086 org `estate` bucket `estate`",
+    ] {
+        assert!(out.contains(n), "missing {n:?} in:\n{out}");
+    }
+    assert!(out.lines().count() < 25, "not one screen:\n{out}");
+}
+
+#[test]
+fn unknown_keys_name_the_key_and_the_valid_ones() {
+    let (_d, p) = variant(
+        |t| {
+            t.replace("[gateway]\n", "[gateway]\ncolour = \"red\"\n")
+                .replace("[store]\n", "[store]\ntoken = \"s3cret\"\n")
+        },
+        None,
+    );
+    assert_errors(
+        &p,
+        &[
+            "gateway.toml: gateway.colour: unknown key; valid keys here: site, host, data_dir",
+            "gateway.toml: store.token: unknown key; secrets are not read from TOML",
+            "2 configuration errors",
+        ],
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let (_d, p) = variant(
+        |t| {
+            t.replace(
+                "telemetry_topic = \"estate/{site}/{category}/{device}/telemetry\"",
+                "telemetry_topic = \"estate/{site}/{category}/telemetry\"",
+            )
+            .replace(
+                "url = \"http://127.0.0.1:8086\"",
+                "url = \"127.0.0.1:8086\"",
+            )
+            .replace("category = \"heating_loop\"", "category = \"lift\"")
+                + "\n[[devices]]\nid = \"FP-1\"\nname = \"重复\"\nbuilding = \"泵房\"\ncategory = \"fire_equipment\"\n"
+                + "\n[[devices]]\nid = \"X-1\"\nname = \"坏\\n名字\"\nbuilding = \"泵房\"\ncategory = \"fire_equipment\"\n"
+        },
+        Some("id,name,building,category\nG-1,门禁,北门,access_gate\nG-2,门禁,北门\nG-3,门禁,北门,access_gate,extra\n"),
+    );
+    assert_errors(
+        &p,
+        &[
+            "gateway.toml: mqtt.telemetry_topic: `estate/{site}/{category}/telemetry` has no `{device}` placeholder",
+            "gateway.toml: store.url: `127.0.0.1:8086`",
+            "e.g. `http://127.0.0.1:8086`",
+            "gateway.toml: devices[1].category: unknown category `lift`; known: access_gate, elevator, fire_equipment, heating_loop, indoor_sensor",
+            "gateway.toml: devices[2].id: duplicate device id `FP-1` in site `huafu` (first defined at",
+            "gateway.toml: devices[3].name: `坏\\n名字` contains the control character '\\n'",
+            "devices.csv: line 3: has 3 columns, the header has 4",
+            "devices.csv: line 4: has 5 columns, the header has 4",
+            "7 configuration errors",
+        ],
+    );
+}
+
+#[test]
+fn csv_inventory_mistakes() {
+    let (_d, p) = variant(
+        |t| t.to_owned(),
+        Some("id,name,building,kind\nG-1,门禁,北门,access_gate\n"),
+    );
+    assert_errors(
+        &p,
+        &[
+            "devices.csv: line 1: unknown column `kind`; valid columns: id, name, building, category, site, interval, heartbeat_timeout (optional)",
+            "devices.csv: line 1: the header has no `category` column",
+        ],
+    );
+    let (_d, p) = variant(
+        |t| t.to_owned(),
+        Some("id,name,building,category\nG-1,门禁,北门,access_gate\nG-1,门禁2,北门,access_gate\nG-2,门禁,北门,gate\n"),
+    );
+    assert_errors(
+        &p,
+        &[
+            "devices.csv: line 3, column id: duplicate device id `G-1`",
+            "devices.csv: line 4, column category: unknown category `gate`",
+        ],
+    );
+    // A spreadsheet saved as GBK rather than UTF-8.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("gw.toml");
+    std::fs::write(&toml, "devices_csv = \"d.csv\"\n[gateway]\nsite = \"s\"\n").unwrap();
+    let mut gbk = b"id,name,building,category\nG-1,".to_vec();
+    gbk.extend_from_slice(&[0xc3, 0xc5, 0xbd, 0xfb]); // 门禁 in GBK
+    gbk.extend_from_slice(b",b,access_gate\n");
+    std::fs::write(dir.path().join("d.csv"), gbk).unwrap();
+    assert_errors(&toml, &["d.csv: line 2: is not UTF-8", "CSV UTF-8"]);
+}
+
+#[test]
+fn environment_overrides_and_their_errors() {
+    let path = repo_path("configs/gateway.toml");
+    let p = path.to_str().unwrap();
+    let out = run_cli_with_env(
+        &["check-config", "-c", p],
+        &[("ESTATE_GW__STORE__URL", "http://influx.example:9999")],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("store: http://influx.example:9999"));
+
+    let out = run_cli_with_env(
+        &["check-config", "-c", p],
+        &[("ESTATE_GW__STORE__BATCH_LINES", "many")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the environment: store.batch_lines: expected an integer"),
+        "{err}"
+    );
+
+    // The secret itself comes from the environment and shows as "set", never its value.
+    let out = run_cli_with_env(
+        &["check-config", "-c", p],
+        &[("ESTATE_GW_STORE_TOKEN", "tok-123")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("token set"), "{text}");
+    assert!(!text.contains("tok-123"));
+}
+
+#[test]
+fn missing_file_and_run_with_a_bad_config_exit_2() {
+    let (code, _, err) = check(Path::new("/nonexistent/gateway.toml"));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("/nonexistent/gateway.toml: -: no such file"),
+        "{err}"
+    );
+
+    let (_d, p) = variant(
+        |t| t.replace("log_format = \"text\"", "log_format = \"xml\""),
+        None,
+    );
+    let out = run_cli(&["run", "-c", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("gateway.log_format: `xml` is not a log format; valid: text, json"));
+}
