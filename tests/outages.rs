@@ -174,3 +174,26 @@ fn store_errors_are_retried_or_dropped_by_status() {
     );
     assert!(estate.gateway.try_wait().is_none());
 }
+
+#[test]
+fn shutdown_with_the_store_down_reports_what_was_not_written() {
+    let mut estate = Estate::start();
+    let topic = Estate::telemetry_topic("indoor_sensor", "T-0301");
+    let t0 = now_ms() - 5_000;
+    estate.vm.stop();
+    estate.mqtt.publish_lines(&topic, &readings(t0, 0..20), 1);
+    assert!(wait_until(WAIT, Duration::from_millis(20), || estate
+        .gateway
+        .log()
+        .contains("Store write failed; retrying with backoff.")));
+    // SIGTERM: the writer keeps trying for its grace period, then gives up, says how many
+    // lines were lost, and the process still exits cleanly (before the harness's SIGKILL).
+    let status = estate.gateway.terminate();
+    assert!(status.success(), "{status}:\n{}", estate.gateway.log());
+    let log = estate.gateway.log();
+    assert!(
+        log.contains("Shutting down while the store is unreachable; these lines were not written."),
+        "{log}"
+    );
+    assert!(log.contains("estate-gateway stopped."));
+}

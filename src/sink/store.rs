@@ -51,6 +51,8 @@ struct Queue {
     inner: Mutex<QueueInner>,
     notify: Notify,
     max_lines: usize,
+    /// Cancelled by `close`, so a writer waiting out a backoff notices shutdown at once.
+    closing: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +92,7 @@ impl Queue {
 
     fn close(&self) {
         self.lock().closed = true;
+        self.closing.cancel();
         self.notify.notify_one();
     }
 
@@ -135,6 +138,7 @@ impl StoreSink {
             inner: Mutex::new(QueueInner::default()),
             notify: Notify::new(),
             max_lines: store.queue_lines,
+            closing: CancellationToken::new(),
         });
         let batcher = Batcher {
             enc: TelemetryEncoder::new(&inventory),
@@ -402,25 +406,34 @@ async fn write_loop(
                     }
                     if let Some(d) = deadline {
                         if Instant::now() + delay > d {
-                            let mut lost = batch.lines;
-                            let mut q = queue.lock();
-                            lost += q.lines;
-                            q.batches.clear();
-                            q.lines = 0;
-                            stats.store_dropped.fetch_add(lost as u64, Relaxed);
-                            error!(
-                                lines = lost,
-                                "Shutting down while the store is unreachable; these lines were not written."
-                            );
+                            give_up(&queue, &stats, batch.lines);
                             return;
                         }
                     }
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        // Shutdown began while waiting: retry now, within the grace period.
+                        _ = queue.closing.cancelled(), if deadline.is_none() => {}
+                    }
                 }
             }
         }
     }
     debug!("Store writer finished.");
+}
+
+/// Shutdown while the store is unreachable: count and report what cannot be written.
+fn give_up(queue: &Queue, stats: &Stats, in_hand: usize) {
+    let mut q = queue.lock();
+    let lost = in_hand + q.lines;
+    q.batches.clear();
+    q.lines = 0;
+    stats.store_queue_lines.store(0, Relaxed);
+    stats.store_dropped.fetch_add(lost as u64, Relaxed);
+    error!(
+        lines = lost,
+        "Shutting down while the store is unreachable; these lines were not written."
+    );
 }
 
 #[cfg(test)]
@@ -441,6 +454,7 @@ mod tests {
             inner: Mutex::new(QueueInner::default()),
             notify: Notify::new(),
             max_lines: 10,
+            closing: CancellationToken::new(),
         };
         assert_eq!(q.push(batch(4), &stats), 0);
         assert_eq!(q.push(batch(5), &stats), 0);
@@ -462,6 +476,7 @@ mod tests {
             inner: Mutex::new(QueueInner::default()),
             notify: Notify::new(),
             max_lines: 10,
+            closing: CancellationToken::new(),
         };
         assert_eq!(q.push(batch(50), &stats), 0);
         assert_eq!(q.pop(&stats).await.unwrap().lines, 50);
