@@ -5,15 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::fixture::{Estate, SITE, WAIT};
+use crate::fixture::{now_ms, Estate, SITE, WAIT};
 use crate::support::{wait_until, FieldVal};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 #[test]
 fn each_bad_input_is_counted_logged_and_dropped() {

@@ -39,6 +39,14 @@ building = "1号楼"
 category = "indoor_sensor"
 "#;
 
+/// Wall-clock unix milliseconds (for building device timestamps).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 pub(crate) struct Estate {
     pub(crate) mqtt: Mosquitto,
     pub(crate) vm: VictoriaMetrics,

@@ -4,15 +4,8 @@
 
 use std::time::Duration;
 
-use crate::fixture::{Estate, WAIT};
+use crate::fixture::{now_ms, Estate, WAIT};
 use crate::support::{wait_until, FieldVal};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn readings(t0: i64, range: std::ops::Range<i64>) -> Vec<String> {
     range

@@ -447,15 +447,19 @@ mod tests {
         }
     }
 
+    fn queue(max_lines: usize) -> Queue {
+        Queue {
+            inner: Mutex::new(QueueInner::default()),
+            notify: Notify::new(),
+            max_lines,
+            closing: CancellationToken::new(),
+        }
+    }
+
     #[tokio::test]
     async fn queue_drops_oldest_when_full_and_drains_after_close() {
         let stats = Stats::default();
-        let q = Queue {
-            inner: Mutex::new(QueueInner::default()),
-            notify: Notify::new(),
-            max_lines: 10,
-            closing: CancellationToken::new(),
-        };
+        let q = queue(10);
         assert_eq!(q.push(batch(4), &stats), 0);
         assert_eq!(q.push(batch(5), &stats), 0);
         assert_eq!(stats.store_queue_lines.load(Relaxed), 9);
@@ -472,12 +476,7 @@ mod tests {
     #[tokio::test]
     async fn a_single_oversized_batch_is_kept() {
         let stats = Stats::default();
-        let q = Queue {
-            inner: Mutex::new(QueueInner::default()),
-            notify: Notify::new(),
-            max_lines: 10,
-            closing: CancellationToken::new(),
-        };
+        let q = queue(10);
         assert_eq!(q.push(batch(50), &stats), 0);
         assert_eq!(q.pop(&stats).await.unwrap().lines, 50);
     }

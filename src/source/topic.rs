@@ -85,15 +85,7 @@ impl TopicPattern {
 
     /// The MQTT subscription filter: each placeholder becomes `+`.
     pub fn filter(&self) -> String {
-        let parts: Vec<&str> = self
-            .segments
-            .iter()
-            .map(|s| match s {
-                Segment::Literal(l) => l.as_str(),
-                _ => "+",
-            })
-            .collect();
-        parts.join("/")
+        self.render("+", "+", "+")
     }
 
     /// The topic for given values (used for outgoing topics and by tests and the simulator).
@@ -140,17 +132,7 @@ impl TopicPattern {
 
 impl fmt::Display for TopicPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<&str> = self
-            .segments
-            .iter()
-            .map(|s| match s {
-                Segment::Literal(l) => l.as_str(),
-                Segment::Site => "{site}",
-                Segment::Category => "{category}",
-                Segment::Device => "{device}",
-            })
-            .collect();
-        f.write_str(&parts.join("/"))
+        f.write_str(&self.render("{site}", "{category}", "{device}"))
     }
 }
 
