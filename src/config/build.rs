@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{RawConfig, RawGateway, RawIngest, RawMqtt, RawStore};
-use super::{inventory, profiles, Errors};
+use super::{inventory, models, profiles, Errors};
 use crate::model::{Inventory, Profile};
 use crate::source::topic::TopicPattern;
 
@@ -21,6 +21,10 @@ pub struct Config {
     pub store: Option<StoreSettings>,
     pub ingest: IngestSettings,
     pub profiles: BTreeMap<String, Arc<Profile>>,
+    /// Modbus endpoints; devices point into them by index.
+    pub modbus: crate::source::modbus::ModbusSettings,
+    /// Device models (register maps) by name.
+    pub models: BTreeMap<String, Arc<crate::source::modbus::DeviceModel>>,
     pub inventory: Arc<Inventory>,
     /// Where the devices came from, for the summary (`gateway.toml`, `devices.csv`).
     pub inventory_sources: Vec<String>,
@@ -149,8 +153,22 @@ pub(super) fn build(
         .as_ref()
         .map(|s| build_store(s, base_dir, env, errs));
     let ingest = build_ingest(&raw.ingest, errs);
-    let (devices, inventory_sources) =
-        inventory::build(&raw, &gateway.site, &profiles, base_dir, errs);
+    let models = models::load(
+        raw.modbus
+            .as_ref()
+            .and_then(|m| m.models_dir.as_deref())
+            .map(|d| resolve(base_dir, d)),
+        &profiles,
+        errs,
+    );
+    let modbus = models::build_modbus(raw.modbus.as_ref(), errs);
+    let ctx = inventory::Context {
+        default_site: &gateway.site,
+        profiles: &profiles,
+        modbus: &modbus,
+        models: &models,
+    };
+    let (devices, inventory_sources) = inventory::build(&raw, &ctx, base_dir, errs);
 
     if let Some(m) = &mqtt {
         for (key, pat) in [
@@ -169,6 +187,8 @@ pub(super) fn build(
         store,
         ingest,
         profiles,
+        modbus,
+        models,
         inventory: Arc::new(Inventory::new(devices)),
         inventory_sources,
     }

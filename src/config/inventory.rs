@@ -12,23 +12,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::build::{check_name, resolve};
-use super::raw::{RawConfig, RawDevice};
+use super::raw::{RawBinding, RawConfig, RawDevice};
 use super::Errors;
 use crate::model::{Device, Profile};
+use crate::source::modbus::ModbusSettings;
 
 const CSV_REQUIRED: &[&str] = &["id", "name", "building", "category"];
-const CSV_OPTIONAL: &[&str] = &["site", "interval", "heartbeat_timeout"];
+const CSV_OPTIONAL: &[&str] = &[
+    "site",
+    "interval",
+    "heartbeat_timeout",
+    "modbus_endpoint",
+    "modbus_unit",
+    "modbus_model",
+];
+
+/// What a device definition is checked against.
+pub(super) struct Context<'a> {
+    pub default_site: &'a str,
+    pub profiles: &'a BTreeMap<String, Arc<Profile>>,
+    pub modbus: &'a ModbusSettings,
+    pub models: &'a super::models::Models,
+}
 
 pub(super) fn build(
     raw: &RawConfig,
-    default_site: &str,
-    profiles: &BTreeMap<String, Arc<Profile>>,
+    ctx: &Context<'_>,
     base_dir: &Path,
     errs: &mut Errors,
 ) -> (Vec<Device>, Vec<String>) {
     let mut devices = Vec::new();
     // (site, id) → where it was first defined, for duplicate messages.
     let mut seen: HashMap<(String, String), String> = HashMap::new();
+    // (endpoint, unit) → where it was first used.
+    let mut units: HashMap<(usize, u8), String> = HashMap::new();
     let mut sources = Vec::new();
     if !raw.devices.is_empty() {
         sources.push(errs.file().to_owned());
@@ -36,7 +53,7 @@ pub(super) fn build(
     for (i, d) in raw.devices.iter().enumerate() {
         let key = format!("devices[{i}]");
         let mut local = Errors::new(errs.file());
-        if let Some(dev) = device(d, &key, default_site, profiles, &mut local) {
+        if let Some(dev) = device(d, &key, ctx, &mut units, &mut local) {
             check_duplicate(&dev, &key, errs.file(), &mut seen, &mut local);
             devices.push(dev);
         }
@@ -45,7 +62,7 @@ pub(super) fn build(
     if let Some(csv_path) = &raw.devices_csv {
         let path = resolve(base_dir, csv_path);
         sources.push(path.display().to_string());
-        load_csv(&path, default_site, profiles, &mut seen, &mut devices, errs);
+        load_csv(&path, ctx, &mut seen, &mut units, &mut devices, errs);
     }
     (devices, sources)
 }
@@ -53,10 +70,11 @@ pub(super) fn build(
 fn device(
     d: &RawDevice,
     key: &str,
-    default_site: &str,
-    profiles: &BTreeMap<String, Arc<Profile>>,
+    ctx: &Context<'_>,
+    units: &mut HashMap<(usize, u8), String>,
     errs: &mut Errors,
 ) -> Option<Device> {
+    let (default_site, profiles) = (ctx.default_site, ctx.profiles);
     check_name(errs, &field_key(key, "id"), &d.id, true);
     check_name(errs, &field_key(key, "name"), &d.name, false);
     check_name(errs, &field_key(key, "building"), &d.building, false);
@@ -100,6 +118,17 @@ fn device(
         .filter(|s| !s.is_empty())
         .map(|s| errs.duration(&field_key(key, "heartbeat_timeout"), s));
     let profile = profile?;
+    let modbus = d.modbus.as_ref().and_then(|b| {
+        super::models::bind(
+            b,
+            &field_key(key, "modbus"),
+            &d.category,
+            ctx.modbus,
+            ctx.models,
+            units,
+            errs,
+        )
+    });
     let interval = interval.unwrap_or(profile.interval);
     if interval.is_zero() && !errs.has_key(&field_key(key, "interval")) {
         errs.push(field_key(key, "interval"), "must be more than 0");
@@ -122,6 +151,8 @@ fn device(
         building: d.building.clone(),
         category: d.category.clone(),
         profile,
+        interval,
+        modbus,
         heartbeat_timeout: if heartbeat_timeout.is_zero() {
             Duration::from_secs(1)
         } else {
@@ -154,9 +185,9 @@ fn check_duplicate(
 
 fn load_csv(
     path: &Path,
-    default_site: &str,
-    profiles: &BTreeMap<String, Arc<Profile>>,
+    ctx: &Context<'_>,
     seen: &mut HashMap<(String, String), String>,
+    units: &mut HashMap<(usize, u8), String>,
     devices: &mut Vec<Device>,
     errs: &mut Errors,
 ) {
@@ -254,6 +285,31 @@ fn load_csv(
             continue;
         }
         let get = |name: &str| col.get(name).and_then(|i| rec.get(*i)).map(str::to_owned);
+        let mut row = Errors::new(file.clone());
+        let modbus_cols = [
+            get("modbus_endpoint").unwrap_or_default(),
+            get("modbus_unit").unwrap_or_default(),
+            get("modbus_model").unwrap_or_default(),
+        ];
+        let modbus = if modbus_cols.iter().all(String::is_empty) {
+            None
+        } else {
+            let unit = match modbus_cols[1].parse::<u32>() {
+                Ok(u) => u,
+                Err(_) => {
+                    row.push(
+                        format!("{key}, column modbus_unit"),
+                        format!("`{}` is not a unit id; valid: 1 to 247", modbus_cols[1]),
+                    );
+                    1
+                }
+            };
+            Some(RawBinding {
+                endpoint: modbus_cols[0].clone(),
+                unit,
+                model: modbus_cols[2].clone(),
+            })
+        };
         let raw = RawDevice {
             id: get("id").unwrap_or_default(),
             name: get("name").unwrap_or_default(),
@@ -262,9 +318,9 @@ fn load_csv(
             category: get("category").unwrap_or_default(),
             interval: get("interval"),
             heartbeat_timeout: get("heartbeat_timeout"),
+            modbus,
         };
-        let mut row = Errors::new(file.clone());
-        if let Some(dev) = device(&raw, &key, default_site, profiles, &mut row) {
+        if let Some(dev) = device(&raw, &key, ctx, units, &mut row) {
             check_duplicate(&dev, &key, &file, seen, &mut row);
             devices.push(dev);
         }

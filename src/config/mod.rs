@@ -8,6 +8,7 @@
 
 mod build;
 mod inventory;
+mod models;
 mod profiles;
 mod raw;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use build::{
     Config, GatewaySettings, IngestSettings, LogFormat, MqttSettings, Secret, StoreSettings,
 };
+pub use models::BUILTIN_MODELS;
 pub use profiles::BUILTIN_PROFILES;
 
 /// One mistake in the configuration.
@@ -291,6 +293,7 @@ fn unknown_key_hint(key: &str) -> String {
             "log_burst",
             "log_window",
         ],
+        "devices" if key.contains(".modbus.") => &["endpoint", "unit", "model"],
         "devices" => &[
             "id",
             "name",
@@ -299,12 +302,24 @@ fn unknown_key_hint(key: &str) -> String {
             "category",
             "interval",
             "heartbeat_timeout",
+            "modbus",
         ],
+        "modbus" if key.contains("endpoints") => &[
+            "name",
+            "url",
+            "timeout",
+            "retries",
+            "pause_between_requests",
+            "reconnect_min",
+            "reconnect_max",
+        ],
+        "modbus" => &["offline_after", "models_dir", "endpoints"],
         _ => &[
             "gateway",
             "mqtt",
             "store",
             "ingest",
+            "modbus",
             "devices",
             "devices_csv",
         ],

@@ -14,6 +14,7 @@ pub(crate) struct RawConfig {
     pub mqtt: Option<RawMqtt>,
     pub store: Option<RawStore>,
     pub ingest: RawIngest,
+    pub modbus: Option<RawModbus>,
     pub devices: Vec<RawDevice>,
     /// A CSV inventory (设备台账), relative to the config file.
     pub devices_csv: Option<String>,
@@ -178,6 +179,129 @@ pub(crate) struct RawDevice {
     pub interval: Option<String>,
     /// Default 3× `interval`.
     pub heartbeat_timeout: Option<String>,
+    /// Polled over Modbus (else the device reports over MQTT).
+    pub modbus: Option<RawBinding>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawBinding {
+    /// Name of a `[[modbus.endpoints]]` entry.
+    pub endpoint: String,
+    /// Unit id (slave address).
+    pub unit: u32,
+    /// Device model (register map), e.g. `heating_plc`.
+    pub model: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawModbus {
+    /// Consecutive failed polls before a device is reported offline.
+    pub offline_after: u32,
+    /// A directory of extra or overriding device models (<model>.toml).
+    pub models_dir: Option<String>,
+    pub endpoints: Vec<RawEndpoint>,
+}
+
+impl Default for RawModbus {
+    fn default() -> Self {
+        RawModbus {
+            offline_after: 3,
+            models_dir: None,
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawEndpoint {
+    pub name: String,
+    /// `tcp://host:port`, `rtu+tcp://host:port`, `rtu:///dev/ttyUSB0?baud=9600&parity=N&…`
+    pub url: String,
+    pub timeout: String,
+    pub retries: u32,
+    pub pause_between_requests: String,
+    pub reconnect_min: String,
+    pub reconnect_max: String,
+}
+
+impl Default for RawEndpoint {
+    fn default() -> Self {
+        RawEndpoint {
+            name: String::new(),
+            url: String::new(),
+            timeout: "1s".into(),
+            retries: 1,
+            pause_between_requests: "0ms".into(),
+            reconnect_min: "1s".into(),
+            reconnect_max: "60s".into(),
+        }
+    }
+}
+
+/// A device model file (`configs/models/<model>.toml`): a register map.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawModel {
+    pub model: String,
+    pub category: String,
+    pub max_registers_per_request: u32,
+    pub max_bits_per_request: u32,
+    pub max_gap: u32,
+    pub registers: Vec<RawRegister>,
+}
+
+impl Default for RawModel {
+    fn default() -> Self {
+        RawModel {
+            model: String::new(),
+            category: String::new(),
+            max_registers_per_request: 125,
+            max_bits_per_request: 2000,
+            max_gap: 10,
+            registers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawRegister {
+    pub signal: String,
+    /// coil, discrete, input, holding
+    pub table: String,
+    /// 0-based protocol address (holding 0 = 40001).
+    pub address: u32,
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// For `type = "bit"`: 0 = least significant.
+    pub bit: Option<u32>,
+    /// ABCD, CDAB, BADC, DCBA
+    pub order: String,
+    pub scale: f64,
+    pub offset: f64,
+    /// For enum signals: raw value n → values[n].
+    pub values: Option<Vec<String>>,
+    pub writable: bool,
+}
+
+impl Default for RawRegister {
+    fn default() -> Self {
+        RawRegister {
+            signal: String::new(),
+            table: String::new(),
+            address: 0,
+            ty: String::new(),
+            bit: None,
+            order: "ABCD".into(),
+            scale: 1.0,
+            offset: 0.0,
+            values: None,
+            writable: false,
+        }
+    }
 }
 
 /// A category profile file (`configs/profiles/<category>.toml`).

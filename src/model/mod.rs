@@ -103,8 +103,12 @@ pub struct Device {
     pub building: String,
     pub category: String,
     pub profile: Arc<Profile>,
+    /// Expected reporting interval (MQTT) or poll interval (Modbus).
+    pub interval: Duration,
     /// No reading for this long makes an MQTT device `offline` (DESIGN §4).
     pub heartbeat_timeout: Duration,
+    /// Set when the device is polled over Modbus.
+    pub modbus: Option<crate::source::modbus::Binding>,
 }
 
 /// Index of a device in its `Inventory`.

@@ -190,7 +190,9 @@ mod tests {
             building: building.into(),
             category: "heating_loop".into(),
             profile: p,
+            interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(90),
+            modbus: None,
         }])
     }
 

@@ -1,0 +1,1 @@
+//! The Modbus poller (work in progress).
