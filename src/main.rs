@@ -213,18 +213,58 @@ fn summary(cfg: &Config, verbose: bool) -> String {
         None => out.push_str("store: none ([store] not configured)\n"),
     }
     out.push_str(&format!("data_dir: {}\n", cfg.gateway.data_dir.display()));
+    if !cfg.modbus.endpoints.is_empty() {
+        out.push_str("  modbus:\n");
+        for (i, e) in cfg.modbus.endpoints.iter().enumerate() {
+            let n = cfg
+                .inventory
+                .devices()
+                .iter()
+                .filter(|d| d.modbus.as_ref().is_some_and(|b| b.endpoint == i))
+                .count();
+            out.push_str(&format!(
+                "    {} {} ({n} devices, timeout {})\n",
+                e.name,
+                e.kind,
+                humantime::format_duration(e.timeout)
+            ));
+        }
+    }
     if verbose {
         out.push_str("devices:\n");
         for d in cfg.inventory.devices() {
             out.push_str(&format!(
-                "  {}/{} {} [{}] {} heartbeat {}\n",
+                "  {}/{} {} [{}] {} every {}, offline after {}{}\n",
                 d.site,
                 d.id,
                 d.name,
                 d.category,
                 d.building,
-                humantime::format_duration(d.heartbeat_timeout)
+                humantime::format_duration(d.interval),
+                humantime::format_duration(d.heartbeat_timeout),
+                match &d.modbus {
+                    Some(b) => format!(
+                        ", modbus {} unit {} model {}",
+                        cfg.modbus.endpoints[b.endpoint].name, b.unit, b.model.name
+                    ),
+                    None => String::new(),
+                }
             ));
+        }
+        if !cfg.models.is_empty() {
+            out.push_str("poll plans:\n");
+            for m in cfg.models.values() {
+                out.push_str(&format!(
+                    "  {} ({}): {} requests for {} registers\n",
+                    m.name,
+                    m.category,
+                    m.plan.len(),
+                    m.registers.len()
+                ));
+                for line in estate_gateway::source::modbus::plan::describe(&m.registers, &m.plan) {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
         }
     }
     out
