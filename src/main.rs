@@ -199,20 +199,6 @@ fn summary(cfg: &Config, verbose: bool) -> String {
         )),
         None => out.push_str("  none ([mqtt] not configured)\n"),
     }
-    match &cfg.store {
-        Some(s) => out.push_str(&format!(
-            "store: {} org `{}` bucket `{}`, token {}, batches of {} lines or {}, gzip {}\n",
-            s.url,
-            s.org,
-            s.bucket,
-            if s.token.is_empty() { "not set" } else { "set" },
-            s.batch_lines,
-            humantime::format_duration(s.batch_interval),
-            if s.gzip { "on" } else { "off" }
-        )),
-        None => out.push_str("store: none ([store] not configured)\n"),
-    }
-    out.push_str(&format!("data_dir: {}\n", cfg.gateway.data_dir.display()));
     if !cfg.modbus.endpoints.is_empty() {
         out.push_str("  modbus:\n");
         for (i, e) in cfg.modbus.endpoints.iter().enumerate() {
@@ -230,6 +216,20 @@ fn summary(cfg: &Config, verbose: bool) -> String {
             ));
         }
     }
+    match &cfg.store {
+        Some(s) => out.push_str(&format!(
+            "store: {} org `{}` bucket `{}`, token {}, batches of {} lines or {}, gzip {}\n",
+            s.url,
+            s.org,
+            s.bucket,
+            if s.token.is_empty() { "not set" } else { "set" },
+            s.batch_lines,
+            humantime::format_duration(s.batch_interval),
+            if s.gzip { "on" } else { "off" }
+        )),
+        None => out.push_str("store: none ([store] not configured)\n"),
+    }
+    out.push_str(&format!("data_dir: {}\n", cfg.gateway.data_dir.display()));
     if verbose {
         out.push_str("devices:\n");
         for d in cfg.inventory.devices() {
