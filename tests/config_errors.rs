@@ -194,3 +194,121 @@ fn missing_file_and_run_with_a_bad_config_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("gateway.log_format: `xml` is not a log format; valid: text, json"));
 }
+
+#[test]
+fn modbus_register_maps_endpoints_and_bindings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    std::fs::write(
+        dir.path().join("models/bad_plc.toml"),
+        r#"
+model = "bad_plc"
+category = "heating_loop"
+max_registers_per_request = 200
+
+[[registers]]
+signal = "supply_temp_c"
+table = "holding"
+address = 0
+type = "f32"
+
+[[registers]]
+signal = "return_temp_c"
+table = "holding"
+address = 1          # overlaps supply_temp_c (0..2)
+type = "f32"
+
+[[registers]]
+signal = "pressure_mpa"
+table = "coil"
+address = 3
+type = "u16"         # too long for a bit table
+
+[[registers]]
+signal = "flow_m3h"
+table = "input"
+address = 65535
+type = "f32"         # runs past the end
+
+[[registers]]
+signal = "colour"
+table = "holding"
+address = 20
+type = "u16"
+
+[[registers]]
+signal = "fault_code"
+table = "input"
+address = 30
+type = "u16"
+order = "ACBD"
+writable = true
+"#,
+    )
+    .unwrap();
+    let toml = dir.path().join("gw.toml");
+    std::fs::write(
+        &toml,
+        r#"
+[gateway]
+site = "s"
+
+[modbus]
+models_dir = "models"
+
+[[modbus.endpoints]]
+name = "plant"
+url = "tcp://127.0.0.1:1502"
+
+[[modbus.endpoints]]
+name = "bus"
+url = "serial:///dev/ttyUSB0"
+
+[[devices]]
+id = "HX-1"
+name = "1号换热站"
+building = "换热站"
+category = "heating_loop"
+modbus = { endpoint = "plant", unit = 1, model = "heating_plc" }
+
+[[devices]]
+id = "HX-2"
+name = "2号换热站"
+building = "换热站"
+category = "heating_loop"
+modbus = { endpoint = "plant", unit = 1, model = "heating_plc" }
+
+[[devices]]
+id = "HX-3"
+name = "3号换热站"
+building = "换热站"
+category = "heating_loop"
+modbus = { endpoint = "nowhere", unit = 0, model = "no_such_model" }
+
+[[devices]]
+id = "FP-1"
+name = "消防泵"
+building = "泵房"
+category = "fire_equipment"
+modbus = { endpoint = "plant", unit = 5, model = "heating_plc" }
+"#,
+    )
+    .unwrap();
+    assert_errors(
+        &toml,
+        &[
+            "bad_plc.toml: max_registers_per_request: 200 is out of range; valid: 1 to 125",
+            "bad_plc.toml: registers[1].address: holding 1 (f32 2 words) overlaps `supply_temp_c` at holding 0",
+            "bad_plc.toml: registers[2].type: `u16` is too long for the coil table",
+            "bad_plc.toml: registers[3].address: f32 (2 words) at 65535 runs past address 65535",
+            "bad_plc.toml: registers[4].signal: unknown signal `colour` of category `heating_loop`; known: supply_temp_c",
+            "bad_plc.toml: registers[5].order: `ACBD` is not a byte/word order; valid: ABCD, CDAB, BADC, DCBA",
+            "gw.toml: modbus.endpoints[1].url: `serial:///dev/ttyUSB0`: scheme `serial` is not supported",
+            "gw.toml: devices[1].modbus.unit: unit 1 on endpoint `plant` is already used by",
+            "gw.toml: devices[2].modbus.endpoint: unknown endpoint `nowhere`; known: plant",
+            "gw.toml: devices[2].modbus.unit: 0 is not a unit id",
+            "gw.toml: devices[2].modbus.model: unknown model `no_such_model`; known: fire_pump_panel, heating_plc",
+            "gw.toml: devices[3].modbus.model: model `heating_plc` is for category `heating_loop`, the device is `fire_equipment`",
+        ],
+    );
+}
