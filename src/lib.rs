@@ -7,9 +7,11 @@
 pub mod backoff;
 pub mod clock;
 pub mod config;
+pub mod http;
 pub mod model;
 pub mod run;
 pub mod schema;
+pub mod sim;
 pub mod sink;
 pub mod source;
 pub mod stats;

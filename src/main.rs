@@ -1,4 +1,4 @@
-//! The `estate-gateway` command line: `run`, `check-config`, `schema`.
+//! The `estate-gateway` command line: `run`, `check-config`, `schema`, `simulate`.
 //!
 //! Exit codes: 0 success; 1 a runtime failure; 2 a configuration or usage error (every
 //! configuration error is printed, each naming the file, the key and what would be valid).
@@ -44,6 +44,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the Modbus devices of a configuration as simulated slaves (moving values,
+    /// scripted faults) until SIGINT/SIGTERM: the peer for demos, tests and benchmarks.
+    Simulate {
+        #[arg(short, long, default_value = "configs/demo.toml")]
+        config: PathBuf,
+        /// Seed of the simulated values: the same seed gives the same values.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Faults scheduled by simulated time: a TOML file of `[[fault]]` entries
+        /// (device, at, for, kind = value | no_response | exception | offline).
+        #[arg(long)]
+        script: Option<PathBuf>,
+        /// How often values move (simulated time advances with real time).
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        tick: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +89,12 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Simulate {
+            config,
+            seed,
+            script,
+            tick,
+        } => simulate(&config, seed, script.as_deref(), tick),
         Command::Run { config } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
@@ -92,6 +114,65 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn simulate(
+    config: &std::path::Path,
+    seed: u64,
+    script: Option<&std::path::Path>,
+    tick: std::time::Duration,
+) -> ExitCode {
+    use estate_gateway::sim::{load_script, SimOptions, Simulator};
+    let cfg = match config::load(config) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprint!("{errs}");
+            return ExitCode::from(2);
+        }
+    };
+    let script = match script.map(load_script).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(errs) => {
+            eprintln!("{errs}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let opts = SimOptions {
+            seed,
+            tick: Some(tick),
+            script,
+        };
+        let sim = match Simulator::start_with(&cfg, opts).await {
+            Ok(s) => s,
+            Err(e @ estate_gateway::sim::SimError::Script(_)) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        print!("{}", sim.summary());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        wait_for_signal().await;
+        tracing::info!("Signal received; the simulator stops.");
+        sim.shutdown().await;
+        ExitCode::SUCCESS
+    })
 }
 
 fn init_logging(cfg: &Config) {

@@ -1,27 +1,59 @@
 //! `estate-gateway run`: wires sources to sinks and shuts them down in order.
 //!
+//! `start` starts everything and returns a `Running` gateway, whose `modbus` handle is how the
+//! HTTP API (and tests) write to Modbus devices; `Running::wait` waits for shutdown and flushes.
+//! `run` is the two in a row, for `main`.
+//!
 //! Shutdown (SIGINT/SIGTERM cancels `shutdown`): sources stop producing and drop their
-//! senders; the store sink takes what is queued, settles the acks, and cancels `taken`; the
-//! MQTT source then flushes those PUBACKs and disconnects; the store writer delivers the
-//! queued batches (up to its grace period); then `run` returns.
+//! senders (the Modbus endpoint tasks close their connections); the store sink takes what is
+//! queued, settles the acks, and cancels `taken`; the MQTT source then flushes those PUBACKs
+//! and disconnects; the store writer delivers the queued batches (up to its grace period);
+//! the HTTP server lets running requests finish (briefly); then `wait` returns.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::model::Reading;
 use crate::sink::store::StoreSink;
+use crate::source::modbus::poller::{self, ModbusHandle};
 use crate::source::mqtt::MqttSource;
 use crate::stats::Stats;
 
+/// A started gateway.
+pub struct Running {
+    pub stats: Arc<Stats>,
+    /// Writes to Modbus devices (a default, task-less handle when nothing is polled: every
+    /// write then answers `NotModbus` or `Unavailable`).
+    pub modbus: ModbusHandle,
+    /// Where the HTTP API listens, when `[http]` is configured.
+    pub http_addr: Option<SocketAddr>,
+    /// Cancelled with `shutdown` (or when `start` fails half-way).
+    stop: CancellationToken,
+    pollers: Vec<JoinHandle<()>>,
+    source: Option<JoinHandle<()>>,
+    sink: Option<StoreSink>,
+    http: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
 /// Runs the gateway until `shutdown` is cancelled and everything queued is flushed.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Stats>> {
+    Ok(start(&cfg, shutdown).await?.wait().await)
+}
+
+/// Starts the store sink, the Modbus poller, the HTTP API and the MQTT source. On an error
+/// (e.g. the HTTP port is taken) whatever was started is stopped before returning it.
+pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let stop = shutdown.child_token();
     let stats = Arc::new(Stats::default());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (tx, rx) = mpsc::channel::<Reading>(cfg.ingest.channel_capacity);
     let taken = CancellationToken::new();
 
@@ -52,47 +84,135 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<Arc
         }
     };
 
-    let source = match &cfg.mqtt {
+    let modbus_devices = cfg
+        .inventory
+        .devices()
+        .iter()
+        .filter(|d| d.modbus.is_some())
+        .count();
+    let (modbus, pollers) = if modbus_devices > 0 {
+        info!(
+            devices = modbus_devices,
+            endpoints = cfg.modbus.endpoints.len(),
+            "Starting the Modbus poller."
+        );
+        poller::spawn(
+            &cfg.modbus,
+            cfg.inventory.clone(),
+            stats.clone(),
+            clock.clone(),
+            tx.clone(),
+            stop.clone(),
+        )
+    } else {
+        (
+            ModbusHandle {
+                endpoints: Vec::new(),
+                inventory: cfg.inventory.clone(),
+            },
+            Vec::new(),
+        )
+    };
+
+    let mut running = Running {
+        stats: stats.clone(),
+        modbus,
+        http_addr: None,
+        stop: stop.clone(),
+        pollers,
+        source: None,
+        sink,
+        http: None,
+    };
+
+    // Bound before the MQTT source starts, so a taken port fails the start before any
+    // broker message is taken.
+    if let Some(h) = &cfg.http {
+        let state = crate::http::AppState::new(cfg, stats.clone(), running.modbus.clone());
+        let bound = crate::http::Server::bind(h, state)
+            .await
+            .and_then(|s| Ok((s.local_addr()?, s)));
+        match bound {
+            Ok((addr, server)) => {
+                running.http_addr = Some(addr);
+                running.http = Some(tokio::spawn(server.run(stop.clone())));
+            }
+            Err(e) => {
+                drop(tx);
+                stop.cancel();
+                running.finish().await;
+                return Err(e);
+            }
+        }
+    }
+
+    running.source = match &cfg.mqtt {
         Some(m) => {
             let src = MqttSource {
                 settings: m.clone(),
                 ingest: cfg.ingest.clone(),
                 inventory: cfg.inventory.clone(),
                 stats: stats.clone(),
-                clock: Arc::new(SystemClock),
+                clock,
             };
             Some(tokio::spawn(src.run(
                 tx.clone(),
-                shutdown.clone(),
+                stop.clone(),
                 taken.clone(),
             )))
         }
         None => {
-            warn!("No [mqtt] configured: no source is running.");
+            if modbus_devices == 0 {
+                warn!("No [mqtt] configured and no Modbus devices: no source is running.");
+            }
             None
         }
     };
     drop(tx);
     info!(
         devices = cfg.inventory.len(),
+        modbus_devices,
         site = %cfg.gateway.site,
         "estate-gateway running."
     );
+    Ok(running)
+}
 
-    shutdown.cancelled().await;
-    info!("Shutting down: flushing queued readings.");
-    if let Some(s) = source {
-        let _ = s.await;
+impl Running {
+    /// Waits until `shutdown` is cancelled, then for everything queued to be flushed.
+    pub async fn wait(self) -> Arc<Stats> {
+        self.stop.cancelled().await;
+        info!("Shutting down: flushing queued readings.");
+        self.finish().await
     }
-    if let Some(s) = sink {
-        s.join().await;
+
+    async fn finish(self) -> Arc<Stats> {
+        // Sources first: once they have dropped their senders the sink sees the end.
+        for p in self.pollers {
+            let _ = p.await;
+        }
+        if let Some(s) = self.source {
+            let _ = s.await;
+        }
+        if let Some(s) = self.sink {
+            s.join().await;
+        }
+        if let Some(h) = self.http {
+            match h.await {
+                Ok(Err(e)) => error!(error = format!("{e:#}"), "HTTP API failed."),
+                Err(e) => error!(error = %e, "HTTP API task failed."),
+                Ok(Ok(())) => {}
+            }
+        }
+        let stats = self.stats;
+        info!(
+            readings = stats.readings.load(Relaxed),
+            rejected = stats.rejected_total(),
+            modbus_polls = stats.modbus.polls.load(Relaxed),
+            store_lines = stats.store_lines.load(Relaxed),
+            store_dropped = stats.store_dropped.load(Relaxed),
+            "estate-gateway stopped."
+        );
+        stats
     }
-    info!(
-        readings = stats.readings.load(Relaxed),
-        rejected = stats.rejected_total(),
-        store_lines = stats.store_lines.load(Relaxed),
-        store_dropped = stats.store_dropped.load(Relaxed),
-        "estate-gateway stopped."
-    );
-    Ok(stats)
 }

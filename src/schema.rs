@@ -1,7 +1,7 @@
 //! The store schema (DESIGN §5) as data: `estate-gateway schema` prints it, and dashboard tests
 //! check every panel query against it, so a schema change cannot silently break a panel.
 
-use crate::stats::Reject;
+use crate::stats::{ModbusStats, Reject};
 
 /// One measurement of the store schema.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -36,6 +36,9 @@ pub fn measurements() -> Vec<Measurement> {
             .iter()
             .map(|r| format!("rejected_{}", r.as_str())),
     );
+    // The Modbus poller's counters, named where they are counted so the two cannot differ.
+    gateway_fields.extend(ModbusStats::default().fields().into_iter().map(|(k, _)| k));
+    gateway_fields.push("poll_latency_ms".to_owned());
     vec![
         Measurement {
             name: "telemetry",
@@ -139,6 +142,23 @@ mod tests {
             ]
         );
         let gw = measurements().pop().unwrap();
-        assert!(gw.fields.contains(&"rejected_invalid_json".to_owned()));
+        for f in [
+            "rejected_invalid_json",
+            "modbus_polls",
+            "modbus_poll_failures",
+            "modbus_timeouts",
+            "modbus_reconnects",
+            "modbus_writes",
+            "modbus_exception_illegal_data_address",
+            "modbus_exception_server_device_busy",
+            "modbus_exception_other",
+            "poll_latency_ms",
+        ] {
+            assert!(gw.fields.contains(&f.to_owned()), "{f}");
+        }
+        let mut unique = gw.fields.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), gw.fields.len());
     }
 }

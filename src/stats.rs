@@ -1,8 +1,12 @@
-//! The gateway's own health: counters every stage bumps, the reasons input is rejected, and a
-//! rate limiter for the log lines bad input causes. The store sink writes these as the
+//! The gateway's own health: counters every stage bumps, the reasons input is rejected, the
+//! Modbus poller's counters (polls, failures, exceptions per code, latency), and a rate limiter
+//! for the log lines bad input and failing devices cause. The store sink writes these as the
 //! `gateway` measurement every `gateway.stats_interval` (DESIGN §5).
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Why a message, or one signal of it, was rejected. The string form is the log `reason`
 /// and the `gateway` field name (`rejected_<reason>`).
@@ -72,6 +76,194 @@ impl Reject {
     }
 }
 
+/// A Modbus exception response, by code (Modbus Application Protocol v1.1b3, §7). The string
+/// form is the `gateway` field name suffix (`modbus_exception_<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModbusException {
+    /// 0x01: the device does not support the function code.
+    IllegalFunction,
+    /// 0x02: the address (or address + count) is not in the device's map.
+    IllegalDataAddress,
+    /// 0x03: a value in the request is not allowed (e.g. a write out of range).
+    IllegalDataValue,
+    /// 0x04: the device failed while performing the request.
+    ServerDeviceFailure,
+    /// 0x05: accepted, still being processed (long operations).
+    Acknowledge,
+    /// 0x06: the device is busy with a long operation; try later.
+    ServerDeviceBusy,
+    /// 0x08: memory parity error reading a file record.
+    MemoryParityError,
+    /// 0x0A: a gateway could not route to the target (misconfigured serial server).
+    GatewayPathUnavailable,
+    /// 0x0B: a gateway got no answer from the target device behind it.
+    GatewayTargetDevice,
+    /// Any other code.
+    Other,
+}
+
+impl ModbusException {
+    pub const ALL: [ModbusException; 10] = [
+        ModbusException::IllegalFunction,
+        ModbusException::IllegalDataAddress,
+        ModbusException::IllegalDataValue,
+        ModbusException::ServerDeviceFailure,
+        ModbusException::Acknowledge,
+        ModbusException::ServerDeviceBusy,
+        ModbusException::MemoryParityError,
+        ModbusException::GatewayPathUnavailable,
+        ModbusException::GatewayTargetDevice,
+        ModbusException::Other,
+    ];
+
+    /// The exception of a wire code.
+    pub fn from_code(code: u8) -> ModbusException {
+        match code {
+            0x01 => ModbusException::IllegalFunction,
+            0x02 => ModbusException::IllegalDataAddress,
+            0x03 => ModbusException::IllegalDataValue,
+            0x04 => ModbusException::ServerDeviceFailure,
+            0x05 => ModbusException::Acknowledge,
+            0x06 => ModbusException::ServerDeviceBusy,
+            0x08 => ModbusException::MemoryParityError,
+            0x0A => ModbusException::GatewayPathUnavailable,
+            0x0B => ModbusException::GatewayTargetDevice,
+            _ => ModbusException::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModbusException::IllegalFunction => "illegal_function",
+            ModbusException::IllegalDataAddress => "illegal_data_address",
+            ModbusException::IllegalDataValue => "illegal_data_value",
+            ModbusException::ServerDeviceFailure => "server_device_failure",
+            ModbusException::Acknowledge => "acknowledge",
+            ModbusException::ServerDeviceBusy => "server_device_busy",
+            ModbusException::MemoryParityError => "memory_parity_error",
+            ModbusException::GatewayPathUnavailable => "gateway_path_unavailable",
+            ModbusException::GatewayTargetDevice => "gateway_target_device",
+            ModbusException::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        ModbusException::ALL
+            .iter()
+            .position(|e| *e == self)
+            .unwrap_or(ModbusException::ALL.len() - 1)
+    }
+}
+
+/// The Modbus poller's counters (`Stats::modbus`). Totals since start unless marked as a gauge.
+#[derive(Debug, Default)]
+pub struct ModbusStats {
+    /// Device polls started (one per device per due time).
+    pub polls: AtomicU64,
+    /// Polls that did not get every value: a request timed out, failed in transport, was
+    /// answered with an exception, or the endpoint was down. A partly failed poll counts here.
+    pub poll_failures: AtomicU64,
+    /// Requests sent on the wire (reads, writes and retries).
+    pub requests: AtomicU64,
+    /// Requests without an answer within the endpoint's `timeout`.
+    pub timeouts: AtomicU64,
+    /// Requests that failed in transport (connection reset, bad frame, CRC or header mismatch).
+    pub transport_errors: AtomicU64,
+    /// Connections dropped after a timeout or transport error (the next request reconnects).
+    pub reconnects: AtomicU64,
+    /// Failed attempts to connect to (or open) an endpoint.
+    pub connect_failures: AtomicU64,
+    /// Signals dropped because their raw value did not decode (enum index out of range, NaN).
+    pub decode_errors: AtomicU64,
+    /// Writes performed on devices (successful or not).
+    pub writes: AtomicU64,
+    /// Writes that failed (exception, timeout, unreachable endpoint).
+    pub write_failures: AtomicU64,
+    /// Devices reported offline right now (gauge).
+    pub devices_offline: AtomicU64,
+    /// Endpoints that cannot be reached right now (gauge).
+    pub endpoints_down: AtomicU64,
+    exceptions: [AtomicU64; ModbusException::ALL.len()],
+    /// Latency of answered requests (data or exception), microseconds and count, since start.
+    latency_us_sum: AtomicU64,
+    latency_count: AtomicU64,
+    /// (sum, count) at the last `interval_latency_ms` call.
+    latency_mark: Mutex<(u64, u64)>,
+}
+
+impl ModbusStats {
+    /// The counters as `gateway` fields (name, value), in schema order; `poll_latency_ms`
+    /// comes from `interval_latency_ms`.
+    pub fn fields(&self) -> Vec<(String, u64)> {
+        let named = [
+            ("modbus_polls", &self.polls),
+            ("modbus_poll_failures", &self.poll_failures),
+            ("modbus_requests", &self.requests),
+            ("modbus_timeouts", &self.timeouts),
+            ("modbus_transport_errors", &self.transport_errors),
+            ("modbus_reconnects", &self.reconnects),
+            ("modbus_connect_failures", &self.connect_failures),
+            ("modbus_decode_errors", &self.decode_errors),
+            ("modbus_writes", &self.writes),
+            ("modbus_write_failures", &self.write_failures),
+            ("modbus_devices_offline", &self.devices_offline),
+            ("modbus_endpoints_down", &self.endpoints_down),
+        ];
+        let mut out: Vec<(String, u64)> = named
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.load(Relaxed)))
+            .collect();
+        out.extend(ModbusException::ALL.iter().map(|e| {
+            (
+                format!("modbus_exception_{}", e.as_str()),
+                self.exceptions(*e),
+            )
+        }));
+        out
+    }
+
+    pub fn exception(&self, e: ModbusException) {
+        self.exceptions[e.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn exceptions(&self, e: ModbusException) -> u64 {
+        self.exceptions[e.index()].load(Relaxed)
+    }
+
+    pub fn exceptions_total(&self) -> u64 {
+        self.exceptions.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Records the round trip of one answered request.
+    pub fn latency(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.latency_us_sum.fetch_add(us, Relaxed);
+        self.latency_count.fetch_add(1, Relaxed);
+    }
+
+    /// (sum in microseconds, count) of answered requests' latencies since start, for a
+    /// Prometheus-style summary.
+    pub fn latency_totals(&self) -> (u64, u64) {
+        (
+            self.latency_us_sum.load(Relaxed),
+            self.latency_count.load(Relaxed),
+        )
+    }
+
+    /// The mean latency (ms) of the requests answered since the previous call, `None` when
+    /// none were. Meant for one periodic reader: the `gateway` point's `poll_latency_ms`.
+    pub fn interval_latency_ms(&self) -> Option<f64> {
+        let (sum, count) = self.latency_totals();
+        let mut mark = self
+            .latency_mark
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (dsum, dcount) = (sum.saturating_sub(mark.0), count.saturating_sub(mark.1));
+        *mark = (sum, count);
+        (dcount > 0).then(|| dsum as f64 / dcount as f64 / 1000.0)
+    }
+}
+
 /// Counters shared by all tasks (`Arc<Stats>`). All are totals since start.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -93,6 +285,8 @@ pub struct Stats {
     pub store_errors: AtomicU64,
     /// Lines waiting for the store right now (gauge).
     pub store_queue_lines: AtomicU64,
+    /// The Modbus poller's counters.
+    pub modbus: ModbusStats,
 }
 
 impl Stats {
@@ -109,29 +303,30 @@ impl Stats {
     }
 }
 
-/// Lets through at most `burst` log lines per reason per window, then counts the rest and
-/// reports how many were suppressed with the next line let through. Clock-free: the caller
-/// passes the time.
+/// Lets through at most `burst` log lines per key (a `Reject` reason by default) per window,
+/// then counts the rest and reports how many were suppressed with the next line let through.
+/// Clock-free: the caller passes the time.
 #[derive(Debug)]
-pub struct LogLimiter {
+pub struct LogLimiter<K = Reject> {
     burst: u32,
     window_ms: i64,
-    slots: [(i64, u32, u64); Reject::ALL.len()],
+    /// key → (window start, lines in this window, suppressed since the last line let through).
+    slots: HashMap<K, (i64, u32, u64)>,
 }
 
-impl LogLimiter {
+impl<K: Copy + Eq + Hash> LogLimiter<K> {
     pub fn new(burst: u32, window_ms: i64) -> Self {
         LogLimiter {
             burst,
             window_ms: window_ms.max(1),
-            slots: [(i64::MIN, 0, 0); Reject::ALL.len()],
+            slots: HashMap::new(),
         }
     }
 
     /// `Some(n)` when a line may be logged now, `n` being how many were suppressed before it
     /// in earlier windows; `None` when this one must only be counted.
-    pub fn allow(&mut self, r: Reject, now_ms: i64) -> Option<u64> {
-        let (start, count, suppressed) = &mut self.slots[r.index()];
+    pub fn allow(&mut self, key: K, now_ms: i64) -> Option<u64> {
+        let (start, count, suppressed) = self.slots.entry(key).or_insert((i64::MIN, 0, 0));
         if *start == i64::MIN || now_ms - *start >= self.window_ms {
             *start = now_ms;
             *count = 0;
@@ -175,6 +370,54 @@ mod tests {
         assert_eq!(l.allow(r, 1000), Some(2));
         assert_eq!(l.allow(r, 1001), Some(0));
         assert_eq!(l.allow(r, 1002), None);
+    }
+
+    #[test]
+    fn limiter_takes_any_key() {
+        let mut l: LogLimiter<(u32, &str)> = LogLimiter::new(1, 1000);
+        assert_eq!(l.allow((1, "timeout"), 0), Some(0));
+        assert_eq!(l.allow((1, "timeout"), 1), None);
+        assert_eq!(l.allow((2, "timeout"), 1), Some(0));
+        assert_eq!(l.allow((1, "timeout"), 1000), Some(1));
+    }
+
+    #[test]
+    fn modbus_exceptions_count_per_code() {
+        let mut names: Vec<&str> = ModbusException::ALL.iter().map(|e| e.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ModbusException::ALL.len());
+        for (i, e) in ModbusException::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+        }
+        assert_eq!(
+            ModbusException::from_code(2),
+            ModbusException::IllegalDataAddress
+        );
+        assert_eq!(
+            ModbusException::from_code(6),
+            ModbusException::ServerDeviceBusy
+        );
+        assert_eq!(ModbusException::from_code(0x07), ModbusException::Other);
+        let s = Stats::default();
+        s.modbus.exception(ModbusException::from_code(2));
+        s.modbus.exception(ModbusException::from_code(0x42));
+        assert_eq!(s.modbus.exceptions(ModbusException::IllegalDataAddress), 1);
+        assert_eq!(s.modbus.exceptions(ModbusException::Other), 1);
+        assert_eq!(s.modbus.exceptions_total(), 2);
+    }
+
+    #[test]
+    fn latency_mean_covers_the_last_interval() {
+        let m = ModbusStats::default();
+        assert_eq!(m.interval_latency_ms(), None);
+        m.latency(std::time::Duration::from_millis(2));
+        m.latency(std::time::Duration::from_millis(4));
+        assert_eq!(m.interval_latency_ms(), Some(3.0));
+        assert_eq!(m.interval_latency_ms(), None);
+        m.latency(std::time::Duration::from_micros(500));
+        assert_eq!(m.interval_latency_ms(), Some(0.5));
+        assert_eq!(m.latency_totals(), (6500, 3));
     }
 
     #[test]

@@ -9,5 +9,7 @@ mod config_errors;
 mod e2e;
 mod fixture;
 mod harness_smoke;
+mod http_api;
+mod mqtt_security;
 mod outages;
 mod support;

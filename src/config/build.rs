@@ -2,11 +2,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawGateway, RawIngest, RawMqtt, RawStore};
+use super::raw::{RawConfig, RawGateway, RawHttp, RawIngest, RawMqtt, RawStore};
 use super::{inventory, models, profiles, Errors};
 use crate::model::{Inventory, Profile};
 use crate::source::topic::TopicPattern;
@@ -20,6 +21,8 @@ pub struct Config {
     pub mqtt: Option<MqttSettings>,
     pub store: Option<StoreSettings>,
     pub ingest: IngestSettings,
+    /// The HTTP API (`[http]`); `None` = no server runs.
+    pub http: Option<HttpSettings>,
     pub profiles: BTreeMap<String, Arc<Profile>>,
     /// Modbus endpoints; devices point into them by index.
     pub modbus: crate::source::modbus::ModbusSettings,
@@ -108,6 +111,16 @@ pub struct StoreSettings {
     pub gzip: bool,
 }
 
+/// The `[http]` section, built.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    /// Bearer token required by the write endpoints; empty = writes are disabled.
+    pub api_token: Secret,
+    /// The environment variable the token is read from, for the "how to set it" messages.
+    pub api_token_env: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
     pub max_clock_skew: Duration,
@@ -153,6 +166,10 @@ pub(super) fn build(
         .as_ref()
         .map(|s| build_store(s, base_dir, env, errs));
     let ingest = build_ingest(&raw.ingest, errs);
+    let http = raw
+        .http
+        .as_ref()
+        .map(|h| build_http(h, base_dir, env, errs));
     let models = models::load(
         raw.modbus
             .as_ref()
@@ -186,6 +203,7 @@ pub(super) fn build(
         mqtt,
         store,
         ingest,
+        http,
         profiles,
         modbus,
         models,
@@ -535,6 +553,46 @@ fn build_store(
         retry_min,
         retry_max,
         gzip: s.gzip,
+    }
+}
+
+fn build_http(
+    h: &RawHttp,
+    base_dir: &Path,
+    env: &HashMap<String, String>,
+    errs: &mut Errors,
+) -> HttpSettings {
+    let listen = match h.listen.trim().parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            errs.push(
+                "http.listen",
+                format!(
+                    "`{}` is not a socket address; write IP:port, e.g. `127.0.0.1:8080` (this machine only) or `0.0.0.0:8080` (all interfaces)",
+                    h.listen
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }
+    };
+    if h.api_token_env.trim().is_empty() {
+        errs.push(
+            "http.api_token_env",
+            "is empty; name the environment variable holding the API token (default ESTATE_GW_API_TOKEN)",
+        );
+    }
+    let api_token = secret(
+        errs,
+        "http.api_token_file",
+        h.api_token_file.as_deref(),
+        &h.api_token_env,
+        base_dir,
+        env,
+    );
+    HttpSettings {
+        listen,
+        api_token,
+        api_token_env: h.api_token_env.clone(),
     }
 }
 

@@ -2,9 +2,9 @@
 //! environment overrides), and building typed settings from it while collecting *every*
 //! mistake, each naming the file, the key, the bad value and what would be valid.
 //!
-//! Secrets (store token, MQTT password) are never read from the TOML: the TOML names an
-//! environment variable (`token_env`, `password_env`) or a file (`token_file`,
-//! `password_file`) that holds them.
+//! Secrets (store token, MQTT password, HTTP API token) are never read from the TOML: the
+//! TOML names an environment variable (`token_env`, `password_env`, `api_token_env`) or a file
+//! (`token_file`, `password_file`, `api_token_file`) that holds them.
 
 mod build;
 mod inventory;
@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use build::{
-    Config, GatewaySettings, IngestSettings, LogFormat, MqttSettings, Secret, StoreSettings,
+    Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, MqttSettings, Secret,
+    StoreSettings,
 };
 pub use models::BUILTIN_MODELS;
 pub use profiles::BUILTIN_PROFILES;
@@ -236,16 +237,21 @@ fn key_path(p: &str) -> String {
 
 fn unknown_key_hint(key: &str) -> String {
     let last = key.rsplit('.').next().unwrap_or(key);
+    let section = key.split(['.', '[']).next().unwrap_or("");
+    const API_TOKEN_HINT: &str = "; secrets are not read from TOML: set `http.api_token_file`, or the environment variable named by `http.api_token_env` (default ESTATE_GW_API_TOKEN)";
     let known: &[(&str, &str)] = &[
         ("token", "; secrets are not read from TOML: set `store.token_file`, or the environment variable named by `store.token_env` (default ESTATE_GW_STORE_TOKEN)"),
         ("password", "; secrets are not read from TOML: set `mqtt.password_file`, or the environment variable named by `mqtt.password_env` (default ESTATE_GW_MQTT_PASSWORD)"),
+        ("api_token", API_TOKEN_HINT),
     ];
+    if section == "http" && matches!(last, "token" | "api_token" | "password") {
+        return API_TOKEN_HINT.to_owned();
+    }
     for (k, hint) in known {
         if last == *k {
             return (*hint).to_owned();
         }
     }
-    let section = key.split(['.', '[']).next().unwrap_or("");
     let valid: &[&str] = match section {
         "gateway" => &[
             "site",
@@ -314,12 +320,14 @@ fn unknown_key_hint(key: &str) -> String {
             "reconnect_max",
         ],
         "modbus" => &["offline_after", "models_dir", "endpoints"],
+        "http" => &["listen", "api_token_env", "api_token_file"],
         _ => &[
             "gateway",
             "mqtt",
             "store",
             "ingest",
             "modbus",
+            "http",
             "devices",
             "devices_csv",
         ],
@@ -343,5 +351,99 @@ mod tests {
         assert_eq!(key_path("devices.0.?.foo"), "devices[0].foo");
         assert_eq!(key_path("mqtt.?.urll"), "mqtt.urll");
         assert_eq!(key_path("bogus"), "bogus");
+    }
+
+    /// Loads `toml` (written to a temp dir, with `files` next to it) with `env`.
+    fn load_text(
+        toml: &str,
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, toml).expect("write");
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        load_with_env(&path, env)
+    }
+
+    fn messages(e: ConfigErrors) -> Vec<String> {
+        e.0.iter()
+            .map(|e| format!("{}: {}", e.key, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn http_is_off_without_its_section() {
+        let cfg = load_text("[gateway]\nsite = \"a\"\n", &[], &[]).expect("valid");
+        assert!(cfg.http.is_none());
+    }
+
+    #[test]
+    fn http_defaults_and_token_from_the_environment() {
+        let cfg = load_text("[http]\n", &[], &[("ESTATE_GW_API_TOKEN", "t0k")]).expect("valid");
+        let h = cfg.http.expect("http");
+        assert_eq!(h.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(h.api_token.expose(), "t0k");
+        assert_eq!(h.api_token_env, "ESTATE_GW_API_TOKEN");
+
+        // No token anywhere: valid (writes are disabled), the token is empty.
+        let cfg = load_text(
+            "[http]\nlisten = \"[::1]:9000\"\napi_token_env = \"MY_TOKEN\"\n",
+            &[],
+            &[],
+        )
+        .expect("valid");
+        let h = cfg.http.expect("http");
+        assert_eq!(h.listen, "[::1]:9000".parse().expect("addr"));
+        assert!(h.api_token.is_empty());
+
+        // The section can come from the environment alone.
+        let cfg =
+            load_text("", &[], &[("ESTATE_GW__HTTP__LISTEN", "0.0.0.0:8081")]).expect("valid");
+        assert_eq!(cfg.http.expect("http").listen.port(), 8081);
+    }
+
+    #[test]
+    fn http_token_file_wins_over_the_environment() {
+        let cfg = load_text(
+            "[http]\napi_token_file = \"api.token\"\n",
+            &[("api.token", "from-file\nsecond line\n")],
+            &[("ESTATE_GW_API_TOKEN", "from-env")],
+        )
+        .expect("valid");
+        assert_eq!(cfg.http.expect("http").api_token.expose(), "from-file");
+    }
+
+    #[test]
+    fn http_mistakes_name_the_key() {
+        let errs = messages(
+            load_text(
+                "[http]\nlisten = \"localhost:8080\"\napi_token_file = \"missing.token\"\ntoken = \"s3cret\"\nport = 1\n",
+                &[],
+                &[],
+            )
+            .expect_err("invalid"),
+        );
+        let has = |needle: &str| errs.iter().any(|e| e.contains(needle));
+        assert!(
+            has("http.listen: `localhost:8080` is not a socket address; write IP:port, e.g. `127.0.0.1:8080`"),
+            "{errs:#?}"
+        );
+        assert!(has("http.api_token_file: cannot read"), "{errs:#?}");
+        assert!(
+            has("http.token: unknown key; secrets are not read from TOML: set `http.api_token_file`"),
+            "{errs:#?}"
+        );
+        assert!(
+            has("http.port: unknown key; valid keys here: listen, api_token_env, api_token_file"),
+            "{errs:#?}"
+        );
+        assert_eq!(errs.len(), 4, "{errs:#?}");
     }
 }

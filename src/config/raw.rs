@@ -15,6 +15,8 @@ pub(crate) struct RawConfig {
     pub store: Option<RawStore>,
     pub ingest: RawIngest,
     pub modbus: Option<RawModbus>,
+    /// The HTTP API; absent = no server runs.
+    pub http: Option<RawHttp>,
     pub devices: Vec<RawDevice>,
     /// A CSV inventory (设备台账), relative to the config file.
     pub devices_csv: Option<String>,
@@ -75,7 +77,9 @@ pub(crate) struct RawMqtt {
     pub max_packet_bytes: usize,
     pub reconnect_min: String,
     pub reconnect_max: String,
-    /// QoS 1 messages in flight from the broker before it waits for our PUBACKs.
+    /// Our own QoS 1 publishes (alarm and state events) in flight before we wait for the
+    /// broker's acks. (MQTT 3.1.1 gives a client no way to limit what the broker sends it:
+    /// that is the broker's `max_inflight_messages`.)
     pub inflight: u16,
 }
 
@@ -137,6 +141,27 @@ impl Default for RawStore {
             retry_min: "200ms".into(),
             retry_max: "30s".into(),
             gzip: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawHttp {
+    /// Socket address the API listens on, e.g. `127.0.0.1:8080` or `0.0.0.0:8080`.
+    pub listen: String,
+    /// Name of the environment variable holding the API token (bearer token for writes).
+    pub api_token_env: String,
+    /// File holding the API token (first line); wins over the environment.
+    pub api_token_file: Option<String>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: "127.0.0.1:8080".into(),
+            api_token_env: "ESTATE_GW_API_TOKEN".into(),
+            api_token_file: None,
         }
     }
 }

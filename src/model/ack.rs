@@ -5,8 +5,18 @@
 //! disk). Until then the broker keeps the message in our persistent session, so a gateway
 //! killed mid-way loses nothing the broker accepted. Sources without acknowledgment (Modbus
 //! polls, tests) use `Ack::None`.
+//!
+//! Settling never blocks and never loses an ack: it hands the packet id to the MQTT source's
+//! acker task over an unbounded channel (bounded in practice by the messages the broker has in
+//! flight to us), and that task waits for room in rumqttc's request queue. Dropping a PUBACK
+//! instead would make the broker redeliver (duplicates) and, in mosquitto, slow every later
+//! ack while the unacknowledged ones pile up at the head of its list.
 
-use rumqttc::{AsyncClient, Publish, QoS};
+use rumqttc::QoS;
+use tokio::sync::mpsc;
+
+/// A QoS 1/2 message to acknowledge: (packet id, QoS).
+pub type PendingAck = (u16, QoS);
 
 /// What is needed to acknowledge the message a reading came from.
 #[derive(Debug, Default)]
@@ -16,23 +26,20 @@ pub enum Ack {
     None,
     /// An MQTT publish received with manual acks on.
     Mqtt {
-        client: AsyncClient,
+        acks: mpsc::UnboundedSender<PendingAck>,
         pkid: u16,
         qos: QoS,
     },
 }
 
 impl Ack {
-    /// Acknowledges the source message. Never blocks: if the MQTT client's request queue is
-    /// full or the connection is gone, the broker redelivers the message after a reconnect
+    /// Acknowledges the source message (hands it to the acker task). If the MQTT source has
+    /// already stopped, the broker redelivers the message to our session on the next start
     /// (at-least-once; a reading with a device `ts` then overwrites the identical point).
     pub fn settle(self) {
-        if let Ack::Mqtt { client, pkid, qos } = self {
-            // rumqttc acknowledges by (qos, pkid); topic and payload are not used.
-            let mut p = Publish::new("", qos, Vec::new());
-            p.pkid = pkid;
-            if let Err(e) = client.try_ack(&p) {
-                tracing::debug!(pkid, error = %e, "Could not queue PUBACK; the broker will redeliver.");
+        if let Ack::Mqtt { acks, pkid, qos } = self {
+            if acks.send((pkid, qos)).is_err() {
+                tracing::debug!(pkid, "MQTT source stopped; the broker will redeliver.");
             }
         }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod ack;
-pub use ack::Ack;
+pub use ack::{Ack, PendingAck};
 
 /// The type a signal's values must have. A JSON value of another type is rejected as
 /// `wrong_type` (see `crate::source::decode`).

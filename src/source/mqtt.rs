@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, Publish, QoS,
-    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet,
+    Publish, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,7 @@ use super::decode::{self, Limits, Problem};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{IngestSettings, MqttSettings};
-use crate::model::{Ack, DeviceIdx, Inventory, Reading};
+use crate::model::{Ack, DeviceIdx, Inventory, PendingAck, Reading};
 use crate::stats::{LogLimiter, Stats};
 
 /// How long, at shutdown, the source keeps the connection open so that the PUBACKs of
@@ -76,6 +76,8 @@ impl MqttSource {
         taken: CancellationToken,
     ) {
         let (client, mut eventloop) = AsyncClient::new(options(&self.settings), 1024);
+        let (acks, acks_rx) = mpsc::unbounded_channel();
+        let acker = tokio::spawn(acker(client.clone(), acks_rx));
         let mut state = Handler {
             limits: Limits {
                 max_payload_bytes: self.settings.max_payload_bytes,
@@ -87,7 +89,7 @@ impl MqttSource {
                 self.ingest.log_window.as_millis() as i64,
             ),
             src: &self,
-            client: client.clone(),
+            acks,
         };
         let mut backoff = Backoff::new(self.settings.reconnect_min, self.settings.reconnect_max);
         let mut connected = false;
@@ -150,7 +152,21 @@ impl MqttSource {
                         connected = false;
                     }
                     let delay = backoff.next_delay();
-                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost or refused; reconnecting.");
+                    let retry_in_ms = delay.as_millis() as u64;
+                    match e {
+                        // rumqttc reports a refusing CONNACK as this error, not as a ConnAck
+                        // event: the operator has to fix the credentials (or client id).
+                        ConnectionError::ConnectionRefused(
+                            code @ (ConnectReturnCode::BadUserNamePassword
+                            | ConnectReturnCode::NotAuthorized
+                            | ConnectReturnCode::BadClientId),
+                        ) => {
+                            error!(?code, retry_in_ms, "The MQTT broker refused the connection; check mqtt.username and the password.");
+                        }
+                        e => {
+                            warn!(error = %e, retry_in_ms, "MQTT connection lost or refused; reconnecting.");
+                        }
+                    }
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -161,16 +177,45 @@ impl MqttSource {
         // Shutdown: stop producing, let the sinks take what is queued, send their acks.
         drop(tx);
         drop(state);
-        finish(&client, &mut eventloop, &taken).await;
+        finish(&client, &mut eventloop, &taken, acker).await;
     }
 }
 
-async fn finish(client: &AsyncClient, eventloop: &mut EventLoop, taken: &CancellationToken) {
+/// Sends PUBACKs in the order readings were settled; waits (never drops) when rumqttc's request
+/// queue is full. Ends when every `Ack` holding a sender is gone.
+async fn acker(client: AsyncClient, mut rx: mpsc::UnboundedReceiver<PendingAck>) {
+    while let Some((pkid, qos)) = rx.recv().await {
+        // rumqttc acknowledges by (qos, pkid); topic and payload are not used.
+        let mut p = Publish::new("", qos, Vec::new());
+        p.pkid = pkid;
+        if client.ack(&p).await.is_err() {
+            // The event loop is gone (shutdown): the broker redelivers what we did not ack.
+            break;
+        }
+    }
+}
+
+async fn finish(
+    client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    taken: &CancellationToken,
+    acker: tokio::task::JoinHandle<()>,
+) {
     let grace = tokio::time::sleep(ACK_GRACE);
     tokio::pin!(grace);
+    // Keep the connection serviced until the sinks have taken everything sent to them...
     loop {
         tokio::select! {
             _ = taken.cancelled() => break,
+            _ = &mut grace => break,
+            ev = eventloop.poll() => if ev.is_err() { break },
+        }
+    }
+    // ...and the acker has queued every PUBACK (it ends when the last `Ack` is gone).
+    tokio::pin!(acker);
+    loop {
+        tokio::select! {
+            _ = &mut acker => break,
             _ = &mut grace => break,
             ev = eventloop.poll() => if ev.is_err() { break },
         }
@@ -196,7 +241,7 @@ struct Handler<'a> {
     limits: Limits,
     logs: LogLimiter,
     src: &'a MqttSource,
-    client: AsyncClient,
+    acks: mpsc::UnboundedSender<PendingAck>,
 }
 
 impl Handler<'_> {
@@ -209,7 +254,7 @@ impl Handler<'_> {
             Ack::None
         } else {
             Ack::Mqtt {
-                client: self.client.clone(),
+                acks: self.acks.clone(),
                 pkid: p.pkid,
                 qos: p.qos,
             }

@@ -20,11 +20,24 @@ pub(crate) struct Mosquitto {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Lines appended to the generated config (see [`start_with_config`](Self::start_with_config)).
+    extra_conf: String,
 }
 
 impl Mosquitto {
     /// Starts a broker on a free port in a fresh temp dir and waits until it accepts connections.
     pub(crate) fn start() -> Mosquitto {
+        Mosquitto::start_with_config("")
+    }
+
+    /// Like [`start`](Self::start), with `extra` appended to the generated config (and kept
+    /// for [`start_again`](Self::start_again)). The generated config has one listener (the
+    /// broker's [`port`](Self::port)) and no `per_listener_settings`, so listener options in
+    /// `extra` (e.g. `certfile`, `keyfile`, `cafile`) apply to it, and a global option in `extra`
+    /// overrides the generated one (e.g. `allow_anonymous false` with a `password_file`). The
+    /// harness's `publish` and `subscribe` speak plain, anonymous MQTT, so they do not work
+    /// against such a broker.
+    pub(crate) fn start_with_config(extra: &str) -> Mosquitto {
         let dir = tempfile::Builder::new()
             .prefix("mosquitto-")
             .tempdir()
@@ -33,6 +46,7 @@ impl Mosquitto {
             port: free_port(),
             dir,
             child: None,
+            extra_conf: extra.to_owned(),
         };
         let mut last_log = String::new();
         // A port found free can be taken before the broker binds it; try a few ports.
@@ -79,12 +93,17 @@ impl Mosquitto {
              log_type subscribe\n\
              log_type unsubscribe\n\
              max_queued_messages 100000\n\
+             # mosquitto 2.0.11 (Debian 12) can strand a queued QoS 1 message when an in-flight\n\
+             # window is set (fixed upstream in 2.0.13); the README recommends 0 for the gateway.\n\
+             max_inflight_messages 0\n\
              # As root, mosquitto would otherwise drop to the `mosquitto` user and could not\n\
              # write to this (root-owned, 0700) directory. Ignored when not run as root.\n\
-             user root\n",
+             user root\n\
+             {extra}\n",
             port = self.port,
             dir = dir.display(),
             log = self.log_path().display(),
+            extra = self.extra_conf,
         );
         fs::write(self.conf_path(), conf).expect("write mosquitto.conf");
         let log_len_before = read_lossy(&self.log_path()).len();

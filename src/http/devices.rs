@@ -1,0 +1,803 @@
+//! `GET /api/devices` (the inventory, 设备台账, filtered by site, building and category) and
+//! `POST /api/devices/{id}/write` (an operator writes a signal of a Modbus device, e.g. puts a
+//! fire pump controller back to auto). A write is checked here for the token, the body and the
+//! device; the Modbus poller then checks the signal and the value against the register map,
+//! sends it in the endpoint's serialised request stream and answers with the device's result.
+//! Every write attempt is logged with who, what and the result.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{Extensions, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::{auth, json, ApiError, Ctx};
+use crate::model::{Device, Value};
+use crate::source::modbus::poller::WriteError;
+
+/// A write that gets no answer from the poller within this time fails with 504 (the poller
+/// applies its own per-request timeouts; this only bounds a stuck queue).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest `by` (operator name) accepted.
+const MAX_BY_CHARS: usize = 64;
+
+/// `?site=&building=&category=`; an empty value does not filter.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct Filter {
+    site: Option<String>,
+    building: Option<String>,
+    category: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, d: &Device) -> bool {
+        let ok = |want: &Option<String>, have: &str| {
+            want.as_deref().is_none_or(|w| w.is_empty() || w == have)
+        };
+        ok(&self.site, &d.site)
+            && ok(&self.building, &d.building)
+            && ok(&self.category, &d.category)
+    }
+}
+
+/// One device as the API shows it.
+#[derive(Debug, Serialize)]
+struct DeviceView<'a> {
+    id: &'a str,
+    name: &'a str,
+    site: &'a str,
+    building: &'a str,
+    category: &'a str,
+    /// Expected reporting interval (MQTT) or poll interval (Modbus), seconds.
+    interval_s: f64,
+    /// `mqtt` or `modbus`.
+    source: &'static str,
+    /// Set for `modbus` devices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modbus: Option<ModbusView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ModbusView<'a> {
+    /// The `[[modbus.endpoints]]` name.
+    endpoint: &'a str,
+    unit: u8,
+    model: &'a str,
+    /// Signals an operator may write (`writable = true` in the register map).
+    writable: Vec<&'a str>,
+}
+
+fn view<'a>(d: &'a Device, endpoints: &'a [String]) -> DeviceView<'a> {
+    DeviceView {
+        id: &d.id,
+        name: &d.name,
+        site: &d.site,
+        building: &d.building,
+        category: &d.category,
+        interval_s: d.interval.as_secs_f64(),
+        source: if d.modbus.is_some() { "modbus" } else { "mqtt" },
+        modbus: d.modbus.as_ref().map(|b| ModbusView {
+            endpoint: endpoints.get(b.endpoint).map_or("", String::as_str),
+            unit: b.unit,
+            model: &b.model.name,
+            writable: b
+                .model
+                .registers
+                .iter()
+                .filter(|r| r.writable)
+                .map(|r| r.signal.as_str())
+                .collect(),
+        }),
+    }
+}
+
+pub(super) async fn list(
+    State(ctx): State<Arc<Ctx>>,
+    filter: Result<Query<Filter>, QueryRejection>,
+) -> Response {
+    let Query(filter) = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "bad query: {}; filters: site, building, category (e.g. /api/devices?site=huafu&category=elevator)",
+                    e.body_text()
+                ),
+            )
+            .into_response()
+        }
+    };
+    let devices: Vec<DeviceView<'_>> = ctx
+        .app
+        .inventory
+        .devices()
+        .iter()
+        .filter(|d| filter.matches(d))
+        .map(|d| view(d, &ctx.app.endpoints))
+        .collect();
+    json(StatusCode::OK, &devices)
+}
+
+/// `?site=` of a write, for ids that exist at more than one site.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct WriteQuery {
+    site: Option<String>,
+}
+
+/// The body of a write.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteBody {
+    signal: String,
+    value: serde_json::Value,
+    /// The operator, for the log.
+    by: String,
+}
+
+const BODY_EXAMPLE: &str = r#"{"signal": "pump_auto", "value": true, "by": "张三"}"#;
+
+/// The HTTP status of each reason a write did not happen (documented on `WriteError`).
+pub fn status_for(e: &WriteError) -> StatusCode {
+    // No wildcard: a new variant must be given its status here.
+    match e {
+        WriteError::UnknownDevice(_) => StatusCode::NOT_FOUND,
+        WriteError::NotModbus(_) => StatusCode::CONFLICT,
+        WriteError::UnknownSignal { .. } => StatusCode::NOT_FOUND,
+        WriteError::NotWritable { .. } => StatusCode::FORBIDDEN,
+        WriteError::BadValue { .. } => StatusCode::BAD_REQUEST,
+        WriteError::Exception(_) => StatusCode::BAD_GATEWAY,
+        WriteError::Unreachable(_) => StatusCode::GATEWAY_TIMEOUT,
+        WriteError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// A JSON value as a signal value; the poller checks it against the signal's type.
+fn to_value(v: &serde_json::Value) -> Result<Value, String> {
+    use serde_json::Value as J;
+    match v {
+        J::Bool(b) => Ok(Value::Bool(*b)),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Value::Int(i))
+            } else if n.is_u64() {
+                Err(format!(
+                    "`value` {n} is too large for a 64-bit signed integer"
+                ))
+            } else {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(Value::Float)
+                    .ok_or_else(|| format!("`value` {n} is not a finite number"))
+            }
+        }
+        J::String(s) => Ok(Value::Str(s.clone())),
+        J::Null | J::Array(_) | J::Object(_) => Err(format!(
+            "`value` must be a boolean, a number or a string, not {v}"
+        )),
+    }
+}
+
+/// Parses and checks a write body.
+fn parse_body(body: &[u8]) -> Result<(String, Value, String), String> {
+    let bad = |e: &dyn std::fmt::Display| {
+        format!("the body is not a valid write: {e}; send JSON like {BODY_EXAMPLE}")
+    };
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| bad(&e))?;
+    if !v.is_object() {
+        return Err(bad(&"not a JSON object"));
+    }
+    let b: WriteBody = serde_json::from_value(v).map_err(|e| bad(&e))?;
+    if b.signal.is_empty() || b.signal.chars().any(char::is_control) {
+        return Err(format!(
+            "`signal` must name a signal of the device, e.g. {BODY_EXAMPLE}"
+        ));
+    }
+    let by = b.by.trim();
+    if by.is_empty() {
+        return Err("`by` is empty; name the operator making the write".into());
+    }
+    if by.chars().count() > MAX_BY_CHARS || by.chars().any(char::is_control) {
+        return Err(format!(
+            "`by` must be an operator's name of at most {MAX_BY_CHARS} characters without control characters"
+        ));
+    }
+    let value = to_value(&b.value)?;
+    Ok((b.signal, value, by.to_owned()))
+}
+
+/// The site of device `id`: the one asked for, else the gateway's own site if it has the id,
+/// else the only site that has it.
+fn resolve_site(ctx: &Ctx, id: &str, asked: Option<&str>) -> Result<String, ApiError> {
+    let inv = &ctx.app.inventory;
+    if let Some(site) = asked.filter(|s| !s.is_empty()) {
+        return match inv.lookup(site, id) {
+            Some(_) => Ok(site.to_owned()),
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no device `{id}` at site `{site}`"),
+            )),
+        };
+    }
+    if inv.lookup(&ctx.app.site, id).is_some() {
+        return Ok(ctx.app.site.clone());
+    }
+    let mut sites: Vec<&str> = inv
+        .devices()
+        .iter()
+        .filter(|d| d.id == id)
+        .map(|d| d.site.as_str())
+        .collect();
+    sites.sort_unstable();
+    sites.dedup();
+    match sites.as_slice() {
+        [] => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no device `{id}`; GET /api/devices lists them"),
+        )),
+        [one] => Ok((*one).to_owned()),
+        many => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "device `{id}` exists at several sites ({}); add ?site= to say which",
+                many.join(", ")
+            ),
+        )),
+    }
+}
+
+/// The client's address, when the server was started with connect info (not in unit tests).
+fn remote(ext: &Extensions) -> String {
+    ext.get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "-".to_owned(), |c| c.0.to_string())
+}
+
+pub(super) async fn write(
+    State(ctx): State<Arc<Ctx>>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<WriteQuery>, QueryRejection>,
+    headers: HeaderMap,
+    ext: Extensions,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let remote = remote(&ext);
+    let Path(id) = match id {
+        Ok(p) => p,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("bad device id: {}", e.body_text()),
+            )
+            .into_response()
+        }
+    };
+    let id_log = id.escape_debug().to_string();
+    let refuse = |e: ApiError, by: &str, signal: &str| {
+        warn!(device = %id_log, signal = %signal.escape_debug(), by = %by.escape_debug(),
+              remote = %remote, status = e.status.as_u16(), error = %e.message,
+              "Device write refused.");
+        e.into_response()
+    };
+
+    if let Err(e) = auth::check(&headers, &ctx.api_token, &ctx.api_token_env) {
+        return refuse(e, "-", "-");
+    }
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            let e = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("bad query: {}; the only parameter is ?site=", e.body_text()),
+            );
+            return refuse(e, "-", "-");
+        }
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let e = ApiError::new(
+                e.status(),
+                format!("cannot read the body: {}", e.body_text()),
+            );
+            return refuse(e, "-", "-");
+        }
+    };
+    let (signal, value, by) = match parse_body(&body) {
+        Ok(parsed) => parsed,
+        Err(msg) => return refuse(ApiError::new(StatusCode::BAD_REQUEST, msg), "-", "-"),
+    };
+    let site = match resolve_site(&ctx, &id, query.site.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return refuse(e, &by, &signal),
+    };
+
+    let result = tokio::time::timeout(
+        WRITE_TIMEOUT,
+        ctx.app
+            .modbus
+            .write(&site, &id, &signal, value.clone(), &by),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(WriteError::Unreachable(format!(
+            "no answer within {}s",
+            WRITE_TIMEOUT.as_secs()
+        )))
+    });
+    match result {
+        Ok(()) => {
+            info!(site = %site.escape_debug(), device = %id_log, signal = %signal.escape_debug(),
+                  value = %value, by = %by.escape_debug(), remote = %remote,
+                  "Device write done.");
+            json(
+                StatusCode::OK,
+                &WriteDone {
+                    ok: true,
+                    site: &site,
+                    device: &id,
+                    signal: &signal,
+                    value: &value_json(&value),
+                    by: &by,
+                },
+            )
+        }
+        Err(e) => {
+            let status = status_for(&e);
+            warn!(site = %site.escape_debug(), device = %id_log, signal = %signal.escape_debug(),
+                  value = %value, by = %by.escape_debug(), remote = %remote,
+                  status = status.as_u16(), error = %e, "Device write failed.");
+            ApiError::new(status, e.to_string()).into_response()
+        }
+    }
+}
+
+/// The answer to a successful write.
+#[derive(Debug, Serialize)]
+struct WriteDone<'a> {
+    ok: bool,
+    site: &'a str,
+    device: &'a str,
+    signal: &'a str,
+    value: &'a serde_json::Value,
+    by: &'a str,
+}
+
+fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Float(f) => serde_json::json!(f),
+        Value::Int(i) => serde_json::json!(i),
+        Value::Bool(b) => serde_json::json!(b),
+        Value::Str(s) => serde_json::json!(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::test_support::{app, app_with, get, send, Answer, TOKEN};
+    use crate::source::modbus::poller::{ModbusHandle, WriteCommand};
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::Router;
+
+    fn ids(a: &Answer) -> Vec<String> {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.content_type, "application/json; charset=utf-8");
+        a.json()
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d["site"].as_str().expect("site"),
+                    d["id"].as_str().expect("id")
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn lists_every_device_with_its_source() {
+        let (app, _) = app(None);
+        let a = get(&app, "/api/devices").await;
+        assert_eq!(
+            ids(&a),
+            [
+                "huafu/HX-1",
+                "huafu/FP-1",
+                "huafu/E-1",
+                "north/E-1",
+                "north/T-9"
+            ]
+        );
+        let list = a.json();
+        let hx = &list[0];
+        assert_eq!(hx["name"], "1号换热站");
+        assert_eq!(hx["building"], "换热站");
+        assert_eq!(hx["category"], "heating_loop");
+        assert_eq!(hx["interval_s"], 10.0);
+        assert_eq!(hx["source"], "modbus");
+        assert_eq!(hx["modbus"]["endpoint"], "plant-room");
+        assert_eq!(hx["modbus"]["unit"], 1);
+        assert_eq!(hx["modbus"]["model"], "heating_plc");
+        let fp = &list[1];
+        assert_eq!(fp["interval_s"], 0.5);
+        assert_eq!(fp["modbus"]["writable"], serde_json::json!(["pump_auto"]));
+        let e = &list[2];
+        assert_eq!(e["source"], "mqtt");
+        assert!(e.get("modbus").is_none(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn filters_by_site_building_and_category() {
+        let (app, _) = app(None);
+        let q = |uri: &'static str| {
+            let app = app.clone();
+            async move { ids(&get(&app, uri).await) }
+        };
+        assert_eq!(
+            q("/api/devices?site=north").await,
+            ["north/E-1", "north/T-9"]
+        );
+        assert_eq!(
+            q("/api/devices?category=elevator").await,
+            ["huafu/E-1", "north/E-1"]
+        );
+        assert_eq!(
+            q("/api/devices?site=huafu&category=elevator").await,
+            ["huafu/E-1"]
+        );
+        // Percent-encoded Chinese.
+        assert_eq!(
+            q("/api/devices?building=%E6%B3%B5%E6%88%BF").await,
+            ["huafu/FP-1"]
+        );
+        assert_eq!(q("/api/devices?site=").await.len(), 5);
+        assert!(q("/api/devices?category=lift").await.is_empty());
+
+        let a = get(&app, "/api/devices?state=fault").await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert!(a.error().contains("unknown field `state`"), "{}", a.body);
+    }
+
+    fn write_req(uri: &str, auth: Option<&str>, body: &str) -> Request<Body> {
+        let mut r = Request::post(uri).header("content-type", "application/json");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.body(Body::from(body.to_owned())).expect("request")
+    }
+
+    const GOOD: &str = r#"{"signal": "pump_auto", "value": true, "by": "张三"}"#;
+
+    async fn write(app: &Router, uri: &str, auth: Option<&str>, body: &str) -> Answer {
+        send(app, write_req(uri, auth, body)).await
+    }
+
+    #[tokio::test]
+    async fn writes_need_the_token() {
+        let (app, _) = app(Some(TOKEN));
+        let a = write(&app, "/api/devices/FP-1/write", None, GOOD).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert!(a.error().contains("missing API token"), "{}", a.body);
+        let challenge = a.headers.get("www-authenticate").expect("challenge");
+        assert!(challenge.to_str().expect("ascii").starts_with("Bearer"));
+
+        let a = write(&app, "/api/devices/FP-1/write", Some("Bearer wrong"), GOOD).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(a.error(), "wrong API token");
+        assert!(a.headers.contains_key("www-authenticate"));
+
+        // The right token gets through to the Modbus handle (no poller runs here: 503).
+        let auth = format!("Bearer {TOKEN}");
+        let a = write(&app, "/api/devices/FP-1/write", Some(&auth), GOOD).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+        assert!(!a.headers.contains_key("www-authenticate"));
+        assert!(
+            a.error().starts_with("the gateway cannot take writes now"),
+            "{}",
+            a.body
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_are_disabled_without_a_token() {
+        let (app, _) = app(None);
+        let a = write(
+            &app,
+            "/api/devices/FP-1/write",
+            Some("Bearer anything"),
+            GOOD,
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+        let e = a.error();
+        assert!(e.contains("writes are disabled"), "{e}");
+        assert!(e.contains("ESTATE_GW_API_TOKEN"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_are_400_with_a_reason() {
+        let (app, _) = app(Some(TOKEN));
+        let auth = format!("Bearer {TOKEN}");
+        for (body, needle) in [
+            ("", "EOF while parsing"),
+            ("not json", "expected ident"),
+            ("[1, 2]", "not a JSON object"),
+            (
+                r#"{"signal": "pump_auto", "value": true}"#,
+                "missing field `by`",
+            ),
+            (
+                r#"{"signal": "pump_auto", "by": "x"}"#,
+                "missing field `value`",
+            ),
+            (r#"{"value": true, "by": "x"}"#, "missing field `signal`"),
+            (
+                r#"{"signal": "pump_auto", "value": true, "by": "x", "force": 1}"#,
+                "unknown field `force`",
+            ),
+            (
+                r#"{"signal": "pump_auto", "value": null, "by": "x"}"#,
+                "not null",
+            ),
+            (
+                r#"{"signal": "pump_auto", "value": [1], "by": "x"}"#,
+                "not [1]",
+            ),
+            (
+                r#"{"signal": "pump_auto", "value": 18446744073709551615, "by": "x"}"#,
+                "too large",
+            ),
+            (
+                r#"{"signal": "pump_auto", "value": true, "by": "  "}"#,
+                "`by` is empty",
+            ),
+            (
+                r#"{"signal": "pump_auto", "value": true, "by": "a\nb"}"#,
+                "control characters",
+            ),
+            (
+                r#"{"signal": "", "value": true, "by": "x"}"#,
+                "`signal` must name",
+            ),
+        ] {
+            let a = write(&app, "/api/devices/FP-1/write", Some(&auth), body).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.body);
+            let e = a.error();
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+        // Too large a body.
+        let big = format!(
+            r#"{{"signal": "pump_auto", "value": "{}", "by": "x"}}"#,
+            "x".repeat(super::super::MAX_BODY_BYTES)
+        );
+        let a = write(&app, "/api/devices/FP-1/write", Some(&auth), &big).await;
+        assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.body);
+        a.error();
+    }
+
+    #[tokio::test]
+    async fn unknown_and_ambiguous_devices() {
+        let (app, _) = app(Some(TOKEN));
+        let auth = format!("Bearer {TOKEN}");
+        let a = write(&app, "/api/devices/NOPE/write", Some(&auth), GOOD).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+        assert!(a.error().contains("no device `NOPE`"), "{}", a.body);
+
+        let a = write(
+            &app,
+            "/api/devices/FP-1/write?site=north",
+            Some(&auth),
+            GOOD,
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+        assert!(a.error().contains("at site `north`"), "{}", a.body);
+
+        let a = write(&app, "/api/devices/FP-1/write?floor=3", Some(&auth), GOOD).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert!(a.error().contains("?site="), "{}", a.body);
+    }
+
+    #[test]
+    fn sites_resolve_to_the_asked_own_or_only_one() {
+        let cfg = crate::http::test_support::config(None);
+        let ctx = Ctx {
+            app: crate::http::AppState::new(&cfg, Default::default(), ModbusHandle::default()),
+            api_token: Default::default(),
+            api_token_env: String::new(),
+        };
+        // E-1 is at both sites: the gateway's own wins; ?site= picks the other.
+        assert_eq!(resolve_site(&ctx, "E-1", None).expect("own"), "huafu");
+        assert_eq!(
+            resolve_site(&ctx, "E-1", Some("north")).expect("asked"),
+            "north"
+        );
+        // T-9 only exists at north.
+        assert_eq!(resolve_site(&ctx, "T-9", None).expect("only"), "north");
+        assert_eq!(resolve_site(&ctx, "T-9", Some("")).expect("empty"), "north");
+        // At another gateway site, E-1 is ambiguous.
+        let other = Ctx {
+            app: crate::http::AppState {
+                site: "elsewhere".into(),
+                ..ctx.app.clone()
+            },
+            ..ctx
+        };
+        let e = resolve_site(&other, "E-1", None).expect_err("ambiguous");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("huafu, north"), "{}", e.message);
+    }
+
+    #[test]
+    fn every_write_error_has_its_documented_status() {
+        let s = |e: WriteError| status_for(&e).as_u16();
+        let dev = || "FP-1".to_owned();
+        let sig = || "pump_auto".to_owned();
+        assert_eq!(s(WriteError::UnknownDevice(dev())), 404);
+        assert_eq!(s(WriteError::NotModbus(dev())), 409);
+        assert_eq!(
+            s(WriteError::UnknownSignal {
+                device: dev(),
+                signal: sig()
+            }),
+            404
+        );
+        assert_eq!(
+            s(WriteError::NotWritable {
+                device: dev(),
+                signal: sig()
+            }),
+            403
+        );
+        assert_eq!(
+            s(WriteError::BadValue {
+                signal: sig(),
+                reason: "x".into()
+            }),
+            400
+        );
+        assert_eq!(s(WriteError::Exception("illegal address".into())), 502);
+        assert_eq!(s(WriteError::Unreachable("timeout".into())), 504);
+        assert_eq!(s(WriteError::Unavailable("shutting down".into())), 503);
+    }
+
+    #[test]
+    fn json_values_become_signal_values() {
+        use serde_json::json;
+        assert_eq!(to_value(&json!(true)), Ok(Value::Bool(true)));
+        assert_eq!(to_value(&json!(-3)), Ok(Value::Int(-3)));
+        assert_eq!(to_value(&json!(55.5)), Ok(Value::Float(55.5)));
+        assert_eq!(to_value(&json!(3.0)), Ok(Value::Float(3.0)));
+        assert_eq!(to_value(&json!("auto")), Ok(Value::Str("auto".into())));
+        assert!(to_value(&json!(null)).is_err());
+        assert!(to_value(&json!({"a": 1})).is_err());
+        assert!(to_value(&json!(u64::MAX)).is_err());
+    }
+
+    /// A router whose Modbus handle has one endpoint served by a fake endpoint task that
+    /// answers every write with `answer` and hands the command it got to the test.
+    fn app_with_endpoint(
+        answer: Result<(), WriteError>,
+    ) -> (
+        Router,
+        tokio::sync::mpsc::UnboundedReceiver<(String, Value, String)>,
+    ) {
+        let cfg = crate::http::test_support::config(Some(TOKEN));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteCommand>(4);
+        let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
+        let inventory = cfg.inventory.clone();
+        tokio::spawn(async move {
+            while let Some(cmd) = rx.recv().await {
+                let id = inventory.get(cmd.device).id.clone();
+                let _ = seen_tx.send((id, cmd.value.clone(), cmd.by.clone()));
+                let _ = cmd.reply.send(answer.clone());
+            }
+        });
+        let handle = ModbusHandle {
+            endpoints: vec![tx],
+            inventory: cfg.inventory.clone(),
+        };
+        (app_with(Some(TOKEN), handle).0, seen)
+    }
+
+    #[tokio::test]
+    async fn a_write_reaches_the_endpoint_and_reports_success() {
+        let (app, mut seen) = app_with_endpoint(Ok(()));
+        let auth = format!("Bearer {TOKEN}");
+        let a = write(&app, "/api/devices/FP-1/write", Some(&auth), GOOD).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.content_type, "application/json; charset=utf-8");
+        assert_eq!(
+            a.json(),
+            serde_json::json!({"ok": true, "site": "huafu", "device": "FP-1",
+                               "signal": "pump_auto", "value": true, "by": "张三"})
+        );
+        let (device, value, by) = seen.recv().await.expect("the endpoint got the write");
+        assert_eq!(
+            (device.as_str(), value, by.as_str()),
+            ("FP-1", Value::Bool(true), "张三")
+        );
+    }
+
+    #[tokio::test]
+    async fn endpoint_answers_map_to_their_status() {
+        let auth = format!("Bearer {TOKEN}");
+        for (answer, status) in [
+            (WriteError::Exception("illegal data address".into()), 502),
+            (WriteError::Unreachable("timeout after 1s".into()), 504),
+            (WriteError::Unavailable("shutting down".into()), 503),
+        ] {
+            let message = answer.to_string();
+            let (app, _seen) = app_with_endpoint(Err(answer));
+            let a = write(&app, "/api/devices/FP-1/write", Some(&auth), GOOD).await;
+            assert_eq!(a.status.as_u16(), status, "{}", a.body);
+            assert_eq!(a.error(), message);
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_the_register_map_refuses_never_reach_the_endpoint() {
+        let (app, mut seen) = app_with_endpoint(Ok(()));
+        let auth = format!("Bearer {TOKEN}");
+        for (uri, body, status) in [
+            // An MQTT device.
+            ("/api/devices/E-1/write", GOOD, 409),
+            // Not in the register map.
+            (
+                "/api/devices/FP-1/write",
+                r#"{"signal": "colour", "value": 1, "by": "x"}"#,
+                404,
+            ),
+            // In the map, not writable.
+            (
+                "/api/devices/FP-1/write",
+                r#"{"signal": "fire_alarm", "value": false, "by": "x"}"#,
+                403,
+            ),
+            // A string for a coil.
+            (
+                "/api/devices/FP-1/write",
+                r#"{"signal": "pump_auto", "value": "on", "by": "x"}"#,
+                400,
+            ),
+        ] {
+            let a = write(&app, uri, Some(&auth), body).await;
+            assert_eq!(a.status.as_u16(), status, "{uri} {body}: {}", a.body);
+            a.error();
+        }
+        assert!(
+            seen.try_recv().is_err(),
+            "a refused write reached the endpoint"
+        );
+    }
+
+    #[tokio::test]
+    async fn handle_without_a_poller_answers_503() {
+        // A handle whose endpoint channel is closed (the poller has stopped): a clean JSON
+        // 503, never a hang.
+        let cfg = crate::http::test_support::config(Some(TOKEN));
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(rx);
+        let handle = ModbusHandle {
+            endpoints: vec![tx],
+            inventory: cfg.inventory.clone(),
+        };
+        let (app, _) = app_with(Some(TOKEN), handle);
+        let auth = format!("Bearer {TOKEN}");
+        let a = write(&app, "/api/devices/FP-1/write", Some(&auth), GOOD).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+        a.error();
+    }
+}
