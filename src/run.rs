@@ -216,3 +216,76 @@ impl Running {
         stats
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Value;
+    use crate::source::modbus::poller::WriteError;
+
+    /// `start` hands out a working Modbus handle (a write reaches the endpoint's task and
+    /// comes back), and `wait` returns once shutdown has stopped the poller.
+    #[tokio::test]
+    async fn start_exposes_the_modbus_handle_and_wait_stops_the_poller() {
+        let refused = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[gateway]
+site = "t"
+data_dir = {data:?}
+
+[modbus]
+offline_after = 1
+
+[[modbus.endpoints]]
+name = "plant"
+url = "tcp://127.0.0.1:{port}"
+timeout = "100ms"
+reconnect_min = "10s"
+reconnect_max = "10s"
+
+[[devices]]
+id = "HX-1"
+name = "1号换热站"
+building = "换热站"
+category = "heating_loop"
+modbus = {{ endpoint = "plant", unit = 1, model = "heating_plc" }}
+interval = "50ms"
+"#,
+                data = dir.path().to_str().unwrap(),
+                port = refused.port()
+            ),
+        )
+        .unwrap();
+        let cfg = crate::config::load_with_env(&path, Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shutdown = CancellationToken::new();
+        let running = start(&cfg, shutdown.clone()).await.unwrap();
+        // The endpoint refuses: the first poll reports the device offline (offline_after = 1).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while running.stats.modbus.devices_offline.load(Relaxed) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no poll");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(running.stats.readings.load(Relaxed), 1);
+        let w = running
+            .modbus
+            .write("t", "HX-1", "supply_setpoint_c", Value::Float(55.0), "test")
+            .await;
+        assert!(matches!(w, Err(WriteError::Unreachable(_))), "{w:?}");
+        shutdown.cancel();
+        let stats = tokio::time::timeout(std::time::Duration::from_secs(5), running.wait())
+            .await
+            .expect("stops promptly");
+        assert!(stats.modbus.polls.load(Relaxed) >= 1);
+        assert_eq!(stats.modbus.writes.load(Relaxed), 1);
+    }
+}

@@ -12,4 +12,5 @@ mod harness_smoke;
 mod http_api;
 mod mqtt_security;
 mod outages;
+mod sim;
 mod support;

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::fault::{Fault, ScriptedFault};
 use super::simulator::{Framing, Reply, Simulator};
 use super::SimError;
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::model::Value;
 use crate::source::modbus::map::Table;
@@ -374,6 +375,11 @@ impl SimHandle {
         self.shared.lock().get_value(device, signal)
     }
 
+    /// See `Simulator::wire_value` (what a client decodes now, at the register's resolution).
+    pub fn wire_value(&self, device: &str, signal: &str) -> Result<Value, SimError> {
+        self.shared.lock().wire_value(device, signal)
+    }
+
     /// See `Simulator::set_fault`.
     pub fn set_fault(&self, device: &str, fault: Fault) -> Result<(), SimError> {
         self.with(|s| s.set_fault(device, fault))
@@ -481,15 +487,19 @@ impl SimHandle {
                 _ => ep.url.clone(),
             };
             out.push_str(&format!("  {} {at} ({})\n", ep.name, ep.framing.label()));
-            let mut any = false;
-            for d in sim.devices().filter(|d| d.endpoint == i) {
-                any = true;
+            // One screen per endpoint: a benchmark's 200 units are summarised.
+            const SHOWN: usize = 20;
+            let on: Vec<_> = sim.devices().filter(|d| d.endpoint == i).collect();
+            for d in on.iter().take(SHOWN) {
                 out.push_str(&format!(
                     "    unit {:>3}  {}  {}  [{}] model {}\n",
                     d.unit, d.id, d.name, d.category, d.model.name
                 ));
             }
-            if !any {
+            if on.len() > SHOWN {
+                out.push_str(&format!("    … and {} more\n", on.len() - SHOWN));
+            }
+            if on.is_empty() {
                 out.push_str("    (no devices)\n");
             }
         }
@@ -558,6 +568,7 @@ async fn serve_tcp(
     let addr = shared.endpoints[ep].local_addr;
     let mut down = shared.endpoints[ep].down.subscribe();
     let mut listener = Some(first);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         if *down.borrow_and_update() {
             listener = None;
@@ -570,11 +581,14 @@ async fn serve_tcp(
         let l = match listener.take() {
             Some(l) => l,
             None => match rebind(addr).await {
-                Ok(l) => l,
+                Ok(l) => {
+                    backoff.reset();
+                    l
+                }
                 Err(e) => {
                     tracing::warn!(endpoint = %name, error = %e, "Cannot listen again; retrying.");
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                        () = tokio::time::sleep(backoff.next_delay()) => continue,
                         () = stop.cancelled() => return,
                     }
                 }
@@ -623,20 +637,24 @@ async fn accept_loop(l: TcpListener, rtu_framing: bool, svc: EndpointService) {
         tracing::debug!(error = %e, "Simulated connection ended with an error.");
     };
     let name = svc.shared.endpoints[svc.ep].name.clone();
+    // `serve` returns only when accepting fails (e.g. out of file descriptors).
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let failed = |e: io::Error, backoff: &mut Backoff| {
+        tracing::warn!(endpoint = %name, error = %e, "Simulator cannot accept connections; retrying.");
+        backoff.next_delay()
+    };
     if rtu_framing {
         let server = tokio_modbus::server::rtu_over_tcp::Server::new(l);
         loop {
             if let Err(e) = server.serve(&on_connected, on_error).await {
-                tracing::warn!(endpoint = %name, error = %e, "Simulator cannot accept connections; retrying.");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(failed(e, &mut backoff)).await;
             }
         }
     } else {
         let server = tokio_modbus::server::tcp::Server::new(l);
         loop {
             if let Err(e) = server.serve(&on_connected, on_error).await {
-                tracing::warn!(endpoint = %name, error = %e, "Simulator cannot accept connections; retrying.");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(failed(e, &mut backoff)).await;
             }
         }
     }
@@ -652,6 +670,7 @@ async fn serve_serial(
 ) {
     let name = shared.endpoints[ep].name.clone();
     let mut port = Some(first);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let p = match port.take() {
             Some(p) => p,
@@ -660,12 +679,13 @@ async fn serve_serial(
                 Err(e) => {
                     tracing::warn!(endpoint = %name, error = %e, "Cannot open the serial line; retrying.");
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = tokio::time::sleep(backoff.next_delay()) => continue,
                         () = stop.cancelled() => return,
                     }
                 }
             },
         };
+        let opened = tokio::time::Instant::now();
         let c = &shared.endpoints[ep].counters;
         inc(&c.connections);
         inc(&c.open_connections);
@@ -682,9 +702,14 @@ async fn serve_serial(
         match outcome {
             None => return,
             Some(r) => {
+                // A line that served a while starts the backoff afresh; one that fails at
+                // once (the other end is gone) is retried less and less often.
+                if opened.elapsed() > Duration::from_secs(10) {
+                    backoff.reset();
+                }
                 tracing::warn!(endpoint = %name, outcome = ?r, "Serial line closed; reopening.");
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
                     () = stop.cancelled() => return,
                 }
             }

@@ -329,6 +329,29 @@ impl Simulator {
         Ok(d.values.effective(slot).clone())
     }
 
+    /// What a client reading `signal` of `device` now decodes: the value as its register holds
+    /// it, at the register's resolution (`get_value` 0.4123 MPa is 0.412 on a 0.001 MPa
+    /// register). An error if the register holds raw words that decode to no value.
+    pub fn wire_value(&self, device: &str, signal: &str) -> Result<Value, SimError> {
+        let d = &self.devices[self.device(device)?];
+        let slot = d.slot(signal)?;
+        let reg = d
+            .reg_slot
+            .iter()
+            .position(|s| *s == slot)
+            .map(|r| &d.spec.model.registers[r]);
+        match reg.map(|r| d.memory.load(r)) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(SimError::BadValue {
+                device: d.spec.id.clone(),
+                signal: signal.to_owned(),
+                value: "(raw words)".into(),
+                reason: e.to_string(),
+            }),
+            None => Err(SimError::Invalid(format!("`{signal}` has no register"))),
+        }
+    }
+
     /// Sets `signal` of `device` (accepting an integer for a float, 0/1 for a bool); moving
     /// signals move on from it at the next step. Forced values (faults) still win.
     pub fn set_value(&mut self, device: &str, signal: &str, value: Value) -> Result<(), SimError> {
@@ -1131,11 +1154,26 @@ mod tests {
             sim.get_value("FP-1", "power").unwrap(),
             Value::Str("main".into())
         );
+        assert!(matches!(
+            sim.wire_value("HX-1", "supply_temp_c"),
+            Err(SimError::BadValue { .. })
+        ));
         sim.set_value("HX-1", "supply_temp_c", Value::Int(25))
             .unwrap();
         assert_eq!(
             sim.read_words("HX-1", Table::Holding, 0, 2).unwrap(),
             vec![0x41C8, 0]
+        );
+        sim.set_value("HX-1", "pressure_mpa", Value::Float(0.4123))
+            .unwrap();
+        assert_eq!(
+            sim.get_value("HX-1", "pressure_mpa").unwrap(),
+            Value::Float(0.4123)
+        );
+        // Exactly what the gateway decodes: raw 412 × 0.001.
+        assert_eq!(
+            sim.wire_value("HX-1", "pressure_mpa").unwrap(),
+            Value::Float(412.0 * 0.001)
         );
         assert!(matches!(
             sim.set_words("HX-1", Table::Holding, 29, &[1, 2]),

@@ -14,16 +14,17 @@
 //! **Failures** (`link`): each request has `timeout` and up to `retries` extra attempts on a
 //! timeout or transport error; either drops the connection (a late answer would be mistaken
 //! for the next one) and the next attempt reconnects. A Modbus exception is an answer: counted
-//! per code (`modbus_exception_<code>`), the connection kept, no retry. When a request gets no
-//! answer the rest of that device's plan is skipped for this poll. An endpoint that cannot be
-//! reached is retried with capped exponential backoff and jitter (`reconnect_min` to
-//! `reconnect_max`); meanwhile every due device counts a failed poll without touching the
-//! network.
+//! per code (`modbus_exception_<code>`), the connection kept, no retry. When a device that has
+//! answered nothing yet in this poll leaves a request unanswered, the rest of its plan is
+//! skipped; one that did answer earlier requests is alive and only ignores this one, so the
+//! rest is still read. An endpoint that cannot be reached is retried with capped exponential
+//! backoff and jitter (`reconnect_min` to `reconnect_max`); meanwhile every due device counts
+//! a failed poll without touching the network.
 //!
 //! **Isolation on a shared endpoint.** A silent unit costs its own timeouts, never more: the
 //! rest of its plan is skipped, an offline device gets no retries, and once offline its poll
 //! period doubles with each silent poll up to 60 s. A healthy unit on the same endpoint is
-//! delayed by at most one silent poll, `timeout × (1 + retries)`.
+//! delayed by at most one silent poll, `timeout × (1 + retries)` (plus the pauses).
 //!
 //! **Offline** (`health`): after `offline_after` consecutive failed polls the device gets one
 //! reading with `status: Offline` (no values); the first good poll after that sends its values

@@ -235,10 +235,6 @@ impl Link {
         if let Some(mut ctx) = self.ctx.take() {
             let _ = timeout(Duration::from_millis(200), ctx.disconnect()).await;
         }
-        if self.down {
-            self.down = false;
-            self.stats.modbus.endpoints_down.fetch_sub(1, Relaxed);
-        }
     }
 }
 

@@ -127,12 +127,9 @@ impl EndpointTask {
                 }
             }
         }
+        // The gauges keep their last values: the gateway point written at shutdown reports
+        // the state the gateway stopped in.
         self.link.close().await;
-        let offline = self.slots.iter().filter(|s| s.health.offline()).count() as u64;
-        self.stats
-            .modbus
-            .devices_offline
-            .fetch_sub(offline, Relaxed);
         info!(endpoint = %self.ep.name, "Modbus endpoint task stopped.");
     }
 
@@ -184,7 +181,7 @@ impl EndpointTask {
                             q.count
                         )
                     });
-                    if silent {
+                    if silent && !answered {
                         // The gateway already waited for the device in vain: the rest of the
                         // plan would wait again.
                         break;
@@ -202,9 +199,13 @@ impl EndpointTask {
                             q.count
                         )
                     });
-                    // A device that does not answer one request will not answer the next:
-                    // skip the rest of its plan instead of waiting out every timeout.
-                    break;
+                    // A device that has answered nothing yet will not answer the next
+                    // request either: skip the rest of its plan instead of waiting out every
+                    // timeout. One that did answer is alive and only ignores this request
+                    // (some devices do, instead of sending an exception): go on.
+                    if !answered {
+                        break;
+                    }
                 }
                 Outcome::Down => {
                     failed = true;

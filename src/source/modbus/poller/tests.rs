@@ -162,6 +162,8 @@ struct Memory {
     discrete: HashMap<(u8, u16), bool>,
     /// Units that never answer.
     silent: HashSet<u8>,
+    /// (unit, function code) a unit ignores without answering (no exception either).
+    ignore: HashSet<(u8, u8)>,
     /// (unit, function code, start address) → the exception to answer with.
     refuse: HashMap<(u8, u8, u16), ExceptionCode>,
     /// Requests received per unit.
@@ -199,6 +201,9 @@ impl Memory {
             return Ok(None);
         }
         let fc = req.function_code().value();
+        if self.ignore.contains(&(unit, fc)) {
+            return Ok(None);
+        }
         let start = match &req {
             Request::ReadCoils(a, _)
             | Request::ReadDiscreteInputs(a, _)
@@ -741,6 +746,33 @@ async fn exceptions_are_counted_per_code_and_keep_the_connection() {
     assert!(r.values.is_empty());
     assert!(gw.m().exceptions(ModbusException::GatewayTargetDevice) >= 1);
     assert_eq!(peer.connections.load(Relaxed), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_the_device_ignores_does_not_hide_the_rest_of_the_plan() {
+    let peer = Peer::start(Framing::Tcp).await;
+    {
+        let mut m = peer.mem();
+        m.fill(1);
+        // Discrete inputs (second in the plan) are silently ignored by this device.
+        m.ignore.insert((1, 2));
+    }
+    let mut gw = start(
+        vec![endpoint("plant", peer.kind(Framing::Tcp), 100, 0)],
+        vec![device("HX-1", Some((0, 1)), 50)],
+        1,
+        Arc::new(SystemClock),
+    );
+    for _ in 0..2 {
+        let r = gw.reading().await;
+        assert_eq!(r.status, None);
+        let mut want = expected_values();
+        want.retain(|(i, _)| *i != ALARM);
+        assert_eq!(sorted(r.values), want);
+    }
+    assert!(load(&gw.m().timeouts) >= 2);
+    assert!(load(&gw.m().poll_failures) >= 2);
     gw.stop().await;
 }
 
