@@ -14,6 +14,7 @@ use std::time::Duration;
 use estate_gateway::config::{self, Config};
 use estate_gateway::model::Value;
 use estate_gateway::sim::{parse_script, Fault, SimHandle, SimOptions, Simulator};
+use estate_gateway::source::modbus::map::Table;
 use tempfile::TempDir;
 use tokio_modbus::client::{rtu, tcp, Context, Reader, Writer};
 use tokio_modbus::slave::SlaveContext;
@@ -823,6 +824,36 @@ async fn rtu_frames_over_tcp() {
     let r = tokio::time::timeout(Duration::from_millis(300), ctx.read_coils(0, 1)).await;
     assert!(r.is_err(), "unit 9 answered: {r:?}");
     assert_eq!(sim.stats("serial-server").unwrap().unanswered, 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_model_served_raw_on_a_given_listener() {
+    let (_dir, cfg) = heating_and_fire();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim =
+        SimHandle::serve_model(listener, cfg.models["heating_plc"].clone(), &[1, 2, 3], 9).unwrap();
+    // Raw words the gateway must reject: a NaN supply temperature on unit 2.
+    sim.set_words("unit2", Table::Holding, 0, &[0x7FC0, 0x0000])
+        .unwrap();
+    sim.step(Duration::from_secs(1));
+    let mut ctx = connect(&sim, "sim", 2).await;
+    let w = call(ctx.read_holding_registers(0, 2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w, vec![0x7FC0, 0x0000]);
+    ctx.set_slave(Slave(3));
+    let w = call(ctx.read_holding_registers(12, 2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w, vec![0x425C, 0x0000]); // setpoint 55.0
+    ctx.set_slave(Slave(4));
+    assert_eq!(
+        call(ctx.read_holding_registers(0, 2)).await.unwrap(),
+        Err(ExceptionCode::GatewayTargetDevice)
+    );
     sim.shutdown().await;
 }
 

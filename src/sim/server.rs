@@ -358,6 +358,41 @@ impl SimHandle {
         })
     }
 
+    /// Serves `units` of one device model as Modbus TCP on `listener` (e.g. bound to port 0)
+    /// without a configuration: devices `unit1`, `unit2`, … (by unit id) on endpoint `sim`,
+    /// values seeded by `seed` and still until `step` — or set raw with `set_words`. For
+    /// poller tests and benchmarks.
+    pub fn serve_model(
+        listener: TcpListener,
+        model: Arc<crate::source::modbus::DeviceModel>,
+        units: &[u8],
+        seed: u64,
+    ) -> Result<SimHandle, SimError> {
+        let url = match listener.local_addr() {
+            Ok(a) => format!("tcp://{a}"),
+            Err(_) => "tcp://?".to_owned(),
+        };
+        let devices = units
+            .iter()
+            .map(|&unit| super::DeviceSpec {
+                id: format!("unit{unit}"),
+                site: "sim".into(),
+                name: format!("{} unit {unit}", model.name),
+                category: model.category.clone(),
+                endpoint: 0,
+                unit,
+                model: Arc::clone(&model),
+            })
+            .collect();
+        let endpoints = vec![super::EndpointSpec {
+            name: "sim".into(),
+            url,
+            framing: Framing::Tcp,
+        }];
+        let sim = Simulator::new(endpoints, devices, seed, &[])?;
+        SimHandle::serve(sim, vec![Transport::Tcp(listener)], None)
+    }
+
     /// Runs `f` on the simulator (under its lock; keep it short, never await inside).
     pub fn with<R>(&self, f: impl FnOnce(&mut Simulator) -> R) -> R {
         let r = f(&mut self.shared.lock());
