@@ -33,7 +33,7 @@ use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::model::Value;
 use crate::source::modbus::map::Table;
-use crate::source::modbus::{EndpointKind, Parity};
+use crate::source::modbus::EndpointKind;
 
 /// How often values move unless told otherwise.
 pub const DEFAULT_TICK: Duration = Duration::from_millis(500);
@@ -219,38 +219,13 @@ impl Simulator {
                     parity,
                     data_bits,
                     stop_bits,
-                } => Transport::Rtu(serial_builder(path, *baud, *parity, *data_bits, *stop_bits)),
+                } => Transport::Rtu(crate::source::modbus::endpoint::serial_builder(
+                    path, *baud, *parity, *data_bits, *stop_bits,
+                )),
             });
         }
         SimHandle::serve(sim, transports, opts.tick)
     }
-}
-
-/// The serial port settings of an `rtu://` endpoint.
-fn serial_builder(
-    path: &str,
-    baud: u32,
-    parity: Parity,
-    data_bits: u8,
-    stop_bits: u8,
-) -> tokio_serial::SerialPortBuilder {
-    tokio_serial::new(path, baud)
-        .parity(match parity {
-            Parity::None => tokio_serial::Parity::None,
-            Parity::Even => tokio_serial::Parity::Even,
-            Parity::Odd => tokio_serial::Parity::Odd,
-        })
-        .data_bits(match data_bits {
-            5 => tokio_serial::DataBits::Five,
-            6 => tokio_serial::DataBits::Six,
-            7 => tokio_serial::DataBits::Seven,
-            _ => tokio_serial::DataBits::Eight,
-        })
-        .stop_bits(if stop_bits == 2 {
-            tokio_serial::StopBits::Two
-        } else {
-            tokio_serial::StopBits::One
-        })
 }
 
 /// A running simulator. Dropping it stops the tasks (connections close); `shutdown` also

@@ -56,6 +56,34 @@ impl fmt::Display for EndpointKind {
     }
 }
 
+/// The serial port settings of an `rtu://` endpoint (no flow control: RS-485 has none).
+pub fn serial_builder(
+    path: &str,
+    baud: u32,
+    parity: Parity,
+    data_bits: u8,
+    stop_bits: u8,
+) -> tokio_serial::SerialPortBuilder {
+    tokio_serial::new(path, baud)
+        .parity(match parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .data_bits(match data_bits {
+            5 => tokio_serial::DataBits::Five,
+            6 => tokio_serial::DataBits::Six,
+            7 => tokio_serial::DataBits::Seven,
+            _ => tokio_serial::DataBits::Eight,
+        })
+        .stop_bits(if stop_bits == 2 {
+            tokio_serial::StopBits::Two
+        } else {
+            tokio_serial::StopBits::One
+        })
+        .flow_control(tokio_serial::FlowControl::None)
+}
+
 /// Parses an endpoint URL; the error says what would be valid.
 pub fn parse(url: &str) -> Result<EndpointKind, String> {
     let example = "write `tcp://host:502`, `rtu+tcp://host:4001` or `rtu:///dev/ttyUSB0?baud=9600&parity=N&data_bits=8&stop_bits=1`";

@@ -25,7 +25,7 @@ use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::source::modbus::{Endpoint, EndpointKind, Parity};
+use crate::source::modbus::{Endpoint, EndpointKind};
 use crate::stats::{ModbusException, Stats};
 
 /// How a request ended.
@@ -260,24 +260,9 @@ async fn connect(kind: &EndpointKind) -> io::Result<Context> {
             data_bits,
             stop_bits,
         } => {
-            let builder = tokio_serial::new(path.as_str(), *baud)
-                .parity(match parity {
-                    Parity::None => tokio_serial::Parity::None,
-                    Parity::Even => tokio_serial::Parity::Even,
-                    Parity::Odd => tokio_serial::Parity::Odd,
-                })
-                .data_bits(match data_bits {
-                    5 => tokio_serial::DataBits::Five,
-                    6 => tokio_serial::DataBits::Six,
-                    7 => tokio_serial::DataBits::Seven,
-                    _ => tokio_serial::DataBits::Eight,
-                })
-                .stop_bits(if *stop_bits == 2 {
-                    tokio_serial::StopBits::Two
-                } else {
-                    tokio_serial::StopBits::One
-                })
-                .flow_control(tokio_serial::FlowControl::None);
+            let builder = super::super::endpoint::serial_builder(
+                path, *baud, *parity, *data_bits, *stop_bits,
+            );
             let port = tokio_serial::SerialStream::open(&builder)
                 .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))?;
             Ok(tokio_modbus::client::rtu::attach(port))
