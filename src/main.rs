@@ -183,6 +183,8 @@ fn init_logging(cfg: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr (a log pipe gone) must not make tracing panic inside the gateway.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match cfg.gateway.log_format {
         LogFormat::Json => builder.json().init(),

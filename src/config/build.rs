@@ -83,6 +83,9 @@ pub struct MqttSettings {
     pub tls: bool,
     /// PEM bytes of the CA file, when one is configured.
     pub ca_pem: Option<Vec<u8>>,
+    /// For `mqtts://` without `ca_file`: the system's CA certificates (DER), loaded and
+    /// checked at start so a machine without them fails with a message, not a dead task.
+    pub system_roots: Vec<Vec<u8>>,
     pub client_id: String,
     pub username: Option<String>,
     pub password: Secret,
@@ -379,7 +382,21 @@ fn build_mqtt(
     let ca_pem = m.ca_file.as_deref().and_then(|f| {
         let p = resolve(base_dir, f);
         match std::fs::read(&p) {
-            Ok(b) => Some(b),
+            Ok(b) => {
+                let certs = rustls_pemfile::certs(&mut b.as_slice())
+                    .filter(Result::is_ok)
+                    .count();
+                if certs == 0 {
+                    errs.push(
+                        "mqtt.ca_file",
+                        format!(
+                            "`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----); point it at the CA certificate, not a key or request",
+                            p.display()
+                        ),
+                    );
+                }
+                Some(b)
+            }
             Err(e) => {
                 errs.push(
                     "mqtt.ca_file",
@@ -389,6 +406,21 @@ fn build_mqtt(
             }
         }
     });
+    let mut system_roots = Vec::new();
+    if tls && ca_pem.is_none() {
+        let loaded = rustls_native_certs::load_native_certs();
+        system_roots = loaded.certs.into_iter().map(|c| c.to_vec()).collect();
+        if system_roots.is_empty() {
+            let why: Vec<String> = loaded.errors.iter().map(|e| e.to_string()).collect();
+            errs.push(
+                "mqtt.url",
+                format!(
+                    "`mqtts://` without `mqtt.ca_file` needs the system's CA certificates, and none could be loaded ({}); set `mqtt.ca_file`, or install ca-certificates",
+                    if why.is_empty() { "none found".to_owned() } else { why.join("; ") }
+                ),
+            );
+        }
+    }
     if ca_pem.is_some() && !tls {
         errs.push(
             "mqtt.ca_file",
@@ -467,6 +499,7 @@ fn build_mqtt(
         port,
         tls,
         ca_pem,
+        system_roots,
         client_id,
         username: m.username.clone(),
         password,

@@ -58,7 +58,19 @@ pub fn options(s: &MqttSettings) -> MqttOptions {
                 alpn: None,
                 client_auth: None,
             },
-            None => TlsConfiguration::default(),
+            // System roots, loaded and checked by the config (rumqttc's own default panics
+            // inside the connection task when they cannot be loaded).
+            None => {
+                use rumqttc::tokio_rustls::rustls;
+                let mut roots = rustls::RootCertStore::empty();
+                let der = s.system_roots.iter().map(|c| c.clone().into());
+                let _ = roots.add_parsable_certificates(der);
+                TlsConfiguration::Rustls(std::sync::Arc::new(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                ))
+            }
         };
         o.set_transport(Transport::tls_with_config(tls));
     }
@@ -112,10 +124,8 @@ impl MqttSource {
                     }
                 }
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    if ack.code != ConnectReturnCode::Success {
-                        error!(code = ?ack.code, "The MQTT broker refused the connection; check mqtt.username and the password.");
-                        continue;
-                    }
+                    // A refusing CONNACK never arrives here: rumqttc reports it as
+                    // `ConnectionError::ConnectionRefused` (handled in the error branch).
                     backoff.reset();
                     connected = true;
                     info!(
@@ -388,6 +398,39 @@ impl Handler<'_> {
                 suppressed_before = suppressed,
                 "Dropped bad input."
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_without_a_ca_file_uses_the_system_roots_the_config_loaded() {
+        let dir = std::env::temp_dir().join(format!("gw-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gw.toml");
+        std::fs::write(
+            &path,
+            "[gateway]\nsite = \"s\"\n[mqtt]\nurl = \"mqtts://broker.example:8883\"\n",
+        )
+        .unwrap();
+        let cfg = crate::config::load_with_env(&path, Default::default());
+        let _ = std::fs::remove_dir_all(&dir);
+        // Either the machine has CA certificates (then options build a TLS transport without
+        // panicking), or the config says so up front.
+        match cfg {
+            Ok(cfg) => {
+                let m = cfg.mqtt.unwrap();
+                assert!(!m.system_roots.is_empty());
+                let o = options(&m);
+                assert_eq!(o.broker_address(), ("broker.example".to_owned(), 8883));
+            }
+            Err(e) => assert!(
+                e.to_string().contains("needs the system's CA certificates"),
+                "{e}"
+            ),
         }
     }
 }
