@@ -10,6 +10,7 @@ mod e2e;
 mod fixture;
 mod harness_smoke;
 mod http_api;
+mod modbus_peers;
 mod mqtt_security;
 mod outages;
 mod sim;
