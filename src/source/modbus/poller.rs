@@ -140,7 +140,7 @@ impl ModbusHandle {
         match outcome {
             Ok(answer) => answer,
             Err(e) => {
-                info!(by, site, device = device_id, signal, value = %value, result = %e,
+                info!(by = %by, site = %site, device = %device_id, signal = %signal, value = %value, result = %e,
                       "Modbus write.");
                 Err(e)
             }
