@@ -2,11 +2,14 @@
 //! performs queued writes between polls.
 
 use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+
 use tokio::time::{sleep_until, Instant};
 use tokio_modbus::{ExceptionCode, Request, Response};
 use tokio_util::sync::CancellationToken;
@@ -49,6 +52,9 @@ pub(super) struct EndpointTask {
     ep: Arc<Endpoint>,
     link: Link,
     slots: Vec<Slot>,
+    /// Slots by due time (ties: configuration order). Only a poll changes a slot's due time,
+    /// so the polled slot is popped and pushed back; no scan over all slots per poll.
+    queue: BinaryHeap<Reverse<(Instant, usize)>>,
     inventory: Arc<Inventory>,
     stats: Arc<Stats>,
     clock: Arc<dyn Clock>,
@@ -71,7 +77,7 @@ impl EndpointTask {
         writes: mpsc::Receiver<WriteCommand>,
     ) -> Self {
         let start = Instant::now();
-        let slots = devices
+        let slots: Vec<Slot> = devices
             .iter()
             .enumerate()
             .filter_map(|(k, &device)| {
@@ -87,10 +93,16 @@ impl EndpointTask {
                 })
             })
             .collect();
+        let queue = slots
+            .iter()
+            .enumerate()
+            .map(|(k, s)| Reverse((s.due, k)))
+            .collect();
         EndpointTask {
             link: Link::new(ep.clone(), stats.clone()),
             ep,
             slots,
+            queue,
             inventory,
             stats,
             clock,
@@ -106,6 +118,31 @@ impl EndpointTask {
               "Polling Modbus endpoint.");
         while let Some(next) = self.next_due() {
             let due = self.slots[next].due;
+            // Already due (a busy endpoint): poll at once unless a write waits, without
+            // arming a timer for an instant that has passed.
+            if due <= Instant::now() {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                match self.writes.try_recv() {
+                    Ok(cmd) => {
+                        tokio::select! {
+                            biased;
+                            _ = shutdown.cancelled() => break,
+                            _ = self.write(cmd) => {}
+                        }
+                    }
+                    Err(_) => {
+                        tokio::select! {
+                            biased;
+                            _ = shutdown.cancelled() => break,
+                            _ = self.poll(next) => {}
+                        }
+                        self.requeue(next);
+                    }
+                }
+                continue;
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -124,6 +161,7 @@ impl EndpointTask {
                         _ = shutdown.cancelled() => break,
                         _ = self.poll(next) => {}
                     }
+                    self.requeue(next);
                 }
             }
         }
@@ -135,11 +173,17 @@ impl EndpointTask {
 
     /// The slot due first (ties: configuration order).
     fn next_due(&self) -> Option<usize> {
-        self.slots
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, s)| s.due)
-            .map(|(k, _)| k)
+        self.queue.peek().map(|Reverse((_, k))| *k)
+    }
+
+    /// Puts the just-polled slot back in the queue at its new due time.
+    fn requeue(&mut self, k: usize) {
+        if let Some(Reverse((_, top))) = self.queue.peek() {
+            if *top == k {
+                self.queue.pop();
+            }
+        }
+        self.queue.push(Reverse((self.slots[k].due, k)));
     }
 
     /// Polls one device with its plan and reschedules it.
