@@ -1,7 +1,7 @@
 //! The store schema (DESIGN §5) as data: `estate-gateway schema` prints it, and dashboard tests
 //! check every panel query against it, so a schema change cannot silently break a panel.
 
-use crate::stats::{ModbusStats, Reject};
+use crate::stats::Stats;
 
 /// One measurement of the store schema.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -15,30 +15,15 @@ pub struct Measurement {
 }
 
 /// Every measurement. `telemetry` fields are the signals of the category profiles (plus
-/// `online` from status messages); see `estate-gateway schema --profiles`.
+/// `online` from status messages); see `configs/profiles/`.
 pub fn measurements() -> Vec<Measurement> {
     let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
-    let mut gateway_fields = s(&[
-        "messages",
-        "readings",
-        "dropped",
-        "store_dropped",
-        "store_lines",
-        "store_errors",
-        "store_queue_lines",
-        "sanitised",
-        "mqtt_disconnects",
-        "uptime_s",
-        "rss_bytes",
-    ]);
-    gateway_fields.extend(
-        Reject::ALL
-            .iter()
-            .map(|r| format!("rejected_{}", r.as_str())),
-    );
-    // The Modbus poller's counters, named where they are counted so the two cannot differ.
-    gateway_fields.extend(ModbusStats::default().fields().into_iter().map(|(k, _)| k));
-    gateway_fields.push("poll_latency_ms".to_owned());
+    // The store sink writes exactly this list, so the schema cannot drift from it.
+    let gateway_fields: Vec<String> = Stats::default()
+        .gateway_fields(0, None)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     vec![
         Measurement {
             name: "telemetry",

@@ -264,6 +264,13 @@ impl ModbusStats {
     }
 }
 
+/// A value of the `gateway` measurement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GatewayValue {
+    U64(u64),
+    F64(f64),
+}
+
 /// Counters shared by all tasks (`Arc<Stats>`). All are totals since start.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -296,6 +303,53 @@ impl Stats {
 
     pub fn rejected(&self, r: Reject) -> u64 {
         self.rejected[r.index()].load(Relaxed)
+    }
+
+    /// The fields of the `gateway` measurement (DESIGN §5), in order: the one list that both
+    /// the store sink writes and `estate-gateway schema` prints. A field is `None` when it has
+    /// nothing to report this time (no RSS reading; no Modbus answer since the last point, where
+    /// a 0 would read as "fast"). Reads the latency mark, so call it once per point.
+    pub fn gateway_fields(
+        &self,
+        uptime_s: u64,
+        rss_bytes: Option<u64>,
+    ) -> Vec<(String, Option<GatewayValue>)> {
+        let u = |v: u64| Some(GatewayValue::U64(v));
+        let store_dropped = self.store_dropped.load(Relaxed);
+        // Lost data, whatever the source: rejected input, lines the store never got, and
+        // Modbus signals whose raw value did not decode.
+        let dropped =
+            self.rejected_total() + store_dropped + self.modbus.decode_errors.load(Relaxed);
+        let mut out: Vec<(String, Option<GatewayValue>)> = vec![
+            ("messages".into(), u(self.messages.load(Relaxed))),
+            ("readings".into(), u(self.readings.load(Relaxed))),
+            ("dropped".into(), u(dropped)),
+            ("store_dropped".into(), u(store_dropped)),
+            ("store_lines".into(), u(self.store_lines.load(Relaxed))),
+            ("store_errors".into(), u(self.store_errors.load(Relaxed))),
+            (
+                "store_queue_lines".into(),
+                u(self.store_queue_lines.load(Relaxed)),
+            ),
+            ("sanitised".into(), u(self.sanitised.load(Relaxed))),
+            (
+                "mqtt_disconnects".into(),
+                u(self.mqtt_disconnects.load(Relaxed)),
+            ),
+            ("uptime_s".into(), u(uptime_s)),
+            ("rss_bytes".into(), rss_bytes.map(GatewayValue::U64)),
+        ];
+        out.extend(
+            Reject::ALL
+                .iter()
+                .map(|r| (format!("rejected_{}", r.as_str()), u(self.rejected(*r)))),
+        );
+        out.extend(self.modbus.fields().into_iter().map(|(k, v)| (k, u(v))));
+        out.push((
+            "poll_latency_ms".into(),
+            self.modbus.interval_latency_ms().map(GatewayValue::F64),
+        ));
+        out
     }
 
     pub fn rejected_total(&self) -> u64 {

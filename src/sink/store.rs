@@ -34,7 +34,7 @@ use super::line::{gateway_key, Field, FieldWriter, TelemetryEncoder};
 use crate::backoff::Backoff;
 use crate::config::{GatewaySettings, StoreSettings};
 use crate::model::{Inventory, Reading};
-use crate::stats::{Reject, Stats};
+use crate::stats::{GatewayValue, Stats};
 
 /// Time the writer keeps trying to deliver queued batches after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -291,45 +291,19 @@ impl Batcher {
 
     /// Appends the `gateway` self-measurement (DESIGN §5) to the current batch.
     fn gateway_point(&mut self) {
-        let s = &self.stats;
         let now_ms = crate::clock::system_now_ms();
-        let rejected: Vec<(String, u64)> = Reject::ALL
-            .iter()
-            .map(|r| (format!("rejected_{}", r.as_str()), s.rejected(*r)))
-            .collect();
-        let store_dropped = s.store_dropped.load(Relaxed);
-        let modbus = s.modbus.fields();
-        // Lost data, whatever the source: rejected input, lines the store never got, and
-        // Modbus signals whose raw value did not decode.
-        let dropped = s.rejected_total() + store_dropped + s.modbus.decode_errors.load(Relaxed);
-        let mut fields: Vec<(&str, Field<'_>)> = vec![
-            ("messages", Field::U64(s.messages.load(Relaxed))),
-            ("readings", Field::U64(s.readings.load(Relaxed))),
-            ("dropped", Field::U64(dropped)),
-            ("store_dropped", Field::U64(store_dropped)),
-            ("store_lines", Field::U64(s.store_lines.load(Relaxed))),
-            ("store_errors", Field::U64(s.store_errors.load(Relaxed))),
-            (
-                "store_queue_lines",
-                Field::U64(s.store_queue_lines.load(Relaxed)),
-            ),
-            ("sanitised", Field::U64(s.sanitised.load(Relaxed))),
-            (
-                "mqtt_disconnects",
-                Field::U64(s.mqtt_disconnects.load(Relaxed)),
-            ),
-            ("uptime_s", Field::U64(self.started.elapsed().as_secs())),
-        ];
-        if let Some(rss) = crate::clock::rss_bytes() {
-            fields.push(("rss_bytes", Field::U64(rss)));
-        }
-        fields.extend(rejected.iter().map(|(k, v)| (k.as_str(), Field::U64(*v))));
-        fields.extend(modbus.iter().map(|(k, v)| (k.as_str(), Field::U64(*v))));
-        // Mean round trip of the Modbus requests answered since the previous point; absent
-        // when there were none (a 0 would read as "fast").
-        if let Some(ms) = s.modbus.interval_latency_ms() {
-            fields.push(("poll_latency_ms", Field::F64(ms)));
-        }
+        let values = self
+            .stats
+            .gateway_fields(self.started.elapsed().as_secs(), crate::clock::rss_bytes());
+        let fields = values.iter().filter_map(|(k, v)| {
+            v.map(|v| {
+                let f = match v {
+                    GatewayValue::U64(x) => Field::U64(x),
+                    GatewayValue::F64(x) => Field::F64(x),
+                };
+                (k.as_str(), f)
+            })
+        });
         if self
             .fields
             .line(&mut self.buf, &self.gateway_key, fields, now_ms)
