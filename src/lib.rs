@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod clock;
 pub mod config;
+pub mod core;
 pub mod http;
 pub mod model;
 pub mod run;

@@ -150,6 +150,7 @@ fn device(
         site,
         building: d.building.clone(),
         category: d.category.clone(),
+        rules: profile.rules.clone(),
         profile,
         interval,
         modbus,

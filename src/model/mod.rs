@@ -63,6 +63,8 @@ pub struct Profile {
     /// Expected reporting interval; a device's default heartbeat timeout is 3× this.
     pub interval: Duration,
     pub signals: Vec<Signal>,
+    /// State and alarm rules (`[state]`, `[[alarms]]` in the profile file).
+    pub rules: Arc<crate::core::rules::Rules>,
     index: HashMap<String, u16>,
 }
 
@@ -78,6 +80,7 @@ impl Profile {
             label,
             interval,
             signals,
+            rules: Arc::default(),
             index,
         }
     }
@@ -109,6 +112,9 @@ pub struct Device {
     pub heartbeat_timeout: Duration,
     /// Set when the device is polled over Modbus.
     pub modbus: Option<crate::source::modbus::Binding>,
+    /// The profile's rules with this device's overrides applied (the profile's own `Arc`
+    /// when there are none).
+    pub rules: Arc<crate::core::rules::Rules>,
 }
 
 /// Index of a device in its `Inventory`.

@@ -190,6 +190,7 @@ mod tests {
             building: building.into(),
             category: "heating_loop".into(),
             profile: p,
+            rules: Default::default(),
             interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(90),
             modbus: None,

@@ -413,6 +413,7 @@ fn device(id: &str, binding: Option<(usize, u8)>, interval_ms: u64) -> Device {
         building: "1号楼".to_owned(),
         category: "test_plc".to_owned(),
         profile: profile(),
+        rules: Default::default(),
         interval,
         heartbeat_timeout: interval * 3,
         modbus: binding.map(|(endpoint, unit)| Binding {

@@ -1,0 +1,247 @@
+//! What the core produces (events: state transitions and alarm lifecycle steps) and what it
+//! accepts besides readings (commands from operators: acknowledge, on site, maintenance).
+//!
+//! Events refer to devices by `DeviceIdx` (the inventory of this run); the journal stores the
+//! device's site and id so that a restart with an edited inventory still finds them.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::rules::Severity;
+use crate::model::DeviceIdx;
+
+/// A device's state (DESIGN §4). Priority when several hold: maintenance > offline > fault >
+/// intact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    Intact,
+    Fault,
+    Offline,
+    Maintenance,
+}
+
+impl DeviceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Intact => "intact",
+            DeviceState::Fault => "fault",
+            DeviceState::Offline => "offline",
+            DeviceState::Maintenance => "maintenance",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeviceState> {
+        Some(match s {
+            "intact" => DeviceState::Intact,
+            "fault" => DeviceState::Fault,
+            "offline" => DeviceState::Offline,
+            "maintenance" => DeviceState::Maintenance,
+            _ => return None,
+        })
+    }
+
+    pub const ALL: [DeviceState; 4] = [
+        DeviceState::Intact,
+        DeviceState::Fault,
+        DeviceState::Offline,
+        DeviceState::Maintenance,
+    ];
+}
+
+impl fmt::Display for DeviceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a device changed state; stored in the journal and sent with state events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// First state of a device never seen before (DESIGN §4: offline until heard from).
+    Start,
+    /// A reading's values (fault or maintenance conditions started or stopped holding).
+    Reading,
+    /// No reading within the heartbeat timeout (MQTT devices).
+    Heartbeat,
+    /// An `offline` status message, or the Modbus poller's failed polls.
+    Status,
+    /// An operator-set or configured maintenance window started or ended.
+    Window,
+    /// The gateway was not running: from the last moment it was known alive until it
+    /// restarted, every device not already offline or in maintenance counts as offline.
+    GatewayDown,
+    /// The state journaled before a restart, restored when the gateway started again.
+    Restored,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Start => "start",
+            Reason::Reading => "reading",
+            Reason::Heartbeat => "heartbeat",
+            Reason::Status => "status",
+            Reason::Window => "window",
+            Reason::GatewayDown => "gateway_down",
+            Reason::Restored => "restored",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        Some(match s {
+            "start" => Reason::Start,
+            "reading" => Reason::Reading,
+            "heartbeat" => Reason::Heartbeat,
+            "status" => Reason::Status,
+            "window" => Reason::Window,
+            "gateway_down" => Reason::GatewayDown,
+            "restored" => Reason::Restored,
+            _ => return None,
+        })
+    }
+}
+
+/// One state transition of one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    pub device: DeviceIdx,
+    /// When the new state began (event time, see DESIGN §4 "Event time"); never earlier than
+    /// the device's previous transition.
+    pub ts_ms: i64,
+    /// `None` for a device's first state.
+    pub from: Option<DeviceState>,
+    pub to: DeviceState,
+    pub reason: Reason,
+}
+
+/// An operator action on an alarm, with who and when.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stamp {
+    pub ts_ms: i64,
+    pub by: String,
+}
+
+/// One alarm: a rule that became active on a device, until it clears.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alarm {
+    /// `{site}-{sequence}`; stable across restarts (the journal keeps the sequence).
+    pub id: String,
+    pub device: DeviceIdx,
+    pub rule: String,
+    pub severity: Severity,
+    pub class: String,
+    /// The rendered message (Chinese, with the device's name).
+    pub message: String,
+    pub raised_ms: i64,
+    pub acknowledged: Option<Stamp>,
+    pub on_site: Option<Stamp>,
+    pub cleared_ms: Option<i64>,
+    /// The class's targets at the time the alarm was raised.
+    pub ack_target_ms: i64,
+    pub on_site_target_ms: Option<i64>,
+}
+
+impl Alarm {
+    pub fn is_active(&self) -> bool {
+        self.cleared_ms.is_none()
+    }
+    /// t_a − t_r in seconds.
+    pub fn response_s(&self) -> Option<f64> {
+        self.acknowledged
+            .as_ref()
+            .map(|s| (s.ts_ms - self.raised_ms) as f64 / 1000.0)
+    }
+    /// t_o − t_r in seconds.
+    pub fn arrival_s(&self) -> Option<f64> {
+        self.on_site
+            .as_ref()
+            .map(|s| (s.ts_ms - self.raised_ms) as f64 / 1000.0)
+    }
+    /// t_c − t_r in seconds.
+    pub fn restore_s(&self) -> Option<f64> {
+        self.cleared_ms
+            .map(|c| (c - self.raised_ms) as f64 / 1000.0)
+    }
+}
+
+/// A step of the alarm lifecycle (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmEventKind {
+    Raised,
+    Acknowledged,
+    OnSite,
+    Cleared,
+}
+
+impl AlarmEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmEventKind::Raised => "raised",
+            AlarmEventKind::Acknowledged => "acknowledged",
+            AlarmEventKind::OnSite => "on_site",
+            AlarmEventKind::Cleared => "cleared",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AlarmEventKind> {
+        Some(match s {
+            "raised" => AlarmEventKind::Raised,
+            "acknowledged" => AlarmEventKind::Acknowledged,
+            "on_site" => AlarmEventKind::OnSite,
+            "cleared" => AlarmEventKind::Cleared,
+            _ => return None,
+        })
+    }
+}
+
+/// A lifecycle step and the alarm as it is after that step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmEvent {
+    pub kind: AlarmEventKind,
+    /// When the step happened (event time).
+    pub ts_ms: i64,
+    /// The operator (acknowledged, on_site), `device` for an on-site signal, else empty.
+    pub by: String,
+    pub alarm: Alarm,
+}
+
+/// Everything the core emits, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    State(StateChange),
+    Alarm(AlarmEvent),
+    /// A maintenance window was added or ended early (journaled so a restart keeps it).
+    Maintenance(MaintenanceWindow),
+}
+
+/// Planned or operator-set maintenance of one device: `[start_ms, end_ms)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaintenanceWindow {
+    /// Assigned by the engine (`M{sequence}`), stable across restarts.
+    pub id: String,
+    #[serde(skip)]
+    pub device: DeviceIdx,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub reason: String,
+    /// Operator name, or `config` for windows from the configuration file.
+    pub by: String,
+}
+
+/// Why an operator command was refused; each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no alarm with id {0:?}")]
+    UnknownAlarm(String),
+    #[error("no device with id {0:?} at this site")]
+    UnknownDevice(String),
+    #[error("alarm {id} was already acknowledged by {by} at {ts_ms} (unix ms)")]
+    AlreadyAcknowledged { id: String, by: String, ts_ms: i64 },
+    #[error("alarm {id} already has someone on site: {by} at {ts_ms} (unix ms)")]
+    AlreadyOnSite { id: String, by: String, ts_ms: i64 },
+    #[error("{0}")]
+    Invalid(String),
+}
