@@ -70,6 +70,8 @@ pub enum Reason {
     Status,
     /// An operator-set or configured maintenance window started or ended.
     Window,
+    /// The heating season began or ended (rules marked `season` start or stop applying).
+    Season,
     /// The gateway was not running: from the last moment it was known alive until it
     /// restarted, every device not already offline or in maintenance counts as offline.
     GatewayDown,
@@ -85,6 +87,7 @@ impl Reason {
             Reason::Heartbeat => "heartbeat",
             Reason::Status => "status",
             Reason::Window => "window",
+            Reason::Season => "season",
             Reason::GatewayDown => "gateway_down",
             Reason::Restored => "restored",
         }
@@ -97,6 +100,7 @@ impl Reason {
             "heartbeat" => Reason::Heartbeat,
             "status" => Reason::Status,
             "window" => Reason::Window,
+            "season" => Reason::Season,
             "gateway_down" => Reason::GatewayDown,
             "restored" => Reason::Restored,
             _ => return None,
