@@ -294,6 +294,53 @@ pub struct Stats {
     pub store_queue_lines: AtomicU64,
     /// The Modbus poller's counters.
     pub modbus: ModbusStats,
+    /// The core stage's counters (states, alarms, journal, event sinks).
+    pub core: CoreStats,
+}
+
+/// Counters of the core stage and the event sinks.
+#[derive(Debug, Default)]
+pub struct CoreStats {
+    /// Device state transitions.
+    pub transitions: AtomicU64,
+    pub alarms_raised: AtomicU64,
+    pub alarms_cleared: AtomicU64,
+    /// Alarms active right now (gauge).
+    pub alarms_active: AtomicU64,
+    /// Acknowledgments and on-site reports accepted / refused (unknown id, twice, malformed).
+    pub commands: AtomicU64,
+    pub commands_refused: AtomicU64,
+    /// Journal writes that failed (each failed batch of events counts once).
+    pub journal_errors: AtomicU64,
+    /// Events published on MQTT (alarm events and retained states).
+    pub mqtt_published: AtomicU64,
+    /// Events an event sink (MQTT out, webhook, live stream) could not take and dropped.
+    pub events_dropped: AtomicU64,
+    pub webhook_sent: AtomicU64,
+    /// Webhook deliveries given up after all retries.
+    pub webhook_failed: AtomicU64,
+}
+
+impl CoreStats {
+    /// Name and value of every counter, for the `gateway` measurement and `/metrics`.
+    pub fn fields(&self) -> Vec<(String, u64)> {
+        [
+            ("state_transitions", &self.transitions),
+            ("alarms_raised", &self.alarms_raised),
+            ("alarms_cleared", &self.alarms_cleared),
+            ("alarms_active", &self.alarms_active),
+            ("alarm_commands", &self.commands),
+            ("alarm_commands_refused", &self.commands_refused),
+            ("journal_errors", &self.journal_errors),
+            ("mqtt_published", &self.mqtt_published),
+            ("events_dropped", &self.events_dropped),
+            ("webhook_sent", &self.webhook_sent),
+            ("webhook_failed", &self.webhook_failed),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.load(Relaxed)))
+        .collect()
+    }
 }
 
 impl Stats {
@@ -345,6 +392,7 @@ impl Stats {
                 .map(|r| (format!("rejected_{}", r.as_str()), u(self.rejected(*r)))),
         );
         out.extend(self.modbus.fields().into_iter().map(|(k, v)| (k, u(v))));
+        out.extend(self.core.fields().into_iter().map(|(k, v)| (k, u(v))));
         out.push((
             "poll_latency_ms".into(),
             self.modbus.interval_latency_ms().map(GatewayValue::F64),

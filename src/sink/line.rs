@@ -12,6 +12,7 @@
 
 use influxdb_line_protocol::LineProtocolBuilder;
 
+use crate::core::{DeviceState, Event};
 use crate::model::{Inventory, Reading, Status, Value};
 
 /// Tag keys in sorted order (InfluxDB's preferred order for writes).
@@ -134,6 +135,79 @@ impl TelemetryEncoder {
             .map(|s| ("online", Field::Bool(s == Status::Online)));
         self.fields
             .line(out, key, status.into_iter().chain(values), r.ts_ms)
+    }
+}
+
+/// Encodes `device_state` and `alarm` points (DESIGN §5) from core events. Maintenance
+/// window events have no point of their own (the state transitions they cause do).
+#[derive(Debug, Default)]
+pub struct EventEncoder {
+    fields: FieldWriter,
+}
+
+impl EventEncoder {
+    /// Appends the event's line to `out`; false when the event has no point.
+    pub fn encode(&mut self, inventory: &Inventory, e: &Event, out: &mut Vec<u8>) -> bool {
+        match e {
+            Event::State(s) => {
+                let d = inventory.get(s.device);
+                let key = series_key(
+                    "device_state",
+                    &[
+                        ("building", &d.building),
+                        ("category", &d.category),
+                        ("device", &d.id),
+                        ("site", &d.site),
+                    ],
+                );
+                let intact = i64::from(s.to == DeviceState::Intact);
+                self.fields.line(
+                    out,
+                    &key,
+                    [
+                        ("intact", Field::I64(intact)),
+                        ("reason", Field::Str(s.reason.as_str())),
+                        ("state", Field::Str(s.to.as_str())),
+                    ],
+                    s.ts_ms,
+                )
+            }
+            Event::Alarm(ev) => {
+                let a = &ev.alarm;
+                let d = inventory.get(a.device);
+                let key = series_key(
+                    "alarm",
+                    &[
+                        ("building", &d.building),
+                        ("category", &d.category),
+                        ("device", &d.id),
+                        ("event", ev.kind.as_str()),
+                        ("rule", &a.rule),
+                        ("severity", a.severity.as_str()),
+                        ("site", &d.site),
+                    ],
+                );
+                let times = [
+                    ("response_s", a.response_s()),
+                    ("arrival_s", a.arrival_s()),
+                    ("restore_s", a.restore_s()),
+                ];
+                let by = (!ev.by.is_empty()).then_some(("by", Field::Str(&ev.by)));
+                let fields = [
+                    ("id", Field::Str(&a.id)),
+                    ("message", Field::Str(&a.message)),
+                ]
+                .into_iter()
+                .chain(by)
+                .chain(
+                    times
+                        .into_iter()
+                        .filter_map(|(k, v)| v.map(|v| (k, Field::F64(v)))),
+                );
+                self.fields.line(out, &key, fields, ev.ts_ms)
+            }
+            Event::Maintenance(_) => false,
+        }
     }
 }
 

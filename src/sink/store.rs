@@ -30,9 +30,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::line::{gateway_key, Field, FieldWriter, TelemetryEncoder};
+use super::line::{gateway_key, EventEncoder, Field, FieldWriter, TelemetryEncoder};
 use crate::backoff::Backoff;
 use crate::config::{GatewaySettings, StoreSettings};
+use crate::core::Event;
 use crate::model::{Inventory, Reading};
 use crate::stats::{GatewayValue, Stats};
 
@@ -115,6 +116,14 @@ impl Queue {
     }
 }
 
+/// What the store sink takes: readings (`telemetry`) and core events (`device_state`,
+/// `alarm`), in the order the core stage handled them.
+#[derive(Debug)]
+pub enum StoreItem {
+    Reading(Reading),
+    Event(Arc<Event>),
+}
+
 /// Handle to a running store sink.
 #[derive(Debug)]
 pub struct StoreSink {
@@ -130,7 +139,7 @@ impl StoreSink {
         gateway: GatewaySettings,
         inventory: Arc<Inventory>,
         stats: Arc<Stats>,
-        readings: mpsc::Receiver<Reading>,
+        readings: mpsc::Receiver<StoreItem>,
         taken: CancellationToken,
     ) -> anyhow::Result<Self> {
         let client = client(&store)?;
@@ -142,6 +151,7 @@ impl StoreSink {
         });
         let batcher = Batcher {
             enc: TelemetryEncoder::new(&inventory),
+            events: EventEncoder::default(),
             fields: FieldWriter::default(),
             gateway_key: gateway_key(&gateway.site, &gateway.host),
             inventory,
@@ -208,6 +218,7 @@ fn gzip(body: &[u8]) -> Bytes {
 
 struct Batcher {
     enc: TelemetryEncoder,
+    events: EventEncoder,
     fields: FieldWriter,
     gateway_key: Vec<u8>,
     inventory: Arc<Inventory>,
@@ -222,7 +233,7 @@ struct Batcher {
 impl Batcher {
     async fn run(
         mut self,
-        mut readings: mpsc::Receiver<Reading>,
+        mut readings: mpsc::Receiver<StoreItem>,
         batch_interval: Duration,
         stats_interval: Duration,
         taken: CancellationToken,
@@ -263,11 +274,20 @@ impl Batcher {
         debug!("Store batcher finished.");
     }
 
-    fn take(&mut self, r: Reading) {
-        if self.enc.encode(&self.inventory, &r, &mut self.buf) {
-            self.lines += 1;
+    fn take(&mut self, item: StoreItem) {
+        match item {
+            StoreItem::Reading(r) => {
+                if self.enc.encode(&self.inventory, &r, &mut self.buf) {
+                    self.lines += 1;
+                }
+                r.ack.settle();
+            }
+            StoreItem::Event(e) => {
+                if self.events.encode(&self.inventory, &e, &mut self.buf) {
+                    self.lines += 1;
+                }
+            }
         }
-        r.ack.settle();
     }
 
     fn close_batch(&mut self) {

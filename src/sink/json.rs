@@ -1,0 +1,116 @@
+//! The JSON form of core events, alarms and device states, one definition shared by every
+//! consumer: MQTT (`estate/{site}/alarms/…`, retained `estate/{site}/state/…`), the HTTP API,
+//! the SSE stream and the webhook. Times are unix milliseconds (`*_ts`, like the inbound
+//! `ts`); durations are seconds (`*_s`).
+//!
+//! An alarm event is the alarm as it is after the step, flattened, plus `type: "alarm"`,
+//! `event` (`raised`, `acknowledged`, `on_site`, `cleared`), `ts` (when the step happened)
+//! and `by` (the operator, `device` for an on-site signal, empty otherwise).
+
+use serde_json::{json, Value as Json};
+
+use crate::core::engine::DeviceView;
+use crate::core::response::{classify, AlarmTimes};
+use crate::core::{Alarm, AlarmEvent, Event, MaintenanceWindow, StateChange};
+use crate::model::Inventory;
+
+/// An alarm as the API shows it; `timeliness` is judged at `now_ms`.
+pub fn alarm(inv: &Inventory, a: &Alarm, now_ms: i64) -> Json {
+    let d = inv.get(a.device);
+    let stamp = |s: &Option<crate::core::Stamp>| match s {
+        Some(s) => json!({"ts": s.ts_ms, "by": s.by}),
+        None => Json::Null,
+    };
+    json!({
+        "id": a.id,
+        "site": d.site,
+        "device": d.id,
+        "name": d.name,
+        "building": d.building,
+        "category": d.category,
+        "rule": a.rule,
+        "severity": a.severity.as_str(),
+        "class": a.class,
+        "message": a.message,
+        "active": a.is_active(),
+        "raised_ts": a.raised_ms,
+        "acknowledged": stamp(&a.acknowledged),
+        "on_site": stamp(&a.on_site),
+        "cleared_ts": a.cleared_ms,
+        "response_s": a.response_s(),
+        "arrival_s": a.arrival_s(),
+        "restore_s": a.restore_s(),
+        "ack_target_s": a.ack_target_ms as f64 / 1000.0,
+        "on_site_target_s": a.on_site_target_ms.map(|t| t as f64 / 1000.0),
+        "timeliness": classify(&AlarmTimes::from(a), now_ms).as_str(),
+    })
+}
+
+/// A lifecycle step (see the module docs).
+pub fn alarm_event(inv: &Inventory, e: &AlarmEvent) -> Json {
+    let mut v = alarm(inv, &e.alarm, e.ts_ms);
+    if let Json::Object(m) = &mut v {
+        m.insert("type".into(), json!("alarm"));
+        m.insert("event".into(), json!(e.kind.as_str()));
+        m.insert("ts".into(), json!(e.ts_ms));
+        m.insert("by".into(), json!(e.by));
+    }
+    v
+}
+
+/// A state transition; also the retained payload of the state topic.
+pub fn state_change(inv: &Inventory, s: &StateChange) -> Json {
+    let d = inv.get(s.device);
+    json!({
+        "type": "state",
+        "ts": s.ts_ms,
+        "site": d.site,
+        "device": d.id,
+        "name": d.name,
+        "building": d.building,
+        "category": d.category,
+        "state": s.to.as_str(),
+        "from": s.from.map(|f| f.as_str()),
+        "reason": s.reason.as_str(),
+        "intact": s.to == crate::core::DeviceState::Intact,
+    })
+}
+
+pub fn maintenance(inv: &Inventory, w: &MaintenanceWindow) -> Json {
+    let d = inv.get(w.device);
+    json!({
+        "type": "maintenance",
+        "id": w.id,
+        "site": d.site,
+        "device": d.id,
+        "name": d.name,
+        "start_ts": w.start_ms,
+        "end_ts": w.end_ms,
+        "reason": w.reason,
+        "by": w.by,
+    })
+}
+
+pub fn event(inv: &Inventory, e: &Event) -> Json {
+    match e {
+        Event::State(s) => state_change(inv, s),
+        Event::Alarm(a) => alarm_event(inv, a),
+        Event::Maintenance(w) => maintenance(inv, w),
+    }
+}
+
+/// A device with its current state, for `GET /api/devices`.
+pub fn device(inv: &Inventory, v: &DeviceView) -> Json {
+    let d = inv.get(v.device);
+    json!({
+        "site": d.site,
+        "id": d.id,
+        "name": d.name,
+        "building": d.building,
+        "category": d.category,
+        "state": v.state.as_str(),
+        "since_ts": v.since_ms,
+        "last_seen_ts": v.last_seen_ms,
+        "active_alarms": v.active_alarms,
+    })
+}
