@@ -15,4 +15,5 @@ pub mod schema;
 pub mod sim;
 pub mod sink;
 pub mod source;
+pub mod stage;
 pub mod stats;

@@ -21,10 +21,14 @@ use tracing::{error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::core::engine::EngineSettings;
+use crate::core::Engine;
 use crate::model::Reading;
-use crate::sink::store::StoreSink;
+use crate::sink::journal::Journal;
+use crate::sink::store::{StoreItem, StoreSink};
 use crate::source::modbus::poller::{self, ModbusHandle};
 use crate::source::mqtt::MqttSource;
+use crate::stage::{CoreHandle, Outputs};
 use crate::stats::Stats;
 
 /// A started gateway.
@@ -35,11 +39,14 @@ pub struct Running {
     pub modbus: ModbusHandle,
     /// Where the HTTP API listens, when `[http]` is configured.
     pub http_addr: Option<SocketAddr>,
+    /// Commands to the core stage (acknowledge, maintenance) and its live event stream.
+    pub core: CoreHandle,
     /// Cancelled with `shutdown` (or when `start` fails half-way).
     stop: CancellationToken,
     pollers: Vec<JoinHandle<()>>,
     source: Option<JoinHandle<()>>,
     sink: Option<StoreSink>,
+    core_task: Option<JoinHandle<()>>,
     http: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -55,7 +62,27 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
     let stats = Arc::new(Stats::default());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (tx, rx) = mpsc::channel::<Reading>(cfg.ingest.channel_capacity);
+    let (store_tx, store_rx) = mpsc::channel::<StoreItem>(cfg.ingest.channel_capacity);
     let taken = CancellationToken::new();
+
+    // The journal first: a data_dir that cannot be used stops the start, before any message
+    // is taken from the broker.
+    let mut journal = Journal::open(&cfg.gateway.data_dir)?;
+    let now = clock.now_ms();
+    let settings = engine_settings(cfg);
+    let restored = journal.restore(&cfg.inventory, now, settings.retain_cleared_ms)?;
+    info!(journal = %journal.path().display(), last_alive_ms = restored.last_alive_ms,
+          states = restored.states.len(), alarms = restored.alarms.iter().filter(|a| a.is_active()).count(),
+          "Journal opened; states and active alarms restored.");
+    journal.begin_run(now, &cfg.gateway.host, env!("CARGO_PKG_VERSION"))?;
+    let mut start_events = Vec::new();
+    let engine = Engine::new(
+        cfg.inventory.clone(),
+        settings,
+        restored,
+        now,
+        &mut start_events,
+    );
 
     let sink = match &cfg.store {
         Some(store) => {
@@ -66,7 +93,7 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
                 cfg.gateway.clone(),
                 cfg.inventory.clone(),
                 stats.clone(),
-                rx,
+                store_rx,
                 taken.clone(),
             )?)
         }
@@ -74,15 +101,30 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
             warn!("No [store] configured: readings are acknowledged and discarded.");
             let taken = taken.clone();
             tokio::spawn(async move {
-                let mut rx = rx;
-                while let Some(r) = rx.recv().await {
-                    r.ack.settle();
+                let mut rx = store_rx;
+                while let Some(item) = rx.recv().await {
+                    if let StoreItem::Reading(r) = item {
+                        r.ack.settle();
+                    }
                 }
                 taken.cancel();
             });
             None
         }
     };
+    let core = crate::stage::spawn(
+        engine,
+        start_events,
+        journal,
+        rx,
+        Outputs {
+            store: store_tx,
+            mqtt: None,
+            webhook: None,
+        },
+        stats.clone(),
+        clock.clone(),
+    );
 
     let modbus_devices = cfg
         .inventory
@@ -118,6 +160,8 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
         stats: stats.clone(),
         modbus,
         http_addr: None,
+        core: core.handle.clone(),
+        core_task: Some(core.task),
         stop: stop.clone(),
         pollers,
         source: None,
@@ -178,6 +222,17 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(running)
 }
 
+/// The engine's settings from the configuration.
+pub fn engine_settings(cfg: &Config) -> EngineSettings {
+    EngineSettings {
+        site: cfg.gateway.site.clone(),
+        classes: Default::default(),
+        season: crate::core::season::Season::beijing(),
+        planned: Vec::new(),
+        retain_cleared_ms: 7 * 86_400_000,
+    }
+}
+
 impl Running {
     /// Waits until `shutdown` is cancelled, then for everything queued to be flushed.
     pub async fn wait(self) -> Arc<Stats> {
@@ -193,6 +248,9 @@ impl Running {
         }
         if let Some(s) = self.source {
             let _ = s.await;
+        }
+        if let Some(c) = self.core_task {
+            let _ = c.await;
         }
         if let Some(s) = self.sink {
             s.join().await;

@@ -1,0 +1,491 @@
+//! The core stage (DESIGN §2): one task that runs the `core::Engine` between the sources and
+//! the sinks.
+//!
+//! Every reading from the sources passes through here: the engine updates the device's state
+//! and alarms, the resulting events are written to the journal (one SQLite transaction per
+//! batch, before anyone hears of them), then handed to the event sinks — the store (as
+//! `device_state` and `alarm` points), MQTT (alarm events and retained states), the live
+//! stream (SSE) and the webhook — and the reading goes on to the store. A full event sink
+//! drops and counts (`events_dropped`); only the store applies backpressure, as before.
+//!
+//! Operators reach the engine through a `CoreHandle` (HTTP API, MQTT acknowledgments): each
+//! command is answered by the engine in order with the readings, so an acknowledgment never
+//! races the reading that raised the alarm. Time comes from the injected `Clock`; a 100 ms
+//! tick lets the engine notice heartbeat timeouts, alarm delays and window boundaries.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::core::engine::{DeviceView, Engine};
+use crate::core::{Alarm, AlarmEventKind, CommandError, DeviceState, Event, MaintenanceWindow};
+use crate::model::{DeviceIdx, Inventory, Reading, Value};
+use crate::sink::journal::Journal;
+use crate::sink::store::StoreItem;
+use crate::stats::{LogLimiter, Stats};
+
+/// How often the engine is given the time when no reading arrives.
+pub const TICK: Duration = Duration::from_millis(100);
+/// How often the journal records that this run is alive (the restart accounting's resolution).
+pub const ALIVE_EVERY_MS: i64 = 5_000;
+/// Events buffered for each live (SSE) subscriber before a slow one starts missing some.
+const LIVE_CAPACITY: usize = 4096;
+
+/// A live event for the SSE stream: its type (`state`, `alarm`, `maintenance`) and its JSON.
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    pub kind: &'static str,
+    pub json: Arc<str>,
+}
+
+/// Why a command through the handle did not succeed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HandleError {
+    #[error(transparent)]
+    Refused(#[from] CommandError),
+    #[error("the gateway is shutting down")]
+    Unavailable,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
+
+/// What operators and the API ask of the engine.
+#[derive(Debug)]
+pub enum Command {
+    Acknowledge {
+        id: String,
+        by: String,
+        ts_ms: Option<i64>,
+        reply: Option<Reply<Alarm>>,
+    },
+    OnSite {
+        id: String,
+        by: String,
+        ts_ms: Option<i64>,
+        reply: Option<Reply<Alarm>>,
+    },
+    AddMaintenance {
+        device: DeviceIdx,
+        start_ms: i64,
+        end_ms: i64,
+        reason: String,
+        by: String,
+        reply: Reply<MaintenanceWindow>,
+    },
+    EndMaintenance {
+        id: String,
+        reply: Reply<MaintenanceWindow>,
+    },
+    Devices {
+        reply: oneshot::Sender<Vec<DeviceView>>,
+    },
+    Device {
+        device: DeviceIdx,
+        reply: oneshot::Sender<(DeviceView, Vec<Option<Value>>)>,
+    },
+    /// Active alarms and the cleared ones still retained, newest first, and the engine's now.
+    Alarms {
+        reply: oneshot::Sender<(Vec<Alarm>, i64)>,
+    },
+    Windows {
+        reply: oneshot::Sender<Vec<MaintenanceWindow>>,
+    },
+}
+
+/// How the API and the MQTT source talk to the core stage; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CoreHandle {
+    tx: mpsc::Sender<Command>,
+    live: broadcast::Sender<LiveEvent>,
+    pub inventory: Arc<Inventory>,
+    stats: Arc<Stats>,
+}
+
+impl CoreHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, HandleError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| HandleError::Unavailable)?;
+        rx.await.map_err(|_| HandleError::Unavailable)
+    }
+
+    /// Acknowledges an alarm; `ts_ms` is the operator's own time (an app that was offline).
+    pub async fn acknowledge(
+        &self,
+        id: String,
+        by: String,
+        ts_ms: Option<i64>,
+    ) -> Result<Alarm, HandleError> {
+        Ok(self
+            .ask(|reply| Command::Acknowledge {
+                id,
+                by,
+                ts_ms,
+                reply: Some(reply),
+            })
+            .await??)
+    }
+
+    /// Records that someone is on site (acknowledging too, when nobody had).
+    pub async fn on_site(
+        &self,
+        id: String,
+        by: String,
+        ts_ms: Option<i64>,
+    ) -> Result<Alarm, HandleError> {
+        Ok(self
+            .ask(|reply| Command::OnSite {
+                id,
+                by,
+                ts_ms,
+                reply: Some(reply),
+            })
+            .await??)
+    }
+
+    pub async fn add_maintenance(
+        &self,
+        device: DeviceIdx,
+        start_ms: i64,
+        end_ms: i64,
+        reason: String,
+        by: String,
+    ) -> Result<MaintenanceWindow, HandleError> {
+        Ok(self
+            .ask(|reply| Command::AddMaintenance {
+                device,
+                start_ms,
+                end_ms,
+                reason,
+                by,
+                reply,
+            })
+            .await??)
+    }
+
+    pub async fn end_maintenance(&self, id: String) -> Result<MaintenanceWindow, HandleError> {
+        Ok(self
+            .ask(|reply| Command::EndMaintenance { id, reply })
+            .await??)
+    }
+
+    /// Every device's state, in inventory order.
+    pub async fn devices(&self) -> Result<Vec<DeviceView>, HandleError> {
+        self.ask(|reply| Command::Devices { reply }).await
+    }
+
+    /// One device's state and latest values (profile order).
+    pub async fn device(
+        &self,
+        device: DeviceIdx,
+    ) -> Result<(DeviceView, Vec<Option<Value>>), HandleError> {
+        self.ask(|reply| Command::Device { device, reply }).await
+    }
+
+    /// Active alarms and the cleared ones still retained, newest first, with the engine's now.
+    pub async fn alarms(&self) -> Result<(Vec<Alarm>, i64), HandleError> {
+        self.ask(|reply| Command::Alarms { reply }).await
+    }
+
+    pub async fn windows(&self) -> Result<Vec<MaintenanceWindow>, HandleError> {
+        self.ask(|reply| Command::Windows { reply }).await
+    }
+
+    /// Queues a command without waiting for the answer (MQTT acknowledgments): false when
+    /// the stage is gone or its queue is full (counted as refused).
+    pub fn send_nowait(&self, c: Command) -> bool {
+        let ok = self.tx.try_send(c).is_ok();
+        if !ok {
+            self.stats.core.commands_refused.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
+    /// The live event stream (state, alarm and maintenance events as JSON).
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+        self.live.subscribe()
+    }
+}
+
+/// Where the stage sends what it produces.
+pub struct Outputs {
+    /// Readings and events for the store sink (or a discarding task).
+    pub store: mpsc::Sender<StoreItem>,
+    /// Alarm and state events for MQTT (`None`: no MQTT configured).
+    pub mqtt: Option<mpsc::Sender<Arc<Event>>>,
+    /// Events for the webhook (it filters by severity itself).
+    pub webhook: Option<mpsc::Sender<Arc<Event>>>,
+}
+
+/// A started core stage.
+pub struct CoreStage {
+    pub handle: CoreHandle,
+    pub task: JoinHandle<()>,
+}
+
+/// Starts the stage: opens nothing itself (the journal is opened and restored by the caller,
+/// who built `engine` from it) and runs until `readings` closes.
+pub fn spawn(
+    engine: Engine,
+    start_events: Vec<Event>,
+    journal: Journal,
+    readings: mpsc::Receiver<Reading>,
+    outputs: Outputs,
+    stats: Arc<Stats>,
+    clock: Arc<dyn Clock>,
+) -> CoreStage {
+    let (tx, commands) = mpsc::channel(1024);
+    let (live, _) = broadcast::channel(LIVE_CAPACITY);
+    let handle = CoreHandle {
+        tx,
+        live: live.clone(),
+        inventory: engine.inventory().clone(),
+        stats: stats.clone(),
+    };
+    let stage = Stage {
+        engine,
+        journal,
+        outputs,
+        live,
+        stats,
+        clock,
+        out: start_events,
+        logs: LogLimiter::new(5, 60_000),
+        last_alive_ms: i64::MIN,
+    };
+    let task = tokio::spawn(stage.run(readings, commands));
+    CoreStage { handle, task }
+}
+
+struct Stage {
+    engine: Engine,
+    journal: Journal,
+    outputs: Outputs,
+    live: broadcast::Sender<LiveEvent>,
+    stats: Arc<Stats>,
+    clock: Arc<dyn Clock>,
+    out: Vec<Event>,
+    logs: LogLimiter<&'static str>,
+    last_alive_ms: i64,
+}
+
+impl Stage {
+    async fn run(
+        mut self,
+        mut readings: mpsc::Receiver<Reading>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        self.emit().await;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                r = readings.recv() => match r {
+                    Some(r) => {
+                        let now = self.clock.now_ms();
+                        self.engine.on_reading(r.device, r.ts_ms, &r.values, r.status, now, &mut self.out);
+                        self.emit().await;
+                        if self.outputs.store.send(StoreItem::Reading(r)).await.is_err() {
+                            error!("The store sink stopped; readings are no longer written.");
+                        }
+                    }
+                    None => break,
+                },
+                Some(c) = commands.recv() => {
+                    self.command(c);
+                    self.emit().await;
+                }
+                _ = tick.tick() => {
+                    let now = self.clock.now_ms();
+                    self.engine.tick(now, &mut self.out);
+                    self.emit().await;
+                    if now - self.last_alive_ms >= ALIVE_EVERY_MS {
+                        self.last_alive_ms = now;
+                        if let Err(e) = self.journal.alive(now) {
+                            self.journal_error(&e);
+                        }
+                    }
+                }
+            }
+        }
+        // Shutdown: the sources are done. Answer what is still queued, record the stop.
+        commands.close();
+        while let Ok(c) = commands.try_recv() {
+            self.command(c);
+        }
+        let now = self.clock.now_ms();
+        self.engine.tick(now, &mut self.out);
+        self.emit().await;
+        if let Err(e) = self.journal.end_run(now) {
+            self.journal_error(&e);
+        }
+        info!("Core stage stopped; journal closed.");
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = self.clock.now_ms();
+        let e = &mut self.engine;
+        let out = &mut self.out;
+        let counted = |stats: &Stats, ok: bool| {
+            if ok {
+                stats.core.commands.fetch_add(1, Relaxed);
+            } else {
+                stats.core.commands_refused.fetch_add(1, Relaxed);
+            }
+        };
+        match c {
+            Command::Acknowledge {
+                id,
+                by,
+                ts_ms,
+                reply,
+            } => {
+                let r = e.acknowledge(&id, &by, ts_ms, now, out);
+                counted(&self.stats, r.is_ok());
+                if let Err(err) = &r {
+                    info!(alarm = %id, %by, error = %err, "Acknowledgment refused.");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            Command::OnSite {
+                id,
+                by,
+                ts_ms,
+                reply,
+            } => {
+                let r = e.on_site(&id, &by, ts_ms, now, out);
+                counted(&self.stats, r.is_ok());
+                if let Err(err) = &r {
+                    info!(alarm = %id, %by, error = %err, "On-site report refused.");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            Command::AddMaintenance {
+                device,
+                start_ms,
+                end_ms,
+                reason,
+                by,
+                reply,
+            } => {
+                let _ =
+                    reply.send(e.add_maintenance(device, start_ms, end_ms, &reason, &by, now, out));
+            }
+            Command::EndMaintenance { id, reply } => {
+                let _ = reply.send(e.end_maintenance(&id, now, out));
+            }
+            Command::Devices { reply } => {
+                let n = e.inventory().len();
+                let _ = reply.send((0..n).map(|i| e.device(i as DeviceIdx)).collect());
+            }
+            Command::Device { device, reply } => {
+                if (device as usize) < e.inventory().len() {
+                    let _ = reply.send((e.device(device), e.values(device).to_vec()));
+                }
+            }
+            Command::Alarms { reply } => {
+                let mut v: Vec<Alarm> = e.alarms().cloned().collect();
+                v.sort_by(|a, b| b.raised_ms.cmp(&a.raised_ms).then_with(|| b.id.cmp(&a.id)));
+                let _ = reply.send((v, now));
+            }
+            Command::Windows { reply } => {
+                let _ = reply.send(e.windows().cloned().collect());
+            }
+        }
+    }
+
+    /// Journals the pending events, then hands them to the sinks.
+    async fn emit(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.out);
+        if let Err(e) = self.journal.append(self.engine.inventory(), &events) {
+            self.journal_error(&e);
+        }
+        let inv = self.engine.inventory().clone();
+        let core = &self.stats.core;
+        for ev in events {
+            match &ev {
+                Event::State(s) => {
+                    core.transitions.fetch_add(1, Relaxed);
+                    if s.to == DeviceState::Offline && s.from.is_some() {
+                        tracing::debug!(device = %inv.get(s.device).id, reason = s.reason.as_str(), "Device offline.");
+                    }
+                }
+                Event::Alarm(a) => match a.kind {
+                    AlarmEventKind::Raised => {
+                        core.alarms_raised.fetch_add(1, Relaxed);
+                        core.alarms_active.fetch_add(1, Relaxed);
+                        let d = inv.get(a.alarm.device);
+                        warn!(alarm = %a.alarm.id, device = %d.id, rule = %a.alarm.rule,
+                              severity = a.alarm.severity.as_str(), message = %a.alarm.message, "Alarm raised.");
+                    }
+                    AlarmEventKind::Cleared => {
+                        core.alarms_cleared.fetch_add(1, Relaxed);
+                        let _ = core
+                            .alarms_active
+                            .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+                        info!(alarm = %a.alarm.id, restore_s = a.alarm.restore_s(), "Alarm cleared.");
+                    }
+                    AlarmEventKind::Acknowledged | AlarmEventKind::OnSite => {
+                        info!(alarm = %a.alarm.id, event = a.kind.as_str(), by = %a.by, "Alarm updated.");
+                    }
+                },
+                Event::Maintenance(_) => {}
+            }
+            let ev = Arc::new(ev);
+            if self.live.receiver_count() > 0 {
+                let kind = match &*ev {
+                    Event::State(_) => "state",
+                    Event::Alarm(_) => "alarm",
+                    Event::Maintenance(_) => "maintenance",
+                };
+                let json = crate::sink::json::event(&inv, &ev).to_string();
+                let _ = self.live.send(LiveEvent {
+                    kind,
+                    json: json.into(),
+                });
+            }
+            for tx in [&self.outputs.mqtt, &self.outputs.webhook]
+                .into_iter()
+                .flatten()
+            {
+                if tx.try_send(ev.clone()).is_err() {
+                    core.events_dropped.fetch_add(1, Relaxed);
+                }
+            }
+            if self.outputs.store.send(StoreItem::Event(ev)).await.is_err() {
+                if let Some(n) = self.logs.allow("store", self.clock.now_ms()) {
+                    error!(
+                        suppressed = n,
+                        "The store sink stopped; events are no longer written."
+                    );
+                }
+            }
+        }
+    }
+
+    fn journal_error(&mut self, e: &anyhow::Error) {
+        self.stats.core.journal_errors.fetch_add(1, Relaxed);
+        if let Some(n) = self.logs.allow("journal", self.clock.now_ms()) {
+            error!(error = format!("{e:#}"), path = %self.journal.path().display(), suppressed = n,
+                   "Could not write the journal; states and alarms go on, but this history will be missing from the figures.");
+        }
+    }
+}
