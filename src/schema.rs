@@ -35,18 +35,18 @@ pub fn measurements() -> Vec<Measurement> {
         Measurement {
             name: "device_state",
             tags: vec!["site", "building", "category", "device"],
-            fields: s(&["state", "intact"]),
+            fields: s(&["state", "intact", "reason"]),
             when: "on every transition",
-            written: false,
+            written: true,
         },
         Measurement {
             name: "alarm",
             tags: vec![
                 "site", "building", "category", "device", "rule", "severity", "event",
             ],
-            fields: s(&["id", "message", "response_s", "arrival_s", "restore_s"]),
+            fields: s(&["id", "message", "by", "response_s", "arrival_s", "restore_s"]),
             when: "on every lifecycle event",
-            written: false,
+            written: true,
         },
         Measurement {
             name: "intactness",

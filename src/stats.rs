@@ -36,10 +36,12 @@ pub enum Reject {
     StaleTimestamp,
     /// A status payload other than `online` / `offline` (whole message dropped).
     BadStatus,
+    /// An acknowledgment or on-site message that is not `{"id": …, "by": …, "ts": …}`.
+    BadCommand,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 12] = [
+    pub const ALL: [Reject; 13] = [
         Reject::InvalidJson,
         Reject::NotObject,
         Reject::WrongType,
@@ -52,6 +54,7 @@ impl Reject {
         Reject::FutureTimestamp,
         Reject::StaleTimestamp,
         Reject::BadStatus,
+        Reject::BadCommand,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +71,7 @@ impl Reject {
             Reject::FutureTimestamp => "future_timestamp",
             Reject::StaleTimestamp => "stale_timestamp",
             Reject::BadStatus => "bad_status",
+            Reject::BadCommand => "bad_command",
         }
     }
 

@@ -4,4 +4,5 @@
 pub mod journal;
 pub mod json;
 pub mod line;
+pub mod mqtt;
 pub mod store;

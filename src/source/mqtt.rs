@@ -38,6 +38,9 @@ pub struct MqttSource {
     pub inventory: Arc<Inventory>,
     pub stats: Arc<Stats>,
     pub clock: Arc<dyn Clock>,
+    /// Where acknowledgments and on-site reports (`mqtt.ack_topic`, `mqtt.on_site_topic`) go;
+    /// `None`: those topics are not subscribed.
+    pub core: Option<crate::stage::CoreHandle>,
 }
 
 /// Builds rumqttc options from the settings.
@@ -132,10 +135,15 @@ impl MqttSource {
                         session_present = ack.session_present,
                         "Connected to the MQTT broker."
                     );
-                    let filters = [
+                    let mut filters = vec![
                         self.settings.telemetry_topic.filter(),
                         self.settings.status_topic.filter(),
-                    ]
+                    ];
+                    if self.core.is_some() {
+                        filters.push(self.settings.ack_topic.filter());
+                        filters.push(self.settings.on_site_topic.filter());
+                    }
+                    let filters = filters
                     .into_iter()
                     .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce));
                     if let Err(e) = client.try_subscribe_many(filters) {
@@ -269,6 +277,13 @@ impl Handler<'_> {
                 qos: p.qos,
             }
         };
+        if let Some(core) = &src.core {
+            if let Some(on_site) = self.command_kind(&p.topic) {
+                self.command(core, on_site, &p, now);
+                ack.settle();
+                return;
+            }
+        }
         match self.reading(&p, now) {
             Some((device, ts_ms, values, status)) => {
                 src.stats.readings.fetch_add(1, Relaxed);
@@ -384,6 +399,65 @@ impl Handler<'_> {
                 self.reject(topic, now, problem);
                 None
             }
+        }
+    }
+
+    /// `Some(false)` for the acknowledgment topic, `Some(true)` for the on-site topic.
+    fn command_kind(&self, topic: &str) -> Option<bool> {
+        let s = &self.src.settings;
+        if s.ack_topic.matches_site(topic).is_some() {
+            Some(false)
+        } else if s.on_site_topic.matches_site(topic).is_some() {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    /// Decodes `{"id": "...", "by": "...", "ts": <unix ms, optional>}` and queues it for the
+    /// engine (refusals — unknown id, twice — are counted and logged there).
+    fn command(&mut self, core: &crate::stage::CoreHandle, on_site: bool, p: &Publish, now: i64) {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            id: String,
+            by: String,
+            ts: Option<i64>,
+        }
+        let bad = |detail: String| Problem {
+            reason: crate::stats::Reject::BadCommand,
+            signal: None,
+            detail,
+        };
+        if p.payload.len() > self.limits.max_payload_bytes {
+            let n = p.payload.len();
+            self.reject(&p.topic, now, bad(format!("payload is {n} bytes")));
+            return;
+        }
+        let body: Body = match serde_json::from_slice(&p.payload) {
+            Ok(b) => b,
+            Err(e) => {
+                let detail = format!("expected {{\"id\": \"<alarm id>\", \"by\": \"<operator>\", \"ts\": <unix ms, optional>}}: {e}");
+                self.reject(&p.topic, now, bad(detail));
+                return;
+            }
+        };
+        let c = if on_site {
+            crate::stage::Command::OnSite {
+                id: body.id,
+                by: body.by,
+                ts_ms: body.ts,
+                reply: None,
+            }
+        } else {
+            crate::stage::Command::Acknowledge {
+                id: body.id,
+                by: body.by,
+                ts_ms: body.ts,
+                reply: None,
+            }
+        };
+        if !core.send_nowait(c) {
+            warn!(topic = %p.topic, "The core stage is busy or stopped; acknowledgment dropped.");
         }
     }
 

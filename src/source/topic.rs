@@ -103,6 +103,26 @@ impl TopicPattern {
         parts.join("/")
     }
 
+    /// Matches a topic against a pattern that has no `{device}` (the acknowledgment topics),
+    /// returning the `{site}` it captured, if it has one: `Some(None)` for a match without a
+    /// site placeholder.
+    pub fn matches_site<'a>(&self, topic: &'a str) -> Option<Option<&'a str>> {
+        let mut site = None;
+        let mut parts = topic.split('/');
+        for seg in &self.segments {
+            let part = parts.next()?;
+            match seg {
+                Segment::Literal(l) if l == part => {}
+                Segment::Site => site = Some(part),
+                _ => return None,
+            }
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(site)
+    }
+
     /// Matches a concrete topic, capturing the placeholders.
     pub fn matches<'a>(&self, topic: &'a str) -> Option<TopicMatch<'a>> {
         let mut site = None;
