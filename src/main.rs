@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use estate_gateway::config::{self, Config, LogFormat};
+use estate_gateway::core::rules::{Clear, ResponseClass, Trigger};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -313,6 +314,32 @@ fn summary(cfg: &Config, verbose: bool) -> String {
         None => out.push_str("store: none ([store] not configured)\n"),
     }
     out.push_str(&format!("data_dir: {}\n", cfg.gateway.data_dir.display()));
+    let rules: usize = cfg.profiles.values().map(|p| p.rules.alarms.len()).sum();
+    let mut classes: Vec<&ResponseClass> = cfg.alarms.classes.values().collect();
+    classes.sort_by(|a, b| a.name.cmp(&b.name));
+    out.push_str(&format!(
+        "alarms: {rules} rules in {} profiles; classes {}; webhook {}\n",
+        cfg.profiles.len(),
+        classes
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        match &cfg.alarms.webhook {
+            Some(w) => format!("{} ({:?})", w.redacted_url(), w.format).to_lowercase(),
+            None => "none".into(),
+        }
+    ));
+    let season = &cfg.heating.season;
+    out.push_str(&format!(
+        "heating: season {} → {} ({}), min {} °C; planned maintenance: {} window{}\n",
+        season.start,
+        season.end,
+        season.tz_name,
+        cfg.heating.min_indoor_c,
+        cfg.maintenance.len(),
+        if cfg.maintenance.len() == 1 { "" } else { "s" }
+    ));
     if verbose {
         out.push_str("devices:\n");
         for d in cfg.inventory.devices() {
@@ -334,6 +361,7 @@ fn summary(cfg: &Config, verbose: bool) -> String {
                 }
             ));
         }
+        out.push_str(&rules_summary(cfg, &classes));
         if !cfg.models.is_empty() {
             out.push_str("poll plans:\n");
             for m in cfg.models.values() {
@@ -348,6 +376,104 @@ fn summary(cfg: &Config, verbose: bool) -> String {
                     out.push_str(&format!("    {line}\n"));
                 }
             }
+        }
+    }
+    out
+}
+
+/// `check-config --verbose`: each profile's state and alarm rules, the response classes with
+/// their targets, and the planned maintenance windows.
+fn rules_summary(cfg: &Config, classes: &[&ResponseClass]) -> String {
+    let ms = |ms: i64| humantime::format_duration(std::time::Duration::from_millis(ms as u64));
+    let mut out = String::from("rules:\n");
+    for p in cfg.profiles.values() {
+        let r = &p.rules;
+        out.push_str(&format!("  {} {}\n", p.category, p.label));
+        for (what, list) in [
+            ("fault", &r.state.fault),
+            ("maintenance", &r.state.maintenance),
+        ] {
+            if !list.is_empty() {
+                let conds: Vec<String> = list.iter().map(|c| c.to_string()).collect();
+                out.push_str(&format!("    {what} when any: {}\n", conds.join("; ")));
+            }
+        }
+        for a in &r.alarms {
+            let (when, clear) = match &a.trigger {
+                Trigger::Offline => ("offline".to_owned(), String::new()),
+                Trigger::Condition { when, clear } => (
+                    when.to_string(),
+                    match clear {
+                        Clear::Immediate => String::new(),
+                        Clear::Bound(b) => format!(", clears at {}", b),
+                    },
+                ),
+            };
+            out.push_str(&format!(
+                "    alarm {:<16} {when}: {}, class {}, delay {}{clear}{}\n",
+                a.name,
+                a.severity.as_str(),
+                a.class,
+                ms(a.delay_ms),
+                match &a.on_site {
+                    Some(c) => format!(", on site when {c}"),
+                    None => String::new(),
+                }
+            ));
+        }
+    }
+    let overridden: Vec<String> = cfg
+        .inventory
+        .devices()
+        .iter()
+        .filter(|d| !std::sync::Arc::ptr_eq(&d.rules, &d.profile.rules))
+        .map(|d| format!("{}/{}", d.site, d.id))
+        .collect();
+    if !overridden.is_empty() {
+        out.push_str(&format!(
+            "  devices with their own rule overrides: {}\n",
+            overridden.join(", ")
+        ));
+    }
+    out.push_str("classes:\n");
+    for c in classes {
+        out.push_str(&format!(
+            "  {:<12} acknowledge within {}, {} ({})\n",
+            c.name,
+            ms(c.ack_target_ms),
+            c.on_site_target_ms
+                .map(|t| format!("on site within {}", ms(t)))
+                .unwrap_or_else(|| "no on-site target".into()),
+            c.source
+        ));
+    }
+    out.push_str(&format!(
+        "  cleared alarms kept for {}\n",
+        humantime::format_duration(cfg.alarms.retain_cleared)
+    ));
+    if !cfg.maintenance.is_empty() {
+        out.push_str("planned maintenance:\n");
+        let tz = &cfg.heating.season.tz;
+        let at = |ms: i64| {
+            jiff::Timestamp::from_millisecond(ms)
+                .map(|t| {
+                    t.to_zoned(tz.clone())
+                        .strftime("%Y-%m-%d %H:%M %:z")
+                        .to_string()
+                })
+                .unwrap_or_else(|_| ms.to_string())
+        };
+        for m in &cfg.maintenance {
+            let d = cfg.inventory.get(m.device);
+            out.push_str(&format!(
+                "  {}/{} {} {} → {}: {}\n",
+                d.site,
+                d.id,
+                d.name,
+                at(m.start_ms),
+                at(m.end_ms),
+                m.reason
+            ));
         }
     }
     out

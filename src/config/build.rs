@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::alarms::{AlarmSettings, HeatingSettings};
 use super::raw::{RawConfig, RawGateway, RawHttp, RawIngest, RawMqtt, RawStore};
-use super::{inventory, models, profiles, Errors};
+use super::{alarms, inventory, models, profiles, Errors};
+use crate::core::engine::PlannedMaintenance;
 use crate::model::{Inventory, Profile};
 use crate::source::topic::TopicPattern;
 
@@ -31,6 +33,12 @@ pub struct Config {
     pub inventory: Arc<Inventory>,
     /// Where the devices came from, for the summary (`gateway.toml`, `devices.csv`).
     pub inventory_sources: Vec<String>,
+    /// Response classes, retention of cleared alarms, the webhook (`[alarms]`).
+    pub alarms: AlarmSettings,
+    /// The heating season and the indoor minimum (`[heating]`).
+    pub heating: HeatingSettings,
+    /// Planned maintenance windows (`[[maintenance]]`), devices resolved.
+    pub maintenance: Vec<PlannedMaintenance>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +104,15 @@ pub struct MqttSettings {
     pub max_packet_bytes: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Outgoing alarm lifecycle events (QoS 1): a pattern with `{site}`, `{category}`,
+    /// `{device}` (checked by `TopicPattern::parse`).
+    pub alarm_topic: String,
+    /// Outgoing retained device state; placeholders as `alarm_topic`.
+    pub state_topic: String,
+    /// Incoming acknowledgments; `{site}` is the only placeholder.
+    pub ack_topic: String,
+    /// Incoming on-site reports; `{site}` is the only placeholder.
+    pub on_site_topic: String,
     pub inflight: u16,
 }
 
@@ -153,11 +170,14 @@ pub(super) fn build(
     errs: &mut Errors,
 ) -> Config {
     let gateway = build_gateway(&raw.gateway, base_dir, env, errs);
+    let alarm_settings = alarms::build_alarms(&raw.alarms, base_dir, env, errs);
+    let heating = alarms::build_heating(&raw.heating, errs);
     let profiles = profiles::load(
         raw.gateway
             .profiles_dir
             .as_deref()
             .map(|d| resolve(base_dir, d)),
+        &alarm_settings.classes,
         errs,
     );
     let mqtt = raw
@@ -187,6 +207,7 @@ pub(super) fn build(
         profiles: &profiles,
         modbus: &modbus,
         models: &models,
+        classes: &alarm_settings.classes,
     };
     let (devices, inventory_sources) = inventory::build(&raw, &ctx, base_dir, errs);
 
@@ -200,6 +221,8 @@ pub(super) fn build(
             }
         }
     }
+    let inventory = Arc::new(Inventory::new(devices));
+    let maintenance = alarms::build_maintenance(&raw.maintenance, &gateway.site, &inventory, errs);
     Config {
         file: path.to_path_buf(),
         gateway,
@@ -210,8 +233,11 @@ pub(super) fn build(
         profiles,
         modbus,
         models,
-        inventory: Arc::new(Inventory::new(devices)),
+        inventory,
         inventory_sources,
+        alarms: alarm_settings,
+        heating,
+        maintenance,
     }
 }
 
@@ -306,7 +332,7 @@ fn build_gateway(
 }
 
 /// Reads a secret: the file wins, then the named environment variable, else empty.
-fn secret(
+pub(super) fn secret(
     errs: &mut Errors,
     file_key: &str,
     file: Option<&str>,
@@ -453,6 +479,7 @@ fn build_mqtt(
             );
         }
     }
+    check_out_topics(m, telemetry_topic.as_ref(), status_topic.as_ref(), errs);
     let client_id = m.client_id.clone().unwrap_or_else(|| {
         if gateway.site.is_empty() {
             format!("estate-gateway-{}", gateway.host)
@@ -510,8 +537,98 @@ fn build_mqtt(
         max_packet_bytes: m.max_packet_bytes,
         reconnect_min,
         reconnect_max,
+        alarm_topic: m.alarm_topic.clone(),
+        state_topic: m.state_topic.clone(),
+        ack_topic: m.ack_topic.clone(),
+        on_site_topic: m.on_site_topic.clone(),
         inflight: m.inflight,
     }
+}
+
+/// Checks the alarm, state, ack and on-site topic patterns, and that no topic the gateway
+/// subscribes to catches one of the others (an alarm taken for telemetry, an ack for a
+/// status).
+fn check_out_topics(
+    m: &RawMqtt,
+    telemetry: Option<&TopicPattern>,
+    status: Option<&TopicPattern>,
+    errs: &mut Errors,
+) {
+    // (key, pattern, MQTT filter, a sample topic)
+    let mut topics: Vec<(&str, String, String)> = Vec::new();
+    for (key, p) in [
+        ("mqtt.telemetry_topic", telemetry),
+        ("mqtt.status_topic", status),
+    ] {
+        if let Some(p) = p {
+            topics.push((key, p.filter(), p.render("s1", "c1", "d1")));
+        }
+    }
+    for (key, s) in [
+        ("mqtt.alarm_topic", &m.alarm_topic),
+        ("mqtt.state_topic", &m.state_topic),
+    ] {
+        match TopicPattern::parse(s) {
+            Ok(p) => topics.push((key, p.filter(), p.render("s1", "c1", "d1"))),
+            Err(e) => errs.push(key, format!("`{s}` {e}")),
+        }
+    }
+    for (key, s) in [
+        ("mqtt.ack_topic", &m.ack_topic),
+        ("mqtt.on_site_topic", &m.on_site_topic),
+    ] {
+        match site_topic(s) {
+            Ok(()) => topics.push((key, s.replace("{site}", "+"), s.replace("{site}", "s1"))),
+            Err(e) => errs.push(key, format!("`{s}` {e}")),
+        }
+    }
+    for (i, (key, filter, sample)) in topics.iter().enumerate() {
+        for (other, other_filter, other_sample) in &topics[..i] {
+            // telemetry vs status: checked with its own message above.
+            if *other == "mqtt.telemetry_topic" && *key == "mqtt.status_topic" {
+                continue;
+            }
+            if filter_matches(filter, other_sample) || filter_matches(other_filter, sample) {
+                errs.push(
+                    *key,
+                    format!(
+                        "overlaps `{other}` (`{other_filter}` and `{filter}` match the same topics); give each its own topic, e.g. the defaults estate/{{site}}/alarms/{{category}}/{{device}}, estate/{{site}}/state/{{category}}/{{device}}, estate/{{site}}/alarms/ack, estate/{{site}}/alarms/on_site"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// An incoming command topic: literal segments and at most a whole-segment `{site}`.
+fn site_topic(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("is empty".into());
+    }
+    let mut site = false;
+    for seg in s.split('/') {
+        if seg == "{site}" {
+            if site {
+                return Err("has `{site}` twice".into());
+            }
+            site = true;
+        } else if seg.contains('{') || seg.contains('}') {
+            return Err(format!(
+                "has `{seg}`; the only placeholder here is `{{site}}`, filling a whole segment (e.g. `estate/{{site}}/alarms/ack`)"
+            ));
+        } else if seg.contains('+') || seg.contains('#') {
+            return Err(format!(
+                "has the MQTT wildcard in `{seg}`; write `{{site}}` instead of `+`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether an MQTT filter with `+` wildcards (no `#`) matches a topic.
+fn filter_matches(filter: &str, topic: &str) -> bool {
+    let (f, t): (Vec<&str>, Vec<&str>) = (filter.split('/').collect(), topic.split('/').collect());
+    f.len() == t.len() && f.iter().zip(&t).all(|(a, b)| *a == "+" || a == b)
 }
 
 fn build_store(

@@ -33,6 +33,8 @@ pub(super) struct Context<'a> {
     pub profiles: &'a BTreeMap<String, Arc<Profile>>,
     pub modbus: &'a ModbusSettings,
     pub models: &'a super::models::Models,
+    /// Response classes, for the classes named in per-device alarm overrides.
+    pub classes: &'a HashMap<String, crate::core::rules::ResponseClass>,
 }
 
 pub(super) fn build(
@@ -150,7 +152,13 @@ fn device(
         site,
         building: d.building.clone(),
         category: d.category.clone(),
-        rules: profile.rules.clone(),
+        rules: super::rules::apply_overrides(
+            &profile,
+            &d.alarms,
+            &field_key(key, "alarms"),
+            ctx.classes,
+            errs,
+        ),
         profile,
         interval,
         modbus,
@@ -320,6 +328,7 @@ fn load_csv(
             interval: get("interval"),
             heartbeat_timeout: get("heartbeat_timeout"),
             modbus,
+            alarms: Default::default(),
         };
         if let Some(dev) = device(&raw, &key, ctx, units, &mut row) {
             check_duplicate(&dev, &key, &file, seen, &mut row);

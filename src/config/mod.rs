@@ -4,19 +4,26 @@
 //!
 //! Secrets (store token, MQTT password, HTTP API token) are never read from the TOML: the
 //! TOML names an environment variable (`token_env`, `password_env`, `api_token_env`) or a file
-//! (`token_file`, `password_file`, `api_token_file`) that holds them.
+//! (`token_file`, `password_file`, `api_token_file`) that holds them. The alarm webhook's URL,
+//! which embeds a robot's key, may likewise come from `url_file` or `url_env`.
+//!
+//! Besides the gateway's own sections, the configuration holds the rules: profiles' `[state]`
+//! and `[[alarms]]` (`rules`), response classes, `[heating]` and `[[maintenance]]` (`alarms`).
 
+mod alarms;
 mod build;
 mod inventory;
 mod models;
 mod profiles;
 mod raw;
+mod rules;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use alarms::{default_classes, AlarmSettings, HeatingSettings, WebhookFormat, WebhookSettings};
 pub use build::{
     Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, MqttSettings, Secret,
     StoreSettings,
@@ -110,6 +117,11 @@ impl Errors {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// How many mistakes were recorded so far.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
     }
 
     pub(crate) fn extend(&mut self, other: Errors) {
@@ -276,6 +288,10 @@ fn unknown_key_hint(key: &str) -> String {
             "max_packet_bytes",
             "reconnect_min",
             "reconnect_max",
+            "alarm_topic",
+            "state_topic",
+            "ack_topic",
+            "on_site_topic",
             "inflight",
         ],
         "store" => &[
@@ -300,6 +316,16 @@ fn unknown_key_hint(key: &str) -> String {
             "log_window",
         ],
         "devices" if key.contains(".modbus.") => &["endpoint", "unit", "model"],
+        "devices" if key.contains(".alarms.") => &[
+            "enabled",
+            "severity",
+            "class",
+            "delay",
+            "value",
+            "hysteresis",
+            "clear_value",
+            "message",
+        ],
         "devices" => &[
             "id",
             "name",
@@ -309,6 +335,7 @@ fn unknown_key_hint(key: &str) -> String {
             "interval",
             "heartbeat_timeout",
             "modbus",
+            "alarms",
         ],
         "modbus" if key.contains("endpoints") => &[
             "name",
@@ -321,6 +348,22 @@ fn unknown_key_hint(key: &str) -> String {
         ],
         "modbus" => &["offline_after", "models_dir", "endpoints"],
         "http" => &["listen", "api_token_env", "api_token_file"],
+        "alarms" if key.starts_with("alarms.classes.") => {
+            &["ack_target", "on_site_target", "source"]
+        }
+        "alarms" if key.starts_with("alarms.webhook.") => &[
+            "url",
+            "url_file",
+            "url_env",
+            "format",
+            "severities",
+            "timeout",
+            "retries",
+            "retry_max",
+        ],
+        "alarms" => &["classes", "retain_cleared", "webhook"],
+        "heating" => &["season_start", "season_end", "timezone", "min_indoor_c"],
+        "maintenance" => &["device", "site", "start", "end", "reason"],
         _ => &[
             "gateway",
             "mqtt",
@@ -330,6 +373,9 @@ fn unknown_key_hint(key: &str) -> String {
             "http",
             "devices",
             "devices_csv",
+            "alarms",
+            "heating",
+            "maintenance",
         ],
     };
     if key.contains('.') || key.contains('[') {
@@ -354,14 +400,18 @@ mod tests {
     }
 
     /// Loads `toml` (written to a temp dir, with `files` next to it) with `env`.
-    fn load_text(
+    pub(super) fn load_text(
         toml: &str,
         files: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> Result<Config, ConfigErrors> {
         let dir = tempfile::tempdir().expect("temp dir");
         for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).expect("write");
+            let p = dir.path().join(name);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(p, text).expect("write");
         }
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, toml).expect("write");
@@ -372,7 +422,7 @@ mod tests {
         load_with_env(&path, env)
     }
 
-    fn messages(e: ConfigErrors) -> Vec<String> {
+    pub(super) fn messages(e: ConfigErrors) -> Vec<String> {
         e.0.iter()
             .map(|e| format!("{}: {}", e.key, e.message))
             .collect()

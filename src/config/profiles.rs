@@ -2,12 +2,13 @@
 //! the binary works from any directory) plus any in `gateway.profiles_dir`, where a file named
 //! like a built-in category replaces it and any other name adds a category.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::raw::RawProfile;
 use super::Errors;
+use crate::core::rules::ResponseClass;
 use crate::model::{Profile, Signal, SignalType};
 
 /// (file name, text) of the built-in profiles.
@@ -37,11 +38,17 @@ pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
 /// Signal names the payload format reserves.
 const RESERVED: &[&str] = &["ts", "online"];
 
-pub(super) fn load(dir: Option<PathBuf>, errs: &mut Errors) -> BTreeMap<String, Arc<Profile>> {
+/// Loads the built-in profiles and those in `dir`; alarm rules' classes are checked against
+/// `classes`.
+pub(super) fn load(
+    dir: Option<PathBuf>,
+    classes: &HashMap<String, ResponseClass>,
+    errs: &mut Errors,
+) -> BTreeMap<String, Arc<Profile>> {
     let mut out = BTreeMap::new();
     for (name, text) in BUILTIN_PROFILES {
         let file = format!("built-in profile {name}");
-        if let Some(p) = parse(&file, stem(Path::new(name)), text, errs) {
+        if let Some(p) = parse(&file, stem(Path::new(name)), text, classes, errs) {
             out.insert(p.category.clone(), Arc::new(p));
         }
     }
@@ -65,7 +72,7 @@ pub(super) fn load(dir: Option<PathBuf>, errs: &mut Errors) -> BTreeMap<String, 
         let file = path.display().to_string();
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                if let Some(p) = parse(&file, stem(&path), &text, errs) {
+                if let Some(p) = parse(&file, stem(&path), &text, classes, errs) {
                     out.insert(p.category.clone(), Arc::new(p));
                 }
             }
@@ -86,7 +93,13 @@ pub(super) fn is_identifier(s: &str) -> bool {
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
 }
 
-fn parse(file: &str, stem: &str, text: &str, errs: &mut Errors) -> Option<Profile> {
+fn parse(
+    file: &str,
+    stem: &str,
+    text: &str,
+    classes: &HashMap<String, ResponseClass>,
+    errs: &mut Errors,
+) -> Option<Profile> {
     let mut local = Errors::new(file);
     let mut unknown = Vec::new();
     let de = toml::Deserializer::new(text);
@@ -99,10 +112,9 @@ fn parse(file: &str, stem: &str, text: &str, errs: &mut Errors) -> Option<Profil
         }
     };
     for k in unknown {
-        local.push(
-            k.replace(".?", ""),
-            "unknown key; valid: category, label, interval, signals (name, type, unit, label, values)",
-        );
+        let key = super::key_path(&k);
+        let hint = unknown_key_hint(&key);
+        local.push(key, format!("unknown key; valid here: {hint}"));
     }
     let category = if raw.category.is_empty() {
         stem.to_owned()
@@ -192,9 +204,40 @@ fn parse(file: &str, stem: &str, text: &str, errs: &mut Errors) -> Option<Profil
     if signals.is_empty() {
         local.push("signals", "a profile needs at least one signal");
     }
+    let mut profile = Profile::new(category, raw.label, interval, signals);
+    // Rules are checked against the signals even when a signal had a mistake, so that one
+    // run reports the rules' mistakes too.
+    let rules = super::rules::build(&profile, &raw.state, &raw.alarms, classes, &mut local);
+    profile.rules = Arc::new(rules);
     let ok = local.is_empty();
     errs.extend(local);
-    ok.then(|| Profile::new(category, raw.label, interval, signals))
+    ok.then_some(profile)
+}
+
+/// Parses one profile text with the default classes (tests of the rules).
+#[cfg(test)]
+pub(super) fn parse_for_tests(file: &str, text: &str, errs: &mut Errors) -> Option<Profile> {
+    let stem = Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("");
+    parse(file, stem, text, &super::alarms::default_classes(), errs)
+}
+
+/// The keys valid where an unknown `key` was found.
+fn unknown_key_hint(key: &str) -> &'static str {
+    let in_alarm = key.starts_with("alarms[");
+    if in_alarm && key.contains(".on_site.") || key.starts_with("state.") && key.contains('[') {
+        "signal, op, value, season"
+    } else if in_alarm {
+        "name, type, signal, op, value, severity, class, message, delay, hysteresis, clear_value, season, on_site"
+    } else if key.starts_with("state.") {
+        "fault, maintenance"
+    } else if key.starts_with("signals[") {
+        "name, type, unit, label, values"
+    } else {
+        "category, label, interval, signals, state, alarms"
+    }
 }
 
 #[cfg(test)]
@@ -204,7 +247,7 @@ mod tests {
     #[test]
     fn builtin_profiles_load_cleanly() {
         let mut errs = Errors::new("test");
-        let p = load(None, &mut errs);
+        let p = load(None, &super::super::alarms::default_classes(), &mut errs);
         assert!(errs.is_empty(), "{:?}", errs);
         let names: Vec<&str> = p.keys().map(String::as_str).collect();
         assert_eq!(
@@ -239,7 +282,8 @@ type = "number"
 name = "ts"
 type = "int"
 "#;
-        assert!(parse("p/elevator.toml", "elevator", text, &mut errs).is_none());
+        let classes = super::super::alarms::default_classes();
+        assert!(parse("p/elevator.toml", "elevator", text, &classes, &mut errs).is_none());
         let msgs: Vec<String> = errs.list.iter().map(|e| e.to_string()).collect();
         let all = msgs.join("\n");
         for needle in [

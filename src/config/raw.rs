@@ -5,6 +5,9 @@
 //! Unknown keys are not rejected by serde (`deny_unknown_fields` stops at the first one);
 //! `super::load` collects all of them with `serde_ignored` instead.
 
+use std::collections::BTreeMap;
+use std::fmt;
+
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -20,6 +23,12 @@ pub(crate) struct RawConfig {
     pub devices: Vec<RawDevice>,
     /// A CSV inventory (设备台账), relative to the config file.
     pub devices_csv: Option<String>,
+    /// Response classes, retention of cleared alarms, the webhook.
+    pub alarms: RawAlarms,
+    /// The heating season and the indoor minimum.
+    pub heating: RawHeating,
+    /// Planned maintenance windows.
+    pub maintenance: Vec<RawMaintenance>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +86,14 @@ pub(crate) struct RawMqtt {
     pub max_packet_bytes: usize,
     pub reconnect_min: String,
     pub reconnect_max: String,
+    /// Outgoing alarm lifecycle events (QoS 1); `{site}`, `{category}`, `{device}`.
+    pub alarm_topic: String,
+    /// Outgoing retained device state; `{site}`, `{category}`, `{device}`.
+    pub state_topic: String,
+    /// Incoming acknowledgments; `{site}` only.
+    pub ack_topic: String,
+    /// Incoming on-site reports; `{site}` only.
+    pub on_site_topic: String,
     /// Our own QoS 1 publishes (alarm and state events) in flight before we wait for the
     /// broker's acks. (MQTT 3.1.1 gives a client no way to limit what the broker sends it:
     /// that is the broker's `max_inflight_messages`.)
@@ -99,6 +116,10 @@ impl Default for RawMqtt {
             max_packet_bytes: 16 * 1024 * 1024,
             reconnect_min: "500ms".into(),
             reconnect_max: "30s".into(),
+            alarm_topic: "estate/{site}/alarms/{category}/{device}".into(),
+            state_topic: "estate/{site}/state/{category}/{device}".into(),
+            ack_topic: "estate/{site}/alarms/ack".into(),
+            on_site_topic: "estate/{site}/alarms/on_site".into(),
             inflight: 1000,
         }
     }
@@ -206,6 +227,8 @@ pub(crate) struct RawDevice {
     pub heartbeat_timeout: Option<String>,
     /// Polled over Modbus (else the device reports over MQTT).
     pub modbus: Option<RawBinding>,
+    /// Per-device changes to the profile's alarm rules, by rule name (TOML devices only).
+    pub alarms: BTreeMap<String, RawAlarmOverride>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -337,6 +360,10 @@ pub(crate) struct RawProfile {
     pub label: String,
     pub interval: String,
     pub signals: Vec<RawSignal>,
+    /// `[state]`: when a device is `fault` or `maintenance`.
+    pub state: RawState,
+    /// `[[alarms]]`: the category's alarm rules.
+    pub alarms: Vec<RawAlarm>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -349,4 +376,241 @@ pub(crate) struct RawSignal {
     pub label: Option<String>,
     /// Allowed values of an `enum` signal.
     pub values: Option<Vec<String>>,
+}
+
+/// A constant in a rule (`value`, `clear_value`, `hysteresis`): any TOML scalar; its type is
+/// checked against the signal's when the rule is built, so that every mistake is reported.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl RawValue {
+    /// The value as a number, if it is one.
+    pub(crate) fn as_f64(&self) -> Option<f64> {
+        match self {
+            RawValue::Int(i) => Some(*i as f64),
+            RawValue::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// What kind of value it is, for messages.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            RawValue::Bool(_) => "a bool",
+            RawValue::Int(_) => "an integer",
+            RawValue::Float(_) => "a float",
+            RawValue::Str(_) => "a string",
+        }
+    }
+}
+
+impl fmt::Display for RawValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RawValue::Bool(b) => write!(f, "{b}"),
+            RawValue::Int(i) => write!(f, "{i}"),
+            RawValue::Float(x) => write!(f, "{x:?}"),
+            RawValue::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a bool, a number or a string")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawValue, E> {
+                Ok(RawValue::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawValue, E> {
+                Ok(RawValue::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawValue, E> {
+                i64::try_from(v)
+                    .map(RawValue::Int)
+                    .map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawValue, E> {
+                Ok(RawValue::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawValue, E> {
+                Ok(RawValue::Str(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<RawValue, E> {
+                Ok(RawValue::Str(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[state]` of a profile.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawState {
+    /// The device is `fault` while any of these holds.
+    pub fault: Vec<RawCondition>,
+    /// The device is `maintenance` while any of these holds.
+    pub maintenance: Vec<RawCondition>,
+}
+
+/// `{ signal = "fault_code", op = "!=", value = 0, season = false }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawCondition {
+    pub signal: Option<String>,
+    pub op: Option<String>,
+    pub value: Option<RawValue>,
+    /// Holds only inside the heating season.
+    pub season: bool,
+}
+
+/// One `[[alarms]]` entry of a profile.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawAlarm {
+    pub name: String,
+    /// `offline` for an offline rule; absent for a condition rule.
+    #[serde(rename = "type")]
+    pub ty: Option<String>,
+    pub signal: Option<String>,
+    pub op: Option<String>,
+    pub value: Option<RawValue>,
+    /// critical, major, minor
+    pub severity: Option<String>,
+    /// Response class; default `urgent` for critical/major, `minor` for minor.
+    pub class: Option<String>,
+    pub message: Option<String>,
+    /// Default `0s`.
+    pub delay: Option<String>,
+    pub hysteresis: Option<RawValue>,
+    pub clear_value: Option<RawValue>,
+    /// Only in the heating season.
+    pub season: bool,
+    /// A device signal reporting someone on site.
+    pub on_site: Option<RawCondition>,
+}
+
+/// `[devices.alarms.<rule>]`: per-device changes to one rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawAlarmOverride {
+    pub enabled: Option<bool>,
+    pub severity: Option<String>,
+    pub class: Option<String>,
+    pub delay: Option<String>,
+    pub value: Option<RawValue>,
+    pub hysteresis: Option<RawValue>,
+    pub clear_value: Option<RawValue>,
+    pub message: Option<String>,
+}
+
+/// `[alarms]` of the gateway.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawAlarms {
+    /// Overrides of the default classes and new classes, by name.
+    pub classes: BTreeMap<String, RawClass>,
+    /// How long cleared alarms stay in memory (API, late acknowledgment).
+    pub retain_cleared: String,
+    pub webhook: Option<RawWebhook>,
+}
+
+impl Default for RawAlarms {
+    fn default() -> Self {
+        RawAlarms {
+            classes: BTreeMap::new(),
+            retain_cleared: "7d".into(),
+            webhook: None,
+        }
+    }
+}
+
+/// `[alarms.classes.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawClass {
+    pub ack_target: Option<String>,
+    /// A duration, or `none` for no on-site target.
+    pub on_site_target: Option<String>,
+    /// Where the targets come from (a regulation, a contract), shown by `check-config`.
+    pub source: Option<String>,
+}
+
+/// `[alarms.webhook]`: a chat robot (WeCom/DingTalk) or any HTTP endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawWebhook {
+    pub url: Option<String>,
+    /// File holding the URL (first line).
+    pub url_file: Option<String>,
+    /// Name of the environment variable holding the URL.
+    pub url_env: Option<String>,
+    /// `json` or `text`.
+    pub format: String,
+    pub severities: Vec<String>,
+    pub timeout: String,
+    pub retries: u32,
+    pub retry_max: String,
+}
+
+impl Default for RawWebhook {
+    fn default() -> Self {
+        RawWebhook {
+            url: None,
+            url_file: None,
+            url_env: None,
+            format: "json".into(),
+            severities: vec!["critical".into()],
+            timeout: "5s".into(),
+            retries: 5,
+            retry_max: "60s".into(),
+        }
+    }
+}
+
+/// `[heating]`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawHeating {
+    /// MM-DD, first day of the season.
+    pub season_start: String,
+    /// MM-DD, last day of the season (inclusive).
+    pub season_end: String,
+    /// IANA time zone of the dates.
+    pub timezone: String,
+    pub min_indoor_c: f64,
+}
+
+impl Default for RawHeating {
+    fn default() -> Self {
+        RawHeating {
+            season_start: "11-15".into(),
+            season_end: "03-15".into(),
+            timezone: "Asia/Shanghai".into(),
+            min_indoor_c: 18.0,
+        }
+    }
+}
+
+/// One `[[maintenance]]` window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawMaintenance {
+    pub device: String,
+    /// Default `gateway.site`.
+    pub site: Option<String>,
+    /// RFC 3339 with offset.
+    pub start: String,
+    pub end: String,
+    pub reason: String,
 }
