@@ -47,6 +47,8 @@ pub struct Running {
     source: Option<JoinHandle<()>>,
     sink: Option<StoreSink>,
     core_task: Option<JoinHandle<()>>,
+    /// MQTT event publisher and webhook: they end after the core stage.
+    event_sinks: Vec<JoinHandle<()>>,
     http: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -112,6 +114,36 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
             None
         }
     };
+    let mut event_sinks = Vec::new();
+    let mqtt_events = cfg.mqtt.as_ref().map(|m| {
+        let (tx, rx) = mpsc::channel(crate::sink::mqtt::CAPACITY);
+        let topics = crate::sink::mqtt::EventTopics {
+            alarm: m.alarm_topic.clone(),
+            state: m.state_topic.clone(),
+        };
+        event_sinks.push(crate::sink::mqtt::spawn(
+            m,
+            topics,
+            cfg.inventory.clone(),
+            stats.clone(),
+            rx,
+        ));
+        tx
+    });
+    let webhook = match &cfg.alarms.webhook {
+        Some(w) => {
+            let (tx, rx) = mpsc::channel(crate::sink::webhook::CAPACITY);
+            event_sinks.push(crate::sink::webhook::spawn(
+                w.clone(),
+                cfg.heating.season.tz.clone(),
+                cfg.inventory.clone(),
+                stats.clone(),
+                rx,
+            )?);
+            Some(tx)
+        }
+        None => None,
+    };
     let core = crate::stage::spawn(
         engine,
         start_events,
@@ -119,8 +151,8 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
         rx,
         Outputs {
             store: store_tx,
-            mqtt: None,
-            webhook: None,
+            mqtt: mqtt_events,
+            webhook,
         },
         stats.clone(),
         clock.clone(),
@@ -162,6 +194,7 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
         http_addr: None,
         core: core.handle.clone(),
         core_task: Some(core.task),
+        event_sinks,
         stop: stop.clone(),
         pollers,
         source: None,
@@ -198,6 +231,7 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
                 inventory: cfg.inventory.clone(),
                 stats: stats.clone(),
                 clock,
+                core: Some(running.core.clone()),
             };
             Some(tokio::spawn(src.run(
                 tx.clone(),
@@ -226,10 +260,10 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
 pub fn engine_settings(cfg: &Config) -> EngineSettings {
     EngineSettings {
         site: cfg.gateway.site.clone(),
-        classes: Default::default(),
-        season: crate::core::season::Season::beijing(),
-        planned: Vec::new(),
-        retain_cleared_ms: 7 * 86_400_000,
+        classes: cfg.alarms.classes.clone(),
+        season: cfg.heating.season.clone(),
+        planned: cfg.maintenance.clone(),
+        retain_cleared_ms: cfg.alarms.retain_cleared.as_millis() as i64,
     }
 }
 
@@ -251,6 +285,9 @@ impl Running {
         }
         if let Some(c) = self.core_task {
             let _ = c.await;
+        }
+        for s in self.event_sinks {
+            let _ = s.await;
         }
         if let Some(s) = self.sink {
             s.join().await;

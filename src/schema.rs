@@ -44,7 +44,14 @@ pub fn measurements() -> Vec<Measurement> {
             tags: vec![
                 "site", "building", "category", "device", "rule", "severity", "event",
             ],
-            fields: s(&["id", "message", "by", "response_s", "arrival_s", "restore_s"]),
+            fields: s(&[
+                "id",
+                "message",
+                "by",
+                "response_s",
+                "arrival_s",
+                "restore_s",
+            ]),
             when: "on every lifecycle event",
             written: true,
         },

@@ -521,10 +521,18 @@ mod tests {
         assert_eq!(cfg.heating.season, Season::beijing());
         assert!(cfg.maintenance.is_empty());
         let m = cfg.mqtt.expect("mqtt");
-        assert_eq!(m.alarm_topic, "estate/{site}/alarms/{category}/{device}");
-        assert_eq!(m.state_topic, "estate/{site}/state/{category}/{device}");
-        assert_eq!(m.ack_topic, "estate/{site}/alarms/ack");
-        assert_eq!(m.on_site_topic, "estate/{site}/alarms/on_site");
+        assert_eq!(m.alarm_topic.render("s", "c", "d"), "estate/s/alarms/c/d");
+        assert_eq!(m.state_topic.render("s", "c", "d"), "estate/s/state/c/d");
+        assert_eq!(
+            m.ack_topic.matches_site("estate/s/alarms/ack"),
+            Some(Some("s"))
+        );
+        assert_eq!(m.ack_topic.filter(), "estate/+/alarms/ack");
+        assert_eq!(
+            m.on_site_topic.matches_site("estate/s/alarms/on_site"),
+            Some(Some("s"))
+        );
+        assert_eq!(m.on_site_topic.matches_site("estate/s/alarms/ack"), None);
     }
 
     #[test]

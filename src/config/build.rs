@@ -106,13 +106,13 @@ pub struct MqttSettings {
     pub reconnect_max: Duration,
     /// Outgoing alarm lifecycle events (QoS 1): a pattern with `{site}`, `{category}`,
     /// `{device}` (checked by `TopicPattern::parse`).
-    pub alarm_topic: String,
+    pub alarm_topic: TopicPattern,
     /// Outgoing retained device state; placeholders as `alarm_topic`.
-    pub state_topic: String,
+    pub state_topic: TopicPattern,
     /// Incoming acknowledgments; `{site}` is the only placeholder.
-    pub ack_topic: String,
+    pub ack_topic: TopicPattern,
     /// Incoming on-site reports; `{site}` is the only placeholder.
-    pub on_site_topic: String,
+    pub on_site_topic: TopicPattern,
     pub inflight: u16,
 }
 
@@ -537,10 +537,12 @@ fn build_mqtt(
         max_packet_bytes: m.max_packet_bytes,
         reconnect_min,
         reconnect_max,
-        alarm_topic: m.alarm_topic.clone(),
-        state_topic: m.state_topic.clone(),
-        ack_topic: m.ack_topic.clone(),
-        on_site_topic: m.on_site_topic.clone(),
+        // Checked by `check_out_topics`; a bad pattern has been reported (the fallback is
+        // never used because the config then fails to load).
+        alarm_topic: TopicPattern::parse(&m.alarm_topic).unwrap_or_else(|_| fallback()),
+        state_topic: TopicPattern::parse(&m.state_topic).unwrap_or_else(|_| fallback()),
+        ack_topic: TopicPattern::parse_site_only(&m.ack_topic).unwrap_or_else(fallback),
+        on_site_topic: TopicPattern::parse_site_only(&m.on_site_topic).unwrap_or_else(fallback),
         inflight: m.inflight,
     }
 }

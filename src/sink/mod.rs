@@ -6,3 +6,4 @@ pub mod json;
 pub mod line;
 pub mod mqtt;
 pub mod store;
+pub mod webhook;

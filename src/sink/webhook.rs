@@ -75,19 +75,26 @@ async fn deliver(client: &reqwest::Client, s: &WebhookSettings, body: &serde_jso
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(s.retry_max);
         }
-        let res = client.post(s.url.expose()).json(body).send().await;
+        let res = client.post(&s.url).json(body).send().await;
         let problem = match res {
             Err(e) => format!("{e}"),
             Ok(r) if !r.status().is_success() => format!("HTTP {}", r.status()),
             Ok(r) => match r.json::<serde_json::Value>().await {
                 // WeCom and DingTalk answer 200 with {"errcode": 0} on success.
-                Ok(v) if v.get("errcode").and_then(|c| c.as_i64()).is_some_and(|c| c != 0) => {
+                Ok(v)
+                    if v.get("errcode")
+                        .and_then(|c| c.as_i64())
+                        .is_some_and(|c| c != 0) =>
+                {
                     format!("robot answered {v}")
                 }
                 _ => return true,
             },
         };
-        warn!(attempt = attempt + 1, problem, "Webhook delivery failed; retrying.");
+        warn!(
+            attempt = attempt + 1,
+            problem, "Webhook delivery failed; retrying."
+        );
     }
     false
 }
@@ -96,7 +103,11 @@ async fn deliver(client: &reqwest::Client, s: &WebhookSettings, body: &serde_jso
 fn text(inv: &Inventory, a: &AlarmEvent, tz: &TimeZone) -> String {
     let d = inv.get(a.alarm.device);
     let when = jiff::Timestamp::from_millisecond(a.ts_ms)
-        .map(|t| t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|t| {
+            t.to_zoned(tz.clone())
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_default();
     let level = match a.alarm.severity {
         crate::core::Severity::Critical => "紧急",

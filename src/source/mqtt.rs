@@ -144,8 +144,8 @@ impl MqttSource {
                         filters.push(self.settings.on_site_topic.filter());
                     }
                     let filters = filters
-                    .into_iter()
-                    .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce));
+                        .into_iter()
+                        .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce));
                     if let Err(e) = client.try_subscribe_many(filters) {
                         error!(error = %e, "Could not queue the MQTT subscription.");
                     }

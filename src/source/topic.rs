@@ -78,6 +78,20 @@ impl TopicPattern {
         Ok(TopicPattern { segments })
     }
 
+    /// A pattern with at most `{site}` (the acknowledgment topics); matched with
+    /// `matches_site`. `None` when it holds anything else than literals and `{site}`.
+    pub fn parse_site_only(pattern: &str) -> Option<Self> {
+        let mut segments = Vec::new();
+        for seg in pattern.split('/') {
+            segments.push(match seg {
+                "{site}" if !segments.contains(&Segment::Site) => Segment::Site,
+                s if s.contains(['{', '}', '+', '#']) => return None,
+                s => Segment::Literal(s.to_owned()),
+            });
+        }
+        Some(TopicPattern { segments })
+    }
+
     /// Whether the pattern captures the site (else devices are looked up by id alone).
     pub fn has_site(&self) -> bool {
         self.segments.contains(&Segment::Site)
