@@ -193,7 +193,18 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
         modbus,
         http_addr: None,
         core: core.handle.clone(),
-        core_task: Some(core.task),
+        core_task: Some({
+            // A panic in the core stage would silently stop all storing: stop the gateway
+            // instead, loudly (systemd restarts it; the journal restores the states).
+            let stop = stop.clone();
+            let task = core.task;
+            tokio::spawn(async move {
+                if let Err(e) = task.await {
+                    error!(error = %e, "The core stage failed; shutting the gateway down.");
+                    stop.cancel();
+                }
+            })
+        }),
         event_sinks,
         stop: stop.clone(),
         pollers,

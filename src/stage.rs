@@ -310,7 +310,7 @@ impl Stage {
                     let now = self.clock.now_ms();
                     self.engine.tick(now, &mut self.out);
                     self.emit().await;
-                    if now - self.last_alive_ms >= ALIVE_EVERY_MS {
+                    if now.saturating_sub(self.last_alive_ms) >= ALIVE_EVERY_MS {
                         self.last_alive_ms = now;
                         if let Err(e) = self.journal.alive(now) {
                             self.journal_error(&e);
