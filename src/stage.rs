@@ -310,7 +310,8 @@ impl Stage {
                     let now = self.clock.now_ms();
                     self.engine.tick(now, &mut self.out);
                     self.emit().await;
-                    if now - self.last_alive_ms >= ALIVE_EVERY_MS {
+                    // Saturating: `last_alive_ms` starts at i64::MIN (never recorded).
+                    if now.saturating_sub(self.last_alive_ms) >= ALIVE_EVERY_MS {
                         self.last_alive_ms = now;
                         if let Err(e) = self.journal.alive(now) {
                             self.journal_error(&e);
