@@ -216,7 +216,12 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
     // Bound before the MQTT source starts, so a taken port fails the start before any
     // broker message is taken.
     if let Some(h) = &cfg.http {
-        let state = crate::http::AppState::new(cfg, stats.clone(), running.modbus.clone());
+        let state = crate::http::AppState::new(
+            cfg,
+            stats.clone(),
+            running.modbus.clone(),
+            running.core.clone(),
+        );
         let bound = crate::http::Server::bind(h, state)
             .await
             .and_then(|s| Ok((s.local_addr()?, s)));

@@ -559,7 +559,9 @@ impl Engine {
                 "no current or future maintenance window with id {id:?}"
             )));
         };
-        w.end_ms = if *started { now_ms } else { w.start_ms };
+        // Started means "begun by now", whether or not a tick has noticed it yet.
+        let begun = *started || w.start_ms <= now_ms;
+        w.end_ms = if begun { now_ms } else { w.start_ms };
         *started = true;
         let w = w.clone();
         out.push(Event::Maintenance(w.clone()));

@@ -1,4 +1,6 @@
-//! `GET /api/devices` (the inventory, 设备台账, filtered by site, building and category) and
+//! `GET /api/devices` (the inventory, 设备台账, with each device's current state from the engine,
+//! filtered by site, building, category and state), `GET /api/devices/{id}` (one device, its
+//! state, latest values, active alarms and maintenance windows) and
 //! `POST /api/devices/{id}/write` (an operator writes a signal of a Modbus device, e.g. puts a
 //! fire pump controller back to auto). A write is checked here for the token, the body and the
 //! device; the Modbus poller then checks the signal and the value against the register map,
@@ -17,27 +19,47 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::body::MAX_BY_CHARS;
 use super::{auth, json, ApiError, Ctx};
+use crate::core::DeviceState;
 use crate::model::{Device, Value};
+use crate::sink::json as forms;
 use crate::source::modbus::poller::WriteError;
 
 /// A write that gets no answer from the poller within this time fails with 504 (the poller
 /// applies its own per-request timeouts; this only bounds a stuck queue).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest `by` (operator name) accepted.
-const MAX_BY_CHARS: usize = 64;
-
-/// `?site=&building=&category=`; an empty value does not filter.
+/// `?site=&building=&category=&state=`; an empty value does not filter.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct Filter {
     site: Option<String>,
     building: Option<String>,
     category: Option<String>,
+    state: Option<String>,
 }
 
 impl Filter {
+    /// Refuses a category or state that does not exist (a typo would list nothing).
+    fn check(&self, ctx: &Ctx) -> Result<Option<DeviceState>, ApiError> {
+        if let Some(c) = self.category.as_deref().filter(|c| !c.is_empty()) {
+            ctx.app.check_category(c)?;
+        }
+        match self.state.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => DeviceState::parse(s).map(Some).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "unknown state `{s}`; valid: {}",
+                        DeviceState::ALL.map(DeviceState::as_str).join(", ")
+                    ),
+                )
+            }),
+        }
+    }
+
     fn matches(&self, d: &Device) -> bool {
         let ok = |want: &Option<String>, have: &str| {
             want.as_deref().is_none_or(|w| w.is_empty() || w == have)
@@ -99,39 +121,127 @@ fn view<'a>(d: &'a Device, endpoints: &'a [String]) -> DeviceView<'a> {
     }
 }
 
+/// A device as listed: the inventory view merged with its state (`crate::sink::json::device`:
+/// `state`, `since_ts`, `last_seen_ts`, `active_alarms`).
+fn listed(ctx: &Ctx, d: &Device, state: &crate::core::engine::DeviceView) -> serde_json::Value {
+    let mut v = serde_json::to_value(view(d, &ctx.app.endpoints)).unwrap_or_default();
+    if let (serde_json::Value::Object(m), serde_json::Value::Object(s)) =
+        (&mut v, forms::device(&ctx.app.inventory, state))
+    {
+        m.extend(s);
+    }
+    v
+}
+
 pub(super) async fn list(
     State(ctx): State<Arc<Ctx>>,
     filter: Result<Query<Filter>, QueryRejection>,
-) -> Response {
-    let Query(filter) = match filter {
-        Ok(f) => f,
-        Err(e) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "bad query: {}; filters: site, building, category (e.g. /api/devices?site=huafu&category=elevator)",
-                    e.body_text()
-                ),
-            )
-            .into_response()
-        }
-    };
-    let devices: Vec<DeviceView<'_>> = ctx
-        .app
-        .inventory
-        .devices()
+) -> Result<Response, ApiError> {
+    let Query(filter) = filter.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "bad query: {}; filters: site, building, category, state (e.g. /api/devices?site=huafu&category=elevator&state=fault)",
+                e.body_text()
+            ),
+        )
+    })?;
+    let state = filter.check(&ctx)?;
+    // In inventory order: a device's index is its place in the list.
+    let states = ctx.app.core.devices().await?;
+    let inv = &ctx.app.inventory;
+    let devices: Vec<serde_json::Value> = states
         .iter()
-        .filter(|d| filter.matches(d))
-        .map(|d| view(d, &ctx.app.endpoints))
+        .filter(|s| state.is_none_or(|want| s.state == want))
+        .map(|s| (inv.get(s.device), s))
+        .filter(|(d, _)| filter.matches(d))
+        .map(|(d, s)| listed(&ctx, d, s))
         .collect();
-    json(StatusCode::OK, &devices)
+    Ok(json(StatusCode::OK, &devices))
 }
 
-/// `?site=` of a write, for ids that exist at more than one site.
+/// `GET /api/devices/{id}?site=`: the device as listed, plus `values` (latest value of each
+/// signal by name, `null` when not reported since start), `alarms` (its active alarms, most
+/// severe and oldest first) and `maintenance` (its current and future windows).
+pub(super) async fn one(
+    State(ctx): State<Arc<Ctx>>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<WriteQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad device id: {}", e.body_text()),
+        )
+    })?;
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad query: {}; the only parameter is ?site=", e.body_text()),
+        )
+    })?;
+    let site = resolve_site(&ctx, &id, query.site.as_deref())?;
+    let inv = &ctx.app.inventory;
+    let idx = inv.lookup(&site, &id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no device `{id}` at site `{site}`"),
+        )
+    })?;
+    let d = inv.get(idx);
+    let core = &ctx.app.core;
+    let (state, values) = core.device(idx).await?;
+    let (alarms, now) = core.alarms().await?;
+    let windows = core.windows().await?;
+
+    let mut active: Vec<&crate::core::Alarm> = alarms
+        .iter()
+        .filter(|a| a.device == idx && a.is_active())
+        .collect();
+    active.sort_by(|a, b| super::alarms::control_room_order(a, b));
+    let mut windows: Vec<&crate::core::MaintenanceWindow> =
+        windows.iter().filter(|w| w.device == idx).collect();
+    windows.sort_by_key(|w| (w.start_ms, w.end_ms));
+
+    let values: serde_json::Map<String, serde_json::Value> = d
+        .profile
+        .signals
+        .iter()
+        .enumerate()
+        .map(|(i, sig)| {
+            let v = values.get(i).and_then(Option::as_ref);
+            (
+                sig.name.clone(),
+                v.map_or(serde_json::Value::Null, value_json),
+            )
+        })
+        .collect();
+    let mut out = listed(&ctx, d, &state);
+    if let serde_json::Value::Object(m) = &mut out {
+        m.insert("values".into(), serde_json::Value::Object(values));
+        m.insert(
+            "alarms".into(),
+            active
+                .into_iter()
+                .map(|a| forms::alarm(inv, a, now))
+                .collect(),
+        );
+        m.insert(
+            "maintenance".into(),
+            windows
+                .into_iter()
+                .map(|w| forms::maintenance(inv, w))
+                .collect(),
+        );
+    }
+    Ok(json(StatusCode::OK, &out))
+}
+
+/// `?site=` of a device's endpoints, for ids that exist at more than one site.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct WriteQuery {
-    site: Option<String>,
+    pub(super) site: Option<String>,
 }
 
 /// The body of a write.
@@ -217,7 +327,7 @@ fn parse_body(body: &[u8]) -> Result<(String, Value, String), String> {
 
 /// The site of device `id`: the one asked for, else the gateway's own site if it has the id,
 /// else the only site that has it.
-fn resolve_site(ctx: &Ctx, id: &str, asked: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn resolve_site(ctx: &Ctx, id: &str, asked: Option<&str>) -> Result<String, ApiError> {
     let inv = &ctx.app.inventory;
     if let Some(site) = asked.filter(|s| !s.is_empty()) {
         return match inv.lookup(site, id) {
@@ -256,7 +366,7 @@ fn resolve_site(ctx: &Ctx, id: &str, asked: Option<&str>) -> Result<String, ApiE
 }
 
 /// The client's address, when the server was started with connect info (not in unit tests).
-fn remote(ext: &Extensions) -> String {
+pub(super) fn remote(ext: &Extensions) -> String {
     ext.get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "-".to_owned(), |c| c.0.to_string())
 }
@@ -408,7 +518,8 @@ mod tests {
 
     #[tokio::test]
     async fn lists_every_device_with_its_source() {
-        let (app, _) = app(None);
+        let fx = app(None);
+        let app = fx.app.clone();
         let a = get(&app, "/api/devices").await;
         assert_eq!(
             ids(&a),
@@ -440,7 +551,8 @@ mod tests {
 
     #[tokio::test]
     async fn filters_by_site_building_and_category() {
-        let (app, _) = app(None);
+        let fx = app(None);
+        let app = fx.app.clone();
         let q = |uri: &'static str| {
             let app = app.clone();
             async move { ids(&get(&app, uri).await) }
@@ -463,11 +575,114 @@ mod tests {
             ["huafu/FP-1"]
         );
         assert_eq!(q("/api/devices?site=").await.len(), 5);
-        assert!(q("/api/devices?category=lift").await.is_empty());
+        // A category with a profile but no device here lists nothing.
+        assert!(q("/api/devices?category=access_gate").await.is_empty());
 
-        let a = get(&app, "/api/devices?state=fault").await;
+        let a = get(&app, "/api/devices?category=lift").await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST);
-        assert!(a.error().contains("unknown field `state`"), "{}", a.body);
+        let e = a.error();
+        assert!(e.contains("unknown category `lift`"), "{e}");
+        assert!(e.contains("elevator, fire_equipment"), "{e}");
+
+        let a = get(&app, "/api/devices?state=broken").await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            a.error(),
+            "unknown state `broken`; valid: intact, fault, offline, maintenance"
+        );
+
+        let a = get(&app, "/api/devices?floor=3").await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert!(a.error().contains("unknown field `floor`"), "{}", a.body);
+    }
+
+    #[tokio::test]
+    async fn lists_states_from_the_engine_and_filters_by_state() {
+        use crate::http::test_support::T0;
+        let fx = app(None);
+        let a = get(&fx.app, "/api/devices").await;
+        let list = a.json();
+        // Never heard from since start: offline (DESIGN §4); the inventory fields stay.
+        let hx = &list[0];
+        assert_eq!(hx["state"], "offline");
+        assert_eq!(hx["since_ts"], T0);
+        assert_eq!(hx["last_seen_ts"], serde_json::Value::Null);
+        assert_eq!(hx["active_alarms"], 0);
+        assert_eq!(hx["source"], "modbus");
+        assert_eq!(hx["modbus"]["unit"], 1);
+
+        fx.clock.set(T0 + 5_000);
+        let s = |v: &str| Value::Str(v.into());
+        fx.feed(
+            "huafu",
+            "E-1",
+            &[
+                ("mode", s("normal")),
+                ("fault_code", Value::Int(0)),
+                ("entrapment", Value::Bool(false)),
+            ],
+        )
+        .await;
+        fx.feed("huafu", "FP-1", &[("fire_alarm", Value::Bool(true))])
+            .await;
+        fx.feed("north", "E-1", &[("fault_code", Value::Int(3))])
+            .await;
+
+        let q = |uri: &'static str| {
+            let app = fx.app.clone();
+            async move { ids(&get(&app, uri).await) }
+        };
+        assert_eq!(
+            q("/api/devices?state=intact").await,
+            ["huafu/FP-1", "huafu/E-1"]
+        );
+        assert_eq!(q("/api/devices?state=fault").await, ["north/E-1"]);
+        assert_eq!(
+            q("/api/devices?state=offline").await,
+            ["huafu/HX-1", "north/T-9"]
+        );
+        assert_eq!(
+            q("/api/devices?state=offline&site=north").await,
+            ["north/T-9"]
+        );
+        assert!(q("/api/devices?state=maintenance").await.is_empty());
+        let list = get(&fx.app, "/api/devices?category=fire_equipment")
+            .await
+            .json();
+        assert_eq!(list[0]["active_alarms"], 1);
+        assert_eq!(list[0]["last_seen_ts"], T0 + 5_000);
+        assert_eq!(list[0]["since_ts"], T0 + 5_000);
+
+        // One device: state, latest values by name (null when not reported), active alarms,
+        // maintenance windows. The gateway's own site by default.
+        let a = get(&fx.app, "/api/devices/E-1").await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        let d = a.json();
+        assert_eq!(d["site"], "huafu");
+        assert_eq!(d["state"], "intact");
+        assert_eq!(d["values"]["mode"], "normal");
+        assert_eq!(d["values"]["entrapment"], false);
+        assert_eq!(d["values"]["floor"], serde_json::Value::Null);
+        assert_eq!(d["alarms"], serde_json::json!([]));
+        assert_eq!(d["maintenance"], serde_json::json!([]));
+        let d = get(&fx.app, "/api/devices/E-1?site=north").await.json();
+        assert_eq!(d["state"], "fault");
+        assert_eq!(d["values"]["fault_code"], 3);
+        assert_eq!(d["alarms"][0]["rule"], "fault");
+        assert_eq!(d["alarms"][0]["severity"], "major");
+        let d = get(&fx.app, "/api/devices/FP-1").await.json();
+        assert_eq!(d["alarms"][0]["rule"], "fire_alarm");
+        assert_eq!(d["values"]["fire_alarm"], true);
+
+        let a = get(&fx.app, "/api/devices/NOPE").await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+        a.error();
+        let a = get(&fx.app, "/api/devices/E-1?site=mars").await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+        assert!(a.error().contains("at site `mars`"), "{}", a.body);
+        let a = get(&fx.app, "/api/devices/E-1?floor=1").await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        a.error();
     }
 
     fn write_req(uri: &str, auth: Option<&str>, body: &str) -> Request<Body> {
@@ -486,7 +701,8 @@ mod tests {
 
     #[tokio::test]
     async fn writes_need_the_token() {
-        let (app, _) = app(Some(TOKEN));
+        let fx = app(Some(TOKEN));
+        let app = fx.app.clone();
         let a = write(&app, "/api/devices/FP-1/write", None, GOOD).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED);
         assert!(a.error().contains("missing API token"), "{}", a.body);
@@ -512,7 +728,8 @@ mod tests {
 
     #[tokio::test]
     async fn writes_are_disabled_without_a_token() {
-        let (app, _) = app(None);
+        let fx = app(None);
+        let app = fx.app.clone();
         let a = write(
             &app,
             "/api/devices/FP-1/write",
@@ -528,7 +745,8 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_bodies_are_400_with_a_reason() {
-        let (app, _) = app(Some(TOKEN));
+        let fx = app(Some(TOKEN));
+        let app = fx.app.clone();
         let auth = format!("Bearer {TOKEN}");
         for (body, needle) in [
             ("", "EOF while parsing"),
@@ -589,7 +807,8 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_and_ambiguous_devices() {
-        let (app, _) = app(Some(TOKEN));
+        let fx = app(Some(TOKEN));
+        let app = fx.app.clone();
         let auth = format!("Bearer {TOKEN}");
         let a = write(&app, "/api/devices/NOPE/write", Some(&auth), GOOD).await;
         assert_eq!(a.status, StatusCode::NOT_FOUND);
@@ -610,13 +829,14 @@ mod tests {
         assert!(a.error().contains("?site="), "{}", a.body);
     }
 
-    #[test]
-    fn sites_resolve_to_the_asked_own_or_only_one() {
-        let cfg = crate::http::test_support::config(None);
+    #[tokio::test]
+    async fn sites_resolve_to_the_asked_own_or_only_one() {
+        let fx = app(None);
         let ctx = Ctx {
-            app: crate::http::AppState::new(&cfg, Default::default(), ModbusHandle::default()),
+            app: fx.state.clone(),
             api_token: Default::default(),
             api_token_env: String::new(),
+            closing: Default::default(),
         };
         // E-1 is at both sites: the gateway's own wins; ?site= picks the other.
         assert_eq!(resolve_site(&ctx, "E-1", None).expect("own"), "huafu");
@@ -691,7 +911,7 @@ mod tests {
     fn app_with_endpoint(
         answer: Result<(), WriteError>,
     ) -> (
-        Router,
+        crate::http::test_support::Fixture,
         tokio::sync::mpsc::UnboundedReceiver<(String, Value, String)>,
     ) {
         let cfg = crate::http::test_support::config(Some(TOKEN));
@@ -709,12 +929,13 @@ mod tests {
             endpoints: vec![tx],
             inventory: cfg.inventory.clone(),
         };
-        (app_with(Some(TOKEN), handle).0, seen)
+        (app_with(Some(TOKEN), handle), seen)
     }
 
     #[tokio::test]
     async fn a_write_reaches_the_endpoint_and_reports_success() {
-        let (app, mut seen) = app_with_endpoint(Ok(()));
+        let (fx, mut seen) = app_with_endpoint(Ok(()));
+        let app = fx.app.clone();
         let auth = format!("Bearer {TOKEN}");
         let a = write(&app, "/api/devices/FP-1/write", Some(&auth), GOOD).await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
@@ -740,8 +961,8 @@ mod tests {
             (WriteError::Unavailable("shutting down".into()), 503),
         ] {
             let message = answer.to_string();
-            let (app, _seen) = app_with_endpoint(Err(answer));
-            let a = write(&app, "/api/devices/FP-1/write", Some(&auth), GOOD).await;
+            let (fx, _seen) = app_with_endpoint(Err(answer));
+            let a = write(&fx.app, "/api/devices/FP-1/write", Some(&auth), GOOD).await;
             assert_eq!(a.status.as_u16(), status, "{}", a.body);
             assert_eq!(a.error(), message);
         }
@@ -749,7 +970,8 @@ mod tests {
 
     #[tokio::test]
     async fn writes_the_register_map_refuses_never_reach_the_endpoint() {
-        let (app, mut seen) = app_with_endpoint(Ok(()));
+        let (fx, mut seen) = app_with_endpoint(Ok(()));
+        let app = fx.app.clone();
         let auth = format!("Bearer {TOKEN}");
         for (uri, body, status) in [
             // An MQTT device.
@@ -794,7 +1016,8 @@ mod tests {
             endpoints: vec![tx],
             inventory: cfg.inventory.clone(),
         };
-        let (app, _) = app_with(Some(TOKEN), handle);
+        let fx = app_with(Some(TOKEN), handle);
+        let app = fx.app.clone();
         let auth = format!("Bearer {TOKEN}");
         let a = write(&app, "/api/devices/FP-1/write", Some(&auth), GOOD).await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);

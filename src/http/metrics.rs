@@ -6,7 +6,9 @@
 //! `_total`, labels instead of one field per reason).
 //!
 //! A new counter or gauge is one entry in `SCALARS`; a counter per reason, code or endpoint is
-//! one labelled `family` call in `render`.
+//! one labelled `family` call in `render`. The core stage's counters (`CoreStats::fields`) are
+//! exposed by name (`estate_gateway_<field>_total`, `alarms_active` as a gauge); a new field
+//! there appears here by itself, with its help text from `core_help`.
 
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering::Relaxed;
@@ -200,6 +202,10 @@ fn render(stats: &Stats, rss: Option<u64>) -> String {
             .iter()
             .map(|e| (label("code", e.as_str()), stats.modbus.exceptions(*e))),
     );
+    for (field, value) in stats.core.fields() {
+        let (name, kind) = core_metric(&field);
+        family(&mut out, &name, kind, core_help(&field), [("", value)]);
+    }
     let (latency_us, answered) = stats.modbus.latency_totals();
     let latency = "estate_gateway_modbus_request_latency_seconds";
     family(
@@ -228,6 +234,38 @@ fn render(stats: &Stats, rss: Option<u64>) -> String {
         );
     }
     out
+}
+
+/// The Prometheus name and type of a `CoreStats` field: gauges as they are, counters with
+/// `_total`.
+fn core_metric(field: &str) -> (String, Kind) {
+    if CORE_GAUGES.contains(&field) {
+        (format!("estate_gateway_{field}"), Kind::Gauge)
+    } else {
+        (format!("estate_gateway_{field}_total"), Kind::Counter)
+    }
+}
+
+/// `CoreStats` fields that are gauges (a level now, not a count since start).
+const CORE_GAUGES: &[&str] = &["alarms_active"];
+
+fn core_help(field: &str) -> &'static str {
+    match field {
+        "state_transitions" => "Device state transitions (intact, fault, offline, maintenance).",
+        "alarms_raised" => "Alarms raised.",
+        "alarms_cleared" => "Alarms cleared.",
+        "alarms_active" => "Alarms active now.",
+        "alarm_commands" => "Acknowledgments and on-site reports accepted (HTTP and MQTT).",
+        "alarm_commands_refused" => {
+            "Acknowledgments and on-site reports refused (unknown id, already done, invalid, queue full)."
+        }
+        "journal_errors" => "Journal writes that failed (each failed batch of events counts once).",
+        "mqtt_published" => "Events published on MQTT (alarm events and retained states).",
+        "events_dropped" => "Events an event sink (MQTT out, webhook) could not take and dropped.",
+        "webhook_sent" => "Webhook deliveries.",
+        "webhook_failed" => "Webhook deliveries given up after all retries.",
+        _ => "A counter of the core stage (see CoreStats).",
+    }
 }
 
 /// Which series a sample line is for.
@@ -379,6 +417,9 @@ mod tests {
         s.modbus.exception(ModbusException::ServerDeviceBusy);
         s.modbus.latency(Duration::from_millis(20));
         s.modbus.latency(Duration::from_millis(30));
+        s.core.alarms_raised.store(3, Relaxed);
+        s.core.alarms_active.store(2, Relaxed);
+        s.core.commands_refused.store(1, Relaxed);
         let m = parse(&render(&s, Some(4096)));
         for (series, want) in [
             ("estate_gateway_messages_total", 7.0),
@@ -407,13 +448,24 @@ mod tests {
             ("estate_gateway_modbus_request_latency_seconds_sum", 0.05),
             ("estate_gateway_modbus_request_latency_seconds_count", 2.0),
             ("process_resident_memory_bytes", 4096.0),
+            ("estate_gateway_alarms_raised_total", 3.0),
+            ("estate_gateway_alarms_active", 2.0),
+            ("estate_gateway_alarm_commands_refused_total", 1.0),
+            ("estate_gateway_state_transitions_total", 0.0),
+            ("estate_gateway_webhook_failed_total", 0.0),
         ] {
             assert_eq!(m.get(series), Some(&want), "{series}");
         }
-        // Every scalar, reason and exception code, the summary's two series, and rss.
+        // Every scalar, reason and exception code, the core's counters, the summary's two
+        // series, and rss.
         assert_eq!(
             m.len(),
-            SCALARS.len() + Reject::ALL.len() + ModbusException::ALL.len() + 2 + 1
+            SCALARS.len()
+                + Reject::ALL.len()
+                + ModbusException::ALL.len()
+                + s.core.fields().len()
+                + 2
+                + 1
         );
         // Without rss (not Linux), the rest is there.
         assert_eq!(parse(&render(&s, None)).len(), m.len() - 1);
@@ -436,13 +488,32 @@ mod tests {
     }
 
     #[test]
+    fn core_counters_have_help_and_the_right_type() {
+        let text = render(&Stats::default(), None);
+        for (field, _) in Stats::default().core.fields() {
+            let (name, kind) = core_metric(&field);
+            assert_ne!(
+                core_help(&field),
+                core_help("no such field"),
+                "no help for {field}"
+            );
+            assert!(
+                text.contains(&format!("# TYPE {name} {}\n", kind.as_str())),
+                "{name}"
+            );
+        }
+        assert!(text.contains("# TYPE estate_gateway_alarms_active gauge\n"));
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         assert_eq!(label("a", "x\"y\\z\nw"), r#"{a="x\"y\\z\nw"}"#);
     }
 
     #[tokio::test]
     async fn served_as_prometheus_text() {
-        let (app, stats) = app(None);
+        let fx = app(None);
+        let (app, stats) = (fx.app.clone(), fx.stats.clone());
         stats.reject(Reject::Oversize);
         let a = get(&app, "/metrics").await;
         assert_eq!(a.status, StatusCode::OK);

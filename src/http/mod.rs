@@ -1,19 +1,29 @@
 //! The gateway's HTTP server (DESIGN §2, "HTTP"; axum): `/healthz` and `/metrics` for whoever
-//! watches the gateway, `/api/devices` for the control room, and
-//! `POST /api/devices/{id}/write` for operators (bearer API token). It runs only when the
-//! configuration has an `[http]` section, reads shared state (`AppState`) and never blocks
-//! ingestion: every handler only reads the inventory and the counters, or queues a write to
-//! the Modbus poller and waits for its answer.
+//! watches the gateway; for the control room the devices with their states, the alarms, the
+//! maintenance windows and the live event stream (SSE); for operators (bearer API token)
+//! acknowledgments, on-site reports, maintenance windows and Modbus writes. It runs only when
+//! the configuration has an `[http]` section, reads shared state (`AppState`) and never blocks
+//! ingestion: every handler reads the inventory and the counters, asks the core stage through
+//! its `CoreHandle` (answered in order with the readings), or queues a write to the Modbus
+//! poller and waits for its answer.
 //!
 //! - `auth`: the bearer-token check (constant-time);
-//! - `devices`: the device list and the write endpoint;
+//! - `body`: reading JSON request bodies field by field (errors name the field);
+//! - `devices`: the device list with states, one device, and the write endpoint;
+//! - `alarms`: the alarm list, one alarm, acknowledge and on site;
+//! - `maintenance`: operator-set maintenance windows;
+//! - `events`: the live stream (`GET /api/events`, Server-Sent Events);
 //! - `metrics`: the Prometheus text exposition of `crate::stats::Stats`.
 //!
 //! Every error is JSON, `{"error": "..."}`, with `Content-Type: application/json;
 //! charset=utf-8`, including unknown routes (404) and wrong methods (405).
 
+mod alarms;
 mod auth;
+mod body;
 mod devices;
+mod events;
+mod maintenance;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -24,7 +34,7 @@ use anyhow::Context as _;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -33,11 +43,12 @@ use tracing::{info, warn};
 use crate::config::{Config, HttpSettings, Secret};
 use crate::model::Inventory;
 use crate::source::modbus::poller::ModbusHandle;
+use crate::stage::{CoreHandle, HandleError};
 use crate::stats::Stats;
 
 pub use devices::status_for;
 
-/// Largest request body accepted (a write is a few dozen bytes).
+/// Largest request body accepted (a write or an acknowledgment is a few dozen bytes).
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// After shutdown, how long requests still running (e.g. a write waiting for a slow serial
@@ -57,13 +68,31 @@ pub struct AppState {
     /// Names of the Modbus endpoints, indexed like `ModbusSettings::endpoints` (a device's
     /// `Binding::endpoint`), for the device list.
     pub endpoints: Arc<[String]>,
+    /// The core stage: device states, alarms, maintenance windows, the live event stream.
+    pub core: CoreHandle,
+    /// Every category this gateway knows (its profiles and its devices' categories), sorted:
+    /// the valid values of a `?category=` filter.
+    pub categories: Arc<[String]>,
 }
 
 impl AppState {
-    /// The state for a gateway running `cfg`.
-    pub fn new(cfg: &Config, stats: Arc<Stats>, modbus: ModbusHandle) -> AppState {
+    /// The state for a gateway running `cfg`, whose core stage is reached through `core`.
+    pub fn new(
+        cfg: &Config,
+        stats: Arc<Stats>,
+        modbus: ModbusHandle,
+        core: CoreHandle,
+    ) -> AppState {
+        let mut categories: Vec<String> = cfg
+            .profiles
+            .keys()
+            .cloned()
+            .chain(cfg.inventory.devices().iter().map(|d| d.category.clone()))
+            .collect();
+        categories.sort_unstable();
+        categories.dedup();
         AppState {
-            inventory: cfg.inventory.clone(),
+            inventory: core.inventory.clone(),
             stats,
             modbus,
             site: cfg.gateway.site.clone(),
@@ -73,7 +102,23 @@ impl AppState {
                 .iter()
                 .map(|e| e.name.clone())
                 .collect(),
+            core,
+            categories: categories.into(),
         }
+    }
+
+    /// `Ok` when `category` is one this gateway knows, else the 400 answer listing them.
+    pub(crate) fn check_category(&self, category: &str) -> Result<(), ApiError> {
+        if self.categories.iter().any(|c| c == category) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown category `{category}`; valid: {}",
+                self.categories.join(", ")
+            ),
+        ))
     }
 }
 
@@ -85,20 +130,34 @@ struct Ctx {
     api_token: Secret,
     /// Where the token comes from, for the "writes are disabled" message.
     api_token_env: String,
+    /// Cancelled when the server shuts down: long-lived answers (the SSE stream) end then,
+    /// so the graceful shutdown does not wait out its grace period for them.
+    closing: CancellationToken,
 }
 
-/// The routes, ready to serve (or to drive with `tower::ServiceExt::oneshot` in tests).
-pub fn router(settings: &HttpSettings, state: AppState) -> Router {
+/// The routes, ready to serve (or to drive with `tower::ServiceExt::oneshot` in tests). The
+/// live streams they answer end when `closing` is cancelled.
+pub fn router(settings: &HttpSettings, state: AppState, closing: CancellationToken) -> Router {
     let ctx = Arc::new(Ctx {
         app: state,
         api_token: settings.api_token.clone(),
         api_token_env: settings.api_token_env.clone(),
+        closing,
     });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::handler))
         .route("/api/devices", get(devices::list))
+        .route("/api/devices/{id}", get(devices::one))
         .route("/api/devices/{id}/write", post(devices::write))
+        .route("/api/devices/{id}/maintenance", post(maintenance::add))
+        .route("/api/alarms", get(alarms::list))
+        .route("/api/alarms/{id}", get(alarms::one))
+        .route("/api/alarms/{id}/ack", post(alarms::ack))
+        .route("/api/alarms/{id}/on_site", post(alarms::on_site))
+        .route("/api/maintenance", get(maintenance::list))
+        .route("/api/maintenance/{id}", delete(maintenance::end))
+        .route("/api/events", get(events::stream))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -111,6 +170,8 @@ pub fn router(settings: &HttpSettings, state: AppState) -> Router {
 pub struct Server {
     listener: tokio::net::TcpListener,
     router: Router,
+    /// The router's `closing` token, cancelled when `run`'s shutdown comes.
+    closing: CancellationToken,
 }
 
 impl Server {
@@ -123,12 +184,14 @@ impl Server {
         if settings.api_token.is_empty() {
             warn!(
                 api_token_env = %settings.api_token_env,
-                "No HTTP API token configured: device writes are disabled (set http.api_token_file or the environment variable named by http.api_token_env)."
+                "No HTTP API token configured: device writes, acknowledgments and maintenance windows over HTTP are disabled (set http.api_token_file or the environment variable named by http.api_token_env)."
             );
         }
+        let closing = CancellationToken::new();
         Ok(Server {
             listener,
-            router: router(settings, state),
+            router: router(settings, state, closing.clone()),
+            closing,
         })
     }
 
@@ -149,7 +212,15 @@ impl Server {
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        .with_graceful_shutdown({
+            let shutdown = shutdown.clone();
+            let closing = self.closing.clone();
+            async move {
+                shutdown.cancelled().await;
+                // Ends the SSE streams, so their connections close with the others.
+                closing.cancel();
+            }
+        });
         let grace = async {
             shutdown.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -207,7 +278,7 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint: {method} {}; the API has GET /healthz, GET /metrics, GET /api/devices, POST /api/devices/{{id}}/write",
+            "no such endpoint: {method} {}; the API has GET /healthz, GET /metrics, GET /api/devices, GET /api/devices/{{id}}, POST /api/devices/{{id}}/write, POST /api/devices/{{id}}/maintenance, GET /api/alarms, GET /api/alarms/{{id}}, POST /api/alarms/{{id}}/ack, POST /api/alarms/{{id}}/on_site, GET /api/maintenance, DELETE /api/maintenance/{{id}}, GET /api/events",
             uri.path()
         ),
     )
@@ -263,6 +334,46 @@ impl ApiError {
     }
 }
 
+impl From<HandleError> for ApiError {
+    /// The status of each reason the core refused a command (documented in the README's
+    /// HTTP API section): unknown alarm or device 404, already done 409, invalid 422, the
+    /// core stage gone 503.
+    fn from(e: HandleError) -> Self {
+        use crate::core::CommandError as C;
+        let at = |ts_ms: i64| match jiff::Timestamp::from_millisecond(ts_ms) {
+            Ok(t) => format!("{t} (unix ms {ts_ms})"),
+            Err(_) => format!("unix ms {ts_ms}"),
+        };
+        // No wildcard: a new variant must be given its status here.
+        match e {
+            HandleError::Unavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway is shutting down; try again when it is back",
+            ),
+            HandleError::Refused(c) => match c {
+                C::UnknownAlarm(_) | C::UnknownDevice(_) => {
+                    ApiError::new(StatusCode::NOT_FOUND, c.to_string())
+                }
+                C::AlreadyAcknowledged { id, by, ts_ms } => ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "alarm {id} was already acknowledged by {by} at {}",
+                        at(ts_ms)
+                    ),
+                ),
+                C::AlreadyOnSite { id, by, ts_ms } => ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "alarm {id} already has someone on site: {by} since {}",
+                        at(ts_ms)
+                    ),
+                ),
+                C::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         #[derive(Serialize)]
@@ -287,19 +398,33 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    //! A gateway configuration loaded the normal way, and helpers to drive the router.
+    //! A gateway configuration loaded the normal way, a real core stage over its inventory
+    //! (with hand-written rules and a clock the test sets), and helpers to drive the router.
 
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
     use std::sync::Arc;
 
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use axum::Router;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
     use tower::ServiceExt as _;
 
     use super::{router, AppState};
+    use crate::clock::Clock;
     use crate::config::{Config, HttpSettings, Secret};
+    use crate::core::engine::{EngineSettings, Restored};
+    use crate::core::rules::{
+        AlarmRule, Clear, Condition, Op, ResponseClass, Rules, StateRules, Trigger,
+    };
+    use crate::core::season::Season;
+    use crate::core::{Engine, Severity};
+    use crate::model::{Ack, Device, DeviceIdx, Inventory, Reading, Value};
+    use crate::sink::journal::Journal;
     use crate::source::modbus::poller::ModbusHandle;
+    use crate::stage::Outputs;
     use crate::stats::Stats;
 
     pub(crate) const TOKEN: &str = "s3cret-token-for-tests";
@@ -370,22 +495,273 @@ category = "indoor_sensor"
         }
     }
 
-    pub(crate) fn app_with(token: Option<&str>, modbus: ModbusHandle) -> (Router, Arc<Stats>) {
-        let cfg = config(token);
-        let stats = Arc::new(Stats::default());
-        let settings: HttpSettings = cfg.http.clone().expect("[http] in the test config");
-        assert_eq!(settings.api_token, Secret::new(token.unwrap_or("")));
-        let state = AppState::new(&cfg, stats.clone(), modbus);
-        (router(&settings, state), stats)
+    /// A clock the test sets: the engine's now (stamps without `ts`, timeliness, ticks).
+    #[derive(Debug)]
+    pub(crate) struct ManualClock(AtomicI64);
+
+    impl ManualClock {
+        pub(crate) fn set(&self, ms: i64) {
+            self.0.store(ms, SeqCst);
+        }
     }
 
-    pub(crate) fn app(token: Option<&str>) -> (Router, Arc<Stats>) {
+    impl Clock for ManualClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(SeqCst)
+        }
+    }
+
+    /// Where the clock starts: 2026-09-21, outside the heating season.
+    pub(crate) const T0: i64 = 1_790_000_000_000;
+
+    fn cond(d: &Device, signal: &str, op: Op, value: Value) -> Condition {
+        Condition {
+            signal: d
+                .profile
+                .signal_index(signal)
+                .expect("a signal of the profile"),
+            signal_name: signal.into(),
+            op,
+            value,
+            season: false,
+        }
+    }
+
+    fn rule(
+        name: &str,
+        when: Condition,
+        severity: Severity,
+        class: &str,
+        on_site: Option<Condition>,
+    ) -> AlarmRule {
+        AlarmRule {
+            name: name.into(),
+            trigger: Trigger::Condition {
+                when,
+                clear: Clear::Immediate,
+            },
+            severity,
+            class: class.into(),
+            message: format!("{{name}} {name}"),
+            delay_ms: 0,
+            on_site,
+        }
+    }
+
+    /// The test inventory with hand-written rules: elevators are in fault on `fault_code != 0`
+    /// or `entrapment`, in maintenance on `mode == "inspection"`, and raise `entrapment`
+    /// (critical, class `entrapment`, on site when switched to inspection) and `fault` (major,
+    /// class `urgent`); `FP-1` raises `fire_alarm` (critical, class `fire`).
+    fn with_rules(inv: &Inventory) -> Inventory {
+        let devices = inv
+            .devices()
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                let rules = match d.category.as_str() {
+                    "elevator" => {
+                        let inspection = cond(&d, "mode", Op::Eq, Value::Str("inspection".into()));
+                        let fault = cond(&d, "fault_code", Op::Ne, Value::Int(0));
+                        let entrapment = cond(&d, "entrapment", Op::Eq, Value::Bool(true));
+                        Rules {
+                            state: StateRules {
+                                fault: vec![fault.clone(), entrapment.clone()],
+                                maintenance: vec![inspection.clone()],
+                            },
+                            alarms: vec![
+                                rule(
+                                    "entrapment",
+                                    entrapment,
+                                    Severity::Critical,
+                                    "entrapment",
+                                    Some(inspection),
+                                ),
+                                rule("fault", fault, Severity::Major, "urgent", None),
+                            ],
+                        }
+                    }
+                    "fire_equipment" => {
+                        let fire = cond(&d, "fire_alarm", Op::Eq, Value::Bool(true));
+                        Rules {
+                            state: StateRules::default(),
+                            alarms: vec![rule(
+                                "fire_alarm",
+                                fire,
+                                Severity::Critical,
+                                "fire",
+                                None,
+                            )],
+                        }
+                    }
+                    _ => Rules::default(),
+                };
+                d.rules = Arc::new(rules);
+                d
+            })
+            .collect();
+        Inventory::new(devices)
+    }
+
+    fn engine_settings(site: &str) -> EngineSettings {
+        let class = |name: &str, ack_s: i64, on_site_s: i64| {
+            (
+                name.to_owned(),
+                ResponseClass {
+                    name: name.into(),
+                    ack_target_ms: ack_s * 1000,
+                    on_site_target_ms: Some(on_site_s * 1000),
+                    source: "test".into(),
+                },
+            )
+        };
+        EngineSettings {
+            site: site.into(),
+            classes: [
+                class("fire", 60, 180),
+                class("entrapment", 180, 1800),
+                class("urgent", 180, 1800),
+            ]
+            .into_iter()
+            .collect(),
+            season: Season::beijing(),
+            planned: Vec::new(),
+            retain_cleared_ms: 7 * 86_400_000,
+        }
+    }
+
+    /// A router over a real core stage (engine, journal in a temp dir, live stream) with the
+    /// test inventory and its rules; readings are fed by hand, the store channel is drained.
+    pub(crate) struct Fixture {
+        pub(crate) app: Router,
+        pub(crate) state: AppState,
+        pub(crate) settings: HttpSettings,
+        pub(crate) stats: Arc<Stats>,
+        pub(crate) clock: Arc<ManualClock>,
+        /// Dropping it stops the core stage (as when the sources stop).
+        pub(crate) readings: Option<mpsc::Sender<Reading>>,
+        pub(crate) core_task: Option<tokio::task::JoinHandle<()>>,
+        _journal_dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        pub(crate) fn idx(&self, site: &str, id: &str) -> DeviceIdx {
+            self.state
+                .inventory
+                .lookup(site, id)
+                .unwrap_or_else(|| panic!("no {site}/{id}"))
+        }
+
+        /// Feeds a reading of `site/id` stamped with the clock's now, and returns once the
+        /// engine has applied it (a command queued after a reading is answered after it).
+        pub(crate) async fn feed(&self, site: &str, id: &str, values: &[(&str, Value)]) {
+            let device = self.idx(site, id);
+            let profile = &self.state.inventory.get(device).profile;
+            let values = values
+                .iter()
+                .map(|(name, v)| {
+                    let i = profile.signal_index(name).expect("a signal of the profile");
+                    (i, v.clone())
+                })
+                .collect();
+            let r = Reading {
+                device,
+                ts_ms: self.clock.now_ms(),
+                values,
+                status: None,
+                ack: Ack::None,
+            };
+            let tx = self.readings.as_ref().expect("the core is running");
+            tx.send(r).await.expect("the core stage takes readings");
+            self.state.core.devices().await.expect("the core answers");
+        }
+
+        /// Waits until the stage's clock tick has run at the clock's current time (window
+        /// starts and ends, heartbeats, delays: what the engine only learns from `tick`).
+        pub(crate) async fn tick(&self) {
+            tokio::time::sleep(crate::stage::TICK * 3).await;
+            self.state.core.devices().await.expect("the core answers");
+        }
+
+        /// Stops the core stage (as at shutdown) and waits for it.
+        pub(crate) async fn stop_core(&mut self) {
+            self.readings = None;
+            if let Some(t) = self.core_task.take() {
+                t.await.expect("the core stage ends cleanly");
+            }
+        }
+    }
+
+    pub(crate) fn app_with(token: Option<&str>, modbus: ModbusHandle) -> Fixture {
+        let mut cfg = config(token);
+        cfg.inventory = Arc::new(with_rules(&cfg.inventory));
+        let stats = Arc::new(Stats::default());
+        let clock = Arc::new(ManualClock(AtomicI64::new(T0)));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut journal = Journal::open(dir.path()).expect("journal");
+        journal.begin_run(T0, "test", "0").expect("run");
+        let mut start = Vec::new();
+        let engine = Engine::new(
+            cfg.inventory.clone(),
+            engine_settings(&cfg.gateway.site),
+            Restored::default(),
+            T0,
+            &mut start,
+        );
+        let (tx, rx) = mpsc::channel(64);
+        let (store_tx, mut store_rx) = mpsc::channel(1024);
+        tokio::spawn(async move { while store_rx.recv().await.is_some() {} });
+        let stage = crate::stage::spawn(
+            engine,
+            start,
+            journal,
+            rx,
+            Outputs {
+                store: store_tx,
+                mqtt: None,
+                webhook: None,
+            },
+            stats.clone(),
+            clock.clone(),
+        );
+        let settings: HttpSettings = cfg.http.clone().expect("[http] in the test config");
+        assert_eq!(settings.api_token, Secret::new(token.unwrap_or("")));
+        let state = AppState::new(&cfg, stats.clone(), modbus, stage.handle.clone());
+        Fixture {
+            app: router(&settings, state.clone(), CancellationToken::new()),
+            state,
+            settings,
+            stats,
+            clock,
+            readings: Some(tx),
+            core_task: Some(stage.task),
+            _journal_dir: dir,
+        }
+    }
+
+    pub(crate) fn app(token: Option<&str>) -> Fixture {
         let cfg = config(token);
         let handle = ModbusHandle {
             endpoints: Vec::new(),
             inventory: cfg.inventory.clone(),
         };
         app_with(token, handle)
+    }
+
+    /// A request with a JSON body and an optional `Authorization` value.
+    pub(crate) fn req(method: &str, uri: &str, auth: Option<&str>, body: &str) -> Request<Body> {
+        let mut r = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.body(Body::from(body.to_owned())).expect("request")
+    }
+
+    /// `Bearer <TOKEN>`.
+    pub(crate) fn bearer() -> String {
+        format!("Bearer {TOKEN}")
     }
 
     pub(crate) struct Answer {
@@ -445,7 +821,8 @@ mod tests {
 
     #[tokio::test]
     async fn healthz_says_ok_without_auth() {
-        let (app, _) = app(None);
+        let fx = app(None);
+        let app = fx.app.clone();
         let a = get(&app, "/healthz").await;
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(a.body, "ok");
@@ -454,7 +831,8 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_routes_and_methods_answer_json() {
-        let (app, _) = app(None);
+        let fx = app(None);
+        let app = fx.app.clone();
         let a = get(&app, "/api/nothing").await;
         assert_eq!(a.status, StatusCode::NOT_FOUND);
         assert!(a.error().contains("GET /api/nothing"), "{}", a.body);
@@ -477,11 +855,10 @@ mod tests {
     async fn bind_errors_name_the_key() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = taken.local_addr().expect("addr");
-        let cfg = test_support::config(None);
-        let mut settings = cfg.http.clone().expect("http");
+        let fx = app(None);
+        let mut settings = fx.settings.clone();
         settings.listen = addr;
-        let state = AppState::new(&cfg, Arc::new(Stats::default()), ModbusHandle::default());
-        let err = serve(settings, state, CancellationToken::new())
+        let err = serve(settings, fx.state.clone(), CancellationToken::new())
             .await
             .expect_err("the port is taken");
         let msg = format!("{err:#}");
@@ -494,10 +871,10 @@ mod tests {
 
     #[tokio::test]
     async fn serves_until_shutdown() {
-        let cfg = test_support::config(None);
-        let settings = cfg.http.clone().expect("http");
-        let state = AppState::new(&cfg, Arc::new(Stats::default()), ModbusHandle::default());
-        let server = Server::bind(&settings, state).await.expect("bind");
+        let fx = app(None);
+        let server = Server::bind(&fx.settings, fx.state.clone())
+            .await
+            .expect("bind");
         let addr = server.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
