@@ -832,3 +832,219 @@ fn restart_in_the_middle_of_an_active_alarm() {
     let ev = f.read(EL, now + 20, &[("entrapment", Value::Bool(true))]);
     assert_eq!(raised_id(&ev), "jinxiu-2");
 }
+
+/// The same restart through the real journal: events appended as the core stage does, the
+/// file closed and reopened, the engine rebuilt from what it restores.
+#[test]
+fn restart_through_the_journal_keeps_the_alarm_and_accounts_the_gap() {
+    use crate::sink::journal::Journal;
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory();
+    let id;
+    {
+        let mut j = Journal::open(dir.path()).unwrap();
+        let r = j.restore(&inv, T0, 7 * 86_400_000).unwrap();
+        j.begin_run(T0, "test", "0").unwrap();
+        let mut out = Vec::new();
+        let mut e = Engine::new(inv.clone(), settings(), r, T0, &mut out);
+        let p = inv.get(EL).profile.clone();
+        let v = |n: &str, x: Value| (p.signal_index(n).unwrap(), x);
+        e.on_reading(
+            EL,
+            T0 + 1_000,
+            &[
+                v("fault_code", Value::Int(0)),
+                v("entrapment", Value::Bool(false)),
+            ],
+            None,
+            T0 + 1_000,
+            &mut out,
+        );
+        e.on_reading(
+            EL,
+            T0 + 2_000,
+            &[v("entrapment", Value::Bool(true))],
+            None,
+            T0 + 2_000,
+            &mut out,
+        );
+        id = raised_id(&out);
+        e.acknowledge(&id, "张伟", None, T0 + 3_000, &mut out)
+            .unwrap();
+        j.append(&inv, &out).unwrap();
+        j.alive(T0 + 4_000).unwrap();
+        // Killed here: no end_run.
+    }
+    let mut j = Journal::open(dir.path()).unwrap();
+    let now = T0 + 60_000;
+    let r = j.restore(&inv, now, 7 * 86_400_000).unwrap();
+    assert_eq!(r.last_alive_ms, Some(T0 + 4_000));
+    assert_eq!(r.next_alarm_seq, 2);
+    j.begin_run(now, "test", "0").unwrap();
+    let mut out = Vec::new();
+    let mut e = Engine::new(inv.clone(), settings(), r, now, &mut out);
+    assert_eq!(
+        states_of(&out, EL),
+        vec![
+            (EL, T0 + 4_000, DeviceState::Offline, Reason::GatewayDown),
+            (EL, now, DeviceState::Fault, Reason::Restored),
+        ]
+    );
+    assert!(alarms(&out).is_empty(), "no second raise");
+    let a = e.alarm(&id).unwrap();
+    assert!(a.is_active());
+    assert_eq!(a.acknowledged.as_ref().unwrap().by, "张伟");
+    assert_eq!(a.response_s(), Some(1.0));
+    j.append(&inv, &out).unwrap();
+    out.clear();
+    // The device recovers after the restart: the same alarm clears.
+    let p = inv.get(EL).profile.clone();
+    let i = p.signal_index("entrapment").unwrap();
+    e.on_reading(
+        EL,
+        now + 1,
+        &[(i, Value::Bool(false))],
+        None,
+        now + 1,
+        &mut out,
+    );
+    assert_eq!(
+        alarms(&out),
+        vec![(AlarmEventKind::Cleared, "entrapment".into(), now + 1)]
+    );
+    j.append(&inv, &out).unwrap();
+    let recs = j.alarms_raised(T0, now + 10).unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].id, id);
+    assert_eq!(recs[0].cleared_ms, Some(now + 1));
+    let t = j.transitions(T0, now + 10).unwrap();
+    assert!(t
+        .iter()
+        .any(|t| t.device == "EL-1" && t.reason == Reason::GatewayDown && t.ts_ms == T0 + 4_000));
+}
+
+/// The shipped profiles (`configs/profiles/*.toml`) through the engine: a fire alarm uses
+/// the `fire` class (60 s / 180 s), a heating loop's low supply temperature needs 10 min in
+/// season and clears at the 42 °C hysteresis bound, an indoor sensor never faults.
+#[test]
+fn shipped_profiles_drive_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        r#"
+[gateway]
+site = "jinxiu"
+data_dir = "data"
+
+[[devices]]
+id = "FA-1"
+name = "消防主机"
+building = "消控室"
+category = "fire_equipment"
+
+[[devices]]
+id = "HX-1"
+name = "1号换热站"
+building = "换热站"
+category = "heating_loop"
+
+[[devices]]
+id = "T-1"
+name = "101室温"
+building = "1号楼"
+category = "indoor_sensor"
+"#,
+    )
+    .unwrap();
+    let cfg =
+        crate::config::load_with_env(&path, Default::default()).unwrap_or_else(|e| panic!("{e}"));
+    let s = crate::run::engine_settings(&cfg);
+    // 2026-12-01T00:00:00+08:00: in the Beijing heating season.
+    let t0 = 1_796_054_400_000;
+    let mut out = Vec::new();
+    let mut e = Engine::new(cfg.inventory.clone(), s, Restored::default(), t0, &mut out);
+    out.clear();
+    let inv = cfg.inventory.clone();
+    let mut read = |e: &mut Engine, d: &str, ts: i64, vals: &[(&str, Value)]| {
+        let idx = inv.lookup("jinxiu", d).unwrap();
+        let p = &inv.get(idx).profile;
+        let v: Vec<(u16, Value)> = vals
+            .iter()
+            .map(|(n, x)| (p.signal_index(n).unwrap(), x.clone()))
+            .collect();
+        let mut out = Vec::new();
+        e.on_reading(idx, ts, &v, None, ts, &mut out);
+        out
+    };
+    let fa = inv.lookup("jinxiu", "FA-1").unwrap();
+    let ev = read(
+        &mut e,
+        "FA-1",
+        t0,
+        &[
+            ("fire_alarm", Value::Bool(true)),
+            ("fault_count", Value::Int(0)),
+            ("pump_auto", Value::Bool(true)),
+            ("pressure_mpa", Value::Float(0.3)),
+            ("power", Value::Str("main".into())),
+        ],
+    );
+    let Some(Event::Alarm(a)) = ev.iter().find(|e| matches!(e, Event::Alarm(_))) else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        (
+            a.alarm.rule.as_str(),
+            a.alarm.class.as_str(),
+            a.alarm.severity
+        ),
+        ("fire_alarm", "fire", Severity::Critical)
+    );
+    assert_eq!(
+        (a.alarm.ack_target_ms, a.alarm.on_site_target_ms),
+        (60_000, Some(180_000))
+    );
+    assert_eq!(a.alarm.message, "消防主机发生火警，请立即确认");
+    // A fire alarm is not a fault of the equipment: the panel stays intact.
+    assert_eq!(e.device(fa).state, DeviceState::Intact);
+
+    let hx = inv.lookup("jinxiu", "HX-1").unwrap();
+    let ok = |t: f64| {
+        vec![
+            ("supply_temp_c", Value::Float(t)),
+            ("return_temp_c", Value::Float(35.0)),
+            ("pressure_mpa", Value::Float(0.4)),
+            ("pump_running", Value::Bool(true)),
+            ("fault_code", Value::Int(0)),
+        ]
+    };
+    read(&mut e, "HX-1", t0, &ok(55.0));
+    let ev = read(&mut e, "HX-1", t0 + 1_000, &ok(38.0));
+    assert!(alarms(&ev).is_empty(), "delay first: {ev:?}");
+    assert_eq!(e.device(hx).state, DeviceState::Fault);
+    let ev = read(&mut e, "HX-1", t0 + 601_000, &ok(39.0));
+    assert_eq!(
+        alarms(&ev),
+        vec![(
+            AlarmEventKind::Raised,
+            "low_supply_temp".into(),
+            t0 + 601_000
+        )]
+    );
+    assert!(alarms(&read(&mut e, "HX-1", t0 + 700_000, &ok(41.9))).is_empty());
+    let ev = read(&mut e, "HX-1", t0 + 800_000, &ok(42.0));
+    assert_eq!(
+        alarms(&ev),
+        vec![(
+            AlarmEventKind::Cleared,
+            "low_supply_temp".into(),
+            t0 + 800_000
+        )]
+    );
+
+    let t = inv.lookup("jinxiu", "T-1").unwrap();
+    read(&mut e, "T-1", t0, &[("indoor_temp_c", Value::Float(12.0))]);
+    assert_eq!(e.device(t).state, DeviceState::Intact);
+    let _ = &mut out;
+}
