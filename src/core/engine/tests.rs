@@ -966,7 +966,7 @@ category = "indoor_sensor"
     let mut e = Engine::new(cfg.inventory.clone(), s, Restored::default(), t0, &mut out);
     out.clear();
     let inv = cfg.inventory.clone();
-    let mut read = |e: &mut Engine, d: &str, ts: i64, vals: &[(&str, Value)]| {
+    let read = |e: &mut Engine, d: &str, ts: i64, vals: &[(&str, Value)]| {
         let idx = inv.lookup("jinxiu", d).unwrap();
         let p = &inv.get(idx).profile;
         let v: Vec<(u16, Value)> = vals
