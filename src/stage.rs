@@ -337,6 +337,7 @@ impl Stage {
         let now = self.clock.now_ms();
         let e = &mut self.engine;
         let out = &mut self.out;
+        let on_site = matches!(c, Command::OnSite { .. });
         let counted = |stats: &Stats, ok: bool| {
             if ok {
                 stats.core.commands.fetch_add(1, Relaxed);
@@ -350,26 +351,21 @@ impl Stage {
                 by,
                 ts_ms,
                 reply,
-            } => {
-                let r = e.acknowledge(&id, &by, ts_ms, now, out);
-                counted(&self.stats, r.is_ok());
-                if let Err(err) = &r {
-                    info!(alarm = %id, %by, error = %err, "Acknowledgment refused.");
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(r);
-                }
             }
-            Command::OnSite {
+            | Command::OnSite {
                 id,
                 by,
                 ts_ms,
                 reply,
             } => {
-                let r = e.on_site(&id, &by, ts_ms, now, out);
+                let (r, what) = if on_site {
+                    (e.on_site(&id, &by, ts_ms, now, out), "On-site report")
+                } else {
+                    (e.acknowledge(&id, &by, ts_ms, now, out), "Acknowledgment")
+                };
                 counted(&self.stats, r.is_ok());
                 if let Err(err) = &r {
-                    info!(alarm = %id, %by, error = %err, "On-site report refused.");
+                    info!(alarm = %id, %by, error = %err, "{what} refused.");
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
