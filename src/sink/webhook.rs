@@ -4,8 +4,8 @@
 //! which both accept). Raised and cleared events are sent; acknowledgments are not (the
 //! group sees them in the control room).
 //!
-//! Deliveries are in order, one at a time, each retried with exponential backoff (1 s doubling
-//! up to `retry_max`) up to `retries` times on a connection error, a non-2xx answer or a robot's
+//! Deliveries are in order, one at a time, each retried with exponential backoff (1 s, or
+//! `retry_max` if shorter, doubling up to `retry_max`) up to `retries` times on a connection error, a non-2xx answer or a robot's
 //! non-zero `errcode` (its rate limit); then given up, counted (`webhook_failed`) and logged.
 //! Events arriving meanwhile wait in the channel; when it is full the core stage drops and
 //! counts them (`events_dropped`).
@@ -69,7 +69,7 @@ pub fn spawn(
 
 /// One delivery with retries; true when the receiver accepted it.
 async fn deliver(client: &reqwest::Client, s: &WebhookSettings, body: &serde_json::Value) -> bool {
-    let mut delay = Duration::from_secs(1);
+    let mut delay = Duration::from_secs(1).min(s.retry_max);
     for attempt in 0..=s.retries {
         if attempt > 0 {
             tokio::time::sleep(delay).await;
@@ -77,7 +77,8 @@ async fn deliver(client: &reqwest::Client, s: &WebhookSettings, body: &serde_jso
         }
         let res = client.post(&s.url).json(body).send().await;
         let problem = match res {
-            Err(e) => format!("{e}"),
+            // Without the URL: a robot's key is in its query.
+            Err(e) => format!("{}", e.without_url()),
             Ok(r) if !r.status().is_success() => format!("HTTP {}", r.status()),
             Ok(r) => match r.json::<serde_json::Value>().await {
                 // WeCom and DingTalk answer 200 with {"errcode": 0} on success.
@@ -128,4 +129,172 @@ fn text(inv: &Inventory, a: &AlarmEvent, tz: &TimeZone) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Alarm, Severity};
+    use std::sync::Mutex;
+
+    /// A receiver that answers 500 to the first `fail` requests, then 200 with `answer`.
+    async fn receiver(
+        fail: usize,
+        answer: &'static str,
+    ) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+        use axum::routing::post;
+        let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let seen = got.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(move |body: axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    let n = {
+                        let mut v = seen.lock().unwrap();
+                        v.push(body.0);
+                        v.len()
+                    };
+                    if n <= fail {
+                        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "busy")
+                    } else {
+                        (axum::http::StatusCode::OK, answer)
+                    }
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook?key=secret", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, got)
+    }
+
+    fn inventory() -> Arc<Inventory> {
+        let p = Arc::new(crate::model::Profile::new(
+            "elevator".into(),
+            "电梯".into(),
+            Duration::from_secs(10),
+            vec![],
+        ));
+        Arc::new(Inventory::new(vec![crate::model::Device {
+            id: "E-1".into(),
+            name: "1号楼客梯".into(),
+            site: "huafu".into(),
+            building: "1号楼".into(),
+            category: "elevator".into(),
+            profile: p,
+            interval: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(30),
+            modbus: None,
+            rules: Default::default(),
+        }]))
+    }
+
+    fn event(kind: AlarmEventKind, severity: Severity) -> Arc<Event> {
+        Arc::new(Event::Alarm(AlarmEvent {
+            kind,
+            ts_ms: 1_796_054_400_000,
+            by: String::new(),
+            alarm: Alarm {
+                id: "huafu-7".into(),
+                device: 0,
+                rule: "entrapment".into(),
+                severity,
+                class: "entrapment".into(),
+                message: "1号楼客梯困人，请立即救援".into(),
+                raised_ms: 1_796_054_400_000,
+                acknowledged: None,
+                on_site: None,
+                cleared_ms: None,
+                ack_target_ms: 180_000,
+                on_site_target_ms: None,
+            },
+        }))
+    }
+
+    fn settings(url: String, format: WebhookFormat) -> WebhookSettings {
+        WebhookSettings {
+            url,
+            format,
+            severities: vec![Severity::Critical],
+            timeout: Duration::from_secs(5),
+            retries: 3,
+            retry_max: Duration::from_millis(20),
+        }
+    }
+
+    /// Two failures, then accepted: the robot gets the same text three times and the
+    /// delivery counts once; acknowledgments and major alarms are not sent.
+    #[tokio::test]
+    async fn critical_alarms_reach_a_robot_with_retries() {
+        let (url, got) = receiver(2, r#"{"errcode":0,"errmsg":"ok"}"#).await;
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = mpsc::channel(16);
+        let tz = TimeZone::get("Asia/Shanghai").unwrap();
+        let task = spawn(
+            settings(url, WebhookFormat::Text),
+            tz,
+            inventory(),
+            stats.clone(),
+            rx,
+        )
+        .unwrap();
+        tx.send(event(AlarmEventKind::Acknowledged, Severity::Critical))
+            .await
+            .unwrap();
+        tx.send(event(AlarmEventKind::Raised, Severity::Major))
+            .await
+            .unwrap();
+        tx.send(event(AlarmEventKind::Raised, Severity::Critical))
+            .await
+            .unwrap();
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let got = got.lock().unwrap().clone();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got.iter().all(|g| g == &got[0]));
+        assert_eq!(got[0]["msgtype"], "text");
+        let text = got[0]["text"]["content"].as_str().unwrap();
+        assert_eq!(
+            text,
+            "【紧急告警】1号楼客梯困人，请立即救援\n设备：1号楼客梯（E-1）1号楼\n时间：2026-12-01 00:00:00\n告警号：huafu-7"
+        );
+        assert_eq!(stats.core.webhook_sent.load(Relaxed), 1);
+        assert_eq!(stats.core.webhook_failed.load(Relaxed), 0);
+    }
+
+    /// A robot that keeps answering a non-zero errcode (its rate limit): given up after the
+    /// retries, counted as failed. JSON format carries the alarm event.
+    #[tokio::test]
+    async fn a_refusing_robot_is_retried_then_counted_failed() {
+        let (url, got) = receiver(0, r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#).await;
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = mpsc::channel(16);
+        let task = spawn(
+            settings(url, WebhookFormat::Json),
+            TimeZone::UTC,
+            inventory(),
+            stats.clone(),
+            rx,
+        )
+        .unwrap();
+        tx.send(event(AlarmEventKind::Raised, Severity::Critical))
+            .await
+            .unwrap();
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let got = got.lock().unwrap().clone();
+        assert_eq!(got.len(), 4, "1 + 3 retries");
+        assert_eq!(got[0]["type"], "alarm");
+        assert_eq!(got[0]["event"], "raised");
+        assert_eq!(got[0]["id"], "huafu-7");
+        assert_eq!(stats.core.webhook_sent.load(Relaxed), 0);
+        assert_eq!(stats.core.webhook_failed.load(Relaxed), 1);
+    }
 }
