@@ -9,6 +9,7 @@
 
 pub mod engine;
 pub mod event;
+pub mod kpi;
 pub mod response;
 pub mod rules;
 pub mod season;
