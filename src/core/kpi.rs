@@ -95,13 +95,11 @@ pub fn accumulate<S: Copy>(
     f(state, to - at);
 }
 
+/// A timeline: the value at the start and the time-ordered changes.
+pub type Timeline<S> = (S, Vec<(i64, S)>);
+
 /// Merges two timelines (each an initial value and time-ordered changes) into one of pairs.
-pub fn merge<A: Copy, B: Copy>(
-    a0: A,
-    a: &[(i64, A)],
-    b0: B,
-    b: &[(i64, B)],
-) -> ((A, B), Vec<(i64, (A, B))>) {
+pub fn merge<A: Copy, B: Copy>(a0: A, a: &[(i64, A)], b0: B, b: &[(i64, B)]) -> Timeline<(A, B)> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut ca, mut cb) = (a0, b0);
     let (mut i, mut j) = (0, 0);
