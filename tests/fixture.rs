@@ -7,7 +7,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::{GatewayProcess, Mosquitto, RecordingProxy, VictoriaMetrics};
+use crate::support::{
+    free_port, http_request, GatewayProcess, HttpResponse, Mosquitto, MqttClient, RecordingProxy,
+    VictoriaMetrics,
+};
 
 pub(crate) const SITE: &str = "华府";
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
@@ -53,7 +56,60 @@ pub(crate) struct Estate {
     pub(crate) proxy: RecordingProxy,
     pub(crate) gateway: GatewayProcess,
     pub(crate) config: PathBuf,
+    /// The HTTP API, when started with [`Estate::start_with_api`].
+    pub(crate) api: Option<Api>,
     _dir: tempfile::TempDir,
+}
+
+/// The API token of estates started with [`Estate::start_with_api`].
+pub(crate) const API_TOKEN: &str = "integration-test-token";
+
+/// The gateway's HTTP API: its base URL, and requests with or without the bearer token.
+pub(crate) struct Api {
+    pub(crate) base: String,
+}
+
+impl Api {
+    /// `METHOD path` with the API token and, when given, a JSON body. Panics on a transport
+    /// error (the gateway is expected to answer).
+    pub(crate) fn send(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+        self.send_with(method, path, Some(API_TOKEN), body)
+    }
+
+    /// `METHOD path` with `token` as the bearer token (`None`: no Authorization header).
+    pub(crate) fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> HttpResponse {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = Vec::new();
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let url = format!("{}{path}", self.base);
+        http_request(method, &url, &headers, body.unwrap_or("").as_bytes())
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    }
+
+    /// `GET path`, expecting 200 and JSON.
+    pub(crate) fn json(&self, path: &str) -> serde_json::Value {
+        let r = self.send("GET", path, None);
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+        serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {}", r.text()))
+    }
+
+    /// The path of an alarm's resource (its id percent-encoded: ids start with the site name).
+    pub(crate) fn alarm_path(id: &str, rest: &str) -> String {
+        let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        format!("/api/alarms/{id}{rest}")
+    }
 }
 
 /// The gateway's TOML for the given broker and store; `extra_store` and `extra` are appended
@@ -112,10 +168,14 @@ impl Estate {
     }
 
     pub(crate) fn start_with(extra_store: &str, extra: &str) -> Estate {
+        Estate::start_in(tempfile::tempdir().expect("temp dir"), extra_store, extra)
+    }
+
+    /// Starts everything with the configuration (and data dir) in `dir`.
+    fn start_in(dir: tempfile::TempDir, extra_store: &str, extra: &str) -> Estate {
         let mqtt = Mosquitto::start();
         let vm = VictoriaMetrics::start();
         let proxy = RecordingProxy::start(Some(vm.url()));
-        let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("gateway.toml");
         std::fs::write(
             &config,
@@ -129,8 +189,61 @@ impl Estate {
             proxy,
             gateway,
             config,
+            api: None,
             _dir: dir,
         }
+    }
+
+    /// Like [`start_with`](Self::start_with) with `extra` after an `[http]` section: the API on
+    /// a free port with [`API_TOKEN`] (from a file next to the configuration). Waits until the
+    /// API listens.
+    pub(crate) fn start_with_api(extra_store: &str, extra: &str) -> Estate {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Next to the configuration: it lives as long as the estate, and restarts read it again.
+        let token_file = dir.path().join("api.token");
+        std::fs::write(&token_file, format!("{API_TOKEN}\n")).expect("write token file");
+        let port = free_port();
+        let http = format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\napi_token_file = {:?}\n\n{extra}",
+            token_file.to_str().expect("utf-8 path")
+        );
+        let mut estate = Estate::start_in(dir, extra_store, &http);
+        estate.api = Some(Api {
+            base: format!("http://127.0.0.1:{port}"),
+        });
+        estate.wait_for_api();
+        estate
+    }
+
+    /// The gateway's journal file (`data_dir` is `data` next to the configuration).
+    pub(crate) fn journal_path(&self) -> PathBuf {
+        self.config
+            .parent()
+            .expect("config has a parent dir")
+            .join("data")
+            .join("journal.sqlite")
+    }
+
+    fn wait_for_api(&mut self) {
+        if self.api.is_some() {
+            assert!(
+                self.gateway.wait_for_log("HTTP API listening.", WAIT),
+                "the gateway's HTTP API did not start:\n{}",
+                self.gateway.log()
+            );
+        }
+    }
+
+    /// The HTTP API; panics when the estate was started without it.
+    pub(crate) fn api(&self) -> &Api {
+        self.api
+            .as_ref()
+            .expect("estate started without the HTTP API (use Estate::start_with_api)")
+    }
+
+    /// A new in-process MQTT client on the estate's broker.
+    pub(crate) fn mqtt_client(&self) -> MqttClient {
+        MqttClient::connect(self.mqtt.port())
     }
 
     /// Replaces the gateway's configuration (takes effect at the next restart).
@@ -146,6 +259,7 @@ impl Estate {
     pub(crate) fn restart_gateway(&mut self) {
         self.gateway.terminate();
         self.gateway = start_gateway(&self.config, &self.mqtt);
+        self.wait_for_api();
     }
 
     pub(crate) fn telemetry_topic(category: &str, device: &str) -> String {

@@ -4,6 +4,7 @@
 // its message, which is what we want (clippy.toml allows it only inside #[test] functions).
 #![allow(clippy::unwrap_used)]
 
+mod alarms;
 mod bad_input;
 mod config_errors;
 mod e2e;

@@ -20,6 +20,7 @@ pub(crate) mod gateway;
 pub(crate) mod http;
 pub(crate) mod line;
 pub(crate) mod mosquitto;
+pub(crate) mod mqtt_client;
 pub(crate) mod proxy;
 pub(crate) mod victoria;
 
@@ -27,6 +28,7 @@ pub(crate) use gateway::{repo_path, run_cli, run_cli_with_env, GatewayProcess};
 pub(crate) use http::{http_get, http_post, http_request, HttpResponse};
 pub(crate) use line::{parse_line, parse_lines, FieldVal, ParsedPoint};
 pub(crate) use mosquitto::{Mosquitto, MqttMessage, MqttSubscriber};
+pub(crate) use mqtt_client::{MqttClient, Received};
 pub(crate) use proxy::{Disposition, RecordedRequest, RecordingProxy};
 pub(crate) use victoria::{total_samples, ExportedSeries, VictoriaMetrics};
 

@@ -96,6 +96,9 @@ impl Mosquitto {
              # mosquitto 2.0.11 (Debian 12) can strand a queued QoS 1 message when an in-flight\n\
              # window is set (fixed upstream in 2.0.13); the README recommends 0 for the gateway.\n\
              max_inflight_messages 0\n\
+             # As the README recommends: without it, Nagle's algorithm holds the second of two\n\
+             # back-to-back packets to a subscriber (a state change, then its alarm) ~40 ms.\n\
+             set_tcp_nodelay true\n\
              # As root, mosquitto would otherwise drop to the `mosquitto` user and could not\n\
              # write to this (root-owned, 0700) directory. Ignored when not run as root.\n\
              user root\n\
