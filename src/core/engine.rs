@@ -658,18 +658,19 @@ impl Engine {
             DeviceState::Intact
         };
         // Transitions of one device never go back in time (device clocks and the gateway
-        // clock can disagree by up to `max_clock_skew`).
-        let ts_ms = ts_ms.max(dev.since_ms);
+        // clock can disagree by up to `max_clock_skew`; a buffered reading can predate the
+        // start). Alarm rules keep the reading's own time (DESIGN §4).
+        let state_ts = ts_ms.max(dev.since_ms);
         if state != dev.state {
             out.push(Event::State(StateChange {
                 device,
-                ts_ms,
+                ts_ms: state_ts,
                 from: Some(dev.state),
                 to: state,
                 reason,
             }));
             dev.state = state;
-            dev.since_ms = ts_ms;
+            dev.since_ms = state_ts;
         }
         self.evaluate_rules(device, ts_ms, false, out);
     }

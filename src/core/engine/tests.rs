@@ -767,7 +767,7 @@ fn season_rules_hold_only_in_the_heating_season() {
 }
 
 #[test]
-fn delays_are_never_back_in_time_and_transitions_are_monotonic() {
+fn transitions_are_monotonic_and_alarms_keep_the_reading_time() {
     let mut f = Fx::new();
     f.take();
     f.el_ok(EL, T0 + 10_000);
@@ -776,6 +776,11 @@ fn delays_are_never_back_in_time_and_transitions_are_monotonic() {
     assert_eq!(
         states(&ev),
         vec![(EL, T0 + 10_000, DeviceState::Fault, Reason::Reading)]
+    );
+    // The alarm keeps the reading's own time (DESIGN §4: raised at the reading's time).
+    assert_eq!(
+        alarms(&ev),
+        vec![(AlarmEventKind::Raised, "fault".into(), T0 + 5_000)]
     );
 }
 
