@@ -280,6 +280,7 @@ pub fn engine_settings(cfg: &Config) -> EngineSettings {
         season: cfg.heating.season.clone(),
         planned: cfg.maintenance.clone(),
         retain_cleared_ms: cfg.alarms.retain_cleared.as_millis() as i64,
+        min_indoor_c: cfg.heating.min_indoor_c,
     }
 }
 

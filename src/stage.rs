@@ -326,6 +326,7 @@ impl Stage {
         }
         let now = self.clock.now_ms();
         self.engine.tick(now, &mut self.out);
+        self.engine.flush_hours(&mut self.out);
         self.emit().await;
         if let Err(e) = self.journal.end_run(now) {
             self.journal_error(&e);
@@ -444,13 +445,15 @@ impl Stage {
                     }
                 },
                 Event::Maintenance(_) => {}
+                // Journal-only facts (heating figures): no sink wants them.
+                Event::Compliance(_) | Event::Hourly(_) => continue,
             }
             let ev = Arc::new(ev);
             if self.live.receiver_count() > 0 {
                 let kind = match &*ev {
                     Event::State(_) => "state",
                     Event::Alarm(_) => "alarm",
-                    Event::Maintenance(_) => "maintenance",
+                    _ => "maintenance",
                 };
                 let json = crate::sink::json::event(&inv, &ev).to_string();
                 let _ = self.live.send(LiveEvent {

@@ -205,6 +205,27 @@ fn parse(
         local.push("signals", "a profile needs at least one signal");
     }
     let mut profile = Profile::new(category, raw.label, interval, signals);
+    for (i, name) in raw.hourly.iter().enumerate() {
+        match profile.signal_index(name) {
+            Some(idx) if profile.signal(idx).ty == SignalType::Float => profile.hourly.push(idx),
+            Some(_) => local.push(
+                format!("hourly[{i}]"),
+                format!("`{name}` is not a float signal; only float signals have hourly means"),
+            ),
+            None => local.push(
+                format!("hourly[{i}]"),
+                format!(
+                    "unknown signal `{name}`; signals: {}",
+                    profile
+                        .signals
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        }
+    }
     // Rules are checked against the signals even when a signal had a mistake, so that one
     // run reports the rules' mistakes too.
     let rules = super::rules::build(&profile, &raw.state, &raw.alarms, classes, &mut local);

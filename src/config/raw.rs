@@ -364,6 +364,9 @@ pub(crate) struct RawProfile {
     pub state: RawState,
     /// `[[alarms]]`: the category's alarm rules.
     pub alarms: Vec<RawAlarm>,
+    /// Float signals whose hourly mean, minimum and maximum are journaled (for the heating
+    /// report's loop and indoor temperatures).
+    pub hourly: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,6 +34,19 @@ pub struct EngineSettings {
     pub planned: Vec<PlannedMaintenance>,
     /// Cleared alarms stay in memory (API, late acknowledgment) this long after clearing.
     pub retain_cleared_ms: i64,
+    /// Heating compliance threshold (`heating.min_indoor_c`) for devices with an
+    /// `indoor_temp_c` signal.
+    pub min_indoor_c: f64,
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// One device's current hour of `hourly` signals.
+#[derive(Debug, Clone)]
+struct Hour {
+    hour_ms: i64,
+    /// Per `hourly` signal (profile order): readings, sum, min, max.
+    acc: Vec<(u64, f64, f64, f64)>,
 }
 
 /// A maintenance window from the configuration file.
@@ -109,6 +122,10 @@ struct Dev {
     /// A maintenance condition holds (latest values).
     signal_maintenance: bool,
     rules: Vec<RuleState>,
+    /// Heating compliance: (signal index, current value, time of the reading that set it)
+    /// for indoor sensors.
+    compliance: Option<(u16, Option<bool>, i64)>,
+    hour: Option<Hour>,
 }
 
 impl Dev {
@@ -162,6 +179,11 @@ impl Engine {
                 fault: false,
                 signal_maintenance: false,
                 rules: vec![RuleState::default(); d.rules.alarms.len()],
+                compliance: d
+                    .profile
+                    .signal_index(COMPLIANCE_SIGNAL)
+                    .map(|i| (i, None, i64::MIN)),
+                hour: None,
             })
             .collect();
         let mut e = Engine {
@@ -314,8 +336,104 @@ impl Engine {
         };
         if !values.is_empty() {
             self.recompute_conditions(device, ts_ms);
+            self.compliance(device, ts_ms, values, out);
+            self.hourly(device, ts_ms, values, out);
         }
         self.update(device, ts_ms, reason, out);
+    }
+
+    /// Emits a compliance change when an indoor temperature crosses the minimum.
+    fn compliance(
+        &mut self,
+        device: DeviceIdx,
+        ts_ms: i64,
+        values: &[(u16, Value)],
+        out: &mut Vec<Event>,
+    ) {
+        let min = self.settings.min_indoor_c;
+        let dev = &mut self.devs[device as usize];
+        let Some((sig, current, since)) = &mut dev.compliance else {
+            return;
+        };
+        let Some((_, v)) = values.iter().find(|(i, _)| i == sig) else {
+            return;
+        };
+        // A late reading (older than the one that set the current value) changes nothing:
+        // compliance changes never go back in time.
+        if ts_ms < *since {
+            return;
+        }
+        *since = ts_ms;
+        let ok = match v {
+            Value::Float(x) => Some(*x >= min),
+            Value::Int(x) => Some(*x as f64 >= min),
+            _ => None,
+        };
+        if ok != *current {
+            *current = ok;
+            out.push(Event::Compliance(ComplianceChange {
+                device,
+                ts_ms,
+                compliant: ok,
+            }));
+        }
+    }
+
+    /// Adds the reading's `hourly` signals to the device's hour; a reading in a later hour
+    /// closes the current one, one in an earlier hour is emitted on its own.
+    fn hourly(
+        &mut self,
+        device: DeviceIdx,
+        ts_ms: i64,
+        values: &[(u16, Value)],
+        out: &mut Vec<Event>,
+    ) {
+        let hourly = &self.inventory.get(device).profile.hourly;
+        if hourly.is_empty() {
+            return;
+        }
+        let hour_ms = ts_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let empty = || vec![(0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY); hourly.len()];
+        let dev = &mut self.devs[device as usize];
+        let mut late = None;
+        let target = match &mut dev.hour {
+            Some(h) if h.hour_ms == hour_ms => h,
+            Some(h) if h.hour_ms > hour_ms => late.insert(Hour {
+                hour_ms,
+                acc: empty(),
+            }),
+            cur => {
+                if let Some(h) = cur.take() {
+                    out.push(hourly_event(device, hourly, &h));
+                }
+                cur.insert(Hour {
+                    hour_ms,
+                    acc: empty(),
+                })
+            }
+        };
+        for (k, sig) in hourly.iter().enumerate() {
+            if let Some((_, Value::Float(x))) = values.iter().find(|(i, _)| i == sig) {
+                let a = &mut target.acc[k];
+                a.0 += 1;
+                a.1 += x;
+                a.2 = a.2.min(*x);
+                a.3 = a.3.max(*x);
+            }
+        }
+        if let Some(h) = late {
+            out.push(hourly_event(device, hourly, &h));
+        }
+    }
+
+    /// Emits every device's open hour (at shutdown, so nothing is lost).
+    pub fn flush_hours(&mut self, out: &mut Vec<Event>) {
+        for (i, dev) in self.devs.iter_mut().enumerate() {
+            if let Some(h) = dev.hour.take() {
+                let hourly = &self.inventory.get(i as DeviceIdx).profile.hourly;
+                out.push(hourly_event(i as DeviceIdx, hourly, &h));
+            }
+        }
     }
 
     /// Lets time pass: heartbeat timeouts, alarm delays, maintenance window boundaries, the
@@ -381,6 +499,19 @@ impl Engine {
             let dev = &self.devs[i];
             if dev.rules.iter().any(|r| r.pending_since.is_some()) {
                 self.evaluate_rules(device, now_ms, true, out);
+            }
+        }
+        // Hours that ended over a minute ago (by the gateway clock) are complete enough.
+        for (i, dev) in self.devs.iter_mut().enumerate() {
+            if dev
+                .hour
+                .as_ref()
+                .is_some_and(|h| h.hour_ms + HOUR_MS + 60_000 <= now_ms)
+            {
+                if let Some(h) = dev.hour.take() {
+                    let hourly = &self.inventory.get(i as DeviceIdx).profile.hourly;
+                    out.push(hourly_event(i as DeviceIdx, hourly, &h));
+                }
             }
         }
         // Retention of cleared alarms.
@@ -855,6 +986,19 @@ impl Alarm {
             on_site_target_ms: None,
         }
     }
+}
+
+fn hourly_event(device: DeviceIdx, hourly: &[u16], h: &Hour) -> Event {
+    Event::Hourly(HourlyStats {
+        device,
+        hour_ms: h.hour_ms,
+        signals: hourly
+            .iter()
+            .zip(&h.acc)
+            .filter(|(_, a)| a.0 > 0)
+            .map(|(s, a)| (*s, a.0, a.1, a.2, a.3))
+            .collect(),
+    })
 }
 
 /// Renders a rule's message: `{name}`, `{id}`, `{building}`, `{signal}` (its label, else its

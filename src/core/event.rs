@@ -219,7 +219,34 @@ pub enum Event {
     Alarm(AlarmEvent),
     /// A maintenance window was added or ended early (journaled so a restart keeps it).
     Maintenance(MaintenanceWindow),
+    /// An indoor sensor's temperature crossed `heating.min_indoor_c` (heating compliance).
+    Compliance(ComplianceChange),
+    /// An hour of a device's `hourly` signals (mean, minimum, maximum) for the journal.
+    Hourly(HourlyStats),
 }
+
+/// Whether an indoor sensor is at or above the minimum temperature, from `ts_ms` on
+/// (`None`: no temperature known).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComplianceChange {
+    pub device: DeviceIdx,
+    pub ts_ms: i64,
+    pub compliant: Option<bool>,
+}
+
+/// Readings of one device's `hourly` signals within one hour (by event time). A late reading
+/// for an earlier hour comes as its own small `HourlyStats`; the journal adds them up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourlyStats {
+    pub device: DeviceIdx,
+    /// Start of the hour (unix ms, a multiple of 3,600,000).
+    pub hour_ms: i64,
+    /// Per signal: (signal index, readings, sum, minimum, maximum).
+    pub signals: Vec<(u16, u64, f64, f64, f64)>,
+}
+
+/// The signal whose value decides heating compliance (indoor sensors).
+pub const COMPLIANCE_SIGNAL: &str = "indoor_temp_c";
 
 /// Planned or operator-set maintenance of one device: `[start_ms, end_ms)`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

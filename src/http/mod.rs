@@ -626,6 +626,7 @@ category = "indoor_sensor"
             season: Season::beijing(),
             planned: Vec::new(),
             retain_cleared_ms: 7 * 86_400_000,
+            min_indoor_c: 18.0,
         }
     }
 

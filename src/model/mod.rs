@@ -65,6 +65,8 @@ pub struct Profile {
     pub signals: Vec<Signal>,
     /// State and alarm rules (`[state]`, `[[alarms]]` in the profile file).
     pub rules: Arc<crate::core::rules::Rules>,
+    /// Float signals whose hourly statistics are journaled (`hourly = [...]`).
+    pub hourly: Vec<u16>,
     index: HashMap<String, u16>,
 }
 
@@ -81,6 +83,7 @@ impl Profile {
             interval,
             signals,
             rules: Arc::default(),
+            hourly: Vec::new(),
             index,
         }
     }

@@ -52,6 +52,11 @@
 //!   `site`, `device`, `building`, `category`; `start_ms`, `end_ms` (the window is
 //!   `[start_ms, end_ms)`); `reason` (free text); `actor` (operator name, or `config`).
 //!   Indexes: (`site`, `device`, `start_ms`), (`end_ms`), (`seq`).
+//! - **`compliance`** (version 2) — one row per change of an indoor sensor's heating
+//!   compliance (`Event::Compliance`): site, device, building, category, `ts_ms`, `compliant`
+//!   (1, 0, or NULL when no temperature is known).
+//! - **`hourly`** (version 2) — one row per (site, device, signal, hour): `n` readings, their
+//!   `sum`, `min` and `max` (`Event::Hourly`, added up when an hour comes in parts).
 //!
 //! Sequences: the next alarm (window) sequence is `MAX(seq) + 1` over all rows ever stored, so
 //! ids stay unique across restarts. Later schema versions add a step to `MIGRATIONS`; opening
@@ -81,7 +86,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations: step `i` takes the file from version `i` to `i + 1`. Append steps; never
 /// edit a released one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -169,6 +174,36 @@ CREATE INDEX windows_end ON windows (end_ms);
 CREATE INDEX windows_seq ON windows (seq);
 ";
 
+/// Version 2: the heating figures' facts (compliance of indoor sensors, hourly statistics).
+const SCHEMA_V2: &str = "
+CREATE TABLE compliance (
+    id          INTEGER PRIMARY KEY,
+    site        TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    building    TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    compliant   INTEGER
+);
+CREATE INDEX compliance_device ON compliance (site, device, ts_ms);
+CREATE INDEX compliance_ts ON compliance (ts_ms);
+
+CREATE TABLE hourly (
+    site        TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    building    TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    signal      TEXT NOT NULL,
+    hour_ms     INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    sum         REAL NOT NULL,
+    min         REAL NOT NULL,
+    max         REAL NOT NULL,
+    PRIMARY KEY (site, device, signal, hour_ms)
+);
+CREATE INDEX hourly_hour ON hourly (hour_ms);
+";
+
 const TRANSITION_COLUMNS: &str =
     "id, site, device, building, category, ts_ms, from_state, to_state, reason";
 
@@ -229,6 +264,31 @@ pub struct TransitionRecord {
     pub from: Option<DeviceState>,
     pub to: DeviceState,
     pub reason: Reason,
+}
+
+/// An indoor sensor's compliance from `ts_ms` on (`None`: no temperature known).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComplianceRecord {
+    pub site: String,
+    pub device: String,
+    pub building: String,
+    pub ts_ms: i64,
+    pub compliant: Option<bool>,
+}
+
+/// One hour of one signal of one device: readings, sum, minimum, maximum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourlyRecord {
+    pub site: String,
+    pub device: String,
+    pub building: String,
+    pub category: String,
+    pub signal: String,
+    pub hour_ms: i64,
+    pub n: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
 }
 
 /// One run of the gateway: from `started_ms` to `stopped_ms` (a clean stop) or, when that is
@@ -573,8 +633,48 @@ impl Journal {
                      end_ms = excluded.end_ms, reason = excluded.reason, actor = excluded.actor",
                 )
                 .sql(path, doing)?;
+            let mut compliance = tx
+                .prepare_cached(
+                    "INSERT INTO compliance (site, device, building, category, ts_ms, compliant) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .sql(path, doing)?;
+            let mut hourly = tx
+                .prepare_cached(
+                    "INSERT INTO hourly (site, device, building, category, signal, hour_ms, \
+                     n, sum, min, max) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                     ON CONFLICT (site, device, signal, hour_ms) DO UPDATE SET \
+                     n = n + excluded.n, sum = sum + excluded.sum, \
+                     min = MIN(min, excluded.min), max = MAX(max, excluded.max)",
+                )
+                .sql(path, doing)?;
             for event in events {
                 match event {
+                    Event::Compliance(c) => {
+                        let d = device(inventory, c.device)?;
+                        compliance
+                            .execute(params![
+                                d.site,
+                                d.id,
+                                d.building,
+                                d.category,
+                                c.ts_ms,
+                                c.compliant
+                            ])
+                            .sql(path, doing)?;
+                    }
+                    Event::Hourly(h) => {
+                        let d = device(inventory, h.device)?;
+                        for (sig, n, sum, min, max) in &h.signals {
+                            let name = &d.profile.signal(*sig).name;
+                            hourly
+                                .execute(params![
+                                    d.site, d.id, d.building, d.category, name, h.hour_ms,
+                                    *n as i64, sum, min, max
+                                ])
+                                .sql(path, doing)?;
+                        }
+                    }
                     Event::State(s) => {
                         let d = device(inventory, s.device)?;
                         transition
@@ -698,6 +798,68 @@ impl Journal {
             (&a.site, &a.device, a.ts_ms, ia).cmp(&(&b.site, &b.device, b.ts_ms, ib))
         });
         Ok(out.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// Compliance changes with ts in [from_ms, to_ms), plus each sensor's last change before
+    /// `from_ms`; ordered by (site, device, ts, insertion order).
+    pub fn compliance(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<ComplianceRecord>> {
+        let path = &self.path;
+        let doing = "reading compliance from the journal";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT c.site, c.device, c.building, c.ts_ms, c.compliant FROM compliance c \
+                 WHERE (c.ts_ms >= ?1 AND c.ts_ms < ?2) OR c.id = (SELECT p.id FROM compliance p \
+                   WHERE p.site = c.site AND p.device = c.device AND p.ts_ms < ?1 \
+                   ORDER BY p.ts_ms DESC, p.id DESC LIMIT 1) \
+                 ORDER BY c.site, c.device, c.ts_ms, c.id",
+            )
+            .sql(path, doing)?;
+        let mut rows = stmt.query([from_ms, to_ms]).sql(path, doing)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().sql(path, doing)? {
+            out.push(ComplianceRecord {
+                site: row.get(0).sql(path, doing)?,
+                device: row.get(1).sql(path, doing)?,
+                building: row.get(2).sql(path, doing)?,
+                ts_ms: row.get(3).sql(path, doing)?,
+                compliant: row.get(4).sql(path, doing)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Hourly statistics of hours starting in [from_ms, to_ms), ordered by site, device,
+    /// signal, hour.
+    pub fn hourly(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<HourlyRecord>> {
+        let path = &self.path;
+        let doing = "reading hourly statistics from the journal";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT site, device, building, category, signal, hour_ms, n, sum, min, max \
+                 FROM hourly WHERE hour_ms >= ?1 AND hour_ms < ?2 \
+                 ORDER BY site, device, signal, hour_ms",
+            )
+            .sql(path, doing)?;
+        let mut rows = stmt.query([from_ms, to_ms]).sql(path, doing)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().sql(path, doing)? {
+            let n: i64 = row.get(6).sql(path, doing)?;
+            out.push(HourlyRecord {
+                site: row.get(0).sql(path, doing)?,
+                device: row.get(1).sql(path, doing)?,
+                building: row.get(2).sql(path, doing)?,
+                category: row.get(3).sql(path, doing)?,
+                signal: row.get(4).sql(path, doing)?,
+                hour_ms: row.get(5).sql(path, doing)?,
+                n: n.max(0) as u64,
+                sum: row.get(7).sql(path, doing)?,
+                min: row.get(8).sql(path, doing)?,
+                max: row.get(9).sql(path, doing)?,
+            });
+        }
+        Ok(out)
     }
 
     /// Runs overlapping `[from_ms, to_ms)` (started before `to_ms`, alive or stopped at or

@@ -96,6 +96,18 @@ pub fn event(inv: &Inventory, e: &Event) -> Json {
         Event::State(s) => state_change(inv, s),
         Event::Alarm(a) => alarm_event(inv, a),
         Event::Maintenance(w) => maintenance(inv, w),
+        Event::Compliance(c) => {
+            let d = inv.get(c.device);
+            json!({"type": "compliance", "ts": c.ts_ms, "site": d.site, "device": d.id,
+                   "building": d.building, "compliant": c.compliant})
+        }
+        Event::Hourly(h) => {
+            let d = inv.get(h.device);
+            json!({"type": "hourly", "hour_ts": h.hour_ms, "site": d.site, "device": d.id,
+                   "signals": h.signals.iter().map(|(i, n, sum, min, max)| json!({
+                       "signal": d.profile.signal(*i).name, "n": n, "mean": sum / *n as f64,
+                       "min": min, "max": max})).collect::<Vec<_>>()})
+        }
     }
 }
 

@@ -138,8 +138,9 @@ impl TelemetryEncoder {
     }
 }
 
-/// Encodes `device_state` and `alarm` points (DESIGN §5) from core events. Maintenance
-/// window events have no point of their own (the state transitions they cause do).
+/// Encodes `device_state` and `alarm` points (DESIGN §5) from core events. Maintenance,
+/// compliance and hourly events have no point of their own (they feed the journal's figures;
+/// the readings themselves are in `telemetry`).
 #[derive(Debug, Default)]
 pub struct EventEncoder {
     fields: FieldWriter,
@@ -206,7 +207,7 @@ impl EventEncoder {
                 );
                 self.fields.line(out, &key, fields, ev.ts_ms)
             }
-            Event::Maintenance(_) => false,
+            Event::Maintenance(_) | Event::Compliance(_) | Event::Hourly(_) => false,
         }
     }
 }

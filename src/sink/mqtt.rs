@@ -84,7 +84,7 @@ async fn publish_loop(
                     true,
                 )
             }
-            Event::Maintenance(_) => continue,
+            Event::Maintenance(_) | Event::Compliance(_) | Event::Hourly(_) => continue,
         };
         let body = payload.to_string().into_bytes();
         if client

@@ -182,6 +182,7 @@ fn settings() -> EngineSettings {
         season: Season::beijing(),
         planned: vec![],
         retain_cleared_ms: 7 * 86_400_000,
+        min_indoor_c: 18.0,
     }
 }
 
@@ -1052,4 +1053,94 @@ category = "indoor_sensor"
     read(&mut e, "T-1", t0, &[("indoor_temp_c", Value::Float(12.0))]);
     assert_eq!(e.device(t).state, DeviceState::Intact);
     let _ = &mut out;
+}
+
+/// Heating facts: an indoor sensor's compliance changes (threshold `min_indoor_c`, 18.0 here)
+/// and the hourly statistics of `hourly` signals, through the journal and back.
+#[test]
+fn compliance_changes_and_hourly_statistics_reach_the_journal() {
+    use crate::sink::journal::Journal;
+    let sig = |name: &str| Signal {
+        name: name.into(),
+        ty: SignalType::Float,
+        unit: None,
+        label: None,
+    };
+    let mut p = Profile::new(
+        "indoor_sensor".into(),
+        "室温".into(),
+        Duration::from_secs(300),
+        vec![sig("indoor_temp_c"), sig("humidity_pct")],
+    );
+    p.hourly = vec![0];
+    let p = Arc::new(p);
+    let inv = Arc::new(Inventory::new(vec![device("T-1", &p, false)]));
+    let mut s = settings();
+    s.min_indoor_c = 18.0;
+    let mut out = Vec::new();
+    let mut e = Engine::new(inv.clone(), s, Restored::default(), T0, &mut out);
+    out.clear();
+    let h = T0 - T0 % 3_600_000 + 3_600_000; // the next full hour
+    let temps = [
+        (h, 17.5),
+        (h + 600_000, 18.0),
+        (h + 1_200_000, 18.5),
+        (h + 3_600_000, 17.0),
+    ];
+    for (ts, t) in temps {
+        e.on_reading(
+            0,
+            ts,
+            &[(0, Value::Float(t)), (1, Value::Float(40.0))],
+            None,
+            ts,
+            &mut out,
+        );
+    }
+    // A late reading for the first hour.
+    e.on_reading(
+        0,
+        h + 1_800_000,
+        &[(0, Value::Float(19.0))],
+        None,
+        h + 3_600_001,
+        &mut out,
+    );
+    e.flush_hours(&mut out);
+    let changes: Vec<(i64, Option<bool>)> = out
+        .iter()
+        .filter_map(|e| match e {
+            Event::Compliance(c) => Some((c.ts_ms, c.compliant)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (h, Some(false)),
+            (h + 600_000, Some(true)),
+            (h + 3_600_000, Some(false))
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    j.append(&inv, &out).unwrap();
+    let c = j.compliance(h + 700_000, h + 7_200_000).unwrap();
+    // The last change before the period, then the one inside it.
+    let got: Vec<(i64, Option<bool>)> = c.iter().map(|r| (r.ts_ms, r.compliant)).collect();
+    assert_eq!(
+        got,
+        vec![(h + 600_000, Some(true)), (h + 3_600_000, Some(false))]
+    );
+    let hours = j.hourly(h, h + 7_200_000).unwrap();
+    assert_eq!(hours.len(), 2);
+    // First hour: 17.5, 18.0, 18.5 and the late 19.0.
+    assert_eq!((hours[0].hour_ms, hours[0].n), (h, 4));
+    assert_eq!(hours[0].sum, 73.0);
+    assert_eq!((hours[0].min, hours[0].max), (17.5, 19.0));
+    assert_eq!(hours[0].signal, "indoor_temp_c");
+    assert_eq!(
+        (hours[1].hour_ms, hours[1].n, hours[1].sum),
+        (h + 3_600_000, 1, 17.0)
+    );
 }
