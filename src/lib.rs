@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod http;
 pub mod model;
+pub mod report;
 pub mod run;
 pub mod schema;
 pub mod sim;
