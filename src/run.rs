@@ -49,6 +49,8 @@ pub struct Running {
     core_task: Option<JoinHandle<()>>,
     /// MQTT event publisher and webhook: they end after the core stage.
     event_sinks: Vec<JoinHandle<()>>,
+    /// The periodic KPI points; holds a store sender, so it ends before the store sink.
+    kpi_task: Option<JoinHandle<()>>,
     http: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -144,6 +146,8 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         None => None,
     };
+    let journal_path = journal.path().to_path_buf();
+    let kpi_store = sink.is_some().then(|| store_tx.clone());
     let core = crate::stage::spawn(
         engine,
         start_events,
@@ -188,6 +192,21 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
         )
     };
 
+    let kpi_view = crate::report::live::KpiView::default();
+    let kpi_task = tokio::spawn(
+        crate::report::live::KpiTask {
+            journal: journal_path,
+            site: cfg.gateway.site.clone(),
+            settings: figure_settings(cfg),
+            interval: KPI_INTERVAL,
+            store: kpi_store,
+            core: core.handle.clone(),
+            clock: clock.clone(),
+            view: kpi_view.clone(),
+        }
+        .run(stop.clone()),
+    );
+
     let mut running = Running {
         stats: stats.clone(),
         modbus,
@@ -206,6 +225,7 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
             })
         }),
         event_sinks,
+        kpi_task: Some(kpi_task),
         stop: stop.clone(),
         pollers,
         source: None,
@@ -216,12 +236,13 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
     // Bound before the MQTT source starts, so a taken port fails the start before any
     // broker message is taken.
     if let Some(h) = &cfg.http {
-        let state = crate::http::AppState::new(
+        let mut state = crate::http::AppState::new(
             cfg,
             stats.clone(),
             running.modbus.clone(),
             running.core.clone(),
         );
+        state.kpi = kpi_view.clone();
         let bound = crate::http::Server::bind(h, state)
             .await
             .and_then(|s| Ok((s.local_addr()?, s)));
@@ -272,6 +293,18 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(running)
 }
 
+/// How often the periodic KPI points are computed.
+const KPI_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the figures (periodic points, `report`) need from the configuration.
+pub fn figure_settings(cfg: &Config) -> crate::report::FigureSettings {
+    crate::report::FigureSettings {
+        offline: crate::core::kpi::OfflinePolicy::NotIntact,
+        season: cfg.heating.season.clone(),
+        min_indoor_c: cfg.heating.min_indoor_c,
+    }
+}
+
 /// The engine's settings from the configuration.
 pub fn engine_settings(cfg: &Config) -> EngineSettings {
     EngineSettings {
@@ -305,6 +338,9 @@ impl Running {
         }
         for s in self.event_sinks {
             let _ = s.await;
+        }
+        if let Some(k) = self.kpi_task {
+            let _ = k.await;
         }
         if let Some(s) = self.sink {
             s.join().await;

@@ -73,6 +73,8 @@ pub struct AppState {
     /// Every category this gateway knows (its profiles and its devices' categories), sorted:
     /// the valid values of a `?category=` filter.
     pub categories: Arc<[String]>,
+    /// The latest KPI figures (`GET /api/kpi`), refreshed every `assessment.kpi_interval`.
+    pub kpi: crate::report::live::KpiView,
 }
 
 impl AppState {
@@ -104,6 +106,7 @@ impl AppState {
                 .collect(),
             core,
             categories: categories.into(),
+            kpi: Default::default(),
         }
     }
 
@@ -158,6 +161,7 @@ pub fn router(settings: &HttpSettings, state: AppState, closing: CancellationTok
         .route("/api/maintenance", get(maintenance::list))
         .route("/api/maintenance/{id}", delete(maintenance::end))
         .route("/api/events", get(events::stream))
+        .route("/api/kpi", get(kpi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -261,6 +265,24 @@ fn bind_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
         _ => "check `http.listen`",
     };
     anyhow::anyhow!("http.listen: cannot listen on {addr}: {e}; {hint}")
+}
+
+/// `GET /api/kpi`: today's and this month's figures (see `crate::report::live`); 503 until
+/// the first computation, a few seconds after start.
+async fn kpi(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Response {
+    let latest = ctx.app.kpi.read().ok().and_then(|v| v.clone());
+    match latest {
+        Some(v) => (
+            [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))],
+            v.to_string(),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the KPI figures are being computed; try again in a few seconds",
+        )
+        .into_response(),
+    }
 }
 
 async fn healthz() -> Response {

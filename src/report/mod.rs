@@ -10,5 +10,6 @@
 //! - `format`: table, JSON and CSV output.
 
 pub mod figures;
+pub mod live;
 
 pub use figures::{compute, FigureSettings, Figures};

