@@ -233,6 +233,9 @@ struct Phase {
     /// From the first trigger to the last probe's publish; wall-clock start, unix ms.
     window: Duration,
     start_ms: i64,
+    start: Option<Instant>,
+    /// Every sample: kind, publish time since the phase start (ms), latency (ms).
+    trace: Vec<(&'static str, f64, f64)>,
     gateway_cpu_s: f64,
     broker_cpu_s: f64,
     store_cpu_s: f64,
@@ -344,6 +347,19 @@ fn run(p: &Params, gateway_bin: &Path) -> Result<Run, String> {
         Ok::<_, String>((loaded, idle, background_acked, stored, stored_in_window))
     })();
     let (loaded, idle, background_acked, stored, stored_in_window) = phases.map_err(with_logs)?;
+    // BENCH_ALARM_TRACE=FILE: every sample as CSV (phase, kind, publish ms, latency ms), to
+    // see when the slow ones happen.
+    if let Ok(path) = std::env::var("BENCH_ALARM_TRACE") {
+        let mut csv = String::from("phase,kind,published_ms,latency_ms\n");
+        for (name, phase) in [("loaded", &loaded), ("idle", &idle)] {
+            let mut rows = phase.trace.clone();
+            rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+            for (kind, t, ms) in rows {
+                let _ = writeln!(csv, "{name},{kind},{t:.3},{ms:.3}");
+            }
+        }
+        write_file(Path::new(&path), &csv)?;
+    }
 
     rt.block_on(bench.disconnect());
     sub_stop.cancel();
@@ -667,6 +683,7 @@ impl Triggers {
         let phase = Phase {
             window: start.elapsed(),
             start_ms,
+            start: Some(start),
             ..Phase::default()
         };
         Ok((phase, pending))
@@ -697,10 +714,23 @@ impl Triggers {
             pending.retain(|p| match self.seen.remove(&p.key) {
                 Some(got) => {
                     let ms = got.saturating_duration_since(p.at).as_secs_f64() * 1e3;
-                    match p.kind {
-                        Kind::Raised => phase.raised.push(ms),
-                        Kind::Cleared => phase.cleared.push(ms),
-                        Kind::Probe => phase.probes.push(ms),
+                    let kind = match p.kind {
+                        Kind::Raised => {
+                            phase.raised.push(ms);
+                            "raised"
+                        }
+                        Kind::Cleared => {
+                            phase.cleared.push(ms);
+                            "cleared"
+                        }
+                        Kind::Probe => {
+                            phase.probes.push(ms);
+                            "probe"
+                        }
+                    };
+                    if let Some(start) = phase.start {
+                        let t = p.at.saturating_duration_since(start).as_secs_f64() * 1e3;
+                        phase.trace.push((kind, t, ms));
                     }
                     false
                 }
