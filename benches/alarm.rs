@@ -1181,9 +1181,14 @@ fn report(p: &Params, r: &Run) -> String {
     let p99 = percentile(&l.raised, 99.0);
     let _ = writeln!(
         out,
-        "\nTarget: gateway p99 under load below {TARGET_P99_MS} ms — {} ms: {}. Every trigger \
+        "\n{}Target: gateway p99 under load below {TARGET_P99_MS} ms — {} ms: {}. Every trigger \
          produced its alarm event and every probe arrived; the store holds {} of {} \
          background readings; gateway peak RSS {} MiB; the gateway {} on SIGTERM.",
+        if p.full {
+            ""
+        } else {
+            "Smoke test (a debug build, a light load; no timing is asserted). "
+        },
         fmt_num(p99, 2),
         if p99 < TARGET_P99_MS {
             "met"
