@@ -1,4 +1,4 @@
-//! The `estate-gateway` command line: `run`, `check-config`, `schema`, `simulate`.
+//! The `estate-gateway` command line: `run`, `check-config`, `schema`, `simulate`, `report`.
 //!
 //! Exit codes: 0 success; 1 a runtime failure; 2 a configuration or usage error (every
 //! configuration error is printed, each naming the file, the key and what would be valid).
@@ -61,6 +61,38 @@ enum Command {
         #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
         tick: std::time::Duration,
     },
+    /// Print a site's graded figures and scorecard for a period, from the journal (works while
+    /// the gateway runs); with --publish also write `assessment` points to the store.
+    #[command(group(clap::ArgGroup::new("when").required(true).args(["period", "from"])))]
+    Report {
+        #[arg(short, long, default_value = "configs/gateway.toml")]
+        config: PathBuf,
+        /// The site (default: gateway.site).
+        #[arg(long)]
+        site: Option<String>,
+        /// 2026-11 (a month), 2026Q4 (a quarter), 2026 (a calendar year) or heating-2026
+        /// (the heating season that starts in 2026), in the site's time zone.
+        #[arg(long)]
+        period: Option<String>,
+        /// Start: RFC 3339 with offset (2026-11-01T00:00:00+08:00) or a date (local midnight).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// End (exclusive), like --from.
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+        /// Also write the scorecard as `assessment` points to the configured [store].
+        #[arg(long)]
+        publish: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 fn main() -> ExitCode {
@@ -96,6 +128,23 @@ fn main() -> ExitCode {
             script,
             tick,
         } => simulate(&config, seed, script.as_deref(), tick),
+        Command::Report {
+            config,
+            site,
+            period,
+            from,
+            to,
+            format,
+            publish,
+        } => report(ReportArgs {
+            config,
+            site,
+            period,
+            from,
+            to,
+            format,
+            publish,
+        }),
         Command::Run { config } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
@@ -174,6 +223,162 @@ fn simulate(
         sim.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+struct ReportArgs {
+    config: PathBuf,
+    site: Option<String>,
+    period: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    format: ReportFormat,
+    publish: bool,
+}
+
+/// `report`: exit 2 for a bad configuration or arguments, 1 when the journal cannot be read or
+/// the store refuses the points.
+fn report(a: ReportArgs) -> ExitCode {
+    use estate_gateway::report::{self, format::Report, Period};
+    let usage = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(2)
+    };
+    let cfg = match config::load(&a.config) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprint!("{errs}");
+            return ExitCode::from(2);
+        }
+    };
+    let site = a.site.unwrap_or_else(|| cfg.gateway.site.clone());
+    let mut sites: Vec<&str> = cfg
+        .inventory
+        .devices()
+        .iter()
+        .map(|d| d.site.as_str())
+        .collect();
+    sites.sort_unstable();
+    sites.dedup();
+    if site.is_empty() {
+        return usage(format!(
+            "no --site given and gateway.site is not set in {}; pass --site (sites with devices: {})",
+            a.config.display(),
+            sites.join(", ")
+        ));
+    }
+    if site != cfg.gateway.site && !sites.contains(&site.as_str()) {
+        return usage(format!(
+            "site `{site}` has no devices in {}; sites with devices: {}",
+            a.config.display(),
+            sites.join(", ")
+        ));
+    }
+    let (season, _) = cfg.heating.for_site(&site);
+    let period = match (&a.period, &a.from, &a.to) {
+        (Some(p), _, _) => Period::parse(p, season),
+        (None, Some(f), Some(t)) => Period::between(f, t, &season.tz),
+        _ => return usage("give --period, or --from and --to".into()),
+    };
+    let period = match period {
+        Ok(p) => p,
+        Err(e) => return usage(e.to_string()),
+    };
+    let store = match (a.publish, &cfg.store) {
+        (true, None) => {
+            return usage(format!(
+                "--publish: no [store] in {}; add a [store] section (url, org, bucket and a token via token_file or token_env), or leave out --publish",
+                a.config.display()
+            ))
+        }
+        (true, Some(s)) => Some(s.clone()),
+        (false, _) => None,
+    };
+    let now = estate_gateway::clock::system_now_ms();
+    if period.from_ms >= now {
+        return usage(format!(
+            "the period {} starts at {}, which is in the future; nothing to report yet",
+            period.label,
+            report::format::rfc3339(period.from_ms, &season.tz)
+        ));
+    }
+    let path = cfg
+        .gateway
+        .data_dir
+        .join(estate_gateway::sink::journal::FILE_NAME);
+    let journal = match estate_gateway::sink::journal::Journal::open_read_only(&path) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = estate_gateway::run::figure_settings(&cfg, &site);
+    let figures = match report::compute(
+        &journal,
+        &site,
+        period.from_ms,
+        period.to_ms,
+        now,
+        &settings,
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: reading the journal {}: {e:#}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let card = report::scorecard(
+        &figures,
+        &cfg.assessment.kpis,
+        &cfg.assessment.grades,
+        cfg.assessment.offline,
+    );
+    let labels: BTreeMap<String, String> = cfg
+        .profiles
+        .iter()
+        .map(|(k, p)| (k.clone(), p.label.clone()))
+        .collect();
+    let r = Report {
+        figures: &figures,
+        scorecard: &card,
+        period: &period,
+        tz: &season.tz,
+        category_labels: &labels,
+    };
+    match a.format {
+        ReportFormat::Table => print!("{}", r.table()),
+        ReportFormat::Csv => print!("{}", r.csv()),
+        ReportFormat::Json => match serde_json::to_string_pretty(&r.json()) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    }
+    if let Some(store) = store {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match rt.block_on(report::publish::publish(&store, &site, &period, &card)) {
+            Ok(n) => eprintln!(
+                "published {n} assessment points for {site} {} to {}",
+                period.label, store.url
+            ),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn init_logging(cfg: &Config) {

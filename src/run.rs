@@ -197,8 +197,8 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
         crate::report::live::KpiTask {
             journal: journal_path,
             site: cfg.gateway.site.clone(),
-            settings: figure_settings(cfg),
-            interval: KPI_INTERVAL,
+            settings: figure_settings(cfg, &cfg.gateway.site),
+            interval: cfg.assessment.kpi_interval,
             store: kpi_store,
             core: core.handle.clone(),
             clock: clock.clone(),
@@ -293,15 +293,13 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(running)
 }
 
-/// How often the periodic KPI points are computed.
-const KPI_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// What the figures (periodic points, `report`) need from the configuration.
-pub fn figure_settings(cfg: &Config) -> crate::report::FigureSettings {
+pub fn figure_settings(cfg: &Config, site: &str) -> crate::report::FigureSettings {
+    let (season, min_indoor_c) = cfg.heating.for_site(site);
     crate::report::FigureSettings {
-        offline: crate::core::kpi::OfflinePolicy::NotIntact,
-        season: cfg.heating.season.clone(),
-        min_indoor_c: cfg.heating.min_indoor_c,
+        offline: cfg.assessment.offline,
+        season: season.clone(),
+        min_indoor_c,
     }
 }
 
@@ -314,6 +312,12 @@ pub fn engine_settings(cfg: &Config) -> EngineSettings {
         planned: cfg.maintenance.clone(),
         retain_cleared_ms: cfg.alarms.retain_cleared.as_millis() as i64,
         min_indoor_c: cfg.heating.min_indoor_c,
+        sites: cfg
+            .heating
+            .sites
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.season.clone(), v.min_indoor_c)))
+            .collect(),
     }
 }
 

@@ -14,5 +14,6 @@ mod http_api;
 mod modbus_peers;
 mod mqtt_security;
 mod outages;
+mod report_cli;
 mod sim;
 mod support;

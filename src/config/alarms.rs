@@ -11,13 +11,13 @@
 //!   commitment of property service plans), on site ≤ 30 min (急修).
 //! - `minor`: acknowledged ≤ 24 h (零修 within 24 h), no on-site target.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use super::build::secret;
-use super::raw::{RawAlarms, RawClass, RawHeating, RawMaintenance, RawWebhook};
+use super::raw::{RawAlarms, RawClass, RawHeating, RawHeatingSite, RawMaintenance, RawWebhook};
 use super::Errors;
 use crate::core::engine::PlannedMaintenance;
 use crate::core::rules::{ResponseClass, Severity};
@@ -102,6 +102,16 @@ pub struct HeatingSettings {
     pub season: Season,
     /// Indoor temperature at or above which a room counts as compliant (供暖达标).
     pub min_indoor_c: f64,
+    /// Sites in other cities (`[heating.sites.<site>]`): their own season, time zone and
+    /// minimum; keys they do not set follow `[heating]`.
+    pub sites: BTreeMap<String, SiteHeating>,
+}
+
+/// One `[heating.sites.<site>]`, with unset keys filled in from `[heating]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteHeating {
+    pub season: Season,
+    pub min_indoor_c: f64,
 }
 
 impl Default for HeatingSettings {
@@ -109,6 +119,18 @@ impl Default for HeatingSettings {
         HeatingSettings {
             season: Season::beijing(),
             min_indoor_c: 18.0,
+            sites: BTreeMap::new(),
+        }
+    }
+}
+
+impl HeatingSettings {
+    /// The season (and with it the site's time zone) and indoor minimum of `site`: its
+    /// `[heating.sites.<site>]` override, else `[heating]`.
+    pub fn for_site(&self, site: &str) -> (&Season, f64) {
+        match self.sites.get(site) {
+            Some(s) => (&s.season, s.min_indoor_c),
+            None => (&self.season, self.min_indoor_c),
         }
     }
 }
@@ -350,6 +372,67 @@ fn build_webhook(
 }
 
 pub(super) fn build_heating(h: &RawHeating, errs: &mut Errors) -> HeatingSettings {
+    let (season, min_indoor_c) = build_season(
+        "heating",
+        &h.season_start,
+        &h.season_end,
+        &h.timezone,
+        h.min_indoor_c,
+        &Season::beijing(),
+        errs,
+    );
+    let mut sites = BTreeMap::new();
+    for (site, o) in &h.sites {
+        let key = format!("heating.sites.{site}");
+        super::build::check_name(errs, &key, site, true);
+        let s = build_site_heating(&key, o, &season, min_indoor_c, errs);
+        sites.insert(site.clone(), s);
+    }
+    HeatingSettings {
+        season,
+        min_indoor_c,
+        sites,
+    }
+}
+
+fn build_site_heating(
+    key: &str,
+    o: &RawHeatingSite,
+    base: &Season,
+    base_min: f64,
+    errs: &mut Errors,
+) -> SiteHeating {
+    let start = o
+        .season_start
+        .clone()
+        .unwrap_or_else(|| base.start.to_string());
+    let end = o.season_end.clone().unwrap_or_else(|| base.end.to_string());
+    let tz = o.timezone.clone().unwrap_or_else(|| base.tz_name.clone());
+    let (season, min_indoor_c) = build_season(
+        key,
+        &start,
+        &end,
+        &tz,
+        o.min_indoor_c.unwrap_or(base_min),
+        base,
+        errs,
+    );
+    SiteHeating {
+        season,
+        min_indoor_c,
+    }
+}
+
+/// A season and an indoor minimum under `prefix` (`heating` or `heating.sites.<site>`).
+fn build_season(
+    prefix: &str,
+    start: &str,
+    end: &str,
+    tz: &str,
+    min_indoor_c: f64,
+    fallback: &Season,
+    errs: &mut Errors,
+) -> (Season, f64) {
     let day = |errs: &mut Errors, key: &str, s: &str| match MonthDay::parse(s) {
         Ok(d) => Some(d),
         Err(e) => {
@@ -357,32 +440,28 @@ pub(super) fn build_heating(h: &RawHeating, errs: &mut Errors) -> HeatingSetting
             None
         }
     };
-    let start = day(errs, "heating.season_start", &h.season_start);
-    let end = day(errs, "heating.season_end", &h.season_end);
+    let start = day(errs, &format!("{prefix}.season_start"), start);
+    let end = day(errs, &format!("{prefix}.season_end"), end);
     let season = match Season::new(
-        start.unwrap_or(MonthDay { month: 11, day: 15 }),
-        end.unwrap_or(MonthDay { month: 3, day: 15 }),
-        &h.timezone,
+        start.unwrap_or(fallback.start),
+        end.unwrap_or(fallback.end),
+        tz,
     ) {
         Ok(s) => s,
         Err(e) => {
-            errs.push("heating.timezone", e);
-            Season::beijing()
+            errs.push(format!("{prefix}.timezone"), e);
+            fallback.clone()
         }
     };
-    if !(h.min_indoor_c.is_finite() && (0.0..=30.0).contains(&h.min_indoor_c)) {
+    if !(min_indoor_c.is_finite() && (0.0..=30.0).contains(&min_indoor_c)) {
         errs.push(
-            "heating.min_indoor_c",
+            format!("{prefix}.min_indoor_c"),
             format!(
-                "`{}` is not an indoor minimum; write degrees Celsius between 0 and 30, e.g. 18.0 (the common standard)",
-                h.min_indoor_c
+                "`{min_indoor_c}` is not an indoor minimum; write degrees Celsius between 0 and 30, e.g. 18.0 (the common standard)",
             ),
         );
     }
-    HeatingSettings {
-        season,
-        min_indoor_c: h.min_indoor_c,
-    }
+    (season, min_indoor_c)
 }
 
 pub(super) fn build_maintenance(

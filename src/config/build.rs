@@ -35,8 +35,10 @@ pub struct Config {
     pub inventory_sources: Vec<String>,
     /// Response classes, retention of cleared alarms, the webhook (`[alarms]`).
     pub alarms: AlarmSettings,
-    /// The heating season and the indoor minimum (`[heating]`).
+    /// The heating season and the indoor minimum (`[heating]`, per site `[heating.sites.*]`).
     pub heating: HeatingSettings,
+    /// The scorecard: KPIs, grade bands, the offline policy (`[assessment]`).
+    pub assessment: super::AssessmentSettings,
     /// Planned maintenance windows (`[[maintenance]]`), devices resolved.
     pub maintenance: Vec<PlannedMaintenance>,
 }
@@ -223,6 +225,8 @@ pub(super) fn build(
     }
     let inventory = Arc::new(Inventory::new(devices));
     let maintenance = alarms::build_maintenance(&raw.maintenance, &gateway.site, &inventory, errs);
+    let assessment =
+        super::assessment::build_assessment(&raw.assessment, &profiles, &inventory, errs);
     Config {
         file: path.to_path_buf(),
         gateway,
@@ -238,6 +242,7 @@ pub(super) fn build(
         alarms: alarm_settings,
         heating,
         maintenance,
+        assessment,
     }
 }
 

@@ -11,6 +11,7 @@
 //! and `[[alarms]]` (`rules`), response classes, `[heating]` and `[[maintenance]]` (`alarms`).
 
 mod alarms;
+mod assessment;
 mod build;
 mod inventory;
 mod models;
@@ -23,7 +24,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use alarms::{default_classes, AlarmSettings, HeatingSettings, WebhookFormat, WebhookSettings};
+pub use alarms::{
+    default_classes, AlarmSettings, HeatingSettings, SiteHeating, WebhookFormat, WebhookSettings,
+};
+pub use assessment::{
+    default_grades, default_kpis, AssessmentSettings, Grade, KpiFigure, KpiSettings,
+};
 pub use build::{
     Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, MqttSettings, Secret,
     StoreSettings,
@@ -362,7 +368,29 @@ fn unknown_key_hint(key: &str) -> String {
             "retry_max",
         ],
         "alarms" => &["classes", "retain_cleared", "webhook"],
-        "heating" => &["season_start", "season_end", "timezone", "min_indoor_c"],
+        "heating" if key.starts_with("heating.sites.") => {
+            &["season_start", "season_end", "timezone", "min_indoor_c"]
+        }
+        "heating" => &[
+            "season_start",
+            "season_end",
+            "timezone",
+            "min_indoor_c",
+            "sites",
+        ],
+        "assessment" if key.starts_with("assessment.kpi[") => &[
+            "name",
+            "label",
+            "figure",
+            "category",
+            "building",
+            "severity",
+            "target",
+            "weight",
+            "deduct_per_point",
+        ],
+        "assessment" if key.starts_with("assessment.grades[") => &["name", "min"],
+        "assessment" => &["offline", "kpi_interval", "kpi", "grades"],
         "maintenance" => &["device", "site", "start", "end", "reason"],
         _ => &[
             "gateway",
@@ -376,6 +404,7 @@ fn unknown_key_hint(key: &str) -> String {
             "alarms",
             "heating",
             "maintenance",
+            "assessment",
         ],
     };
     if key.contains('.') || key.contains('[') {

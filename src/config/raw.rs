@@ -29,6 +29,8 @@ pub(crate) struct RawConfig {
     pub heating: RawHeating,
     /// Planned maintenance windows.
     pub maintenance: Vec<RawMaintenance>,
+    /// The scorecard (考核评分): KPIs, grade bands, the offline policy.
+    pub assessment: RawAssessment,
 }
 
 #[derive(Debug, Deserialize)]
@@ -592,6 +594,8 @@ pub(crate) struct RawHeating {
     /// IANA time zone of the dates.
     pub timezone: String,
     pub min_indoor_c: f64,
+    /// Per-site overrides (`[heating.sites.<site>]`); unset keys follow `[heating]`.
+    pub sites: BTreeMap<String, RawHeatingSite>,
 }
 
 impl Default for RawHeating {
@@ -601,8 +605,92 @@ impl Default for RawHeating {
             season_end: "03-15".into(),
             timezone: "Asia/Shanghai".into(),
             min_indoor_c: 18.0,
+            sites: BTreeMap::new(),
         }
     }
+}
+
+/// `[heating.sites.<site>]`: a site in another city.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawHeatingSite {
+    pub season_start: Option<String>,
+    pub season_end: Option<String>,
+    pub timezone: Option<String>,
+    pub min_indoor_c: Option<f64>,
+}
+
+/// `[assessment]`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawAssessment {
+    /// `not_intact` (default) or `excluded`.
+    pub offline: String,
+    pub kpi_interval: String,
+    /// Empty: the default KPIs (DESIGN §4).
+    pub kpi: Vec<RawKpi>,
+    /// Empty: the default bands 优秀 ≥ 90, 良好 ≥ 80, 合格 ≥ 60, 不合格.
+    pub grades: Vec<RawGrade>,
+}
+
+impl Default for RawAssessment {
+    fn default() -> Self {
+        RawAssessment {
+            offline: "not_intact".into(),
+            kpi_interval: "60s".into(),
+            kpi: Vec::new(),
+            grades: Vec::new(),
+        }
+    }
+}
+
+/// A number or a string (`target = 0.99` or `target = "99%"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum NumberOrText {
+    Number(f64),
+    Text(String),
+}
+
+/// One name or a list (`category = "elevator"` or `category = ["elevator", "access_gate"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(crate) fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// One `[[assessment.kpi]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawKpi {
+    pub name: String,
+    pub label: String,
+    /// `intactness`, `response` or `heating`.
+    pub figure: String,
+    pub category: Option<OneOrMany>,
+    pub building: Option<String>,
+    pub severity: Option<String>,
+    pub target: Option<NumberOrText>,
+    pub weight: Option<f64>,
+    pub deduct_per_point: Option<f64>,
+}
+
+/// One `[[assessment.grades]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawGrade {
+    pub name: String,
+    pub min: Option<f64>,
 }
 
 /// One `[[maintenance]]` window.

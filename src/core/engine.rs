@@ -37,6 +37,19 @@ pub struct EngineSettings {
     /// Heating compliance threshold (`heating.min_indoor_c`) for devices with an
     /// `indoor_temp_c` signal.
     pub min_indoor_c: f64,
+    /// Sites with their own season and minimum (`[heating.sites.<site>]`); other sites use
+    /// `season` and `min_indoor_c`.
+    pub sites: HashMap<String, (Season, f64)>,
+}
+
+impl EngineSettings {
+    /// The season and minimum indoor temperature of a site.
+    pub fn heating(&self, site: &str) -> (&Season, f64) {
+        match self.sites.get(site) {
+            Some((s, m)) => (s, *m),
+            None => (&self.season, self.min_indoor_c),
+        }
+    }
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -146,8 +159,8 @@ pub struct Engine {
     windows: Vec<(MaintenanceWindow, bool)>,
     next_alarm_seq: u64,
     next_window_seq: u64,
-    /// Whether the last evaluation was inside the heating season.
-    in_season: bool,
+    /// Per site: whether the last tick was inside its heating season.
+    in_season: HashMap<String, bool>,
 }
 
 impl Engine {
@@ -164,7 +177,11 @@ impl Engine {
         now_ms: i64,
         out: &mut Vec<Event>,
     ) -> Engine {
-        let in_season = settings.season.contains(now_ms);
+        let in_season = inventory
+            .devices()
+            .iter()
+            .map(|d| (d.site.clone(), settings.heating(&d.site).0.contains(now_ms)))
+            .collect();
         let devs = inventory
             .devices()
             .iter()
@@ -350,7 +367,7 @@ impl Engine {
         values: &[(u16, Value)],
         out: &mut Vec<Event>,
     ) {
-        let min = self.settings.min_indoor_c;
+        let min = self.settings.heating(&self.inventory.get(device).site).1;
         let dev = &mut self.devs[device as usize];
         let Some((sig, current, since)) = &mut dev.compliance else {
             return;
@@ -481,12 +498,21 @@ impl Engine {
             self.update(device, ts, reason, out);
         }
         self.windows.retain(|(w, _)| w.end_ms > now_ms);
-        // The season.
-        let in_season = self.settings.season.contains(now_ms);
-        if in_season != self.in_season {
-            self.in_season = in_season;
+        // The seasons (one check per site, not per device).
+        let mut flipped: Vec<String> = Vec::new();
+        for (site, was) in self.in_season.iter_mut() {
+            let now_in = self.settings.heating(site).0.contains(now_ms);
+            if now_in != *was {
+                *was = now_in;
+                flipped.push(site.clone());
+            }
+        }
+        if !flipped.is_empty() {
             for i in 0..self.devs.len() {
                 let device = i as DeviceIdx;
+                if !flipped.contains(&self.inventory.get(device).site) {
+                    continue;
+                }
                 if self.devs[i].values.iter().any(Option::is_some) {
                     self.recompute_conditions(device, now_ms);
                 }
@@ -741,7 +767,13 @@ impl Engine {
     // ---- internals ----
 
     fn holds(&self, device: DeviceIdx, c: &Condition, ts_ms: i64) -> bool {
-        if c.season && !self.settings.season.contains(ts_ms) {
+        if c.season
+            && !self
+                .settings
+                .heating(&self.inventory.get(device).site)
+                .0
+                .contains(ts_ms)
+        {
             return false;
         }
         self.devs[device as usize]

@@ -649,6 +649,7 @@ category = "indoor_sensor"
             planned: Vec::new(),
             retain_cleared_ms: 7 * 86_400_000,
             min_indoor_c: 18.0,
+            sites: Default::default(),
         }
     }
 

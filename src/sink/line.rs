@@ -213,6 +213,14 @@ impl EventEncoder {
     }
 }
 
+/// The series key of an `assessment` point (DESIGN §5): one per KPI of a period's scorecard.
+pub fn assessment_key(site: &str, period: &str, kpi: &str) -> Vec<u8> {
+    series_key(
+        "assessment",
+        &[("kpi", kpi), ("period", period), ("site", site)],
+    )
+}
+
 /// The `gateway` self-measurement's series key.
 pub fn gateway_key(site: &str, host: &str) -> Vec<u8> {
     series_key("gateway", &[("host", host), ("site", site)])

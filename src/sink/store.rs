@@ -186,7 +186,7 @@ impl StoreSink {
 /// measured that at 17 % of the gateway's CPU) and again on every retry. So the writer
 /// compresses each batch once, at a fast level, and this client (used only for writes) sends
 /// `Content-Encoding: gzip` with every request.
-fn client(store: &StoreSettings) -> anyhow::Result<influxdb2::Client> {
+pub(crate) fn client(store: &StoreSettings) -> anyhow::Result<influxdb2::Client> {
     let mut http = reqwest::ClientBuilder::new()
         .timeout(store.timeout)
         .connect_timeout(store.timeout.min(Duration::from_secs(5)))
@@ -204,6 +204,28 @@ fn client(store: &StoreSettings) -> anyhow::Result<influxdb2::Client> {
     let b =
         influxdb2::ClientBuilder::with_builder(http, &store.url, &store.org, store.token.expose());
     Ok(b.build()?)
+}
+
+/// Writes `lines` (line protocol, ms timestamps) to the store once, outside the sink: for
+/// `report --publish`. Errors name the URL, org and bucket and say what to check.
+pub async fn write_lines(store: &StoreSettings, lines: Vec<u8>) -> anyhow::Result<()> {
+    let client = client(store).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot build a client for the store at {}: {e:#}",
+            store.url
+        )
+    })?;
+    let body = Bytes::from(lines);
+    let body = if store.gzip { gzip(&body) } else { body };
+    match write_once(&client, store, &body).await {
+        Ok(()) => Ok(()),
+        Err(WriteError::Retry(msg) | WriteError::Refused(msg)) => Err(anyhow::anyhow!(
+            "writing to the store at {} (org `{}`, bucket `{}`) failed: {msg}; check that the store is up and `[store]` is right, then run the command again",
+            store.url,
+            store.org,
+            store.bucket
+        )),
+    }
 }
 
 /// Gzip at level 1: line protocol compresses about 10:1 even so, at a fraction of the CPU.

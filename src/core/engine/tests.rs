@@ -183,6 +183,7 @@ fn settings() -> EngineSettings {
         planned: vec![],
         retain_cleared_ms: 7 * 86_400_000,
         min_indoor_c: 18.0,
+        sites: Default::default(),
     }
 }
 

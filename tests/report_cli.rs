@@ -1,0 +1,159 @@
+//! `estate-gateway report` as a user runs it: on an empty journal it prints a scorecard of n/a
+//! values and exits 0; bad periods and arguments exit 2 with a message saying what is valid;
+//! a missing journal exits 1 naming the file.
+
+use std::path::{Path, PathBuf};
+
+use estate_gateway::sink::journal::Journal;
+
+use crate::support::{repo_path, run_cli};
+
+/// The shipped example config and CSV in a temp dir, with `data_dir` there; `journal`:
+/// whether to create an (empty) journal in it as the gateway would.
+fn setup(journal: bool, extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let text = std::fs::read_to_string(repo_path("configs/gateway.toml"))
+        .unwrap()
+        .replace(
+            "data_dir = \"/var/lib/estate-gateway\"",
+            &format!("data_dir = {:?}", data.display().to_string()),
+        );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, format!("{text}\n{extra}")).unwrap();
+    std::fs::copy(
+        repo_path("configs/devices.csv"),
+        dir.path().join("devices.csv"),
+    )
+    .unwrap();
+    if journal {
+        drop(Journal::open(&data).unwrap());
+    }
+    (dir, path)
+}
+
+fn report(path: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["report", "-c", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = run_cli(&all);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn empty_journal_gives_a_scorecard_of_na_values() {
+    let (_dir, path) = setup(true, "");
+    let (code, out, err) = report(&path, &["--period", "2025-11"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    println!("{out}");
+    println!(
+        "{}",
+        report(&path, &["--period", "2026", "--format", "json"]).1
+    );
+    for n in [
+        "考核评分 Assessment · 站点 site huafu",
+        "周期 Period  2025-11  [2025-11-01T00:00:00+08:00, 2025-12-01T00:00:00+08:00)",
+        "消防设施设备完好率 fire_intactness",
+        "公共机电设备完好率 electromechanical_intactness",
+        "零修急修及时率 response_timeliness",
+        "室温合格率 heating_compliance",
+        "100.00%",
+        "n/a",
+    ] {
+        assert!(out.contains(n), "missing {n:?} in:\n{out}");
+    }
+    assert!(!out.contains("未结束"), "a closed period:\n{out}");
+
+    // JSON: the agreed top-level keys, nulls where there is no data.
+    let (code, out, err) = report(
+        &path,
+        &["--site", "huafu", "--period", "2025Q4", "--format", "json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "from",
+            "heating",
+            "intactness",
+            "response",
+            "score",
+            "site",
+            "to"
+        ]
+    );
+    assert_eq!(v["from"], "2025-10-01T00:00:00+08:00");
+    assert_eq!(v["to"], "2026-01-01T00:00:00+08:00");
+    assert_eq!(v["score"]["total"], serde_json::Value::Null);
+    assert_eq!(v["score"]["kpis"].as_array().unwrap().len(), 4);
+    assert_eq!(v["score"]["kpis"][2]["target"], 0.99);
+
+    // CSV: a header and a row per KPI.
+    let (code, out, err) = report(
+        &path,
+        &[
+            "--from",
+            "2025-11-01",
+            "--to",
+            "2025-11-15T12:00:00+08:00",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[1].starts_with("huafu,2025-11-01/2025-11-15T12:00:00+08:00,2025-11-01T00:00:00+08:00,2025-11-15T12:00:00+08:00,fire_intactness,"), "{out}");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_what_is_valid() {
+    let (_dir, path) = setup(true, "");
+    let (code, _, err) = report(&path, &["--period", "2026-13"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`2026-13` is not a period; valid: 2026-11 (a month), 2026Q4 (a quarter), 2026 (a calendar year), heating-2026"), "{err}");
+
+    let (code, _, err) = report(&path, &["--from", "yesterday", "--to", "2026-01-01"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--from `yesterday` is not a time"), "{err}");
+
+    let (code, _, err) = report(&path, &["--period", "2025-11", "--site", "nowhere"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("site `nowhere` has no devices"), "{err}");
+    assert!(err.contains("sites with devices: huafu"), "{err}");
+
+    // Neither --period nor --from/--to: clap's usage error, also exit 2.
+    let (code, _, err) = report(&path, &[]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = report(&path, &["--period", "2099"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("in the future"), "{err}");
+}
+
+#[test]
+fn publish_without_a_store_and_a_missing_journal() {
+    let (_dir, path) = setup(false, "");
+    let (code, _, err) = report(&path, &["--period", "2025-11"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no journal at"), "{err}");
+    assert!(err.contains("journal.sqlite"), "{err}");
+
+    let (_dir, path) = setup(true, "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("[store]").unwrap();
+    let end = start
+        + text[start..]
+            .find("\n[")
+            .map(|i| i + 1)
+            .unwrap_or(text.len() - start);
+    std::fs::write(&path, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let (code, _, err) = report(&path, &["--period", "2025-11", "--publish"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--publish: no [store] in"), "{err}");
+}
