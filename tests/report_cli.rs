@@ -157,3 +157,121 @@ fn publish_without_a_store_and_a_missing_journal() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--publish: no [store] in"), "{err}");
 }
+
+/// `report` on a journal written by a real run of the gateway (real broker and store) gives
+/// exactly the figures of the library call on the same journal and period.
+#[test]
+fn report_on_a_real_run_equals_the_library_call() {
+    use crate::fixture::{now_ms, Api, Estate, SITE, WAIT};
+    use estate_gateway::report;
+
+    let mut estate = Estate::start_with_api("", "");
+    let t0 = now_ms() - 600_000;
+    let el = |ts: i64, trapped: bool| {
+        format!(r#"{{"ts": {ts}, "mode": "normal", "fault_code": 0, "entrapment": {trapped}}}"#)
+    };
+    estate.publish("elevator", "E-1-1", &el(t0, false));
+    estate.publish(
+        "heating_loop",
+        "HL-1",
+        &format!(r#"{{"ts": {t0}, "supply_temp_c": 55.0, "return_temp_c": 40.0, "pressure_mpa": 0.4, "pump_running": true, "fault_code": 0}}"#),
+    );
+    estate.publish(
+        "indoor_sensor",
+        "T-0301",
+        &format!(r#"{{"ts": {t0}, "indoor_temp_c": 17.0}}"#),
+    );
+    estate.publish(
+        "indoor_sensor",
+        "T-0301",
+        &format!(r#"{{"ts": {}, "indoor_temp_c": 19.5}}"#, t0 + 120_000),
+    );
+    estate.publish("elevator", "E-1-1", &el(t0 + 60_000, true));
+    // Wait for the alarm, acknowledge it, then clear it.
+    let api = estate.api();
+    let deadline = std::time::Instant::now() + WAIT;
+    let id = loop {
+        let v = api.json("/api/alarms?active=true");
+        if let Some(id) = v
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|a| a["id"].as_str())
+        {
+            break id.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no alarm: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let r = api.send(
+        "POST",
+        &Api::alarm_path(&id, "/ack"),
+        Some(r#"{"by": "张伟"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    estate.publish("elevator", "E-1-1", &el(t0 + 300_000, false));
+    let deadline = std::time::Instant::now() + WAIT;
+    while api
+        .json("/api/alarms?active=true")
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the alarm did not clear"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    estate.gateway.terminate();
+
+    // A period that has ended: both sides judge it the same way.
+    let to_s = now_ms() / 1000;
+    let from_s = (t0 - 3_600_000) / 1000;
+    let rfc = |s: i64| jiff::Timestamp::from_second(s).unwrap().to_string();
+    let (from, to) = (rfc(from_s), rfc(to_s));
+    let (code, out, err) = report(
+        &estate.config,
+        &["--from", &from, "--to", &to, "--format", "json"],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let cli: serde_json::Value = serde_json::from_str(&out).unwrap();
+
+    let cfg = estate_gateway::config::load(&estate.config).unwrap();
+    let (season, _) = cfg.heating.for_site(SITE);
+    let period = report::Period::between(&from, &to, &season.tz).unwrap();
+    let journal = Journal::open_read_only(&estate.journal_path()).unwrap();
+    let settings = estate_gateway::run::figure_settings(&cfg, SITE);
+    let figures = report::compute(
+        &journal,
+        SITE,
+        period.from_ms,
+        period.to_ms,
+        now_ms(),
+        &settings,
+    )
+    .unwrap();
+    let card = report::scorecard(
+        &figures,
+        &cfg.assessment.kpis,
+        &cfg.assessment.grades,
+        cfg.assessment.offline,
+    );
+    let labels = Default::default();
+    let lib = report::format::Report {
+        figures: &figures,
+        scorecard: &card,
+        period: &period,
+        tz: &season.tz,
+        category_labels: &labels,
+    }
+    .json();
+    assert_eq!(cli, lib);
+    // And the figures are real: the elevator was watched, the alarm counted and acknowledged.
+    assert!(
+        cli["intactness"]["by_category"]["elevator"]
+            .as_f64()
+            .is_some(),
+        "{cli}"
+    );
+    assert_eq!(cli["response"]["count"], 1, "{cli}");
+    assert!(cli["response"]["p50_s"].as_f64().is_some(), "{cli}");
+}
