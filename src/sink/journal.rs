@@ -962,6 +962,175 @@ impl Journal {
         Ok(out)
     }
 
+    /// `transitions` for the devices of one site only: each device's last transition before
+    /// `from_ms`, then its transitions in `[from_ms, to_ms)`, ordered by (device, ts_ms,
+    /// insertion order). One index seek per device of the site (the (site, device, ts_ms)
+    /// index), so neither other sites nor history outside the period are read.
+    pub fn transitions_for_site(
+        &self,
+        site: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> anyhow::Result<Vec<TransitionRecord>> {
+        let path = &self.path;
+        let doing = "reading a site's state transitions from the journal";
+        // One read transaction: a consistent snapshot while the gateway writes.
+        let tx = self.conn.unchecked_transaction().sql(path, doing)?;
+        let devices = site_devices(&tx, path, "transitions", site)?;
+        let mut before = tx
+            .prepare_cached(&format!(
+                "SELECT {TRANSITION_COLUMNS} FROM transitions \
+                 WHERE site = ?1 AND device = ?2 AND ts_ms < ?3 \
+                 ORDER BY ts_ms DESC, id DESC LIMIT 1"
+            ))
+            .sql(path, doing)?;
+        let mut inside = tx
+            .prepare_cached(&format!(
+                "SELECT {TRANSITION_COLUMNS} FROM transitions \
+                 WHERE site = ?1 AND device = ?2 AND ts_ms >= ?3 AND ts_ms < ?4 \
+                 ORDER BY ts_ms, id"
+            ))
+            .sql(path, doing)?;
+        let mut out = Vec::new();
+        for device in &devices {
+            let mut rows = before
+                .query(params![site, device, from_ms])
+                .sql(path, doing)?;
+            if let Some(row) = rows.next().sql(path, doing)? {
+                out.push(transition_record(row, path)?.1);
+            }
+            drop(rows);
+            let mut rows = inside
+                .query(params![site, device, from_ms, to_ms])
+                .sql(path, doing)?;
+            while let Some(row) = rows.next().sql(path, doing)? {
+                out.push(transition_record(row, path)?.1);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `compliance` for the sensors of one site only (each sensor's last change before
+    /// `from_ms`, then its changes in `[from_ms, to_ms)`), ordered by (device, ts, insertion
+    /// order); one index seek per sensor.
+    pub fn compliance_for_site(
+        &self,
+        site: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> anyhow::Result<Vec<ComplianceRecord>> {
+        let path = &self.path;
+        let doing = "reading a site's heating compliance from the journal";
+        let tx = self.conn.unchecked_transaction().sql(path, doing)?;
+        let devices = site_devices(&tx, path, "compliance", site)?;
+        const COLUMNS: &str = "site, device, building, ts_ms, compliant";
+        let mut before = tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM compliance WHERE site = ?1 AND device = ?2 AND ts_ms < ?3 \
+                 ORDER BY ts_ms DESC, id DESC LIMIT 1"
+            ))
+            .sql(path, doing)?;
+        let mut inside = tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM compliance WHERE site = ?1 AND device = ?2 \
+                 AND ts_ms >= ?3 AND ts_ms < ?4 ORDER BY ts_ms, id"
+            ))
+            .sql(path, doing)?;
+        let record = |row: &Row<'_>| -> anyhow::Result<ComplianceRecord> {
+            Ok(ComplianceRecord {
+                site: row.get(0).sql(path, doing)?,
+                device: row.get(1).sql(path, doing)?,
+                building: row.get(2).sql(path, doing)?,
+                ts_ms: row.get(3).sql(path, doing)?,
+                compliant: row.get(4).sql(path, doing)?,
+            })
+        };
+        let mut out = Vec::new();
+        for device in &devices {
+            let mut rows = before
+                .query(params![site, device, from_ms])
+                .sql(path, doing)?;
+            if let Some(row) = rows.next().sql(path, doing)? {
+                out.push(record(row)?);
+            }
+            drop(rows);
+            let mut rows = inside
+                .query(params![site, device, from_ms, to_ms])
+                .sql(path, doing)?;
+            while let Some(row) = rows.next().sql(path, doing)? {
+                out.push(record(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `alarms_raised` for one site only: its alarms raised in `[from_ms, to_ms)`, oldest
+    /// first (ties by sequence).
+    pub fn alarms_raised_for_site(
+        &self,
+        site: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> anyhow::Result<Vec<AlarmRecord>> {
+        let path = &self.path;
+        let doing = "reading a site's alarms from the journal";
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ALARM_COLUMNS} FROM alarms \
+                 WHERE site = ?1 AND raised_ms >= ?2 AND raised_ms < ?3 \
+                 ORDER BY raised_ms, seq, id"
+            ))
+            .sql(path, doing)?;
+        let mut rows = stmt.query(params![site, from_ms, to_ms]).sql(path, doing)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().sql(path, doing)? {
+            out.push(alarm_record(row, path)?);
+        }
+        Ok(out)
+    }
+
+    /// Hourly statistics of one signal of one site's devices, hours starting in
+    /// `[from_ms, to_ms)`, ordered by device and hour.
+    pub fn hourly_for_site(
+        &self,
+        site: &str,
+        signal: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> anyhow::Result<Vec<HourlyRecord>> {
+        let path = &self.path;
+        let doing = "reading a site's hourly statistics from the journal";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT site, device, building, category, signal, hour_ms, n, sum, min, max \
+                 FROM hourly WHERE site = ?1 AND signal = ?2 AND hour_ms >= ?3 AND hour_ms < ?4 \
+                 ORDER BY device, hour_ms",
+            )
+            .sql(path, doing)?;
+        let mut rows = stmt
+            .query(params![site, signal, from_ms, to_ms])
+            .sql(path, doing)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().sql(path, doing)? {
+            let n: i64 = row.get(6).sql(path, doing)?;
+            out.push(HourlyRecord {
+                site: row.get(0).sql(path, doing)?,
+                device: row.get(1).sql(path, doing)?,
+                building: row.get(2).sql(path, doing)?,
+                category: row.get(3).sql(path, doing)?,
+                signal: row.get(4).sql(path, doing)?,
+                hour_ms: row.get(5).sql(path, doing)?,
+                n: n.max(0) as u64,
+                sum: row.get(7).sql(path, doing)?,
+                min: row.get(8).sql(path, doing)?,
+                max: row.get(9).sql(path, doing)?,
+            });
+        }
+        Ok(out)
+    }
+
     fn writable(&self, doing: &str) -> anyhow::Result<()> {
         if self.read_only {
             bail!(
@@ -1091,6 +1260,40 @@ fn last_transitions(
             Err(rusqlite::Error::QueryReturnedNoRows) => None,
             Err(e) => return Err(explain(e, path, doing)),
         };
+    }
+    Ok(out)
+}
+
+/// The distinct devices of `site` in `table` (a table whose index starts with (site,
+/// device)), in byte order: one index seek per device instead of a scan of all history.
+fn site_devices(
+    conn: &Connection,
+    path: &Path,
+    table: &str,
+    site: &str,
+) -> anyhow::Result<Vec<String>> {
+    let doing = "reading a site's devices from the journal";
+    let mut first = conn
+        .prepare_cached(&format!(
+            "SELECT device FROM {table} WHERE site = ?1 ORDER BY device LIMIT 1"
+        ))
+        .sql(path, doing)?;
+    let mut next = conn
+        .prepare_cached(&format!(
+            "SELECT device FROM {table} WHERE site = ?1 AND device > ?2 \
+             ORDER BY device LIMIT 1"
+        ))
+        .sql(path, doing)?;
+    let one = |r: rusqlite::Result<String>| match r {
+        Ok(d) => Ok(Some(d)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(explain(e, path, doing)),
+    };
+    let mut out = Vec::new();
+    let mut cursor = one(first.query_row([site], |r| r.get(0)))?;
+    while let Some(device) = cursor {
+        cursor = one(next.query_row(params![site, device], |r| r.get(0)))?;
+        out.push(device);
     }
     Ok(out)
 }
@@ -1753,6 +1956,70 @@ mod tests {
                 ("GATE-2".into(), T0 + 200, Intact),
             ]
         );
+    }
+
+    /// The per-site queries return what the all-site ones return for that site, in the same
+    /// order, and nothing of another site.
+    #[test]
+    fn per_site_queries_match_the_all_site_ones() {
+        use crate::core::event::ComplianceChange;
+        let dir = tempfile::tempdir().unwrap();
+        let mut devices: Vec<Device> = inventory().devices().to_vec();
+        devices.push(dev("other", "EL-1", "1号楼", "elevator"));
+        let inv = Inventory::new(devices);
+        let mut j = Journal::open(dir.path()).unwrap();
+        use DeviceState::*;
+        let ok = |device, ts_ms, compliant| {
+            Event::Compliance(ComplianceChange {
+                device,
+                ts_ms,
+                compliant,
+            })
+        };
+        let mut other = alarm(9, 3, T0 + 150);
+        other.id = "other-9".into();
+        j.append(
+            &inv,
+            &[
+                state(1, T0, None, Offline),
+                state(3, T0 + 5, None, Fault),
+                state(0, T0 + 20, None, Offline),
+                state(1, T0 + 100, Some(Offline), Fault),
+                state(3, T0 + 120, Some(Fault), Intact),
+                state(0, T0 + 150, Some(Offline), Intact),
+                state(2, T0 + 400, None, Offline),
+                ok(0, T0 + 10, Some(true)),
+                ok(0, T0 + 200, Some(false)),
+                ok(3, T0 + 10, Some(true)),
+                alarm_event(AlarmEventKind::Raised, T0 + 150, "", &alarm(1, 0, T0 + 150)),
+                alarm_event(AlarmEventKind::Raised, T0 + 150, "", &other),
+            ],
+        )
+        .unwrap();
+        let (a, b) = (T0 + 100, T0 + 300);
+        let site = |t: &TransitionRecord| t.site == "jinxiu";
+        let all: Vec<_> = j
+            .transitions(a, b)
+            .unwrap()
+            .into_iter()
+            .filter(site)
+            .collect();
+        assert_eq!(all.len(), 4);
+        assert_eq!(j.transitions_for_site("jinxiu", a, b).unwrap(), all);
+        let all: Vec<_> = j
+            .compliance(a, b)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.site == "jinxiu")
+            .collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(j.compliance_for_site("jinxiu", a, b).unwrap(), all);
+        let got = j.alarms_raised_for_site("jinxiu", a, b).unwrap();
+        assert_eq!(
+            got.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["jinxiu-1"]
+        );
+        assert!(j.hourly_for_site("jinxiu", "x", a, b).unwrap().is_empty());
     }
 
     #[test]
