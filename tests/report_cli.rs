@@ -223,8 +223,12 @@ fn report_on_a_real_run_equals_the_library_call() {
     }
     estate.gateway.terminate();
 
-    // A period that has ended: both sides judge it the same way.
-    let to_s = now_ms() / 1000;
+    // A period that has ended (the next whole second, once it has passed): both sides judge
+    // it the same way.
+    let to_s = now_ms() / 1000 + 1;
+    while now_ms() <= to_s * 1000 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let from_s = (t0 - 3_600_000) / 1000;
     let rfc = |s: i64| jiff::Timestamp::from_second(s).unwrap().to_string();
     let (from, to) = (rfc(from_s), rfc(to_s));
