@@ -478,7 +478,10 @@ fn main() {
             .compliance
             .map_or("n/a".into(), |r| fmt_num(r, 4)),
     );
+    // Between markers, so `scripts/bench` can put it into BENCHMARKS.md.
+    println!("<!-- report-report:begin -->");
     print!("{out}");
+    println!("<!-- report-report:end -->");
     if p.full && c >= 1000.0 {
         eprintln!("report bench: compute took {c:.0} ms, over the 1 s target");
     }
