@@ -203,6 +203,8 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
             core: core.handle.clone(),
             clock: clock.clone(),
             view: kpi_view.clone(),
+            kpis: cfg.assessment.kpis.clone(),
+            grades: cfg.assessment.grades.clone(),
         }
         .run(stop.clone()),
     );

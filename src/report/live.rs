@@ -12,6 +12,10 @@
 //!   `min_indoor_c`, `avg_indoor_c`.
 //!
 //! A figure with nothing to rate (no monitored time, no counted alarm) is left out of its point.
+//!
+//! When a month closes (the first computation in a new local month), the closed month's
+//! scorecard is written as `assessment` points too (period tag `YYYY-MM`), as
+//! `report --period YYYY-MM --publish` would.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +50,9 @@ pub struct KpiTask {
     pub core: CoreHandle,
     pub clock: Arc<dyn Clock>,
     pub view: KpiView,
+    /// The scorecard's KPIs and grades (`[assessment]`), for the closed-month points.
+    pub kpis: Vec<crate::config::KpiSettings>,
+    pub grades: Vec<crate::config::Grade>,
 }
 
 /// Local midnight of today and of the first of this month, in unix ms.
@@ -66,17 +73,68 @@ impl KpiTask {
     /// Runs until `stop`; the first figures come a couple of seconds after start.
     pub async fn run(self, stop: CancellationToken) {
         let mut next = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut month: Option<i64> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep_until(next) => {}
             }
             next += self.interval;
+            let (_, this_month) =
+                day_and_month_start(self.clock.now_ms(), &self.settings.season.tz);
+            if let Some(prev) = month.filter(|m| *m != this_month) {
+                if let Err(e) = self.close_month(prev, this_month).await {
+                    warn!(
+                        error = format!("{e:#}"),
+                        "Could not write the closed month's assessment."
+                    );
+                }
+            }
+            month = Some(this_month);
             if let Err(e) = self.once().await {
                 warn!(error = format!("{e:#}"), journal = %self.journal.display(),
                       "Could not compute the KPI figures; trying again next interval.");
             }
         }
+    }
+
+    /// Writes the scorecard of the month [from_ms, to_ms) as `assessment` points.
+    async fn close_month(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let now = self.clock.now_ms();
+        let (path, site, settings) = (
+            self.journal.clone(),
+            self.site.clone(),
+            self.settings.clone(),
+        );
+        let figures = tokio::task::spawn_blocking(move || -> anyhow::Result<Figures> {
+            let j = Journal::open_read_only(&path)?;
+            compute(&j, &site, from_ms, to_ms, now, &settings)
+        })
+        .await??;
+        let card = super::scorecard(&figures, &self.kpis, &self.grades, self.settings.offline);
+        let label = jiff::Timestamp::from_millisecond(from_ms)
+            .map(|t| {
+                t.to_zoned(self.settings.season.tz.clone())
+                    .strftime("%Y-%m")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let period = super::Period {
+            label,
+            from_ms,
+            to_ms,
+        };
+        let lines = super::publish::assessment_lines(&self.site, &period, &card);
+        let n = card.kpis.len();
+        if store.send(StoreItem::Lines(lines, n)).await.is_err() {
+            anyhow::bail!("the store sink has stopped");
+        }
+        tracing::info!(period = %period.label, total = card.total, grade = card.grade.as_deref().unwrap_or("-"),
+                       "Month closed; assessment written.");
+        Ok(())
     }
 
     async fn once(&self) -> anyhow::Result<()> {
