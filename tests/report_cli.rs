@@ -279,3 +279,65 @@ fn report_on_a_real_run_equals_the_library_call() {
     assert_eq!(cli["response"]["count"], 1, "{cli}");
     assert!(cli["response"]["p50_s"].as_f64().is_some(), "{cli}");
 }
+
+/// The periodic figures: with a 1 s `kpi_interval` the gateway serves `/api/kpi` and writes
+/// `intactness` points whose counts match the devices' states.
+#[test]
+fn periodic_kpi_points_and_the_kpi_api() {
+    use crate::fixture::{now_ms, Estate, SITE, WAIT};
+    use crate::support::{parse_line, FieldVal};
+
+    let estate = Estate::start_with_api("", "[assessment]\nkpi_interval = \"1s\"\n");
+    let t = now_ms();
+    estate.publish(
+        "elevator",
+        "E-1-1",
+        &format!(r#"{{"ts": {t}, "mode": "normal", "fault_code": 0, "entrapment": false}}"#),
+    );
+    estate.publish(
+        "heating_loop",
+        "HL-1",
+        &format!(r#"{{"ts": {t}, "supply_temp_c": 55.0, "return_temp_c": 40.0, "pressure_mpa": 0.4, "pump_running": true, "fault_code": 0}}"#),
+    );
+    // Two of the four devices intact, two never heard from (offline).
+    let deadline = std::time::Instant::now() + WAIT;
+    let kpi = loop {
+        let r = estate.api().send("GET", "/api/kpi", None);
+        if r.status == 200 {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            if v["intactness"]["intact"] == 2 {
+                break v;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no fresh /api/kpi");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(kpi["site"], SITE);
+    assert_eq!(kpi["intactness"]["total"], 4, "{kpi}");
+    assert_eq!(kpi["intactness"]["instant"], 0.5, "{kpi}");
+    assert_eq!(
+        kpi["intactness"]["by_category"]["elevator"]["intact"], 1,
+        "{kpi}"
+    );
+    // The same counts reach the store as an `intactness` point (scope site).
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let found = estate.proxy.lines().iter().map(|l| parse_line(l)).any(|p| {
+            p.measurement == "intactness"
+                && p.tags.get("scope").map(String::as_str) == Some("site")
+                && p.tags.get("scope_id").map(String::as_str) == Some(SITE)
+                && p.fields.get("intact") == Some(&FieldVal::U64(2))
+                && p.fields.get("total") == Some(&FieldVal::U64(4))
+                && p.fields.get("instant") == Some(&FieldVal::F64(0.5))
+        });
+        if found {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no intactness point: {:#?}",
+            estate.proxy.lines()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
