@@ -891,13 +891,7 @@ impl Journal {
         let mut rows = stmt.query([from_ms, to_ms]).sql(path, doing)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().sql(path, doing)? {
-            out.push(ComplianceRecord {
-                site: row.get(0).sql(path, doing)?,
-                device: row.get(1).sql(path, doing)?,
-                building: row.get(2).sql(path, doing)?,
-                ts_ms: row.get(3).sql(path, doing)?,
-                compliant: row.get(4).sql(path, doing)?,
-            });
+            out.push(compliance_record(row, path, doing)?);
         }
         Ok(out)
     }
@@ -918,19 +912,7 @@ impl Journal {
         let mut rows = stmt.query([from_ms, to_ms]).sql(path, doing)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().sql(path, doing)? {
-            let n: i64 = row.get(6).sql(path, doing)?;
-            out.push(HourlyRecord {
-                site: row.get(0).sql(path, doing)?,
-                device: row.get(1).sql(path, doing)?,
-                building: row.get(2).sql(path, doing)?,
-                category: row.get(3).sql(path, doing)?,
-                signal: row.get(4).sql(path, doing)?,
-                hour_ms: row.get(5).sql(path, doing)?,
-                n: n.max(0) as u64,
-                sum: row.get(7).sql(path, doing)?,
-                min: row.get(8).sql(path, doing)?,
-                max: row.get(9).sql(path, doing)?,
-            });
+            out.push(hourly_record(row, path, doing)?);
         }
         Ok(out)
     }
@@ -1036,15 +1018,7 @@ impl Journal {
                  AND ts_ms >= ?3 AND ts_ms < ?4 ORDER BY ts_ms, id"
             ))
             .sql(path, doing)?;
-        let record = |row: &Row<'_>| -> anyhow::Result<ComplianceRecord> {
-            Ok(ComplianceRecord {
-                site: row.get(0).sql(path, doing)?,
-                device: row.get(1).sql(path, doing)?,
-                building: row.get(2).sql(path, doing)?,
-                ts_ms: row.get(3).sql(path, doing)?,
-                compliant: row.get(4).sql(path, doing)?,
-            })
-        };
+        let record = |row: &Row<'_>| compliance_record(row, path, doing);
         let mut out = Vec::new();
         for device in &devices {
             let mut rows = before
@@ -1114,19 +1088,7 @@ impl Journal {
             .sql(path, doing)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().sql(path, doing)? {
-            let n: i64 = row.get(6).sql(path, doing)?;
-            out.push(HourlyRecord {
-                site: row.get(0).sql(path, doing)?,
-                device: row.get(1).sql(path, doing)?,
-                building: row.get(2).sql(path, doing)?,
-                category: row.get(3).sql(path, doing)?,
-                signal: row.get(4).sql(path, doing)?,
-                hour_ms: row.get(5).sql(path, doing)?,
-                n: n.max(0) as u64,
-                sum: row.get(7).sql(path, doing)?,
-                min: row.get(8).sql(path, doing)?,
-                max: row.get(9).sql(path, doing)?,
-            });
+            out.push(hourly_record(row, path, doing)?);
         }
         Ok(out)
     }
@@ -1299,6 +1261,34 @@ fn site_devices(
 }
 
 /// One row of `TRANSITION_COLUMNS`, with its row id.
+/// A row of `SELECT site, device, building, ts_ms, compliant`.
+fn compliance_record(row: &Row<'_>, path: &Path, doing: &str) -> anyhow::Result<ComplianceRecord> {
+    Ok(ComplianceRecord {
+        site: row.get(0).sql(path, doing)?,
+        device: row.get(1).sql(path, doing)?,
+        building: row.get(2).sql(path, doing)?,
+        ts_ms: row.get(3).sql(path, doing)?,
+        compliant: row.get(4).sql(path, doing)?,
+    })
+}
+
+/// A row of `SELECT site, device, building, category, signal, hour_ms, n, sum, min, max`.
+fn hourly_record(row: &Row<'_>, path: &Path, doing: &str) -> anyhow::Result<HourlyRecord> {
+    let n: i64 = row.get(6).sql(path, doing)?;
+    Ok(HourlyRecord {
+        site: row.get(0).sql(path, doing)?,
+        device: row.get(1).sql(path, doing)?,
+        building: row.get(2).sql(path, doing)?,
+        category: row.get(3).sql(path, doing)?,
+        signal: row.get(4).sql(path, doing)?,
+        hour_ms: row.get(5).sql(path, doing)?,
+        n: n.max(0) as u64,
+        sum: row.get(7).sql(path, doing)?,
+        min: row.get(8).sql(path, doing)?,
+        max: row.get(9).sql(path, doing)?,
+    })
+}
+
 fn transition_record(row: &Row<'_>, path: &Path) -> anyhow::Result<(i64, TransitionRecord)> {
     let doing = "reading the journal table transitions";
     let id: i64 = row.get(0).sql(path, doing)?;
