@@ -195,7 +195,7 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
     let kpi_view = crate::report::live::KpiView::default();
     let kpi_task = tokio::spawn(
         crate::report::live::KpiTask {
-            journal: journal_path,
+            journal: journal_path.clone(),
             site: cfg.gateway.site.clone(),
             settings: figure_settings(cfg, &cfg.gateway.site),
             interval: cfg.assessment.kpi_interval,
@@ -245,6 +245,10 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
             running.core.clone(),
         );
         state.kpi = kpi_view.clone();
+        state.report = Arc::new(crate::http::ReportContext {
+            journal: journal_path,
+            ..(*state.report).clone()
+        });
         let bound = crate::http::Server::bind(h, state)
             .await
             .and_then(|s| Ok((s.local_addr()?, s)));

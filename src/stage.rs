@@ -88,6 +88,11 @@ pub enum Command {
         device: DeviceIdx,
         reply: oneshot::Sender<(DeviceView, Vec<Option<Value>>)>,
     },
+    /// Every device's state and latest values, in inventory order (one round trip for the
+    /// dashboard's heating page, however many devices).
+    DevicesWithValues {
+        reply: oneshot::Sender<Vec<(DeviceView, Vec<Option<Value>>)>>,
+    },
     /// Active alarms and the cleared ones still retained, newest first, and the engine's now.
     Alarms {
         reply: oneshot::Sender<(Vec<Alarm>, i64)>,
@@ -190,6 +195,13 @@ impl CoreHandle {
         device: DeviceIdx,
     ) -> Result<(DeviceView, Vec<Option<Value>>), HandleError> {
         self.ask(|reply| Command::Device { device, reply }).await
+    }
+
+    /// Every device's state and latest values (profile order), in inventory order.
+    pub async fn devices_with_values(
+        &self,
+    ) -> Result<Vec<(DeviceView, Vec<Option<Value>>)>, HandleError> {
+        self.ask(|reply| Command::DevicesWithValues { reply }).await
     }
 
     /// Active alarms and the cleared ones still retained, newest first, with the engine's now.
@@ -389,6 +401,17 @@ impl Stage {
             Command::Devices { reply } => {
                 let n = e.inventory().len();
                 let _ = reply.send((0..n).map(|i| e.device(i as DeviceIdx)).collect());
+            }
+            Command::DevicesWithValues { reply } => {
+                let n = e.inventory().len();
+                let _ = reply.send(
+                    (0..n)
+                        .map(|i| {
+                            let i = i as DeviceIdx;
+                            (e.device(i), e.values(i).to_vec())
+                        })
+                        .collect(),
+                );
             }
             Command::Device { device, reply } => {
                 if (device as usize) < e.inventory().len() {

@@ -7,6 +7,7 @@
 mod alarms;
 mod bad_input;
 mod config_errors;
+mod dashboard;
 mod e2e;
 mod fixture;
 mod harness_smoke;

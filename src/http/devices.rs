@@ -30,7 +30,8 @@ use crate::source::modbus::poller::WriteError;
 /// applies its own per-request timeouts; this only bounds a stuck queue).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `?site=&building=&category=&state=`; an empty value does not filter.
+/// `?site=&building=&category=&state=`; an empty value does not filter. `values=true` adds
+/// each device's latest values (`values`, by signal name) to the list.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct Filter {
@@ -38,6 +39,7 @@ pub(super) struct Filter {
     building: Option<String>,
     category: Option<String>,
     state: Option<String>,
+    values: Option<String>,
 }
 
 impl Filter {
@@ -57,6 +59,18 @@ impl Filter {
                     ),
                 )
             }),
+        }
+    }
+
+    /// `values=true|false` (absent or empty: false).
+    fn with_values(&self) -> Result<bool, ApiError> {
+        match self.values.as_deref().map(str::trim) {
+            None | Some("" | "false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("`values` must be true or false, not `{other}`"),
+            )),
         }
     }
 
@@ -141,28 +155,83 @@ pub(super) async fn list(
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!(
-                "bad query: {}; filters: site, building, category, state (e.g. /api/devices?site=huafu&category=elevator&state=fault)",
+                "bad query: {}; filters: site, building, category, state, and values=true for the latest values (e.g. /api/devices?site=huafu&category=elevator&state=fault)",
                 e.body_text()
             ),
         )
     })?;
     let state = filter.check(&ctx)?;
-    // In inventory order: a device's index is its place in the list.
-    let states = ctx.app.core.devices().await?;
     let inv = &ctx.app.inventory;
-    let devices: Vec<serde_json::Value> = states
-        .iter()
-        .filter(|s| state.is_none_or(|want| s.state == want))
-        .map(|s| (inv.get(s.device), s))
-        .filter(|(d, _)| filter.matches(d))
-        .map(|(d, s)| listed(&ctx, d, s))
-        .collect();
+    // In inventory order: a device's index is its place in the list.
+    let devices: Vec<serde_json::Value> = if filter.with_values()? {
+        ctx.app
+            .core
+            .devices_with_values()
+            .await?
+            .iter()
+            .filter(|(s, _)| state.is_none_or(|want| s.state == want))
+            .map(|(s, v)| (inv.get(s.device), s, v))
+            .filter(|(d, _, _)| filter.matches(d))
+            .map(|(d, s, v)| {
+                let mut out = listed(&ctx, d, s);
+                if let serde_json::Value::Object(m) = &mut out {
+                    m.insert("values".into(), values_json(d, v));
+                }
+                out
+            })
+            .collect()
+    } else {
+        ctx.app
+            .core
+            .devices()
+            .await?
+            .iter()
+            .filter(|s| state.is_none_or(|want| s.state == want))
+            .map(|s| (inv.get(s.device), s))
+            .filter(|(d, _)| filter.matches(d))
+            .map(|(d, s)| listed(&ctx, d, s))
+            .collect()
+    };
     Ok(json(StatusCode::OK, &devices))
 }
 
+/// The latest value of each signal of `d` by name, `null` when not reported since start.
+fn values_json(d: &Device, values: &[Option<Value>]) -> serde_json::Value {
+    d.profile
+        .signals
+        .iter()
+        .enumerate()
+        .map(|(i, sig)| {
+            let v = values.get(i).and_then(Option::as_ref);
+            (
+                sig.name.clone(),
+                v.map_or(serde_json::Value::Null, value_json),
+            )
+        })
+        .collect::<serde_json::Map<String, serde_json::Value>>()
+        .into()
+}
+
+/// The profile's signals of `d` (name, Chinese label, unit, type), for people reading values.
+fn signals_json(d: &Device) -> serde_json::Value {
+    d.profile
+        .signals
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "label": s.label,
+                "unit": s.unit,
+                "type": format!("{:?}", s.ty).to_lowercase(),
+            })
+        })
+        .collect()
+}
+
 /// `GET /api/devices/{id}?site=`: the device as listed, plus `values` (latest value of each
-/// signal by name, `null` when not reported since start), `alarms` (its active alarms, most
-/// severe and oldest first) and `maintenance` (its current and future windows).
+/// signal by name, `null` when not reported since start), `signals` (the profile's signals:
+/// name, label, unit, type), `category_label`, `alarms` (its active alarms, most severe and
+/// oldest first) and `maintenance` (its current and future windows).
 pub(super) async fn one(
     State(ctx): State<Arc<Ctx>>,
     id: Result<Path<String>, PathRejection>,
@@ -203,22 +272,14 @@ pub(super) async fn one(
         windows.iter().filter(|w| w.device == idx).collect();
     windows.sort_by_key(|w| (w.start_ms, w.end_ms));
 
-    let values: serde_json::Map<String, serde_json::Value> = d
-        .profile
-        .signals
-        .iter()
-        .enumerate()
-        .map(|(i, sig)| {
-            let v = values.get(i).and_then(Option::as_ref);
-            (
-                sig.name.clone(),
-                v.map_or(serde_json::Value::Null, value_json),
-            )
-        })
-        .collect();
     let mut out = listed(&ctx, d, &state);
     if let serde_json::Value::Object(m) = &mut out {
-        m.insert("values".into(), serde_json::Value::Object(values));
+        m.insert("values".into(), values_json(d, &values));
+        m.insert("signals".into(), signals_json(d));
+        m.insert(
+            "category_label".into(),
+            serde_json::Value::String(d.profile.label.clone()),
+        );
         m.insert(
             "alarms".into(),
             active
@@ -673,6 +734,33 @@ mod tests {
         let d = get(&fx.app, "/api/devices/FP-1").await.json();
         assert_eq!(d["alarms"][0]["rule"], "fire_alarm");
         assert_eq!(d["values"]["fire_alarm"], true);
+        // The profile's signals, with their labels and units, for people reading the values.
+        let sig = d["signals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "fire_alarm")
+            .unwrap();
+        assert_eq!(sig["type"], "bool");
+        assert!(sig["label"].is_string(), "{sig}");
+        assert!(d["category_label"].is_string(), "{d}");
+
+        // The list with the latest values (the dashboard's heating page), filters still apply.
+        let list = get(
+            &fx.app,
+            "/api/devices?values=true&site=huafu&category=elevator",
+        )
+        .await
+        .json();
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        assert_eq!(list[0]["values"]["mode"], "normal");
+        assert_eq!(list[0]["values"]["floor"], serde_json::Value::Null);
+        assert_eq!(list[0]["state"], "intact");
+        let list = get(&fx.app, "/api/devices").await.json();
+        assert!(list[0].get("values").is_none(), "{}", list[0]);
+        let a = get(&fx.app, "/api/devices?values=yes").await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert!(a.error().contains("`values`"), "{}", a.body);
 
         let a = get(&fx.app, "/api/devices/NOPE").await;
         assert_eq!(a.status, StatusCode::NOT_FOUND);

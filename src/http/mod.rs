@@ -13,7 +13,10 @@
 //! - `alarms`: the alarm list, one alarm, acknowledge and on site;
 //! - `maintenance`: operator-set maintenance windows;
 //! - `events`: the live stream (`GET /api/events`, Server-Sent Events);
-//! - `metrics`: the Prometheus text exposition of `crate::stats::Stats`.
+//! - `metrics`: the Prometheus text exposition of `crate::stats::Stats`;
+//! - `report`: what the scorecard grades against (`/api/assessment`) and the report of a
+//!   period (`/api/report`, the `report` command's JSON);
+//! - `dashboard`: the built-in live dashboard at `/` (static files embedded in the binary).
 //!
 //! Every error is JSON, `{"error": "..."}`, with `Content-Type: application/json;
 //! charset=utf-8`, including unknown routes (404) and wrong methods (405).
@@ -21,10 +24,12 @@
 mod alarms;
 mod auth;
 mod body;
+mod dashboard;
 mod devices;
 mod events;
 mod maintenance;
 mod metrics;
+mod report;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +52,7 @@ use crate::stage::{CoreHandle, HandleError};
 use crate::stats::Stats;
 
 pub use devices::status_for;
+pub use report::ReportContext;
 
 /// Largest request body accepted (a write or an acknowledgment is a few dozen bytes).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -75,6 +81,8 @@ pub struct AppState {
     pub categories: Arc<[String]>,
     /// The latest KPI figures (`GET /api/kpi`), refreshed every `assessment.kpi_interval`.
     pub kpi: crate::report::live::KpiView,
+    /// The configuration the report endpoints need (`/api/assessment`, `/api/report`).
+    pub report: Arc<ReportContext>,
 }
 
 impl AppState {
@@ -107,6 +115,7 @@ impl AppState {
             core,
             categories: categories.into(),
             kpi: Default::default(),
+            report: Arc::new(ReportContext::new(cfg)),
         }
     }
 
@@ -162,6 +171,10 @@ pub fn router(settings: &HttpSettings, state: AppState, closing: CancellationTok
         .route("/api/maintenance/{id}", delete(maintenance::end))
         .route("/api/events", get(events::stream))
         .route("/api/kpi", get(kpi))
+        .route("/api/assessment", get(report::assessment))
+        .route("/api/report", get(report::report))
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -300,7 +313,7 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint: {method} {}; the API has GET /healthz, GET /metrics, GET /api/devices, GET /api/devices/{{id}}, POST /api/devices/{{id}}/write, POST /api/devices/{{id}}/maintenance, GET /api/alarms, GET /api/alarms/{{id}}, POST /api/alarms/{{id}}/ack, POST /api/alarms/{{id}}/on_site, GET /api/maintenance, DELETE /api/maintenance/{{id}}, GET /api/events",
+            "no such endpoint: {method} {}; the API has GET /healthz, GET /metrics, GET /api/devices, GET /api/devices/{{id}}, POST /api/devices/{{id}}/write, POST /api/devices/{{id}}/maintenance, GET /api/alarms, GET /api/alarms/{{id}}, POST /api/alarms/{{id}}/ack, POST /api/alarms/{{id}}/on_site, GET /api/maintenance, DELETE /api/maintenance/{{id}}, GET /api/events, GET /api/kpi, GET /api/assessment, GET /api/report; the dashboard is at /",
             uri.path()
         ),
     )
@@ -704,6 +717,18 @@ category = "indoor_sensor"
         pub(crate) async fn tick(&self) {
             tokio::time::sleep(crate::stage::TICK * 3).await;
             self.state.core.devices().await.expect("the core answers");
+        }
+
+        /// The core stage's journal file.
+        pub(crate) fn journal_path(&self) -> std::path::PathBuf {
+            self._journal_dir
+                .path()
+                .join(crate::sink::journal::FILE_NAME)
+        }
+
+        /// A router over the fixture's state as it is now (after a test changed it).
+        pub(crate) fn router(&self) -> Router {
+            router(&self.settings, self.state.clone(), CancellationToken::new())
         }
 
         /// Stops the core stage (as at shutdown) and waits for it.
