@@ -9,6 +9,7 @@ mod bad_input;
 mod config_errors;
 mod e2e;
 mod fixture;
+mod grafana;
 mod harness_smoke;
 mod http_api;
 mod modbus_peers;
