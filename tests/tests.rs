@@ -10,6 +10,7 @@ mod config_errors;
 mod dashboard;
 mod e2e;
 mod fixture;
+mod grafana;
 mod harness_smoke;
 mod http_api;
 mod modbus_peers;
