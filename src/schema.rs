@@ -80,7 +80,7 @@ pub fn measurements() -> Vec<Measurement> {
             name: "assessment",
             tags: vec!["site", "period", "kpi"],
             fields: s(&["actual", "target", "score", "weight"]),
-            when: "on report --publish (one point per KPI, stamped with the period's end)",
+            when: "when a month closes, and on report --publish (one point per KPI, stamped with the period's end)",
             written: true,
         },
         Measurement {
