@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod demo;
 pub mod http;
 pub mod model;
 pub mod report;

@@ -1,4 +1,5 @@
-//! The `estate-gateway` command line: `run`, `check-config`, `schema`, `simulate`, `report`.
+//! The `estate-gateway` command line: `run`, `demo`, `check-config`, `schema`, `simulate`,
+//! `report`.
 //!
 //! Exit codes: 0 success; 1 a runtime failure; 2 a configuration or usage error (every
 //! configuration error is printed, each naming the file, the key and what would be valid).
@@ -30,6 +31,29 @@ enum Command {
         /// The gateway's TOML file.
         #[arg(short, long, default_value = "configs/gateway.toml")]
         config: PathBuf,
+    },
+    /// The demo estate in one process: an embedded MQTT broker, the simulated 锦绣花园 (Modbus
+    /// and MQTT devices, seeded faults, operators who acknowledge), the gateway and its
+    /// dashboard, until SIGINT/SIGTERM.
+    Demo {
+        /// Where the API and the dashboard listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
+        /// Where the embedded MQTT broker listens (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        mqtt: std::net::SocketAddr,
+        /// Seed of the values, the fault schedule and the operators: the same seed, the same demo.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Simulated time runs this many times faster (e.g. 4320: a month in ten minutes).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Journal and spool here (default: a new temp dir, printed on start).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Also forward to this store (InfluxDB v2 write API; token from ESTATE_GW_STORE_TOKEN).
+        #[arg(long)]
+        store_url: Option<String>,
     },
     /// Validate a configuration: print every error (exit 2) or a summary (exit 0).
     CheckConfig {
@@ -145,6 +169,21 @@ fn main() -> ExitCode {
             format,
             publish,
         }),
+        Command::Demo {
+            http,
+            mqtt,
+            seed,
+            speed,
+            data_dir,
+            store_url,
+        } => demo(estate_gateway::demo::DemoOptions {
+            http,
+            mqtt,
+            seed,
+            speed,
+            data_dir,
+            store_url,
+        }),
         Command::Run { config } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
@@ -221,6 +260,56 @@ fn simulate(
         wait_for_signal().await;
         tracing::info!("Signal received; the simulator stops.");
         sim.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn demo(opts: estate_gateway::demo::DemoOptions) -> ExitCode {
+    // rumqttd logs a closed client connection (our readiness probe, every client at shutdown)
+    // as an error: silenced unless RUST_LOG asks for it.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
+        .with_writer(std::io::stderr)
+        .init();
+    if !(opts.speed.is_finite() && opts.speed > 0.0) {
+        eprintln!("error: --speed must be a positive number, e.g. 1, 10 or 4320");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let demo = match estate_gateway::demo::Demo::start(opts, shutdown.clone()).await {
+            Ok(d) => d,
+            Err(e) => {
+                shutdown.cancel();
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        print!("{}", demo.banner);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("Signal received; the demo stops.");
+            signals.cancel();
+        });
+        demo.wait().await;
         ExitCode::SUCCESS
     })
 }

@@ -62,9 +62,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<Arc
 /// Starts the store sink, the Modbus poller, the HTTP API and the MQTT source. On an error
 /// (e.g. the HTTP port is taken) whatever was started is stopped before returning it.
 pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    start_with_clock(cfg, shutdown, Arc::new(SystemClock)).await
+}
+
+/// `start` on a given clock: the demo's scaled clock (`demo --speed N`), which stamps Modbus
+/// polls, readings without `ts`, acknowledgments, timers and the KPI points.
+pub async fn start_with_clock(
+    cfg: &Config,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Running> {
     let stop = shutdown.child_token();
     let stats = Arc::new(Stats::default());
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (tx, rx) = mpsc::channel::<Reading>(cfg.ingest.channel_capacity);
     let (store_tx, store_rx) = mpsc::channel::<StoreItem>(cfg.ingest.channel_capacity);
     let taken = CancellationToken::new();

@@ -8,6 +8,7 @@ mod alarms;
 mod bad_input;
 mod config_errors;
 mod dashboard;
+mod demo;
 mod e2e;
 mod fixture;
 mod grafana;
