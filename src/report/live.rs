@@ -40,6 +40,38 @@ use crate::stage::CoreHandle;
 /// The latest KPI figures as JSON (`GET /api/kpi`); `None` until the first computation.
 pub type KpiView = Arc<RwLock<Option<Json>>>;
 
+/// The scorecard of the month [from_ms, to_ms) from the journal at `path`, and its
+/// `assessment` lines (period label `YYYY-MM` in the site's time zone).
+#[allow(clippy::too_many_arguments)]
+pub fn closed_month(
+    path: &std::path::Path,
+    site: &str,
+    settings: &FigureSettings,
+    kpis: &[crate::config::KpiSettings],
+    grades: &[crate::config::Grade],
+    from_ms: i64,
+    to_ms: i64,
+    now_ms: i64,
+) -> anyhow::Result<(super::Period, super::Scorecard, Vec<u8>)> {
+    let j = Journal::open_read_only(path)?;
+    let figures = compute(&j, site, from_ms, to_ms, now_ms, settings)?;
+    let card = super::scorecard(&figures, kpis, grades, settings.offline);
+    let label = jiff::Timestamp::from_millisecond(from_ms)
+        .map(|t| {
+            t.to_zoned(settings.season.tz.clone())
+                .strftime("%Y-%m")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let period = super::Period {
+        label,
+        from_ms,
+        to_ms,
+    };
+    let lines = super::publish::assessment_lines(site, &period, &card);
+    Ok((period, card, lines))
+}
+
 /// What the task needs.
 pub struct KpiTask {
     pub journal: PathBuf,
@@ -109,25 +141,11 @@ impl KpiTask {
             self.site.clone(),
             self.settings.clone(),
         );
-        let figures = tokio::task::spawn_blocking(move || -> anyhow::Result<Figures> {
-            let j = Journal::open_read_only(&path)?;
-            compute(&j, &site, from_ms, to_ms, now, &settings)
+        let (kpis, grades) = (self.kpis.clone(), self.grades.clone());
+        let (period, card, lines) = tokio::task::spawn_blocking(move || {
+            closed_month(&path, &site, &settings, &kpis, &grades, from_ms, to_ms, now)
         })
         .await??;
-        let card = super::scorecard(&figures, &self.kpis, &self.grades, self.settings.offline);
-        let label = jiff::Timestamp::from_millisecond(from_ms)
-            .map(|t| {
-                t.to_zoned(self.settings.season.tz.clone())
-                    .strftime("%Y-%m")
-                    .to_string()
-            })
-            .unwrap_or_default();
-        let period = super::Period {
-            label,
-            from_ms,
-            to_ms,
-        };
-        let lines = super::publish::assessment_lines(&self.site, &period, &card);
         let n = card.kpis.len();
         if store.send(StoreItem::Lines(lines, n)).await.is_err() {
             anyhow::bail!("the store sink has stopped");
@@ -343,5 +361,87 @@ impl KpiTask {
                 }))).collect::<serde_json::Map<String, Json>>(),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::kpi::OfflinePolicy;
+    use crate::core::season::Season;
+    use crate::core::{DeviceState, Event, Reason, StateChange};
+    use crate::model::{Device, Inventory, Profile};
+
+    /// A closed month's assessment lines: one fire-equipment device intact all November
+    /// (2026-11, Asia/Shanghai), nothing else: fire intactness 100 % scores its full weight.
+    #[test]
+    fn a_closed_month_is_scored_and_written_as_assessment_lines() {
+        let p = Arc::new(Profile::new(
+            "fire_equipment".into(),
+            "消防设施".into(),
+            Duration::from_secs(30),
+            vec![],
+        ));
+        let inv = Inventory::new(vec![Device {
+            id: "FA-1".into(),
+            name: "消防主机".into(),
+            site: "jinxiu".into(),
+            building: "消控室".into(),
+            category: "fire_equipment".into(),
+            profile: p,
+            interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(90),
+            modbus: None,
+            rules: Default::default(),
+        }]);
+        let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+        let (_, nov) = day_and_month_start(1_794_000_000_000, &tz); // 2026-11-12
+        let (_, dec) = day_and_month_start(1_796_200_000_000, &tz); // 2026-12-02
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut j = Journal::open(dir.path()).unwrap();
+            j.append(
+                &inv,
+                &[Event::State(StateChange {
+                    device: 0,
+                    ts_ms: nov - 1,
+                    from: None,
+                    to: DeviceState::Intact,
+                    reason: Reason::Reading,
+                })],
+            )
+            .unwrap();
+        }
+        let settings = FigureSettings {
+            offline: OfflinePolicy::NotIntact,
+            season: Season::beijing(),
+            min_indoor_c: 18.0,
+        };
+        let (period, card, lines) = closed_month(
+            &dir.path().join(crate::sink::journal::FILE_NAME),
+            "jinxiu",
+            &settings,
+            &crate::config::default_kpis(),
+            &crate::config::default_grades(),
+            nov,
+            dec,
+            dec + 60_000,
+        )
+        .unwrap();
+        assert_eq!(period.label, "2026-11");
+        let fire = card
+            .kpis
+            .iter()
+            .find(|k| k.name == "fire_intactness")
+            .unwrap();
+        assert_eq!((fire.actual, fire.score), (Some(1.0), Some(25.0)));
+        let text = String::from_utf8(lines).unwrap();
+        assert!(
+            text.contains(&format!(
+                "assessment,kpi=fire_intactness,period=2026-11,site=jinxiu actual=1,target=1,score=25,weight=25 {dec}"
+            )),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), card.kpis.len());
     }
 }
