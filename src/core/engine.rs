@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::event::*;
-use super::rules::{AlarmRule, Clear, Condition, ResponseClass, Rules, Severity, Trigger};
+use super::rules::{AlarmRule, Clear, Condition, ResponseClass, Severity, Trigger};
 use super::season::Season;
 use crate::model::{Device, DeviceIdx, Inventory, Status, Value};
 
@@ -760,9 +760,6 @@ impl Engine {
         &self.inventory
     }
 
-    pub fn settings(&self) -> &EngineSettings {
-        &self.settings
-    }
 
     // ---- internals ----
 
@@ -1065,11 +1062,6 @@ pub fn render_message(
         .replace("{building}", &d.building)
         .replace("{signal}", &signal)
         .replace("{value}", &value)
-}
-
-/// The rules of a device (for callers that only have the inventory).
-pub fn rules_of(inventory: &Inventory, device: DeviceIdx) -> &Rules {
-    &inventory.get(device).rules
 }
 
 #[cfg(test)]

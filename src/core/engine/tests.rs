@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::core::rules::{Op, ResponseClass, StateRules};
+use crate::core::rules::{Op, ResponseClass, Rules, StateRules};
 use crate::core::season::{MonthDay, Season};
 use crate::model::{Profile, Signal, SignalType};
 
