@@ -394,34 +394,22 @@ fn report(a: ReportArgs) -> ExitCode {
         .gateway
         .data_dir
         .join(estate_gateway::sink::journal::FILE_NAME);
-    let journal = match estate_gateway::sink::journal::Journal::open_read_only(&path) {
-        Ok(j) => j,
+    let settings = report::FigureSettings::for_site(&cfg.heating, cfg.assessment.offline, &site);
+    let (figures, card) = match report::score(
+        &path,
+        &site,
+        &period,
+        now,
+        &settings,
+        &cfg.assessment.kpis,
+        &cfg.assessment.grades,
+    ) {
+        Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    let settings = estate_gateway::run::figure_settings(&cfg, &site);
-    let figures = match report::compute(
-        &journal,
-        &site,
-        period.from_ms,
-        period.to_ms,
-        now,
-        &settings,
-    ) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: reading the journal {}: {e:#}", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let card = report::scorecard(
-        &figures,
-        &cfg.assessment.kpis,
-        &cfg.assessment.grades,
-        cfg.assessment.offline,
-    );
     let labels: BTreeMap<String, String> = cfg
         .profiles
         .iter()

@@ -206,7 +206,11 @@ pub async fn start_with_clock(
         crate::report::live::KpiTask {
             journal: journal_path.clone(),
             site: cfg.gateway.site.clone(),
-            settings: figure_settings(cfg, &cfg.gateway.site),
+            settings: crate::report::FigureSettings::for_site(
+                &cfg.heating,
+                cfg.assessment.offline,
+                &cfg.gateway.site,
+            ),
             interval: cfg.assessment.kpi_interval,
             store: kpi_store,
             core: core.handle.clone(),
@@ -306,16 +310,6 @@ pub async fn start_with_clock(
         "estate-gateway running."
     );
     Ok(running)
-}
-
-/// What the figures (periodic points, `report`) need from the configuration.
-pub fn figure_settings(cfg: &Config, site: &str) -> crate::report::FigureSettings {
-    let (season, min_indoor_c) = cfg.heating.for_site(site);
-    crate::report::FigureSettings {
-        offline: cfg.assessment.offline,
-        season: season.clone(),
-        min_indoor_c,
-    }
 }
 
 /// The engine's settings from the configuration.

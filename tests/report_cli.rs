@@ -243,7 +243,7 @@ fn report_on_a_real_run_equals_the_library_call() {
     let (season, _) = cfg.heating.for_site(SITE);
     let period = report::Period::between(&from, &to, &season.tz).unwrap();
     let journal = Journal::open_read_only(&estate.journal_path()).unwrap();
-    let settings = estate_gateway::run::figure_settings(&cfg, SITE);
+    let settings = report::FigureSettings::for_site(&cfg.heating, cfg.assessment.offline, SITE);
     let figures = report::compute(
         &journal,
         SITE,

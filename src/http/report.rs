@@ -61,12 +61,7 @@ impl ReportContext {
     }
 
     fn figure_settings(&self, site: &str) -> FigureSettings {
-        let (season, min_indoor_c) = self.heating.for_site(site);
-        FigureSettings {
-            offline: self.assessment.offline,
-            season: season.clone(),
-            min_indoor_c,
-        }
+        FigureSettings::for_site(&self.heating, self.assessment.offline, site)
     }
 }
 
@@ -194,21 +189,15 @@ pub(super) async fn report(
         )));
     }
     let body = tokio::task::spawn_blocking(move || -> anyhow::Result<Json> {
-        let journal = crate::sink::journal::Journal::open_read_only(&r.journal)?;
-        let figures = report::compute(
-            &journal,
+        let (figures, card) = report::score(
+            &r.journal,
             &site,
-            period.from_ms,
-            period.to_ms,
+            &period,
             now,
             &settings,
-        )?;
-        let card = report::scorecard(
-            &figures,
             &r.assessment.kpis,
             &r.assessment.grades,
-            r.assessment.offline,
-        );
+        )?;
         Ok(Report {
             figures: &figures,
             scorecard: &card,

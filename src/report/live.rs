@@ -53,9 +53,6 @@ pub fn closed_month(
     to_ms: i64,
     now_ms: i64,
 ) -> anyhow::Result<(super::Period, super::Scorecard, Vec<u8>)> {
-    let j = Journal::open_read_only(path)?;
-    let figures = compute(&j, site, from_ms, to_ms, now_ms, settings)?;
-    let card = super::scorecard(&figures, kpis, grades, settings.offline);
     let label = jiff::Timestamp::from_millisecond(from_ms)
         .map(|t| {
             t.to_zoned(settings.season.tz.clone())
@@ -68,6 +65,7 @@ pub fn closed_month(
         from_ms,
         to_ms,
     };
+    let (_, card) = super::score(path, site, &period, now_ms, settings, kpis, grades)?;
     let lines = super::publish::assessment_lines(site, &period, &card);
     Ok((period, card, lines))
 }
