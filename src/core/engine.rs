@@ -760,7 +760,6 @@ impl Engine {
         &self.inventory
     }
 
-
     // ---- internals ----
 
     fn holds(&self, device: DeviceIdx, c: &Condition, ts_ms: i64) -> bool {

@@ -837,12 +837,9 @@ impl Journal {
                  ORDER BY raised_ms, seq, id"
             ))
             .sql(path, doing)?;
-        let mut rows = stmt.query([from_ms, to_ms]).sql(path, doing)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().sql(path, doing)? {
-            out.push(alarm_record(row, path)?);
-        }
-        Ok(out)
+        collect(&mut stmt, [from_ms, to_ms], path, doing, |row| {
+            alarm_record(row, path)
+        })
     }
 
     /// State transitions with `ts_ms` in `[from_ms, to_ms)`, plus each device's last
@@ -888,33 +885,9 @@ impl Journal {
                  ORDER BY c.site, c.device, c.ts_ms, c.id",
             )
             .sql(path, doing)?;
-        let mut rows = stmt.query([from_ms, to_ms]).sql(path, doing)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().sql(path, doing)? {
-            out.push(compliance_record(row, path, doing)?);
-        }
-        Ok(out)
-    }
-
-    /// Hourly statistics of hours starting in [from_ms, to_ms), ordered by site, device,
-    /// signal, hour.
-    pub fn hourly(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<HourlyRecord>> {
-        let path = &self.path;
-        let doing = "reading hourly statistics from the journal";
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT site, device, building, category, signal, hour_ms, n, sum, min, max \
-                 FROM hourly WHERE hour_ms >= ?1 AND hour_ms < ?2 \
-                 ORDER BY site, device, signal, hour_ms",
-            )
-            .sql(path, doing)?;
-        let mut rows = stmt.query([from_ms, to_ms]).sql(path, doing)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().sql(path, doing)? {
-            out.push(hourly_record(row, path, doing)?);
-        }
-        Ok(out)
+        collect(&mut stmt, [from_ms, to_ms], path, doing, |row| {
+            compliance_record(row, path, doing)
+        })
     }
 
     /// Runs overlapping `[from_ms, to_ms)` (started before `to_ms`, alive or stopped at or
@@ -930,18 +903,15 @@ impl Journal {
                  ORDER BY started_ms, id",
             )
             .sql(path, doing)?;
-        let mut rows = stmt.query([from_ms, to_ms]).sql(path, doing)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().sql(path, doing)? {
-            out.push(RunRecord {
+        collect(&mut stmt, [from_ms, to_ms], path, doing, |row| {
+            Ok(RunRecord {
                 started_ms: row.get(0).sql(path, doing)?,
                 alive_ms: row.get(1).sql(path, doing)?,
                 stopped_ms: row.get(2).sql(path, doing)?,
                 host: row.get(3).sql(path, doing)?,
                 version: row.get(4).sql(path, doing)?,
-            });
-        }
-        Ok(out)
+            })
+        })
     }
 
     /// `transitions` for the devices of one site only: each device's last transition before
@@ -1056,12 +1026,13 @@ impl Journal {
                  ORDER BY raised_ms, seq, id"
             ))
             .sql(path, doing)?;
-        let mut rows = stmt.query(params![site, from_ms, to_ms]).sql(path, doing)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().sql(path, doing)? {
-            out.push(alarm_record(row, path)?);
-        }
-        Ok(out)
+        collect(
+            &mut stmt,
+            params![site, from_ms, to_ms],
+            path,
+            doing,
+            |row| alarm_record(row, path),
+        )
     }
 
     /// Hourly statistics of one signal of one site's devices, hours starting in
@@ -1083,14 +1054,13 @@ impl Journal {
                  ORDER BY device, hour_ms",
             )
             .sql(path, doing)?;
-        let mut rows = stmt
-            .query(params![site, signal, from_ms, to_ms])
-            .sql(path, doing)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().sql(path, doing)? {
-            out.push(hourly_record(row, path, doing)?);
-        }
-        Ok(out)
+        collect(
+            &mut stmt,
+            params![site, signal, from_ms, to_ms],
+            path,
+            doing,
+            |row| hourly_record(row, path, doing),
+        )
     }
 
     fn writable(&self, doing: &str) -> anyhow::Result<()> {
@@ -1261,6 +1231,22 @@ fn site_devices(
 }
 
 /// One row of `TRANSITION_COLUMNS`, with its row id.
+/// Runs a prepared query and decodes every row.
+fn collect<T>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    path: &Path,
+    doing: &str,
+    mut decode: impl FnMut(&Row<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
+    let mut rows = stmt.query(params).sql(path, doing)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().sql(path, doing)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
 /// A row of `SELECT site, device, building, ts_ms, compliant`.
 fn compliance_record(row: &Row<'_>, path: &Path, doing: &str) -> anyhow::Result<ComplianceRecord> {
     Ok(ComplianceRecord {

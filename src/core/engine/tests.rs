@@ -1133,7 +1133,9 @@ fn compliance_changes_and_hourly_statistics_reach_the_journal() {
         got,
         vec![(h + 600_000, Some(true)), (h + 3_600_000, Some(false))]
     );
-    let hours = j.hourly(h, h + 7_200_000).unwrap();
+    let hours = j
+        .hourly_for_site("jinxiu", "indoor_temp_c", h, h + 7_200_000)
+        .unwrap();
     assert_eq!(hours.len(), 2);
     // First hour: 17.5, 18.0, 18.5 and the late 19.0.
     assert_eq!((hours[0].hour_ms, hours[0].n), (h, 4));
