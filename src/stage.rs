@@ -81,17 +81,15 @@ pub enum Command {
         id: String,
         reply: Reply<MaintenanceWindow>,
     },
+    /// Every device's state, in inventory order, and with `values` its latest values
+    /// (profile order; empty without) — one round trip however many devices.
     Devices {
-        reply: oneshot::Sender<Vec<DeviceView>>,
+        values: bool,
+        reply: oneshot::Sender<Vec<(DeviceView, Vec<Option<Value>>)>>,
     },
     Device {
         device: DeviceIdx,
         reply: oneshot::Sender<(DeviceView, Vec<Option<Value>>)>,
-    },
-    /// Every device's state and latest values, in inventory order (one round trip for the
-    /// dashboard's heating page, however many devices).
-    DevicesWithValues {
-        reply: oneshot::Sender<Vec<(DeviceView, Vec<Option<Value>>)>>,
     },
     /// Active alarms and the cleared ones still retained, newest first, and the engine's now.
     Alarms {
@@ -186,7 +184,13 @@ impl CoreHandle {
 
     /// Every device's state, in inventory order.
     pub async fn devices(&self) -> Result<Vec<DeviceView>, HandleError> {
-        self.ask(|reply| Command::Devices { reply }).await
+        let all = self
+            .ask(|reply| Command::Devices {
+                values: false,
+                reply,
+            })
+            .await?;
+        Ok(all.into_iter().map(|(v, _)| v).collect())
     }
 
     /// One device's state and latest values (profile order).
@@ -201,7 +205,11 @@ impl CoreHandle {
     pub async fn devices_with_values(
         &self,
     ) -> Result<Vec<(DeviceView, Vec<Option<Value>>)>, HandleError> {
-        self.ask(|reply| Command::DevicesWithValues { reply }).await
+        self.ask(|reply| Command::Devices {
+            values: true,
+            reply,
+        })
+        .await
     }
 
     /// Active alarms and the cleared ones still retained, newest first, with the engine's now.
@@ -398,17 +406,17 @@ impl Stage {
             Command::EndMaintenance { id, reply } => {
                 let _ = reply.send(e.end_maintenance(&id, now, out));
             }
-            Command::Devices { reply } => {
-                let n = e.inventory().len();
-                let _ = reply.send((0..n).map(|i| e.device(i as DeviceIdx)).collect());
-            }
-            Command::DevicesWithValues { reply } => {
-                let n = e.inventory().len();
+            Command::Devices { values, reply } => {
+                let n = e.inventory().len() as DeviceIdx;
                 let _ = reply.send(
                     (0..n)
                         .map(|i| {
-                            let i = i as DeviceIdx;
-                            (e.device(i), e.values(i).to_vec())
+                            let v = if values {
+                                e.values(i).to_vec()
+                            } else {
+                                Vec::new()
+                            };
+                            (e.device(i), v)
                         })
                         .collect(),
                 );
