@@ -38,13 +38,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use common::{
-    clk_tck, cpu_ticks, env_number, fmt_num, full_run, gateway_bin, http_get, now_ms, secs,
-    store_query, temp_dir, ticks_s, url_encode, write_file, Service,
+    clk_tck, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, http_get, now_ms,
+    secs, store_query, temp_dir, ticks_s, url_encode, wait_for, write_file, Service,
 };
 
 const SITE: &str = "bench";
@@ -922,38 +922,6 @@ async fn background(
 
 // ---------------------------------------------------------------------------------------
 // MQTT helpers.
-
-/// Polls `eventloop` until `done` accepts an event.
-async fn wait_for(
-    eventloop: &mut EventLoop,
-    deadline: tokio::time::Instant,
-    who: &str,
-    done: impl Fn(&Event) -> bool,
-) -> Result<(), String> {
-    loop {
-        let ev = tokio::time::timeout_at(deadline, eventloop.poll())
-            .await
-            .map_err(|_| format!("{who}: no answer from the broker in time"))?
-            .map_err(|e| format!("{who}: {e}"))?;
-        if done(&ev) {
-            return Ok(());
-        }
-    }
-}
-
-/// Sends what is queued and disconnects, within a second.
-async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-}
 
 // ---------------------------------------------------------------------------------------
 // The store and the figures.

@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
 
 use common::{
-    clk_tck, cpu_ticks, env_number, fmt_num, full_run, gateway_bin, median, now_ms, secs,
-    store_query, temp_dir, ticks_s, write_file, Service, READY_TIMEOUT,
+    clk_tck, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, median, now_ms,
+    secs, store_query, temp_dir, ticks_s, wait_for, write_file, Service, READY_TIMEOUT,
 };
 
 const FULL_MESSAGES: usize = 200_000;
@@ -653,38 +653,6 @@ async fn receive(
         last,
         bad_json,
     })
-}
-
-/// Polls `eventloop` until `done` accepts an event.
-async fn wait_for(
-    eventloop: &mut EventLoop,
-    deadline: tokio::time::Instant,
-    who: &str,
-    done: impl Fn(&Event) -> bool,
-) -> Result<(), String> {
-    loop {
-        let ev = tokio::time::timeout_at(deadline, eventloop.poll())
-            .await
-            .map_err(|_| format!("{who}: no answer from the broker in time"))?
-            .map_err(|e| format!("{who}: {e}"))?;
-        if done(&ev) {
-            return Ok(());
-        }
-    }
-}
-
-/// Sends what is queued (the last PUBACKs) and disconnects, within a second.
-async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
 }
 
 // ---------------------------------------------------------------------------------------

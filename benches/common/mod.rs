@@ -511,3 +511,37 @@ pub(crate) fn fmt_num(v: f64, decimals: usize) -> String {
     }
     out
 }
+
+// MQTT helpers shared by the benches.
+
+/// Polls `eventloop` until `done` accepts an event.
+pub(crate) async fn wait_for(
+    eventloop: &mut rumqttc::EventLoop,
+    deadline: tokio::time::Instant,
+    who: &str,
+    done: impl Fn(&rumqttc::Event) -> bool,
+) -> Result<(), String> {
+    loop {
+        let ev = tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .map_err(|_| format!("{who}: no answer from the broker in time"))?
+            .map_err(|e| format!("{who}: {e}"))?;
+        if done(&ev) {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends what is queued (e.g. the last PUBACKs) and disconnects, within a second.
+pub(crate) async fn disconnect(client: &rumqttc::AsyncClient, eventloop: &mut rumqttc::EventLoop) {
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
