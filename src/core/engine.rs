@@ -763,6 +763,12 @@ impl Engine {
     // ---- internals ----
 
     fn holds(&self, device: DeviceIdx, c: &Condition, ts_ms: i64) -> bool {
+        self.holds_against(device, c, &c.value, ts_ms)
+    }
+
+    /// `c` with `value` in place of its own constant (an alarm's clear bound), without
+    /// building a second condition on every reading.
+    fn holds_against(&self, device: DeviceIdx, c: &Condition, value: &Value, ts_ms: i64) -> bool {
         if c.season
             && !self
                 .settings
@@ -776,7 +782,7 @@ impl Engine {
             .values
             .get(c.signal as usize)
             .and_then(Option::as_ref)
-            .is_some_and(|v| c.test(v))
+            .is_some_and(|v| super::rules::compare(v, c.op, value))
     }
 
     fn recompute_conditions(&mut self, device: DeviceIdx, ts_ms: i64) {
@@ -912,13 +918,7 @@ impl Engine {
                 let raise = self.holds(device, when, ts_ms);
                 let stay = match clear {
                     Clear::Immediate => raise,
-                    Clear::Bound(b) => {
-                        let bound = Condition {
-                            value: b.clone(),
-                            ..when.clone()
-                        };
-                        self.holds(device, &bound, ts_ms)
-                    }
+                    Clear::Bound(b) => self.holds_against(device, when, b, ts_ms),
                 };
                 (raise, stay || raise)
             }
