@@ -67,15 +67,6 @@ pub struct Condition {
     pub season: bool,
 }
 
-impl Condition {
-    /// Whether `v` satisfies the condition (ignoring `season`). Numbers compare as numbers
-    /// whatever their representation (an int signal against a float constant); values of
-    /// different kinds (a string against a number) never satisfy it.
-    pub fn test(&self, v: &Value) -> bool {
-        compare(v, self.op, &self.value)
-    }
-}
-
 impl fmt::Display for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -92,7 +83,9 @@ impl fmt::Display for Condition {
     }
 }
 
-/// `a op b` for two values.
+/// `a op b` for two values: numbers compare as numbers whatever their representation (an
+/// int signal against a float constant); values of different kinds (a string against a
+/// number) never satisfy it.
 pub fn compare(a: &Value, op: Op, b: &Value) -> bool {
     use std::cmp::Ordering;
     let ord: Option<Ordering> = match (a, b) {
