@@ -327,6 +327,8 @@ pub fn engine_settings(cfg: &Config) -> EngineSettings {
             .iter()
             .map(|(k, v)| (k.clone(), (v.season.clone(), v.min_indoor_c)))
             .collect(),
+        max_lateness_ms: cfg.ingest.max_lateness.as_millis() as i64,
+        monitored_since: std::collections::HashMap::new(),
     }
 }
 

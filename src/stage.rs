@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::core::engine::{DeviceView, Engine};
+use crate::core::engine::{Applied, DeviceView, Engine};
 use crate::core::{Alarm, AlarmEventKind, CommandError, DeviceState, Event, MaintenanceWindow};
 use crate::model::{DeviceIdx, Inventory, Reading, Value};
 use crate::sink::journal::Journal;
@@ -314,7 +314,15 @@ impl Stage {
                 r = readings.recv() => match r {
                     Some(r) => {
                         let now = self.clock.now_ms();
-                        self.engine.on_reading(r.device, r.ts_ms, &r.values, r.status, now, &mut self.out);
+                        match self.engine.on_reading(r.device, r.ts_ms, &r.values, r.status, now, &mut self.out) {
+                            Applied::Applied => {}
+                            Applied::OutOfOrder => {
+                                self.stats.core.out_of_order.fetch_add(1, Relaxed);
+                            }
+                            Applied::Late => {
+                                self.stats.core.late.fetch_add(1, Relaxed);
+                            }
+                        }
                         self.emit().await;
                         if self.outputs.store.send(StoreItem::Reading(r)).await.is_err() {
                             error!("The store sink stopped; readings are no longer written.");
@@ -330,6 +338,7 @@ impl Stage {
                     let now = self.clock.now_ms();
                     self.engine.tick(now, &mut self.out);
                     self.emit().await;
+                    self.save_progress();
                     if now.saturating_sub(self.last_alive_ms) >= ALIVE_EVERY_MS {
                         self.last_alive_ms = now;
                         if let Err(e) = self.journal.alive(now) {
@@ -348,6 +357,7 @@ impl Stage {
         self.engine.tick(now, &mut self.out);
         self.engine.flush_hours(&mut self.out);
         self.emit().await;
+        self.save_progress();
         if let Err(e) = self.journal.end_run(now) {
             self.journal_error(&e);
         }
@@ -434,6 +444,15 @@ impl Stage {
             Command::Windows { reply } => {
                 let _ = reply.send(e.windows().cloned().collect());
             }
+        }
+    }
+
+    /// Keeps the devices' event-time positions in the journal (each tick and at the stop):
+    /// a restart goes on from there.
+    fn save_progress(&mut self) {
+        let progress = self.engine.take_progress();
+        if let Err(e) = self.journal.save_progress(self.engine.inventory(), &progress) {
+            self.journal_error(&e);
         }
     }
 

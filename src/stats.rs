@@ -323,6 +323,12 @@ pub struct CoreStats {
     pub webhook_sent: AtomicU64,
     /// Webhook deliveries given up after all retries.
     pub webhook_failed: AtomicU64,
+    /// Readings older than one already applied for their device: forwarded to the store,
+    /// no state changed (DESIGN §4 "Event time").
+    pub out_of_order: AtomicU64,
+    /// Readings that arrived after the gateway had concluded a later moment of their device
+    /// (beyond `ingest.max_lateness`): forwarded, no state changed, the journal not rewritten.
+    pub late: AtomicU64,
 }
 
 impl CoreStats {
@@ -340,6 +346,8 @@ impl CoreStats {
             ("events_dropped", &self.events_dropped),
             ("webhook_sent", &self.webhook_sent),
             ("webhook_failed", &self.webhook_failed),
+            ("out_of_order", &self.out_of_order),
+            ("late", &self.late),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.load(Relaxed)))

@@ -147,6 +147,8 @@ pub struct HttpSettings {
 pub struct IngestSettings {
     pub max_clock_skew: Duration,
     pub max_reading_age: Duration,
+    /// DESIGN §4 "Event time": see `EngineSettings::max_lateness_ms`.
+    pub max_lateness: Duration,
     pub channel_capacity: usize,
     pub log_burst: u32,
     pub log_window: Duration,
@@ -157,6 +159,7 @@ impl Default for IngestSettings {
         IngestSettings {
             max_clock_skew: Duration::from_secs(60),
             max_reading_age: Duration::from_secs(7 * 86_400),
+            max_lateness: Duration::from_secs(2),
             channel_capacity: 10_000,
             log_burst: 5,
             log_window: Duration::from_secs(60),
@@ -757,6 +760,7 @@ fn build_ingest(i: &RawIngest, errs: &mut Errors) -> IngestSettings {
     let s = IngestSettings {
         max_clock_skew: errs.duration("ingest.max_clock_skew", &i.max_clock_skew),
         max_reading_age: errs.duration("ingest.max_reading_age", &i.max_reading_age),
+        max_lateness: errs.duration("ingest.max_lateness", &i.max_lateness),
         channel_capacity: i.channel_capacity,
         log_burst: i.log_burst,
         log_window: errs.duration("ingest.log_window", &i.log_window),

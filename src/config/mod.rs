@@ -317,6 +317,7 @@ fn unknown_key_hint(key: &str) -> String {
         "ingest" => &[
             "max_clock_skew",
             "max_reading_age",
+            "max_lateness",
             "channel_capacity",
             "log_burst",
             "log_window",

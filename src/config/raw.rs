@@ -196,6 +196,9 @@ pub(crate) struct RawIngest {
     pub max_clock_skew: String,
     /// A device `ts` older than this is rejected.
     pub max_reading_age: String,
+    /// How long past a moment the gateway waits for readings of that moment before it
+    /// concludes a heartbeat timeout, delay or window boundary (DESIGN §4 "Event time").
+    pub max_lateness: String,
     /// Readings queued between sources and the core before sources wait.
     pub channel_capacity: usize,
     /// Bad-input log lines per reason per `log_window` before the rest are only counted.
@@ -208,6 +211,7 @@ impl Default for RawIngest {
         RawIngest {
             max_clock_skew: "60s".into(),
             max_reading_age: "7d".into(),
+            max_lateness: "2s".into(),
             channel_capacity: 10_000,
             log_burst: 5,
             log_window: "60s".into(),

@@ -72,10 +72,11 @@ pub enum Reason {
     Window,
     /// The heating season began or ended (rules marked `season` start or stop applying).
     Season,
-    /// The gateway was not running: from the last moment it was known alive until it
-    /// restarted, every device not already offline or in maintenance counts as offline.
+    /// Journals of earlier versions only: the gateway was not running (from its last alive
+    /// moment to its restart every device counted as offline). A restart is no longer
+    /// special (DESIGN §4): nothing emits this any more; reports still read it.
     GatewayDown,
-    /// The state journaled before a restart, restored when the gateway started again.
+    /// Journals of earlier versions only: the state restored at a restart.
     Restored,
 }
 
@@ -260,6 +261,9 @@ pub struct MaintenanceWindow {
     pub reason: String,
     /// Operator name, or `config` for windows from the configuration file.
     pub by: String,
+    /// When it was entered (gateway time): after `start_ms` for a window recorded
+    /// afterwards (年检 and repairs often are).
+    pub entered_ms: i64,
 }
 
 /// Why an operator command was refused; each maps to one HTTP status.

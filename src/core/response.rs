@@ -6,8 +6,9 @@
 //! **Response timeliness (响应及时率)** over the alarms raised in a period [a, b), judged at b
 //! (nothing that happened after b is seen, so a closed period's figure never changes):
 //! - `timely`: acknowledged within its class's target (t_a − t_r ≤ target);
-//! - `transient`: cleared before reaching its target age (t_c − t_r < target) without a timely
-//!   acknowledgment — excluded, counted apart;
+//! - `transient`: cleared before reaching its target age (t_c − t_r < target) before anyone
+//!   acknowledged it (t_a > t_c or none) — excluded, counted apart, even when acknowledged
+//!   afterwards;
 //! - `late`: acknowledged after its target, or reached its target age unacknowledged;
 //! - `pending`: still open at b, unacknowledged and younger than its target — excluded.
 //!
@@ -62,11 +63,13 @@ pub fn classify(a: &AlarmTimes, at_ms: i64) -> Timeliness {
     let ack = a.acknowledged_ms.filter(|&t| t <= at_ms);
     let cleared = a.cleared_ms.filter(|&t| t <= at_ms);
     let target_at = a.raised_ms + a.ack_target_ms;
+    // Cleared before its target age with nobody having acknowledged it by then: transient,
+    // even if someone acknowledges it afterwards (DESIGN §4).
+    if cleared.is_some_and(|c| c < target_at && ack.is_none_or(|t| t > c)) {
+        return Timeliness::Transient;
+    }
     if ack.is_some_and(|t| t <= target_at) {
         return Timeliness::Timely;
-    }
-    if cleared.is_some_and(|t| t < target_at) {
-        return Timeliness::Transient;
     }
     if ack.is_some() || at_ms >= target_at {
         return Timeliness::Late;

@@ -114,6 +114,22 @@ impl Season {
         (from, to)
     }
 
+    /// The first season boundary (a start or an end) strictly after `after_ms`: the moment
+    /// rules marked `season` start or stop applying. `None` only for unrepresentable times.
+    pub fn next_boundary(&self, after_ms: i64) -> Option<i64> {
+        let year = Timestamp::from_millisecond(after_ms)
+            .ok()?
+            .to_zoned(self.tz.clone())
+            .year();
+        (year.saturating_sub(2)..=year.saturating_add(1))
+            .flat_map(|y| {
+                let (a, b) = self.bounds(y);
+                [a, b]
+            })
+            .filter(|&t| t > after_ms && t != i64::MAX)
+            .min()
+    }
+
     fn midnight(&self, d: Date) -> i64 {
         d.to_zoned(self.tz.clone())
             .map(|z| z.timestamp().as_millisecond())
@@ -124,6 +140,18 @@ impl Season {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_boundary_is_the_next_start_or_end() {
+        let s = Season::beijing();
+        let start = ms("2026-11-14T16:00:00Z"); // 2026-11-15 00:00 Asia/Shanghai
+        let end = ms("2027-03-15T16:00:00Z"); // 2027-03-16 00:00, the day after 03-15
+        assert_eq!(s.next_boundary(ms("2026-09-01T00:00:00Z")), Some(start));
+        assert_eq!(s.next_boundary(start - 1), Some(start));
+        assert_eq!(s.next_boundary(start), Some(end));
+        assert!(s.contains(start) && !s.contains(start - 1));
+        assert!(s.contains(end - 1) && !s.contains(end));
+    }
 
     fn ms(s: &str) -> i64 {
         s.parse::<Timestamp>().unwrap().as_millisecond()

@@ -264,6 +264,8 @@ fn core_help(field: &str) -> &'static str {
         "events_dropped" => "Events an event sink (MQTT out, webhook) could not take and dropped.",
         "webhook_sent" => "Webhook deliveries.",
         "webhook_failed" => "Webhook deliveries given up after all retries.",
+        "out_of_order" => "Readings older than one already applied for their device (forwarded, no state changed).",
+        "late" => "Readings that arrived after a later moment of their device was concluded (forwarded, no state changed).",
         _ => "A counter of the core stage (see CoreStats).",
     }
 }

@@ -663,6 +663,8 @@ category = "indoor_sensor"
             retain_cleared_ms: 7 * 86_400_000,
             min_indoor_c: 18.0,
             sites: Default::default(),
+            max_lateness_ms: crate::core::engine::DEFAULT_MAX_LATENESS_MS,
+            monitored_since: Default::default(),
         }
     }
 

@@ -163,7 +163,16 @@ pub fn compute(
 
     // Intactness: one pass over the site's transitions, grouped by device.
     let transitions = journal.transitions_for_site(site, from_ms, end)?;
-    let histories = histories(&transitions, from_ms);
+    let mut histories = histories(&transitions, from_ms);
+    let mut windows: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+    for (device, start, stop) in journal.windows_for_site(site, from_ms, end)? {
+        windows.entry(device).or_default().push((start, stop));
+    }
+    for h in &mut histories {
+        if let Some(w) = windows.get(h.device) {
+            h.overlay_windows(from_ms, w);
+        }
+    }
     let mut instant: Vec<Option<DeviceState>> = Vec::with_capacity(histories.len());
     let mut instant_cat: BTreeMap<&str, Vec<Option<DeviceState>>> = BTreeMap::new();
     let mut instant_bld: BTreeMap<&str, Vec<Option<DeviceState>>> = BTreeMap::new();
@@ -281,6 +290,41 @@ pub fn compute(
             scope.sensors += 1;
         }
     }
+    // Configured indoor sensors that never reported a temperature: no compliance record, but
+    // their season time counts (coverage = online time / season time; DESIGN §4).
+    let reported: std::collections::HashSet<&str> =
+        compliance.iter().map(|r| r.device.as_str()).collect();
+    for h in histories
+        .iter()
+        .filter(|h| h.category == INDOOR_CATEGORY && !reported.contains(h.device))
+    {
+        let start = match (h.initial, h.changes.first()) {
+            (Some(_), _) => from_ms,
+            (None, Some(&(ts, _))) => ts,
+            (None, None) => continue,
+        };
+        states.clear();
+        states.extend(h.changes.iter().map(|&(ts, s)| (ts, Some(s))));
+        let t = kpi::heating_time(
+            start,
+            end,
+            h.initial,
+            &states,
+            None,
+            &[],
+            season.initial,
+            &season.changes,
+        );
+        for scope in [
+            &mut f.heating,
+            f.heating_by_building
+                .entry(h.building.to_owned())
+                .or_default(),
+        ] {
+            scope.time.add(&t);
+            scope.sensors += 1;
+        }
+    }
     // Mean indoor temperature: mean of the in-season hourly means, per building and site.
     let mut mean = Mean::default();
     let mut mean_bld: BTreeMap<String, Mean> = BTreeMap::new();
@@ -341,6 +385,10 @@ pub fn compute(
     Ok(f)
 }
 
+/// The category of indoor temperature sensors (profile `indoor_sensor`): its devices count
+/// for heating coverage even when they never reported.
+pub const INDOOR_CATEGORY: &str = "indoor_sensor";
+
 /// A heating loop's supply and return temperature signals (profile `heating_loop`).
 pub const SUPPLY_SIGNAL: &str = "supply_temp_c";
 pub const RETURN_SIGNAL: &str = "return_temp_c";
@@ -353,6 +401,63 @@ struct History<'a> {
     category: &'a str,
     initial: Option<DeviceState>,
     changes: Vec<(i64, DeviceState)>,
+}
+
+impl History<'_> {
+    /// Maintenance windows `[start, end)` (sorted by start) over the device's timeline: inside
+    /// one the device is in maintenance, whatever the transitions say (DESIGN §4: planned
+    /// maintenance is excluded). Only where the device is monitored (from its first state).
+    fn overlay_windows(&mut self, from_ms: i64, windows: &[(i64, i64)]) {
+        let monitored_from = match (self.initial, self.changes.first()) {
+            (Some(_), _) => from_ms,
+            (None, Some(&(ts, _))) => ts,
+            (None, None) => return,
+        };
+        let in_window = |t: i64| windows.iter().any(|&(a, b)| a <= t && t < b);
+        let state_at = |t: i64| -> Option<DeviceState> {
+            let mut s = self.initial;
+            for &(ts, st) in &self.changes {
+                if ts <= t {
+                    s = Some(st);
+                } else {
+                    break;
+                }
+            }
+            s
+        };
+        let mut points: Vec<i64> = self.changes.iter().map(|c| c.0).collect();
+        for &(a, b) in windows {
+            points.push(a.max(monitored_from));
+            points.push(b.max(monitored_from));
+        }
+        points.sort_unstable();
+        points.dedup();
+        let initial = if self.initial.is_some() && in_window(from_ms) {
+            Some(DeviceState::Maintenance)
+        } else {
+            self.initial
+        };
+        let mut changes: Vec<(i64, DeviceState)> = Vec::with_capacity(points.len());
+        let mut cur = initial;
+        for t in points {
+            if t < from_ms || t < monitored_from {
+                continue;
+            }
+            let s = if in_window(t) {
+                Some(DeviceState::Maintenance)
+            } else {
+                state_at(t)
+            };
+            if let Some(s) = s {
+                if cur != Some(s) {
+                    changes.push((t, s));
+                    cur = Some(s);
+                }
+            }
+        }
+        self.initial = initial;
+        self.changes = changes;
+    }
 }
 
 /// Groups transitions (ordered by device, then time, as the journal returns them) by device;

@@ -69,10 +69,10 @@ use anyhow::{anyhow, bail};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, TransactionBehavior};
 use tracing::warn;
 
-use crate::core::engine::{Restored, RestoredState};
+use crate::core::engine::{DeviceProgress, Restored, RestoredState};
 use crate::core::event::{Alarm, DeviceState, Event, MaintenanceWindow, Reason, Stamp};
 use crate::core::rules::Severity;
-use crate::model::{Device, DeviceIdx, Inventory};
+use crate::model::{Device, DeviceIdx, Inventory, Value};
 
 /// The journal's file name inside `data_dir`.
 pub const FILE_NAME: &str = "journal.sqlite";
@@ -86,7 +86,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations: step `i` takes the file from version `i` to `i + 1`. Append steps; never
 /// edit a released one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -204,6 +204,24 @@ CREATE TABLE hourly (
 CREATE INDEX hourly_hour ON hourly (hour_ms);
 ";
 
+/// Version 3: event time (DESIGN §4). Each device's position, values and pending delays, so a
+/// restart goes on exactly where the previous run stood; when a maintenance window was entered
+/// (a window recorded after its start).
+const SCHEMA_V3: &str = "
+CREATE TABLE progress (
+    site        TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    last_ts_ms  INTEGER,
+    applied_ms  INTEGER NOT NULL,
+    entered_ms  INTEGER NOT NULL,
+    flags       INTEGER NOT NULL,
+    vals        TEXT NOT NULL,
+    pending     TEXT NOT NULL,
+    PRIMARY KEY (site, device)
+);
+ALTER TABLE windows ADD COLUMN entered_ms INTEGER;
+";
+
 const TRANSITION_COLUMNS: &str =
     "id, site, device, building, category, ts_ms, from_state, to_state, reason";
 
@@ -211,7 +229,8 @@ const ALARM_COLUMNS: &str = "id, site, device, building, category, rule, severit
      message, raised_ms, ack_ms, ack_by, on_site_ms, on_site_by, cleared_ms, ack_target_ms, \
      on_site_target_ms";
 
-const WINDOW_COLUMNS: &str = "id, site, device, start_ms, end_ms, reason, actor";
+const WINDOW_COLUMNS: &str =
+    "id, site, device, start_ms, end_ms, reason, actor, COALESCE(entered_ms, start_ms)";
 
 /// The journal: one SQLite connection, writable (`open`, one gateway) or read-only
 /// (`open_read_only`, reports). See the module docs for the schema.
@@ -577,7 +596,11 @@ impl Journal {
                      ORDER BY start_ms, seq, id"
                 ))
                 .sql(path, doing)?;
-            let mut rows = stmt.query([now_ms]).sql(path, doing)?;
+            // Windows are applied in event time: one that ended by the gateway clock may still
+            // be ahead of its device's position (a backlog); the engine drops those behind.
+            let mut rows = stmt
+                .query([now_ms.saturating_sub(WINDOW_RESTORE_MS)])
+                .sql(path, doing)?;
             while let Some(row) = rows.next().sql(path, doing)? {
                 let site: String = row.get(1).sql(path, doing)?;
                 let device: String = row.get(2).sql(path, doing)?;
@@ -589,6 +612,7 @@ impl Journal {
                         end_ms: row.get(4).sql(path, doing)?,
                         reason: row.get(5).sql(path, doing)?,
                         by: row.get(6).sql(path, doing)?,
+                        entered_ms: row.get(7).sql(path, doing)?,
                     }),
                     None => unknown_windows += 1,
                 }
@@ -599,7 +623,39 @@ impl Journal {
                 "Maintenance windows of devices no longer in the inventory were not restored.");
         }
 
+        let mut progress = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT site, device, last_ts_ms, applied_ms, entered_ms, flags, vals, \
+                     pending FROM progress",
+                )
+                .sql(path, doing)?;
+            let mut rows = stmt.query([]).sql(path, doing)?;
+            while let Some(row) = rows.next().sql(path, doing)? {
+                let site: String = row.get(0).sql(path, doing)?;
+                let id: String = row.get(1).sql(path, doing)?;
+                let Some(device) = inventory.lookup(&site, &id) else {
+                    continue;
+                };
+                let flags: i64 = row.get(5).sql(path, doing)?;
+                let vals: String = row.get(6).sql(path, doing)?;
+                let pending: String = row.get(7).sql(path, doing)?;
+                progress.push(DeviceProgress {
+                    device,
+                    last_ts_ms: row.get(2).sql(path, doing)?,
+                    applied_ms: row.get(3).sql(path, doing)?,
+                    entered_ms: row.get(4).sql(path, doing)?,
+                    heartbeat_expired: flags & 1 != 0,
+                    status_offline: flags & 2 != 0,
+                    values: decode_values(&vals),
+                    pending: serde_json::from_str(&pending).unwrap_or_default(),
+                });
+            }
+        }
+
         Ok(Restored {
+            progress,
             last_alive_ms,
             states,
             alarms,
@@ -607,6 +663,54 @@ impl Journal {
             next_alarm_seq: next_seq(&tx, path, "alarms")?,
             next_window_seq: next_seq(&tx, path, "windows")?,
         })
+    }
+
+    /// Keeps each device's event-time position, values and pending delays (one transaction):
+    /// a restart goes on from there (`restore`).
+    pub fn save_progress(
+        &mut self,
+        inventory: &Inventory,
+        progress: &[DeviceProgress],
+    ) -> anyhow::Result<()> {
+        if progress.is_empty() {
+            return Ok(());
+        }
+        let doing = "keeping the devices' positions in the journal";
+        self.writable(doing)?;
+        let path = &self.path;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .sql(path, doing)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO progress (site, device, last_ts_ms, applied_ms, entered_ms, \
+                     flags, vals, pending) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (site, device) DO UPDATE SET last_ts_ms = excluded.last_ts_ms, \
+                     applied_ms = excluded.applied_ms, entered_ms = excluded.entered_ms, \
+                     flags = excluded.flags, vals = excluded.vals, pending = excluded.pending",
+                )
+                .sql(path, doing)?;
+            for p in progress {
+                let d = device(inventory, p.device)?;
+                let flags = i64::from(p.heartbeat_expired) | (i64::from(p.status_offline) << 1);
+                let pending = serde_json::to_string(&p.pending).unwrap_or_else(|_| "[]".into());
+                stmt.execute(params![
+                    d.site,
+                    d.id,
+                    p.last_ts_ms,
+                    p.applied_ms,
+                    p.entered_ms,
+                    flags,
+                    encode_values(&p.values),
+                    pending
+                ])
+                .sql(path, doing)?;
+            }
+        }
+        tx.commit().sql(path, doing)?;
+        Ok(())
     }
 
     /// Records the start of a run (host and version strings for the record); `alive` and
@@ -698,12 +802,13 @@ impl Journal {
             let mut window = tx
                 .prepare_cached(
                     "INSERT INTO windows (id, seq, site, device, building, category, \
-                     start_ms, end_ms, reason, actor) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                     start_ms, end_ms, reason, actor, entered_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
                      ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, site = excluded.site, \
                      device = excluded.device, building = excluded.building, \
                      category = excluded.category, start_ms = excluded.start_ms, \
-                     end_ms = excluded.end_ms, reason = excluded.reason, actor = excluded.actor",
+                     end_ms = excluded.end_ms, reason = excluded.reason, actor = excluded.actor, \
+                     entered_ms = COALESCE(windows.entered_ms, excluded.entered_ms)",
                 )
                 .sql(path, doing)?;
             let mut compliance = tx
@@ -815,6 +920,7 @@ impl Journal {
                                 w.end_ms,
                                 w.reason,
                                 w.by,
+                                w.entered_ms,
                             ])
                             .sql(path, doing)?;
                     }
@@ -962,6 +1068,38 @@ impl Journal {
         Ok(out)
     }
 
+    /// The maintenance windows of one site overlapping `[from_ms, to_ms)`: (device, start,
+    /// end), ordered by device and start. Reports count them as maintenance whether or not
+    /// the transitions show it (a window recorded after its start is in the journal whole,
+    /// its transitions only from when it was entered).
+    pub fn windows_for_site(
+        &self,
+        site: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> anyhow::Result<Vec<(String, i64, i64)>> {
+        let path = &self.path;
+        let doing = "reading a site's maintenance windows from the journal";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT device, start_ms, end_ms FROM windows \
+                 WHERE site = ?1 AND end_ms > ?2 AND start_ms < ?3 AND end_ms > start_ms \
+                 ORDER BY device, start_ms",
+            )
+            .sql(path, doing)?;
+        let mut rows = stmt.query(params![site, from_ms, to_ms]).sql(path, doing)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().sql(path, doing)? {
+            out.push((
+                row.get(0).sql(path, doing)?,
+                row.get(1).sql(path, doing)?,
+                row.get(2).sql(path, doing)?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// `compliance` for the sensors of one site only (each sensor's last change before
     /// `from_ms`, then its changes in `[from_ms, to_ms)`), ordered by (device, ts, insertion
     /// order); one index seek per sensor.
@@ -1102,6 +1240,47 @@ fn acquire_lock(dir: &Path, wait: Duration) -> anyhow::Result<Connection> {
         ))),
         Err(e) => Err(explain(e, &path, doing)),
     }
+}
+
+/// How far back (gateway clock) `restore` looks for maintenance windows that may still be
+/// ahead of their device's position: `ingest.max_reading_age`'s default and a day.
+const WINDOW_RESTORE_MS: i64 = 8 * 86_400_000;
+
+/// Signal values as JSON: `null` or `["f", 1.5]`, `["i", 3]`, `["b", true]`, `["s", "x"]`.
+fn encode_values(values: &[Option<Value>]) -> String {
+    let v: Vec<serde_json::Value> = values
+        .iter()
+        .map(|v| match v {
+            None => serde_json::Value::Null,
+            Some(Value::Float(x)) => serde_json::json!(["f", x]),
+            Some(Value::Int(x)) => serde_json::json!(["i", x]),
+            Some(Value::Bool(x)) => serde_json::json!(["b", x]),
+            Some(Value::Str(x)) => serde_json::json!(["s", x]),
+        })
+        .collect();
+    serde_json::Value::Array(v).to_string()
+}
+
+/// The inverse of `encode_values`; anything unreadable is "no value" (the next reading sets
+/// it again).
+fn decode_values(s: &str) -> Vec<Option<Value>> {
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(s) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|item| {
+            let pair = item.as_array()?;
+            let v = pair.get(1)?;
+            Some(match pair.first()?.as_str()? {
+                "f" => Value::Float(v.as_f64()?),
+                "i" => Value::Int(v.as_i64()?),
+                "b" => Value::Bool(v.as_bool()?),
+                "s" => Value::Str(v.as_str()?.to_owned()),
+                _ => return None,
+            })
+        })
+        .collect()
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
@@ -1549,6 +1728,7 @@ mod tests {
             end_ms,
             reason: "年检".into(),
             by: "张工".into(),
+            entered_ms: start_ms,
         }
     }
 
