@@ -131,6 +131,8 @@ pub struct DeviceProgress {
     pub values: Vec<Option<Value>>,
     /// Per alarm rule (profile order): since when its raising condition has held.
     pub pending: Vec<Option<i64>>,
+    /// The open hour of `hourly` signals: its start and, per signal, (n, sum, min, max).
+    pub hour: Option<(i64, Vec<(u64, f64, f64, f64)>)>,
 }
 
 /// One device as the API shows it.
@@ -197,6 +199,8 @@ struct Dev {
     rules: Vec<RuleState>,
     compliance: Option<Compliance>,
     hour: Option<Hour>,
+    /// The hour last closed by the gateway clock, reopened if a reading of it still comes.
+    closed_hour: Option<Hour>,
     /// Some rule of the device depends on the heating season.
     seasonal: bool,
     /// The next season boundary after `applied_ms` (seasonal devices).
@@ -302,9 +306,12 @@ impl Engine {
                             current: None,
                         }),
                     hour: None,
+                    closed_hour: None,
                     seasonal,
                     next_season: None,
-                    dirty: false,
+                    // Its entry into the inventory is kept from the start (a restart before
+                    // its first reading must not move it).
+                    dirty: true,
                 }
             })
             .collect();
@@ -343,6 +350,7 @@ impl Engine {
             let Some(dev) = e.devs.get_mut(p.device as usize) else {
                 continue;
             };
+            dev.dirty = false;
             dev.last_ts = p.last_ts_ms;
             dev.applied_ms = p.applied_ms.max(dev.since_ms);
             dev.entered_ms = p.entered_ms;
@@ -355,6 +363,12 @@ impl Engine {
                 for (r, s) in dev.rules.iter_mut().zip(&p.pending) {
                     r.pending_since = *s;
                 }
+            }
+            if let Some((hour_ms, acc)) = &p.hour {
+                dev.hour = Some(Hour {
+                    hour_ms: *hour_ms,
+                    acc: acc.clone(),
+                });
             }
             if !dev.started {
                 // Known but never decided (stopped within its first moments): it goes on
@@ -446,6 +460,7 @@ impl Engine {
                 status_offline: dev.status_offline,
                 values: dev.values.clone(),
                 pending: dev.rules.iter().map(|r| r.pending_since).collect(),
+                hour: dev.hour.as_ref().map(|h| (h.hour_ms, h.acc.clone())),
             });
         }
         v

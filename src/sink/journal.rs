@@ -649,8 +649,10 @@ impl Journal {
                     heartbeat_expired: flags & 1 != 0,
                     status_offline: flags & 2 != 0,
                     values: decode_values(&vals),
-                    pending: serde_json::from_str(&pending).unwrap_or_default(),
+                    pending: Vec::new(),
+                    hour: None,
                 });
+                decode_pending(&pending, progress.last_mut());
             }
         }
 
@@ -695,7 +697,7 @@ impl Journal {
             for p in progress {
                 let d = device(inventory, p.device)?;
                 let flags = i64::from(p.heartbeat_expired) | (i64::from(p.status_offline) << 1);
-                let pending = serde_json::to_string(&p.pending).unwrap_or_else(|_| "[]".into());
+                let pending = encode_pending(p);
                 stmt.execute(params![
                     d.site,
                     d.id,
@@ -822,8 +824,7 @@ impl Journal {
                     "INSERT INTO hourly (site, device, building, category, signal, hour_ms, \
                      n, sum, min, max) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
                      ON CONFLICT (site, device, signal, hour_ms) DO UPDATE SET \
-                     n = n + excluded.n, sum = sum + excluded.sum, \
-                     min = MIN(min, excluded.min), max = MAX(max, excluded.max)",
+                     n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max",
                 )
                 .sql(path, doing)?;
             for event in events {
@@ -1245,6 +1246,53 @@ fn acquire_lock(dir: &Path, wait: Duration) -> anyhow::Result<Connection> {
 /// How far back (gateway clock) `restore` looks for maintenance windows that may still be
 /// ahead of their device's position: `ingest.max_reading_age`'s default and a day.
 const WINDOW_RESTORE_MS: i64 = 8 * 86_400_000;
+
+/// A device's pending delays and open hour as JSON: `{"p": [since or null, …], "h": [hour_ms,
+/// [[n, sum, min, max], …]]}` (min and max of an empty signal as null).
+fn encode_pending(p: &DeviceProgress) -> String {
+    let hour = p.hour.as_ref().map(|(h, acc)| {
+        let acc: Vec<serde_json::Value> = acc
+            .iter()
+            .map(|&(n, sum, min, max)| {
+                let f = |x: f64| {
+                    serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, Into::into)
+                };
+                serde_json::json!([n, f(sum), f(min), f(max)])
+            })
+            .collect();
+        serde_json::json!([h, acc])
+    });
+    serde_json::json!({"p": p.pending, "h": hour}).to_string()
+}
+
+fn decode_pending(s: &str, p: Option<&mut DeviceProgress>) {
+    let Some(p) = p else { return };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(s) else {
+        return;
+    };
+    if let Some(items) = v.get("p").and_then(|x| x.as_array()) {
+        p.pending = items.iter().map(|x| x.as_i64()).collect();
+    }
+    if let Some(h) = v.get("h").and_then(|x| x.as_array()) {
+        let hour_ms = h.first().and_then(|x| x.as_i64());
+        let acc = h.get(1).and_then(|x| x.as_array()).map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    let g = |i: usize, d: f64| r.get(i).and_then(|x| x.as_f64()).unwrap_or(d);
+                    (
+                        r.get(0).and_then(|x| x.as_u64()).unwrap_or(0),
+                        g(1, 0.0),
+                        g(2, f64::INFINITY),
+                        g(3, f64::NEG_INFINITY),
+                    )
+                })
+                .collect()
+        });
+        if let (Some(hour_ms), Some(acc)) = (hour_ms, acc) {
+            p.hour = Some((hour_ms, acc));
+        }
+    }
+}
 
 /// Signal values as JSON: `null` or `["f", 1.5]`, `["i", 3]`, `["b", true]`, `["s", "x"]`.
 fn encode_values(values: &[Option<Value>]) -> String {

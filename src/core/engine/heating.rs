@@ -1,5 +1,7 @@
 //! The heating figures' facts (DESIGN §4): an indoor sensor's compliance changes and each
-//! device's hourly statistics of its `hourly` signals, both in event time.
+//! device's hourly statistics of its `hourly` signals, both in event time. An hour is always
+//! emitted whole (the journal row is replaced), so a restart in the middle of an hour, which
+//! goes on with the hour kept in its device's progress, gives the same sums bit for bit.
 
 use super::{Engine, Hour, HOUR_MS};
 use crate::core::event::{Event, ComplianceChange, HourlyStats};
@@ -53,6 +55,16 @@ impl Engine {
         let hour_ms = ts_ms.div_euclid(HOUR_MS) * HOUR_MS;
         let empty = || vec![(0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY); hourly.len()];
         let dev = &mut self.devs[device as usize];
+        if dev.hour.as_ref().is_none_or(|h| h.hour_ms != hour_ms)
+            && dev.closed_hour.as_ref().is_some_and(|h| h.hour_ms == hour_ms)
+        {
+            // An hour the gateway clock had closed gets one more reading: it goes on from
+            // what it had (the journal row is replaced by the whole hour again).
+            if let Some(h) = dev.hour.take() {
+                out.push(hourly_event(device, hourly, &h));
+            }
+            dev.hour = dev.closed_hour.take();
+        }
         let mut late = None;
         let target = match &mut dev.hour {
             Some(h) if h.hour_ms == hour_ms => h,
@@ -84,12 +96,14 @@ impl Engine {
         }
     }
 
-    /// Emits every device's open hour (at shutdown, so nothing is lost).
+    /// Emits every device's open hour as it stands (at shutdown, so nothing is lost); the
+    /// hour stays open (its device's progress keeps it) and a restart goes on with it.
     pub fn flush_hours(&mut self, out: &mut Vec<Event>) {
         for (i, dev) in self.devs.iter_mut().enumerate() {
-            if let Some(h) = dev.hour.take() {
+            if let Some(h) = &dev.hour {
                 let hourly = &self.inventory.get(i as DeviceIdx).profile.hourly;
-                out.push(hourly_event(i as DeviceIdx, hourly, &h));
+                out.push(hourly_event(i as DeviceIdx, hourly, h));
+                dev.dirty = true;
             }
         }
     }
@@ -106,6 +120,8 @@ impl Engine {
                 if let Some(h) = dev.hour.take() {
                     let hourly = &self.inventory.get(i as DeviceIdx).profile.hourly;
                     out.push(hourly_event(i as DeviceIdx, hourly, &h));
+                    dev.closed_hour = Some(h);
+                    dev.dirty = true;
                 }
             }
         }

@@ -114,6 +114,22 @@ impl Engine {
             .retain(|_, a| a.cleared_ms.is_none_or(|c| c >= keep_after));
     }
 
+    /// Brings a device up to just before `ts_ms`: its timers before then fire (a replayed
+    /// acknowledgment at `ts_ms` finds the alarm its timers raised by then).
+    pub fn catch_up(&mut self, device: DeviceIdx, ts_ms: i64, out: &mut Vec<Event>) {
+        if (device as usize) < self.devs.len() {
+            self.advance(device, ts_ms, false, out);
+        }
+    }
+
+    /// Concludes every device up to and including `until_ms` (the end of a replay: what a
+    /// live gateway concludes once that moment has passed).
+    pub fn conclude_all(&mut self, until_ms: i64, out: &mut Vec<Event>) {
+        for i in 0..self.devs.len() {
+            self.advance(i as DeviceIdx, until_ms, true, out);
+        }
+    }
+
     /// Fires the device's timers up to `limit` in time order: those before it, and those at
     /// it when `inclusive` (a conclusion) — a rule's delay at exactly `limit` fires either
     /// way (only a reading with an *earlier* `ts` cancels it), a heartbeat at exactly a

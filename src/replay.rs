@@ -1,0 +1,602 @@
+//! The tape of facts: `estate-gateway replay` and `estate-gateway run --record`.
+//!
+//! The graded figures are a pure function of the timestamped facts (DESIGN §4 "Event time").
+//! A tape is those facts, one JSON object a line, in the order they arrived:
+//!
+//! ```text
+//! {"type":"start","ts":1790000000000}
+//! {"type":"reading","site":"jinxiu","device":"EL-1","ts":1790000000500,"values":{"mode":"normal","fault_code":0}}
+//! {"type":"status","site":"jinxiu","device":"EL-1","ts":1790000010000,"status":"offline"}
+//! {"type":"ack","site":"jinxiu","device":"EL-1","rule":"entrapment","raised":1790000001000,"by":"张伟","ts":1790000030000}
+//! {"type":"on_site","id":"jinxiu-17","by":"李师傅","ts":1790000200000}
+//! {"type":"maintenance","site":"jinxiu","device":"EL-1","start":1790003600000,"end":1790007200000,"reason":"年检","by":"张伟","ts":1790000000000}
+//! {"type":"maintenance_end","id":"jinxiu-M3","ts":1790005000000}
+//! ```
+//!
+//! - `ts` is the fact's event time (unix ms): a reading's own `ts` (or its arrival time), the
+//!   operator's time of an acknowledgment, the moment a window was entered.
+//! - `values` are signal names of the device's profile with JSON values, checked exactly as an
+//!   MQTT telemetry payload is (`source::decode`).
+//! - An acknowledgment or on-site report names its alarm by `device` + `rule` (+ `raised`, the
+//!   alarm's raise time; without it, the latest alarm of that rule raised at or before `ts`), or
+//!   by `id`. Recorded tapes carry both; alarm ids depend on the order alarms were raised in,
+//!   the device and rule do not.
+//! - `start` marks a gateway start (recorded tapes); the first one is when devices never heard
+//!   from entered the inventory. Without one, the first fact's `ts` is.
+//!
+//! `replay` feeds a tape through the same engine as the live gateway, as fast as it can, into a
+//! journal; at the end every device is concluded up to `--until` (default: the last fact's
+//! time), as a live gateway would have concluded it once that moment passed. Each device's
+//! facts must be in `ts` order on the tape (they are, when recorded); devices may interleave
+//! in any way.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::config::Config;
+use crate::core::engine::{Applied, Engine};
+use crate::core::event::{Alarm, Event};
+use crate::model::{DeviceIdx, Inventory, Status, Value};
+use crate::sink::journal::Journal;
+use crate::source::decode;
+
+/// One line of a tape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fact {
+    /// A gateway started.
+    Start { ts: i64 },
+    /// A device's reading.
+    Reading {
+        site: String,
+        device: String,
+        ts: i64,
+        values: Map<String, Json>,
+    },
+    /// A device's `online` / `offline` status (MQTT `…/status`, the Modbus poller's verdict).
+    Status {
+        site: String,
+        device: String,
+        ts: i64,
+        status: String,
+    },
+    /// An operator acknowledged an alarm.
+    Ack(AlarmRef),
+    /// Someone reported being on site for an alarm.
+    OnSite(AlarmRef),
+    /// A maintenance window was entered at `ts` by `by`.
+    Maintenance {
+        site: String,
+        device: String,
+        start: i64,
+        end: i64,
+        reason: String,
+        by: String,
+        ts: i64,
+    },
+    /// A window was ended early (or cancelled) at `ts`.
+    MaintenanceEnd { id: String, ts: i64 },
+}
+
+/// Which alarm an acknowledgment or on-site report is for, by whom and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised: Option<i64>,
+    pub by: String,
+    pub ts: i64,
+}
+
+impl Fact {
+    /// The fact's event time.
+    pub fn ts(&self) -> i64 {
+        match self {
+            Fact::Start { ts }
+            | Fact::Reading { ts, .. }
+            | Fact::Status { ts, .. }
+            | Fact::Maintenance { ts, .. }
+            | Fact::MaintenanceEnd { ts, .. } => *ts,
+            Fact::Ack(a) | Fact::OnSite(a) => a.ts,
+        }
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplaySummary {
+    pub facts: u64,
+    pub readings: u64,
+    pub out_of_order: u64,
+    pub late: u64,
+    /// Facts that could not be applied (unknown device or alarm, bad values, a refused
+    /// command), each reported on stderr by `replay` with its line number.
+    pub refused: u64,
+    pub transitions: u64,
+    pub alarms_raised: u64,
+    /// Every device concluded up to here (unix ms).
+    pub until_ms: i64,
+}
+
+/// A problem with one line of a tape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineError {
+    pub line: u64,
+    pub message: String,
+}
+
+/// Applies facts to an engine in order, journaling what it emits: the one code path of
+/// `replay` (the live gateway applies the same facts through the core stage).
+pub struct Replayer {
+    engine: Engine,
+    journal: Journal,
+    inventory: Arc<Inventory>,
+    out: Vec<Event>,
+    now_ms: i64,
+    limits: decode::Limits,
+    pub summary: ReplaySummary,
+    pub errors: Vec<LineError>,
+}
+
+/// Events and facts between two journal writes.
+const BATCH_EVENTS: usize = 20_000;
+
+impl Replayer {
+    /// Opens (or creates) the journal in `data_dir` and starts the engine at `start_ms` (the
+    /// tape's first `start`, else its first fact's time), continuing from what the journal
+    /// already holds.
+    pub fn new(cfg: &Config, data_dir: &Path, start_ms: i64) -> anyhow::Result<Replayer> {
+        let mut journal = Journal::open(data_dir)?;
+        let settings = crate::run::engine_settings(cfg);
+        let restored = journal.restore(&cfg.inventory, start_ms, settings.retain_cleared_ms)?;
+        journal.begin_run(start_ms, "replay", env!("CARGO_PKG_VERSION"))?;
+        let mut out = Vec::new();
+        let engine = Engine::new(cfg.inventory.clone(), settings, restored, start_ms, &mut out);
+        Ok(Replayer {
+            engine,
+            journal,
+            inventory: cfg.inventory.clone(),
+            out,
+            now_ms: start_ms,
+            limits: decode::Limits {
+                max_payload_bytes: usize::MAX,
+                max_clock_skew_ms: i64::MAX / 4,
+                max_reading_age_ms: i64::MAX / 4,
+            },
+            summary: ReplaySummary::default(),
+            errors: Vec::new(),
+        })
+    }
+
+    fn refuse(&mut self, line: u64, message: String) {
+        self.summary.refused += 1;
+        if self.errors.len() < 1000 {
+            self.errors.push(LineError { line, message });
+        }
+    }
+
+    fn device(&self, site: Option<&str>, id: &str) -> Option<DeviceIdx> {
+        match site {
+            Some(s) => self.inventory.lookup(s, id),
+            None => self.inventory.lookup_any_site(id),
+        }
+    }
+
+    /// Applies one fact (`line`: its line number, for errors).
+    pub fn apply(&mut self, line: u64, fact: &Fact) -> anyhow::Result<()> {
+        // The engine's gateway clock during a replay: the latest fact time seen. It stamps
+        // nothing (transitions carry event time); it bounds operators' `ts` and retention.
+        let now = self.now_ms.max(fact.ts());
+        self.apply_at(line, fact, now)
+    }
+
+    /// Lets the gateway clock reach `now_ms` (as the live core stage's tick does).
+    pub fn tick(&mut self, now_ms: i64) -> anyhow::Result<()> {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.engine.tick(now_ms, &mut self.out);
+        if self.out.len() >= BATCH_EVENTS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Applies one fact that arrived at gateway time `now_ms` (a live run's arrival order).
+    pub fn apply_at(&mut self, line: u64, fact: &Fact, now_ms: i64) -> anyhow::Result<()> {
+        self.summary.facts += 1;
+        self.now_ms = self.now_ms.max(now_ms);
+        let now = now_ms;
+        match fact {
+            Fact::Start { .. } => {}
+            Fact::Reading {
+                site,
+                device,
+                ts,
+                values,
+            } => {
+                let Some(d) = self.device(Some(site), device) else {
+                    self.refuse(line, format!("no device {device:?} at site {site:?}"));
+                    return Ok(());
+                };
+                let mut payload = values.clone();
+                payload.insert("ts".into(), Json::from(*ts));
+                let bytes = serde_json::to_vec(&Json::Object(payload))?;
+                let profile = self.inventory.get(d).profile.clone();
+                let decoded = match decode::telemetry(&profile, &bytes, *ts, &self.limits) {
+                    Ok(x) => x,
+                    Err(p) => {
+                        self.refuse(line, p.detail);
+                        return Ok(());
+                    }
+                };
+                if let Some(p) = decoded.problems.first() {
+                    let msg = p.detail.clone();
+                    self.refuse(line, msg);
+                }
+                self.reading(d, *ts, &decoded.values, None, now);
+            }
+            Fact::Status {
+                site,
+                device,
+                ts,
+                status,
+            } => {
+                let Some(d) = self.device(Some(site), device) else {
+                    self.refuse(line, format!("no device {device:?} at site {site:?}"));
+                    return Ok(());
+                };
+                let s = match decode::status(status.as_bytes()) {
+                    Ok(s) => s,
+                    Err(p) => {
+                        self.refuse(line, p.detail);
+                        return Ok(());
+                    }
+                };
+                self.reading(d, *ts, &[], Some(s), now);
+            }
+            Fact::Ack(a) | Fact::OnSite(a) => {
+                let on_site = matches!(fact, Fact::OnSite(_));
+                match self.resolve(a) {
+                    Ok(id) => {
+                        let r = if on_site {
+                            self.engine
+                                .on_site(&id, &a.by, Some(a.ts), now, &mut self.out)
+                        } else {
+                            self.engine
+                                .acknowledge(&id, &a.by, Some(a.ts), now, &mut self.out)
+                        };
+                        if let Err(e) = r {
+                            self.refuse(line, e.to_string());
+                        }
+                    }
+                    Err(m) => self.refuse(line, m),
+                }
+            }
+            Fact::Maintenance {
+                site,
+                device,
+                start,
+                end,
+                reason,
+                by,
+                ts,
+            } => {
+                let Some(d) = self.device(Some(site), device) else {
+                    self.refuse(line, format!("no device {device:?} at site {site:?}"));
+                    return Ok(());
+                };
+                self.engine.catch_up(d, *ts, &mut self.out);
+                if let Err(e) =
+                    self.engine
+                        .add_maintenance(d, *start, *end, reason, by, *ts, &mut self.out)
+                {
+                    self.refuse(line, e.to_string());
+                }
+            }
+            Fact::MaintenanceEnd { id, ts } => {
+                if let Err(e) = self.engine.end_maintenance(id, *ts, &mut self.out) {
+                    self.refuse(line, e.to_string());
+                }
+            }
+        }
+        if self.out.len() >= BATCH_EVENTS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn reading(
+        &mut self,
+        d: DeviceIdx,
+        ts: i64,
+        values: &[(u16, Value)],
+        status: Option<Status>,
+        now: i64,
+    ) {
+        self.summary.readings += 1;
+        match self
+            .engine
+            .on_reading(d, ts, values, status, now, &mut self.out)
+        {
+            Applied::Applied => {}
+            Applied::OutOfOrder => self.summary.out_of_order += 1,
+            Applied::Late => self.summary.late += 1,
+        }
+    }
+
+    /// The alarm an acknowledgment names: by device and rule (raised at `raised`, or the
+    /// latest raised at or before `ts`), else by id. The device is first brought up to `ts`
+    /// (an alarm its timers raised before then exists by then).
+    fn resolve(&mut self, a: &AlarmRef) -> Result<String, String> {
+        if let (Some(device), Some(rule)) = (&a.device, &a.rule) {
+            let d = self
+                .device(a.site.as_deref(), device)
+                .ok_or_else(|| format!("no device {device:?}"))?;
+            self.engine.catch_up(d, a.ts, &mut self.out);
+            let best = self
+                .engine
+                .alarms()
+                .filter(|x| x.device == d && &x.rule == rule)
+                .filter(|x| match a.raised {
+                    Some(r) => x.raised_ms == r,
+                    None => x.raised_ms <= a.ts,
+                })
+                .max_by_key(|x| x.raised_ms)
+                .map(|x| x.id.clone());
+            return best.ok_or_else(|| {
+                format!("no alarm of rule {rule:?} on device {device:?} raised by {}", a.ts)
+            });
+        }
+        match &a.id {
+            Some(id) => {
+                if let Some(d) = self.engine.alarm(id).map(|x| x.device) {
+                    self.engine.catch_up(d, a.ts, &mut self.out);
+                }
+                Ok(id.clone())
+            }
+            None => Err("an acknowledgment needs `id`, or `device` and `rule`".into()),
+        }
+    }
+
+    /// Journals what the engine emitted so far.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        for e in &self.out {
+            match e {
+                Event::State(_) => self.summary.transitions += 1,
+                Event::Alarm(a) if a.kind == crate::core::AlarmEventKind::Raised => {
+                    self.summary.alarms_raised += 1
+                }
+                _ => {}
+            }
+        }
+        let events = std::mem::take(&mut self.out);
+        self.journal.append(&self.inventory, &events)?;
+        let progress = self.engine.take_progress();
+        self.journal.save_progress(&self.inventory, &progress)?;
+        Ok(())
+    }
+
+    /// Stops as a gateway does (journals everything, records the stop) without concluding
+    /// anything: a restart continues from the journal.
+    pub fn stop(mut self) -> anyhow::Result<ReplaySummary> {
+        self.engine.flush_hours(&mut self.out);
+        self.flush()?;
+        self.journal.end_run(self.now_ms)?;
+        Ok(self.summary)
+    }
+
+    /// Concludes every device up to `until_ms` (as a live gateway does once that moment has
+    /// passed), journals everything and records the end of the run.
+    pub fn finish(mut self, until_ms: i64) -> anyhow::Result<ReplaySummary> {
+        self.engine.conclude_all(until_ms, &mut self.out);
+        self.engine.flush_hours(&mut self.out);
+        self.flush()?;
+        self.journal.end_run(self.now_ms.max(until_ms))?;
+        self.summary.until_ms = until_ms;
+        Ok(self.summary)
+    }
+}
+
+/// Parses one tape line (`None` for a blank line or a `#` comment).
+pub fn parse_line(s: &str) -> Result<Option<Fact>, String> {
+    let t = s.trim();
+    if t.is_empty() || t.starts_with('#') {
+        return Ok(None);
+    }
+    serde_json::from_str(t).map(Some).map_err(|e| e.to_string())
+}
+
+/// Replays a whole tape into the journal in `data_dir`; `until_ms` defaults to the last
+/// fact's time. Unparseable lines are refused (counted, listed in `errors`), never applied.
+pub fn replay(
+    cfg: &Config,
+    input: impl BufRead,
+    data_dir: &Path,
+    until_ms: Option<i64>,
+) -> anyhow::Result<(ReplaySummary, Vec<LineError>)> {
+    let mut facts: Vec<(u64, Fact)> = Vec::new();
+    let mut bad: Vec<LineError> = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let line = line?;
+        match parse_line(&line) {
+            Ok(Some(f)) => facts.push((i as u64 + 1, f)),
+            Ok(None) => {}
+            Err(message) => bad.push(LineError {
+                line: i as u64 + 1,
+                message,
+            }),
+        }
+    }
+    let start = facts
+        .iter()
+        .find_map(|(_, f)| match f {
+            Fact::Start { ts } => Some(*ts),
+            _ => None,
+        })
+        .or_else(|| facts.first().map(|(_, f)| f.ts()))
+        .unwrap_or(0);
+    let last = facts.iter().map(|(_, f)| f.ts()).max().unwrap_or(start);
+    let mut r = Replayer::new(cfg, data_dir, start)?;
+    for (line, f) in &facts {
+        r.apply(*line, f)?;
+    }
+    let mut errors = std::mem::take(&mut r.errors);
+    let mut summary = r.finish(until_ms.unwrap_or(last))?;
+    summary.refused += bad.len() as u64;
+    errors.extend(bad);
+    errors.sort_by_key(|e| e.line);
+    Ok((summary, errors))
+}
+
+/// Writes the facts a live gateway receives as a tape (`run --record`): readings with their
+/// decoded values, operators' commands with the alarm's device, rule and raise time.
+pub struct Recorder {
+    out: std::io::BufWriter<std::fs::File>,
+    inventory: Arc<Inventory>,
+    /// Lines that could not be written (disk full…): counted, logged once.
+    pub failed: u64,
+}
+
+impl Recorder {
+    /// Appends to `path` (created if missing).
+    pub fn open(path: &Path, inventory: Arc<Inventory>) -> anyhow::Result<Recorder> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open the tape {}: {e}", path.display()))?;
+        Ok(Recorder {
+            out: std::io::BufWriter::new(f),
+            inventory,
+            failed: 0,
+        })
+    }
+
+    fn write(&mut self, f: &Fact) {
+        let ok = serde_json::to_writer(&mut self.out, f).is_ok() && self.out.write_all(b"\n").is_ok();
+        if !ok {
+            self.failed += 1;
+        }
+    }
+
+    pub fn start(&mut self, ts: i64) {
+        self.write(&Fact::Start { ts });
+    }
+
+    /// A reading as the engine got it (decoded values, or a status).
+    pub fn reading(
+        &mut self,
+        device: DeviceIdx,
+        ts: i64,
+        values: &[(u16, Value)],
+        status: Option<Status>,
+    ) {
+        let d = self.inventory.get(device);
+        let fact = match status {
+            Some(s) => Fact::Status {
+                site: d.site.clone(),
+                device: d.id.clone(),
+                ts,
+                status: match s {
+                    Status::Online => "online",
+                    Status::Offline => "offline",
+                }
+                .into(),
+            },
+            None => Fact::Reading {
+                site: d.site.clone(),
+                device: d.id.clone(),
+                ts,
+                values: values
+                    .iter()
+                    .map(|(i, v)| (d.profile.signal(*i).name.clone(), value_json(v)))
+                    .collect(),
+            },
+        };
+        self.write(&fact);
+    }
+
+    /// An accepted acknowledgment or on-site report.
+    pub fn command(&mut self, on_site: bool, alarm: &Alarm, by: &str, ts: i64) {
+        let d = self.inventory.get(alarm.device);
+        let r = AlarmRef {
+            id: Some(alarm.id.clone()),
+            site: Some(d.site.clone()),
+            device: Some(d.id.clone()),
+            rule: Some(alarm.rule.clone()),
+            raised: Some(alarm.raised_ms),
+            by: by.to_owned(),
+            ts,
+        };
+        self.write(&if on_site { Fact::OnSite(r) } else { Fact::Ack(r) });
+    }
+
+    /// An accepted maintenance window.
+    pub fn maintenance(&mut self, w: &crate::core::MaintenanceWindow) {
+        let d = self.inventory.get(w.device);
+        self.write(&Fact::Maintenance {
+            site: d.site.clone(),
+            device: d.id.clone(),
+            start: w.start_ms,
+            end: w.end_ms,
+            reason: w.reason.clone(),
+            by: w.by.clone(),
+            ts: w.entered_ms,
+        });
+    }
+
+    /// A window ended early.
+    pub fn maintenance_end(&mut self, id: &str, ts: i64) {
+        self.write(&Fact::MaintenanceEnd { id: id.into(), ts });
+    }
+
+    pub fn flush(&mut self) {
+        if self.out.flush().is_err() {
+            self.failed += 1;
+        }
+    }
+}
+
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Float(x) => serde_json::Number::from_f64(*x).map_or(Json::Null, Json::Number),
+        Value::Int(x) => Json::from(*x),
+        Value::Bool(x) => Json::from(*x),
+        Value::Str(x) => Json::from(x.as_str()),
+    }
+}
+
+/// Per device, the facts in the order given; used by tests to interleave devices differently.
+pub fn by_device(facts: &[Fact]) -> HashMap<String, Vec<Fact>> {
+    let mut m: HashMap<String, Vec<Fact>> = HashMap::new();
+    for f in facts {
+        let key = match f {
+            Fact::Reading { site, device, .. }
+            | Fact::Status { site, device, .. }
+            | Fact::Maintenance { site, device, .. } => format!("{site}/{device}"),
+            Fact::Ack(a) | Fact::OnSite(a) => format!(
+                "{}/{}",
+                a.site.clone().unwrap_or_default(),
+                a.device.clone().unwrap_or_default()
+            ),
+            Fact::Start { .. } | Fact::MaintenanceEnd { .. } => String::new(),
+        };
+        m.entry(key).or_default().push(f.clone());
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests;
