@@ -11,6 +11,7 @@ pub mod core;
 pub mod demo;
 pub mod http;
 pub mod model;
+pub mod mqtt;
 pub mod report;
 pub mod run;
 pub mod schema;
