@@ -23,7 +23,9 @@ use super::decode::{self, Limits, Problem};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{IngestSettings, MqttSettings};
-use crate::model::{Ack, DeviceIdx, Inventory, PendingAck, Reading};
+use crate::model::{
+    Ack, DeviceIdx, Inventory, OperatorCommand, OperatorCommandKind, PendingAck, Reading,
+};
 use crate::mqtt::options;
 use crate::stats::{LogLimiter, Stats};
 
@@ -39,9 +41,10 @@ pub struct MqttSource {
     pub inventory: Arc<Inventory>,
     pub stats: Arc<Stats>,
     pub clock: Arc<dyn Clock>,
-    /// Where acknowledgments and on-site reports (`mqtt.ack_topic`, `mqtt.on_site_topic`) go;
-    /// `None`: those topics are not subscribed.
-    pub core: Option<crate::stage::CoreHandle>,
+    /// Where acknowledgments and on-site reports (`mqtt.ack_topic`, `mqtt.on_site_topic`) go
+    /// (the core stage applies them in order with the readings); `None`: those topics are not
+    /// subscribed.
+    pub commands: Option<mpsc::Sender<OperatorCommand>>,
 }
 
 impl MqttSource {
@@ -103,7 +106,7 @@ impl MqttSource {
                         self.settings.telemetry_topic.filter(),
                         self.settings.status_topic.filter(),
                     ];
-                    if self.core.is_some() {
+                    if self.commands.is_some() {
                         filters.push(self.settings.ack_topic.filter());
                         filters.push(self.settings.on_site_topic.filter());
                     }
@@ -241,9 +244,9 @@ impl Handler<'_> {
                 qos: p.qos,
             }
         };
-        if let Some(core) = &src.core {
-            if let Some(on_site) = self.command_kind(&p.topic) {
-                self.command(core, on_site, &p, now);
+        if let Some(commands) = &src.commands {
+            if let Some(kind) = self.command_kind(&p.topic) {
+                self.command(commands, kind, &p, now);
                 ack.settle();
                 return;
             }
@@ -366,21 +369,28 @@ impl Handler<'_> {
         }
     }
 
-    /// `Some(false)` for the acknowledgment topic, `Some(true)` for the on-site topic.
-    fn command_kind(&self, topic: &str) -> Option<bool> {
+    /// Which command a topic carries, if it is the acknowledgment or the on-site topic.
+    fn command_kind(&self, topic: &str) -> Option<OperatorCommandKind> {
         let s = &self.src.settings;
         if s.ack_topic.matches_site(topic).is_some() {
-            Some(false)
+            Some(OperatorCommandKind::Ack)
         } else if s.on_site_topic.matches_site(topic).is_some() {
-            Some(true)
+            Some(OperatorCommandKind::OnSite)
         } else {
             None
         }
     }
 
     /// Decodes `{"id": "...", "by": "...", "ts": <unix ms, optional>}` and queues it for the
-    /// engine (refusals — unknown id, twice — are counted and logged there).
-    fn command(&mut self, core: &crate::stage::CoreHandle, on_site: bool, p: &Publish, now: i64) {
+    /// core stage without waiting (refusals — unknown id, twice — are counted and logged
+    /// there; a full or closed queue is counted as refused here).
+    fn command(
+        &mut self,
+        commands: &mpsc::Sender<OperatorCommand>,
+        kind: OperatorCommandKind,
+        p: &Publish,
+        now: i64,
+    ) {
         #[derive(serde::Deserialize)]
         struct Body {
             id: String,
@@ -405,22 +415,14 @@ impl Handler<'_> {
                 return;
             }
         };
-        let c = if on_site {
-            crate::stage::Command::OnSite {
-                id: body.id,
-                by: body.by,
-                ts_ms: body.ts,
-                reply: None,
-            }
-        } else {
-            crate::stage::Command::Acknowledge {
-                id: body.id,
-                by: body.by,
-                ts_ms: body.ts,
-                reply: None,
-            }
+        let c = OperatorCommand {
+            kind,
+            id: body.id,
+            by: body.by,
+            ts_ms: body.ts,
         };
-        if !core.send_nowait(c) {
+        if commands.try_send(c).is_err() {
+            self.src.stats.core.commands_refused.fetch_add(1, Relaxed);
             warn!(topic = %p.topic, "The core stage is busy or stopped; acknowledgment dropped.");
         }
     }
