@@ -12,6 +12,7 @@ pub mod demo;
 pub mod http;
 pub mod model;
 pub mod replay;
+pub mod mqtt;
 pub mod report;
 pub mod run;
 pub mod schema;

@@ -23,12 +23,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::core::engine::EngineSettings;
 use crate::core::Engine;
-use crate::model::Reading;
+use crate::model::{OperatorCommand, Reading};
 use crate::sink::journal::Journal;
 use crate::sink::store::{StoreItem, StoreSink};
 use crate::source::modbus::poller::{self, ModbusHandle};
 use crate::source::mqtt::MqttSource;
-use crate::stage::{CoreHandle, Outputs};
+use crate::stage::{CoreHandle, Inputs, Outputs};
 use crate::stats::Stats;
 
 /// A started gateway.
@@ -76,6 +76,9 @@ pub async fn start_with_clock(
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel::<Reading>(cfg.ingest.channel_capacity);
     let (store_tx, store_rx) = mpsc::channel::<StoreItem>(cfg.ingest.channel_capacity);
+    // Acknowledgments and on-site reports from the MQTT source, to the core stage.
+    let (operator_tx, operator_rx) =
+        mpsc::channel::<OperatorCommand>(crate::stage::OPERATOR_CAPACITY);
     let taken = CancellationToken::new();
 
     // The journal first: a data_dir that cannot be used stops the start, before any message
@@ -161,7 +164,10 @@ pub async fn start_with_clock(
         engine,
         start_events,
         journal,
-        rx,
+        Inputs {
+            readings: rx,
+            operator: operator_rx,
+        },
         Outputs {
             store: store_tx,
             mqtt: mqtt_events,
@@ -287,7 +293,7 @@ pub async fn start_with_clock(
                 inventory: cfg.inventory.clone(),
                 stats: stats.clone(),
                 clock,
-                core: Some(running.core.clone()),
+                commands: Some(operator_tx),
             };
             Some(tokio::spawn(src.run(
                 tx.clone(),

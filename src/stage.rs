@@ -8,9 +8,10 @@
 //! stream (SSE) and the webhook — and the reading goes on to the store. A full event sink
 //! drops and counts (`events_dropped`); only the store applies backpressure, as before.
 //!
-//! Operators reach the engine through a `CoreHandle` (HTTP API, MQTT acknowledgments): each
-//! command is answered by the engine in order with the readings, so an acknowledgment never
-//! races the reading that raised the alarm. Time comes from the injected `Clock`; a 100 ms
+//! Operators reach the engine through a `CoreHandle` (HTTP API) or, from the sources, as
+//! `model::OperatorCommand`s on their own channel (MQTT acknowledgments and on-site reports):
+//! each command is applied by the engine in order with the readings, so an acknowledgment
+//! never races the reading that raised the alarm. Time comes from the injected `Clock`; a 100 ms
 //! tick lets the engine notice heartbeat timeouts, alarm delays and window boundaries.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,7 +25,7 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::core::engine::{Applied, DeviceView, Engine};
 use crate::core::{Alarm, AlarmEventKind, CommandError, DeviceState, Event, MaintenanceWindow};
-use crate::model::{DeviceIdx, Inventory, Reading, Value};
+use crate::model::{DeviceIdx, Inventory, OperatorCommand, OperatorCommandKind, Reading, Value};
 use crate::sink::journal::Journal;
 use crate::sink::store::StoreItem;
 use crate::stats::{LogLimiter, Stats};
@@ -100,13 +101,38 @@ pub enum Command {
     },
 }
 
-/// How the API and the MQTT source talk to the core stage; cheap to clone.
+impl From<OperatorCommand> for Command {
+    /// An operator command from a source: applied like the API's, with nobody waiting.
+    fn from(c: OperatorCommand) -> Self {
+        let OperatorCommand {
+            kind,
+            id,
+            by,
+            ts_ms,
+        } = c;
+        match kind {
+            OperatorCommandKind::Ack => Command::Acknowledge {
+                id,
+                by,
+                ts_ms,
+                reply: None,
+            },
+            OperatorCommandKind::OnSite => Command::OnSite {
+                id,
+                by,
+                ts_ms,
+                reply: None,
+            },
+        }
+    }
+}
+
+/// How the API talks to the core stage; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CoreHandle {
     tx: mpsc::Sender<Command>,
     live: broadcast::Sender<LiveEvent>,
     pub inventory: Arc<Inventory>,
-    stats: Arc<Stats>,
 }
 
 impl CoreHandle {
@@ -221,21 +247,23 @@ impl CoreHandle {
         self.ask(|reply| Command::Windows { reply }).await
     }
 
-    /// Queues a command without waiting for the answer (MQTT acknowledgments): false when
-    /// the stage is gone or its queue is full (counted as refused).
-    pub fn send_nowait(&self, c: Command) -> bool {
-        let ok = self.tx.try_send(c).is_ok();
-        if !ok {
-            self.stats.core.commands_refused.fetch_add(1, Relaxed);
-        }
-        ok
-    }
-
     /// The live event stream (state, alarm and maintenance events as JSON).
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.live.subscribe()
     }
 }
+
+/// What the stage takes in besides the `CoreHandle`'s commands.
+pub struct Inputs {
+    /// Readings from every source; the stage runs until this closes.
+    pub readings: mpsc::Receiver<Reading>,
+    /// Acknowledgments and on-site reports from the sources (MQTT), applied in order with the
+    /// readings and answered nowhere (refusals are counted and logged).
+    pub operator: mpsc::Receiver<OperatorCommand>,
+}
+
+/// Queued operator commands from the sources (a full queue refuses and counts).
+pub const OPERATOR_CAPACITY: usize = 1024;
 
 /// Where the stage sends what it produces.
 pub struct Outputs {
@@ -254,12 +282,12 @@ pub struct CoreStage {
 }
 
 /// Starts the stage: opens nothing itself (the journal is opened and restored by the caller,
-/// who built `engine` from it) and runs until `readings` closes.
+/// who built `engine` from it) and runs until `inputs.readings` closes.
 pub fn spawn(
     engine: Engine,
     start_events: Vec<Event>,
     journal: Journal,
-    readings: mpsc::Receiver<Reading>,
+    inputs: Inputs,
     outputs: Outputs,
     stats: Arc<Stats>,
     clock: Arc<dyn Clock>,
@@ -270,7 +298,6 @@ pub fn spawn(
         tx,
         live: live.clone(),
         inventory: engine.inventory().clone(),
-        stats: stats.clone(),
     };
     let stage = Stage {
         engine,
@@ -283,7 +310,7 @@ pub fn spawn(
         logs: LogLimiter::new(5, 60_000),
         last_alive_ms: i64::MIN,
     };
-    let task = tokio::spawn(stage.run(readings, commands));
+    let task = tokio::spawn(stage.run(inputs, commands));
     CoreStage { handle, task }
 }
 
@@ -300,11 +327,11 @@ struct Stage {
 }
 
 impl Stage {
-    async fn run(
-        mut self,
-        mut readings: mpsc::Receiver<Reading>,
-        mut commands: mpsc::Receiver<Command>,
-    ) {
+    async fn run(mut self, inputs: Inputs, mut commands: mpsc::Receiver<Command>) {
+        let Inputs {
+            mut readings,
+            mut operator,
+        } = inputs;
         self.emit().await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -330,6 +357,10 @@ impl Stage {
                     }
                     None => break,
                 },
+                Some(c) = operator.recv() => {
+                    self.command(c.into());
+                    self.emit().await;
+                }
                 Some(c) = commands.recv() => {
                     self.command(c);
                     self.emit().await;
@@ -349,6 +380,10 @@ impl Stage {
             }
         }
         // Shutdown: the sources are done. Answer what is still queued, record the stop.
+        operator.close();
+        while let Ok(c) = operator.try_recv() {
+            self.command(c.into());
+        }
         commands.close();
         while let Ok(c) = commands.try_recv() {
             self.command(c);

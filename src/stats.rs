@@ -1,7 +1,8 @@
 //! The gateway's own health: counters every stage bumps, the reasons input is rejected, the
 //! Modbus poller's counters (polls, failures, exceptions per code, latency), and a rate limiter
-//! for the log lines bad input and failing devices cause. The store sink writes these as the
-//! `gateway` measurement every `gateway.stats_interval` (DESIGN §5).
+//! for the log lines bad input and failing devices cause. `METRICS` is the one registry of
+//! them: the store sink writes it as the `gateway` measurement every `gateway.stats_interval`
+//! (DESIGN §5), and `GET /metrics` serves it in Prometheus' format.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -196,36 +197,6 @@ pub struct ModbusStats {
 }
 
 impl ModbusStats {
-    /// The counters as `gateway` fields (name, value), in schema order; `poll_latency_ms`
-    /// comes from `interval_latency_ms`.
-    pub fn fields(&self) -> Vec<(String, u64)> {
-        let named = [
-            ("modbus_polls", &self.polls),
-            ("modbus_poll_failures", &self.poll_failures),
-            ("modbus_requests", &self.requests),
-            ("modbus_timeouts", &self.timeouts),
-            ("modbus_transport_errors", &self.transport_errors),
-            ("modbus_reconnects", &self.reconnects),
-            ("modbus_connect_failures", &self.connect_failures),
-            ("modbus_decode_errors", &self.decode_errors),
-            ("modbus_writes", &self.writes),
-            ("modbus_write_failures", &self.write_failures),
-            ("modbus_devices_offline", &self.devices_offline),
-            ("modbus_endpoints_down", &self.endpoints_down),
-        ];
-        let mut out: Vec<(String, u64)> = named
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.load(Relaxed)))
-            .collect();
-        out.extend(ModbusException::ALL.iter().map(|e| {
-            (
-                format!("modbus_exception_{}", e.as_str()),
-                self.exceptions(*e),
-            )
-        }));
-        out
-    }
-
     pub fn exception(&self, e: ModbusException) {
         self.exceptions[e.index()].fetch_add(1, Relaxed);
     }
@@ -274,6 +245,360 @@ pub enum GatewayValue {
     U64(u64),
     F64(f64),
 }
+
+/// A metric's type, as Prometheus names it (the store keeps plain fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// A total since start.
+    Counter,
+    /// A level now.
+    Gauge,
+    /// A sum and a count since start (Modbus request latency).
+    Summary,
+}
+
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Summary => "summary",
+        }
+    }
+}
+
+/// Facts about the process rather than counters, passed in so that tests and `schema` need
+/// not read `/proc` or a start time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Process {
+    pub uptime_s: u64,
+    /// Resident memory, where the platform tells it.
+    pub rss_bytes: Option<u64>,
+}
+
+/// How a metric's value is read.
+#[derive(Debug, Clone, Copy)]
+pub enum Read {
+    /// One integer from the counters.
+    Value(fn(&Stats) -> u64),
+    /// One integer per label value: in the store one field `<field>_<value>` each, on
+    /// `/metrics` one series `{<label>="<value>"}` each.
+    PerLabel {
+        label: &'static str,
+        values: fn(&Stats) -> Vec<(&'static str, u64)>,
+    },
+    /// A fact about the process; absent when unknown (no field value, no series).
+    Process(fn(&Process) -> Option<u64>),
+    /// Modbus request latency: the store gets the mean in ms of the requests answered since
+    /// its previous point (`ModbusStats::interval_latency_ms`), `/metrics` a summary in seconds
+    /// since start (`_sum`, `_count`).
+    Latency,
+}
+
+/// One entry of the registry: the one place a counter is named for both the store's `gateway`
+/// measurement and `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// The `gateway` field (for `Read::PerLabel`, the prefix of one field per label value).
+    pub field: &'static str,
+    /// The name on `/metrics` (Prometheus naming: `estate_gateway_*`, counters end in
+    /// `_total`); `None`: in the store only.
+    pub prometheus: Option<&'static str>,
+    pub kind: MetricKind,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    pub read: Read,
+}
+
+const fn counter(
+    field: &'static str,
+    prometheus: &'static str,
+    help: &'static str,
+    read: fn(&Stats) -> u64,
+) -> Metric {
+    Metric {
+        field,
+        prometheus: Some(prometheus),
+        kind: MetricKind::Counter,
+        help,
+        read: Read::Value(read),
+    }
+}
+
+const fn gauge(
+    field: &'static str,
+    prometheus: &'static str,
+    help: &'static str,
+    read: fn(&Stats) -> u64,
+) -> Metric {
+    Metric {
+        field,
+        prometheus: Some(prometheus),
+        kind: MetricKind::Gauge,
+        help,
+        read: Read::Value(read),
+    }
+}
+
+/// Every counter and gauge of the gateway, in the `gateway` measurement's field order. The
+/// store sink (`Stats::gateway_fields`), `estate-gateway schema` and `GET /metrics` all render
+/// from this list: a new counter is one entry here.
+pub const METRICS: &[Metric] = &[
+    counter(
+        "messages",
+        "estate_gateway_messages_total",
+        "MQTT messages received on the gateway's topics.",
+        |s| s.messages.load(Relaxed),
+    ),
+    counter(
+        "readings",
+        "estate_gateway_readings_total",
+        "Readings accepted (a message with at least one valid signal, or a status).",
+        |s| s.readings.load(Relaxed),
+    ),
+    Metric {
+        field: "dropped",
+        prometheus: None,
+        kind: MetricKind::Counter,
+        help: "Lost data, whatever the source: rejected input, lines the store never got, and Modbus values whose raw value did not decode.",
+        read: Read::Value(|s| {
+            s.rejected_total() + s.store_dropped.load(Relaxed) + s.modbus.decode_errors.load(Relaxed)
+        }),
+    },
+    counter(
+        "store_dropped",
+        "estate_gateway_store_dropped_total",
+        "Lines dropped because the in-memory queue was full or the store refused them.",
+        |s| s.store_dropped.load(Relaxed),
+    ),
+    counter(
+        "store_lines",
+        "estate_gateway_store_lines_total",
+        "Lines the store accepted.",
+        |s| s.store_lines.load(Relaxed),
+    ),
+    counter(
+        "store_errors",
+        "estate_gateway_store_errors_total",
+        "Failed store write attempts (each retry counts).",
+        |s| s.store_errors.load(Relaxed),
+    ),
+    gauge(
+        "store_queue_lines",
+        "estate_gateway_store_queue_lines",
+        "Lines waiting for the store now.",
+        |s| s.store_queue_lines.load(Relaxed),
+    ),
+    counter(
+        "sanitised",
+        "estate_gateway_sanitised_total",
+        "String values whose control characters were replaced by spaces.",
+        |s| s.sanitised.load(Relaxed),
+    ),
+    counter(
+        "mqtt_disconnects",
+        "estate_gateway_mqtt_disconnects_total",
+        "MQTT connection losses.",
+        |s| s.mqtt_disconnects.load(Relaxed),
+    ),
+    Metric {
+        field: "uptime_s",
+        prometheus: None,
+        kind: MetricKind::Gauge,
+        help: "Seconds since the store sink started.",
+        read: Read::Process(|p| Some(p.uptime_s)),
+    },
+    Metric {
+        field: "rss_bytes",
+        // The name every Prometheus client library uses, so stock dashboards find it.
+        prometheus: Some("process_resident_memory_bytes"),
+        kind: MetricKind::Gauge,
+        help: "Resident memory size of the gateway process in bytes.",
+        read: Read::Process(|p| p.rss_bytes),
+    },
+    Metric {
+        field: "rejected",
+        prometheus: Some("estate_gateway_rejected_total"),
+        kind: MetricKind::Counter,
+        help: "Rejected input per reason (README, Bad input); a message with two bad signals counts two.",
+        read: Read::PerLabel {
+            label: "reason",
+            values: |s| Reject::ALL.iter().map(|r| (r.as_str(), s.rejected(*r))).collect(),
+        },
+    },
+    counter(
+        "modbus_polls",
+        "estate_gateway_modbus_polls_total",
+        "Modbus device polls started.",
+        |s| s.modbus.polls.load(Relaxed),
+    ),
+    counter(
+        "modbus_poll_failures",
+        "estate_gateway_modbus_poll_failures_total",
+        "Modbus polls that did not get every value (timeout, transport error, exception, endpoint down).",
+        |s| s.modbus.poll_failures.load(Relaxed),
+    ),
+    counter(
+        "modbus_requests",
+        "estate_gateway_modbus_requests_total",
+        "Modbus requests sent (reads, writes and retries).",
+        |s| s.modbus.requests.load(Relaxed),
+    ),
+    counter(
+        "modbus_timeouts",
+        "estate_gateway_modbus_timeouts_total",
+        "Modbus requests without an answer within the endpoint's timeout.",
+        |s| s.modbus.timeouts.load(Relaxed),
+    ),
+    counter(
+        "modbus_transport_errors",
+        "estate_gateway_modbus_transport_errors_total",
+        "Modbus requests that failed in transport (reset, bad frame, CRC).",
+        |s| s.modbus.transport_errors.load(Relaxed),
+    ),
+    counter(
+        "modbus_reconnects",
+        "estate_gateway_modbus_reconnects_total",
+        "Modbus connections dropped after a timeout or transport error.",
+        |s| s.modbus.reconnects.load(Relaxed),
+    ),
+    counter(
+        "modbus_connect_failures",
+        "estate_gateway_modbus_connect_failures_total",
+        "Failed attempts to connect to or open a Modbus endpoint.",
+        |s| s.modbus.connect_failures.load(Relaxed),
+    ),
+    counter(
+        "modbus_decode_errors",
+        "estate_gateway_modbus_decode_errors_total",
+        "Modbus values dropped because their raw value did not decode.",
+        |s| s.modbus.decode_errors.load(Relaxed),
+    ),
+    counter(
+        "modbus_writes",
+        "estate_gateway_modbus_writes_total",
+        "Writes performed on Modbus devices (successful or not).",
+        |s| s.modbus.writes.load(Relaxed),
+    ),
+    counter(
+        "modbus_write_failures",
+        "estate_gateway_modbus_write_failures_total",
+        "Writes on Modbus devices that failed.",
+        |s| s.modbus.write_failures.load(Relaxed),
+    ),
+    gauge(
+        "modbus_devices_offline",
+        "estate_gateway_modbus_devices_offline",
+        "Modbus devices reported offline now.",
+        |s| s.modbus.devices_offline.load(Relaxed),
+    ),
+    gauge(
+        "modbus_endpoints_down",
+        "estate_gateway_modbus_endpoints_down",
+        "Modbus endpoints that cannot be reached now.",
+        |s| s.modbus.endpoints_down.load(Relaxed),
+    ),
+    Metric {
+        field: "modbus_exception",
+        prometheus: Some("estate_gateway_modbus_exceptions_total"),
+        kind: MetricKind::Counter,
+        help: "Modbus exception responses per exception code.",
+        read: Read::PerLabel {
+            label: "code",
+            values: |s| {
+                ModbusException::ALL
+                    .iter()
+                    .map(|e| (e.as_str(), s.modbus.exceptions(*e)))
+                    .collect()
+            },
+        },
+    },
+    counter(
+        "state_transitions",
+        "estate_gateway_state_transitions_total",
+        "Device state transitions (intact, fault, offline, maintenance).",
+        |s| s.core.transitions.load(Relaxed),
+    ),
+    counter(
+        "alarms_raised",
+        "estate_gateway_alarms_raised_total",
+        "Alarms raised.",
+        |s| s.core.alarms_raised.load(Relaxed),
+    ),
+    counter(
+        "alarms_cleared",
+        "estate_gateway_alarms_cleared_total",
+        "Alarms cleared.",
+        |s| s.core.alarms_cleared.load(Relaxed),
+    ),
+    gauge(
+        "alarms_active",
+        "estate_gateway_alarms_active",
+        "Alarms active now.",
+        |s| s.core.alarms_active.load(Relaxed),
+    ),
+    counter(
+        "alarm_commands",
+        "estate_gateway_alarm_commands_total",
+        "Acknowledgments and on-site reports accepted (HTTP and MQTT).",
+        |s| s.core.commands.load(Relaxed),
+    ),
+    counter(
+        "alarm_commands_refused",
+        "estate_gateway_alarm_commands_refused_total",
+        "Acknowledgments and on-site reports refused (unknown id, already done, invalid, queue full).",
+        |s| s.core.commands_refused.load(Relaxed),
+    ),
+    counter(
+        "journal_errors",
+        "estate_gateway_journal_errors_total",
+        "Journal writes that failed (each failed batch of events counts once).",
+        |s| s.core.journal_errors.load(Relaxed),
+    ),
+    counter(
+        "mqtt_published",
+        "estate_gateway_mqtt_published_total",
+        "Events published on MQTT (alarm events and retained states).",
+        |s| s.core.mqtt_published.load(Relaxed),
+    ),
+    counter(
+        "events_dropped",
+        "estate_gateway_events_dropped_total",
+        "Events an event sink (MQTT out, webhook) could not take and dropped.",
+        |s| s.core.events_dropped.load(Relaxed),
+    ),
+    counter(
+        "webhook_sent",
+        "estate_gateway_webhook_sent_total",
+        "Webhook deliveries.",
+        |s| s.core.webhook_sent.load(Relaxed),
+    ),
+    counter(
+        "webhook_failed",
+        "estate_gateway_webhook_failed_total",
+        "Webhook deliveries given up after all retries.",
+        |s| s.core.webhook_failed.load(Relaxed),
+    ),
+    counter(
+        "out_of_order",
+        "estate_gateway_out_of_order_total",
+        "Readings older than one already applied for their device (forwarded, no state changed).",
+        |s| s.core.out_of_order.load(Relaxed),
+    ),
+    counter(
+        "late",
+        "estate_gateway_late_total",
+        "Readings that arrived after a later moment of their device was concluded (forwarded, no state changed).",
+        |s| s.core.late.load(Relaxed),
+    ),
+    Metric {
+        field: "poll_latency_ms",
+        prometheus: Some("estate_gateway_modbus_request_latency_seconds"),
+        kind: MetricKind::Summary,
+        help: "Round trip of answered Modbus requests (data or exception).",
+        read: Read::Latency,
+    },
+];
 
 /// Counters shared by all tasks (`Arc<Stats>`). All are totals since start.
 #[derive(Debug, Default)]
@@ -331,30 +656,6 @@ pub struct CoreStats {
     pub late: AtomicU64,
 }
 
-impl CoreStats {
-    /// Name and value of every counter, for the `gateway` measurement and `/metrics`.
-    pub fn fields(&self) -> Vec<(String, u64)> {
-        [
-            ("state_transitions", &self.transitions),
-            ("alarms_raised", &self.alarms_raised),
-            ("alarms_cleared", &self.alarms_cleared),
-            ("alarms_active", &self.alarms_active),
-            ("alarm_commands", &self.commands),
-            ("alarm_commands_refused", &self.commands_refused),
-            ("journal_errors", &self.journal_errors),
-            ("mqtt_published", &self.mqtt_published),
-            ("events_dropped", &self.events_dropped),
-            ("webhook_sent", &self.webhook_sent),
-            ("webhook_failed", &self.webhook_failed),
-            ("out_of_order", &self.out_of_order),
-            ("late", &self.late),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.load(Relaxed)))
-        .collect()
-    }
-}
-
 impl Stats {
     pub fn reject(&self, r: Reject) {
         self.rejected[r.index()].fetch_add(1, Relaxed);
@@ -364,51 +665,38 @@ impl Stats {
         self.rejected[r.index()].load(Relaxed)
     }
 
-    /// The fields of the `gateway` measurement (DESIGN §5), in order: the one list that both
-    /// the store sink writes and `estate-gateway schema` prints. A field is `None` when it has
-    /// nothing to report this time (no RSS reading; no Modbus answer since the last point, where
-    /// a 0 would read as "fast"). Reads the latency mark, so call it once per point.
+    /// The fields of the `gateway` measurement (DESIGN §5), in `METRICS` order: what the store
+    /// sink writes and `estate-gateway schema` prints. A field is `None` when it has nothing to
+    /// report this time (no RSS reading; no Modbus answer since the last point, where a 0
+    /// would read as "fast"). Reads the latency mark, so call it once per point.
     pub fn gateway_fields(
         &self,
         uptime_s: u64,
         rss_bytes: Option<u64>,
     ) -> Vec<(String, Option<GatewayValue>)> {
+        let process = Process {
+            uptime_s,
+            rss_bytes,
+        };
         let u = |v: u64| Some(GatewayValue::U64(v));
-        let store_dropped = self.store_dropped.load(Relaxed);
-        // Lost data, whatever the source: rejected input, lines the store never got, and
-        // Modbus signals whose raw value did not decode.
-        let dropped =
-            self.rejected_total() + store_dropped + self.modbus.decode_errors.load(Relaxed);
-        let mut out: Vec<(String, Option<GatewayValue>)> = vec![
-            ("messages".into(), u(self.messages.load(Relaxed))),
-            ("readings".into(), u(self.readings.load(Relaxed))),
-            ("dropped".into(), u(dropped)),
-            ("store_dropped".into(), u(store_dropped)),
-            ("store_lines".into(), u(self.store_lines.load(Relaxed))),
-            ("store_errors".into(), u(self.store_errors.load(Relaxed))),
-            (
-                "store_queue_lines".into(),
-                u(self.store_queue_lines.load(Relaxed)),
-            ),
-            ("sanitised".into(), u(self.sanitised.load(Relaxed))),
-            (
-                "mqtt_disconnects".into(),
-                u(self.mqtt_disconnects.load(Relaxed)),
-            ),
-            ("uptime_s".into(), u(uptime_s)),
-            ("rss_bytes".into(), rss_bytes.map(GatewayValue::U64)),
-        ];
-        out.extend(
-            Reject::ALL
-                .iter()
-                .map(|r| (format!("rejected_{}", r.as_str()), u(self.rejected(*r)))),
-        );
-        out.extend(self.modbus.fields().into_iter().map(|(k, v)| (k, u(v))));
-        out.extend(self.core.fields().into_iter().map(|(k, v)| (k, u(v))));
-        out.push((
-            "poll_latency_ms".into(),
-            self.modbus.interval_latency_ms().map(GatewayValue::F64),
-        ));
+        let mut out = Vec::with_capacity(64);
+        for m in METRICS {
+            match m.read {
+                Read::Value(read) => out.push((m.field.to_owned(), u(read(self)))),
+                Read::PerLabel { values, .. } => out.extend(
+                    values(self)
+                        .into_iter()
+                        .map(|(label, v)| (format!("{}_{label}", m.field), u(v))),
+                ),
+                Read::Process(read) => {
+                    out.push((m.field.to_owned(), read(&process).map(GatewayValue::U64)))
+                }
+                Read::Latency => out.push((
+                    m.field.to_owned(),
+                    self.modbus.interval_latency_ms().map(GatewayValue::F64),
+                )),
+            }
+        }
         out
     }
 
@@ -532,6 +820,30 @@ mod tests {
         m.latency(std::time::Duration::from_micros(500));
         assert_eq!(m.interval_latency_ms(), Some(0.5));
         assert_eq!(m.latency_totals(), (6500, 3));
+    }
+
+    #[test]
+    fn registry_gives_every_gateway_field_once() {
+        let s = Stats::default();
+        s.reject(Reject::BadCommand);
+        s.store_dropped.store(2, Relaxed);
+        let fields = s.gateway_fields(5, None);
+        let mut names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), fields.len());
+        // One field per registry entry, a labelled entry one per label value.
+        let per_label = Reject::ALL.len() + ModbusException::ALL.len() - 2;
+        assert_eq!(fields.len(), METRICS.len() + per_label);
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        assert_eq!(
+            get("rejected_bad_command"),
+            Some(Some(GatewayValue::U64(1)))
+        );
+        assert_eq!(get("dropped"), Some(Some(GatewayValue::U64(3))));
+        assert_eq!(get("uptime_s"), Some(Some(GatewayValue::U64(5))));
+        assert_eq!(get("rss_bytes"), Some(None));
+        assert_eq!(get("poll_latency_ms"), Some(None));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::raw::{RawConfig, RawGateway, RawHttp, RawIngest, RawMqtt, RawStore};
 use super::{alarms, inventory, models, profiles, Errors};
 use crate::core::engine::PlannedMaintenance;
 use crate::model::{Inventory, Profile};
-use crate::source::topic::TopicPattern;
+use crate::mqtt::topic::TopicPattern;
 
 /// The whole validated configuration.
 #[derive(Debug)]

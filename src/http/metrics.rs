@@ -5,170 +5,21 @@
 //! measurement; here they follow Prometheus naming (`estate_gateway_*`, counters end in
 //! `_total`, labels instead of one field per reason).
 //!
-//! A new counter or gauge is one entry in `SCALARS`; a counter per reason, code or endpoint is
-//! one labelled `family` call in `render`. The core stage's counters (`CoreStats::fields`) are
-//! exposed by name (`estate_gateway_<field>_total`, `alarms_active` as a gauge); a new field
-//! there appears here by itself, with its help text from `core_help`.
+//! Every metric comes from the one registry `crate::stats::METRICS`, which the store's
+//! `gateway` measurement renders too: a new counter or gauge, or a counter per reason or code,
+//! is one entry there and appears here by itself, with its help text and type.
 
 use std::fmt::{Display, Write as _};
-use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::Ctx;
-use crate::stats::{ModbusException, Reject, Stats};
+use crate::stats::{MetricKind, Process, Read, Stats, METRICS};
 
 /// Prometheus' text format media type.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Summary,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Summary => "summary",
-        }
-    }
-}
-
-/// A metric without labels, read from `Stats`.
-struct Scalar {
-    name: &'static str,
-    kind: Kind,
-    help: &'static str,
-    read: fn(&Stats) -> u64,
-}
-
-const fn counter(name: &'static str, help: &'static str, read: fn(&Stats) -> u64) -> Scalar {
-    Scalar {
-        name,
-        kind: Kind::Counter,
-        help,
-        read,
-    }
-}
-
-const fn gauge(name: &'static str, help: &'static str, read: fn(&Stats) -> u64) -> Scalar {
-    Scalar {
-        name,
-        kind: Kind::Gauge,
-        help,
-        read,
-    }
-}
-
-/// Every unlabelled metric of `Stats`, in exposition order.
-const SCALARS: &[Scalar] = &[
-    counter(
-        "estate_gateway_messages_total",
-        "MQTT messages received on the gateway's topics.",
-        |s| s.messages.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_readings_total",
-        "Readings accepted (a message with at least one valid signal, or a status).",
-        |s| s.readings.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_sanitised_total",
-        "String values whose control characters were replaced by spaces.",
-        |s| s.sanitised.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_mqtt_disconnects_total",
-        "MQTT connection losses.",
-        |s| s.mqtt_disconnects.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_store_lines_total",
-        "Lines the store accepted.",
-        |s| s.store_lines.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_store_dropped_total",
-        "Lines dropped because the in-memory queue was full or the store refused them.",
-        |s| s.store_dropped.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_store_errors_total",
-        "Failed store write attempts (each retry counts).",
-        |s| s.store_errors.load(Relaxed),
-    ),
-    gauge(
-        "estate_gateway_store_queue_lines",
-        "Lines waiting for the store now.",
-        |s| s.store_queue_lines.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_modbus_polls_total",
-        "Modbus device polls started.",
-        |s| s.modbus.polls.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_modbus_poll_failures_total",
-        "Modbus polls that did not get every value (timeout, transport error, exception, endpoint down).",
-        |s| s.modbus.poll_failures.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_modbus_requests_total",
-        "Modbus requests sent (reads, writes and retries).",
-        |s| s.modbus.requests.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_modbus_timeouts_total",
-        "Modbus requests without an answer within the endpoint's timeout.",
-        |s| s.modbus.timeouts.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_modbus_transport_errors_total",
-        "Modbus requests that failed in transport (reset, bad frame, CRC).",
-        |s| s.modbus.transport_errors.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_modbus_reconnects_total",
-        "Modbus connections dropped after a timeout or transport error.",
-        |s| s.modbus.reconnects.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_modbus_connect_failures_total",
-        "Failed attempts to connect to or open a Modbus endpoint.",
-        |s| s.modbus.connect_failures.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_modbus_decode_errors_total",
-        "Modbus values dropped because their raw value did not decode.",
-        |s| s.modbus.decode_errors.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_modbus_writes_total",
-        "Writes performed on Modbus devices (successful or not).",
-        |s| s.modbus.writes.load(Relaxed),
-    ),
-    counter(
-        "estate_gateway_modbus_write_failures_total",
-        "Writes on Modbus devices that failed.",
-        |s| s.modbus.write_failures.load(Relaxed),
-    ),
-    gauge(
-        "estate_gateway_modbus_devices_offline",
-        "Modbus devices reported offline now.",
-        |s| s.modbus.devices_offline.load(Relaxed),
-    ),
-    gauge(
-        "estate_gateway_modbus_endpoints_down",
-        "Modbus endpoints that cannot be reached now.",
-        |s| s.modbus.endpoints_down.load(Relaxed),
-    ),
-];
 
 pub(super) async fn handler(State(ctx): State<std::sync::Arc<Ctx>>) -> Response {
     (
@@ -178,96 +29,52 @@ pub(super) async fn handler(State(ctx): State<std::sync::Arc<Ctx>>) -> Response 
         .into_response()
 }
 
-/// The exposition text; `rss` is passed in so tests need not read `/proc`.
+/// The exposition text of every metric of `stats::METRICS` that has a Prometheus name, in
+/// registry order; `rss` is passed in so tests need not read `/proc`.
 fn render(stats: &Stats, rss: Option<u64>) -> String {
+    // Uptime is in the store only (`prometheus: None`); Prometheus has its own.
+    let process = Process {
+        uptime_s: 0,
+        rss_bytes: rss,
+    };
     let mut out = String::with_capacity(4096);
-    for m in SCALARS {
-        family(&mut out, m.name, m.kind, m.help, [("", (m.read)(stats))]);
-    }
-    family(
-        &mut out,
-        "estate_gateway_rejected_total",
-        Kind::Counter,
-        "Rejected input per reason (README, Bad input); a message with two bad signals counts two.",
-        Reject::ALL
-            .iter()
-            .map(|r| (label("reason", r.as_str()), stats.rejected(*r))),
-    );
-    family(
-        &mut out,
-        "estate_gateway_modbus_exceptions_total",
-        Kind::Counter,
-        "Modbus exception responses per exception code.",
-        ModbusException::ALL
-            .iter()
-            .map(|e| (label("code", e.as_str()), stats.modbus.exceptions(*e))),
-    );
-    for (field, value) in stats.core.fields() {
-        let (name, kind) = core_metric(&field);
-        family(&mut out, &name, kind, core_help(&field), [("", value)]);
-    }
-    let (latency_us, answered) = stats.modbus.latency_totals();
-    let latency = "estate_gateway_modbus_request_latency_seconds";
-    family(
-        &mut out,
-        latency,
-        Kind::Summary,
-        "Round trip of answered Modbus requests (data or exception).",
-        [
-            (
-                format!("{latency}_sum"),
-                Sample::Float(latency_us as f64 / 1e6),
+    for m in METRICS {
+        let Some(name) = m.prometheus else { continue };
+        match m.read {
+            Read::Value(read) => family(&mut out, name, m.kind, m.help, [("", read(stats))]),
+            Read::PerLabel { label: l, values } => family(
+                &mut out,
+                name,
+                m.kind,
+                m.help,
+                values(stats).into_iter().map(|(v, n)| (label(l, v), n)),
             ),
-            (format!("{latency}_count"), Sample::Int(answered)),
-        ]
-        .into_iter()
-        .map(|(series, v)| (Series::Full(series), v)),
-    );
-    if let Some(rss) = rss {
-        // The name every Prometheus client library uses, so stock dashboards find it.
-        family(
-            &mut out,
-            "process_resident_memory_bytes",
-            Kind::Gauge,
-            "Resident memory size of the gateway process in bytes.",
-            [("", rss)],
-        );
+            Read::Process(read) => {
+                if let Some(v) = read(&process) {
+                    family(&mut out, name, m.kind, m.help, [("", v)]);
+                }
+            }
+            Read::Latency => {
+                let (latency_us, answered) = stats.modbus.latency_totals();
+                family(
+                    &mut out,
+                    name,
+                    m.kind,
+                    m.help,
+                    [
+                        (
+                            format!("{name}_sum"),
+                            Sample::Float(latency_us as f64 / 1e6),
+                        ),
+                        (format!("{name}_count"), Sample::Int(answered)),
+                    ]
+                    .into_iter()
+                    .map(|(series, v)| (Series::Full(series), v)),
+                );
+            }
+        }
     }
     out
-}
-
-/// The Prometheus name and type of a `CoreStats` field: gauges as they are, counters with
-/// `_total`.
-fn core_metric(field: &str) -> (String, Kind) {
-    if CORE_GAUGES.contains(&field) {
-        (format!("estate_gateway_{field}"), Kind::Gauge)
-    } else {
-        (format!("estate_gateway_{field}_total"), Kind::Counter)
-    }
-}
-
-/// `CoreStats` fields that are gauges (a level now, not a count since start).
-const CORE_GAUGES: &[&str] = &["alarms_active"];
-
-fn core_help(field: &str) -> &'static str {
-    match field {
-        "state_transitions" => "Device state transitions (intact, fault, offline, maintenance).",
-        "alarms_raised" => "Alarms raised.",
-        "alarms_cleared" => "Alarms cleared.",
-        "alarms_active" => "Alarms active now.",
-        "alarm_commands" => "Acknowledgments and on-site reports accepted (HTTP and MQTT).",
-        "alarm_commands_refused" => {
-            "Acknowledgments and on-site reports refused (unknown id, already done, invalid, queue full)."
-        }
-        "journal_errors" => "Journal writes that failed (each failed batch of events counts once).",
-        "mqtt_published" => "Events published on MQTT (alarm events and retained states).",
-        "events_dropped" => "Events an event sink (MQTT out, webhook) could not take and dropped.",
-        "webhook_sent" => "Webhook deliveries.",
-        "webhook_failed" => "Webhook deliveries given up after all retries.",
-        "out_of_order" => "Readings older than one already applied for their device (forwarded, no state changed).",
-        "late" => "Readings that arrived after a later moment of their device was concluded (forwarded, no state changed).",
-        _ => "A counter of the core stage (see CoreStats).",
-    }
 }
 
 /// Which series a sample line is for.
@@ -315,7 +122,7 @@ impl Display for Sample {
 fn family<S: Into<Series>, V: Into<Sample>>(
     out: &mut String,
     name: &str,
-    kind: Kind,
+    kind: MetricKind,
     help: &str,
     samples: impl IntoIterator<Item = (S, V)>,
 ) {
@@ -353,8 +160,10 @@ fn label(name: &str, value: &str) -> String {
 mod tests {
     use super::*;
     use crate::http::test_support::{app, get};
+    use crate::stats::{ModbusException, Reject};
     use axum::http::StatusCode;
     use std::collections::{BTreeMap, HashSet};
+    use std::sync::atomic::Ordering::Relaxed;
     use std::time::Duration;
 
     /// Parses sample lines `name{labels} value` into `name{labels}` → value, checking the
@@ -462,12 +271,7 @@ mod tests {
         // series, and rss.
         assert_eq!(
             m.len(),
-            SCALARS.len()
-                + Reject::ALL.len()
-                + ModbusException::ALL.len()
-                + s.core.fields().len()
-                + 2
-                + 1
+            20 + Reject::ALL.len() + ModbusException::ALL.len() + 11 + 2 + 1
         );
         // Without rss (not Linux), the rest is there.
         assert_eq!(parse(&render(&s, None)).len(), m.len() - 1);
@@ -475,32 +279,31 @@ mod tests {
 
     #[test]
     fn metric_names_are_distinct_and_counters_end_in_total() {
-        let mut names: Vec<&str> = SCALARS.iter().map(|m| m.name).collect();
+        let exposed: Vec<_> = METRICS
+            .iter()
+            .filter_map(|m| Some((m.prometheus?, m.kind)))
+            .collect();
+        let mut names: Vec<&str> = exposed.iter().map(|(n, _)| *n).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), SCALARS.len());
-        for m in SCALARS {
+        assert_eq!(names.len(), exposed.len());
+        for (name, kind) in exposed {
             assert_eq!(
-                m.kind == Kind::Counter,
-                m.name.ends_with("_total"),
-                "{}",
-                m.name
+                kind == MetricKind::Counter,
+                name.ends_with("_total"),
+                "{name}"
             );
         }
     }
 
     #[test]
     fn core_counters_have_help_and_the_right_type() {
-        let text = render(&Stats::default(), None);
-        for (field, _) in Stats::default().core.fields() {
-            let (name, kind) = core_metric(&field);
-            assert_ne!(
-                core_help(&field),
-                core_help("no such field"),
-                "no help for {field}"
-            );
+        let text = render(&Stats::default(), Some(1));
+        for m in METRICS {
+            let Some(name) = m.prometheus else { continue };
+            assert!(!m.help.is_empty(), "no help for {name}");
             assert!(
-                text.contains(&format!("# TYPE {name} {}\n", kind.as_str())),
+                text.contains(&format!("# TYPE {name} {}\n", m.kind.as_str())),
                 "{name}"
             );
         }

@@ -459,7 +459,7 @@ pub(crate) mod test_support {
     use crate::model::{Ack, Device, DeviceIdx, Inventory, Reading, Value};
     use crate::sink::journal::Journal;
     use crate::source::modbus::poller::ModbusHandle;
-    use crate::stage::Outputs;
+    use crate::stage::{Inputs, Outputs};
     use crate::stats::Stats;
 
     pub(crate) const TOKEN: &str = "s3cret-token-for-tests";
@@ -765,7 +765,11 @@ category = "indoor_sensor"
             engine,
             start,
             journal,
-            rx,
+            Inputs {
+                readings: rx,
+                // The API's tests send no operator commands from a source.
+                operator: mpsc::channel(1).1,
+            },
             Outputs {
                 store: store_tx,
                 mqtt: None,

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod ack;
+mod command;
 pub use ack::{Ack, PendingAck};
+pub use command::{OperatorCommand, OperatorCommandKind};
 
 /// The type a signal's values must have. A JSON value of another type is rejected as
 /// `wrong_type` (see `crate::source::decode`).

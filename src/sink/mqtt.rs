@@ -22,7 +22,7 @@ use crate::backoff::Backoff;
 use crate::config::MqttSettings;
 use crate::core::Event;
 use crate::model::Inventory;
-use crate::source::topic::TopicPattern;
+use crate::mqtt::topic::TopicPattern;
 use crate::stats::Stats;
 
 /// Events waiting for the publisher.
@@ -46,7 +46,7 @@ pub fn spawn(
     stats: Arc<Stats>,
     events: mpsc::Receiver<Arc<Event>>,
 ) -> JoinHandle<()> {
-    let mut opts = crate::source::mqtt::options(settings);
+    let mut opts = crate::mqtt::options(settings);
     opts.set_client_id(format!("{}-events", settings.client_id))
         .set_clean_session(true)
         .set_manual_acks(false);

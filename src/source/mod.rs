@@ -3,4 +3,3 @@
 pub mod decode;
 pub mod modbus;
 pub mod mqtt;
-pub mod topic;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet,
-    Publish, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,10 @@ use super::decode::{self, Limits, Problem};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{IngestSettings, MqttSettings};
-use crate::model::{Ack, DeviceIdx, Inventory, PendingAck, Reading};
+use crate::model::{
+    Ack, DeviceIdx, Inventory, OperatorCommand, OperatorCommandKind, PendingAck, Reading,
+};
+use crate::mqtt::options;
 use crate::stats::{LogLimiter, Stats};
 
 /// How long, at shutdown, the source keeps the connection open so that the PUBACKs of
@@ -38,46 +41,10 @@ pub struct MqttSource {
     pub inventory: Arc<Inventory>,
     pub stats: Arc<Stats>,
     pub clock: Arc<dyn Clock>,
-    /// Where acknowledgments and on-site reports (`mqtt.ack_topic`, `mqtt.on_site_topic`) go;
-    /// `None`: those topics are not subscribed.
-    pub core: Option<crate::stage::CoreHandle>,
-}
-
-/// Builds rumqttc options from the settings.
-pub fn options(s: &MqttSettings) -> MqttOptions {
-    let mut o = MqttOptions::new(&s.client_id, &s.host, s.port);
-    o.set_clean_session(false)
-        .set_manual_acks(true)
-        .set_keep_alive(s.keep_alive)
-        .set_inflight(s.inflight)
-        .set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes.max(64 * 1024));
-    if let Some(user) = &s.username {
-        o.set_credentials(user, s.password.expose());
-    }
-    if s.tls {
-        let tls = match &s.ca_pem {
-            Some(ca) => TlsConfiguration::Simple {
-                ca: ca.clone(),
-                alpn: None,
-                client_auth: None,
-            },
-            // System roots, loaded and checked by the config (rumqttc's own default panics
-            // inside the connection task when they cannot be loaded).
-            None => {
-                use rumqttc::tokio_rustls::rustls;
-                let mut roots = rustls::RootCertStore::empty();
-                let der = s.system_roots.iter().map(|c| c.clone().into());
-                let _ = roots.add_parsable_certificates(der);
-                TlsConfiguration::Rustls(std::sync::Arc::new(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(roots)
-                        .with_no_client_auth(),
-                ))
-            }
-        };
-        o.set_transport(Transport::tls_with_config(tls));
-    }
-    o
+    /// Where acknowledgments and on-site reports (`mqtt.ack_topic`, `mqtt.on_site_topic`) go
+    /// (the core stage applies them in order with the readings); `None`: those topics are not
+    /// subscribed.
+    pub commands: Option<mpsc::Sender<OperatorCommand>>,
 }
 
 impl MqttSource {
@@ -139,7 +106,7 @@ impl MqttSource {
                         self.settings.telemetry_topic.filter(),
                         self.settings.status_topic.filter(),
                     ];
-                    if self.core.is_some() {
+                    if self.commands.is_some() {
                         filters.push(self.settings.ack_topic.filter());
                         filters.push(self.settings.on_site_topic.filter());
                     }
@@ -277,9 +244,9 @@ impl Handler<'_> {
                 qos: p.qos,
             }
         };
-        if let Some(core) = &src.core {
-            if let Some(on_site) = self.command_kind(&p.topic) {
-                self.command(core, on_site, &p, now);
+        if let Some(commands) = &src.commands {
+            if let Some(kind) = self.command_kind(&p.topic) {
+                self.command(commands, kind, &p, now);
                 ack.settle();
                 return;
             }
@@ -402,21 +369,28 @@ impl Handler<'_> {
         }
     }
 
-    /// `Some(false)` for the acknowledgment topic, `Some(true)` for the on-site topic.
-    fn command_kind(&self, topic: &str) -> Option<bool> {
+    /// Which command a topic carries, if it is the acknowledgment or the on-site topic.
+    fn command_kind(&self, topic: &str) -> Option<OperatorCommandKind> {
         let s = &self.src.settings;
         if s.ack_topic.matches_site(topic).is_some() {
-            Some(false)
+            Some(OperatorCommandKind::Ack)
         } else if s.on_site_topic.matches_site(topic).is_some() {
-            Some(true)
+            Some(OperatorCommandKind::OnSite)
         } else {
             None
         }
     }
 
     /// Decodes `{"id": "...", "by": "...", "ts": <unix ms, optional>}` and queues it for the
-    /// engine (refusals — unknown id, twice — are counted and logged there).
-    fn command(&mut self, core: &crate::stage::CoreHandle, on_site: bool, p: &Publish, now: i64) {
+    /// core stage without waiting (refusals — unknown id, twice — are counted and logged
+    /// there; a full or closed queue is counted as refused here).
+    fn command(
+        &mut self,
+        commands: &mpsc::Sender<OperatorCommand>,
+        kind: OperatorCommandKind,
+        p: &Publish,
+        now: i64,
+    ) {
         #[derive(serde::Deserialize)]
         struct Body {
             id: String,
@@ -441,22 +415,14 @@ impl Handler<'_> {
                 return;
             }
         };
-        let c = if on_site {
-            crate::stage::Command::OnSite {
-                id: body.id,
-                by: body.by,
-                ts_ms: body.ts,
-                reply: None,
-            }
-        } else {
-            crate::stage::Command::Acknowledge {
-                id: body.id,
-                by: body.by,
-                ts_ms: body.ts,
-                reply: None,
-            }
+        let c = OperatorCommand {
+            kind,
+            id: body.id,
+            by: body.by,
+            ts_ms: body.ts,
         };
-        if !core.send_nowait(c) {
+        if commands.try_send(c).is_err() {
+            self.src.stats.core.commands_refused.fetch_add(1, Relaxed);
             warn!(topic = %p.topic, "The core stage is busy or stopped; acknowledgment dropped.");
         }
     }
@@ -472,39 +438,6 @@ impl Handler<'_> {
                 suppressed_before = suppressed,
                 "Dropped bad input."
             );
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tls_without_a_ca_file_uses_the_system_roots_the_config_loaded() {
-        let dir = std::env::temp_dir().join(format!("gw-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("gw.toml");
-        std::fs::write(
-            &path,
-            "[gateway]\nsite = \"s\"\n[mqtt]\nurl = \"mqtts://broker.example:8883\"\n",
-        )
-        .unwrap();
-        let cfg = crate::config::load_with_env(&path, Default::default());
-        let _ = std::fs::remove_dir_all(&dir);
-        // Either the machine has CA certificates (then options build a TLS transport without
-        // panicking), or the config says so up front.
-        match cfg {
-            Ok(cfg) => {
-                let m = cfg.mqtt.unwrap();
-                assert!(!m.system_roots.is_empty());
-                let o = options(&m);
-                assert_eq!(o.broker_address(), ("broker.example".to_owned(), 8883));
-            }
-            Err(e) => assert!(
-                e.to_string().contains("needs the system's CA certificates"),
-                "{e}"
-            ),
         }
     }
 }

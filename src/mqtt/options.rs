@@ -1,0 +1,77 @@
+//! rumqttc connection options from `MqttSettings`: broker address, persistent session with
+//! manual acks (the source's defaults; the event sink overrides client id and session),
+//! credentials and TLS (a configured CA file, or the system roots the config loaded).
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+
+use crate::config::MqttSettings;
+
+/// Builds rumqttc options from the settings.
+pub fn options(s: &MqttSettings) -> MqttOptions {
+    let mut o = MqttOptions::new(&s.client_id, &s.host, s.port);
+    o.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(s.keep_alive)
+        .set_inflight(s.inflight)
+        .set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes.max(64 * 1024));
+    if let Some(user) = &s.username {
+        o.set_credentials(user, s.password.expose());
+    }
+    if s.tls {
+        let tls = match &s.ca_pem {
+            Some(ca) => TlsConfiguration::Simple {
+                ca: ca.clone(),
+                alpn: None,
+                client_auth: None,
+            },
+            // System roots, loaded and checked by the config (rumqttc's own default panics
+            // inside the connection task when they cannot be loaded).
+            None => {
+                use rumqttc::tokio_rustls::rustls;
+                let mut roots = rustls::RootCertStore::empty();
+                let der = s.system_roots.iter().map(|c| c.clone().into());
+                let _ = roots.add_parsable_certificates(der);
+                TlsConfiguration::Rustls(std::sync::Arc::new(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                ))
+            }
+        };
+        o.set_transport(Transport::tls_with_config(tls));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_without_a_ca_file_uses_the_system_roots_the_config_loaded() {
+        let dir = std::env::temp_dir().join(format!("gw-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gw.toml");
+        std::fs::write(
+            &path,
+            "[gateway]\nsite = \"s\"\n[mqtt]\nurl = \"mqtts://broker.example:8883\"\n",
+        )
+        .unwrap();
+        let cfg = crate::config::load_with_env(&path, Default::default());
+        let _ = std::fs::remove_dir_all(&dir);
+        // Either the machine has CA certificates (then options build a TLS transport without
+        // panicking), or the config says so up front.
+        match cfg {
+            Ok(cfg) => {
+                let m = cfg.mqtt.unwrap();
+                assert!(!m.system_roots.is_empty());
+                let o = options(&m);
+                assert_eq!(o.broker_address(), ("broker.example".to_owned(), 8883));
+            }
+            Err(e) => assert!(
+                e.to_string().contains("needs the system's CA certificates"),
+                "{e}"
+            ),
+        }
+    }
+}
