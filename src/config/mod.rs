@@ -22,6 +22,7 @@ mod models;
 mod profiles;
 mod raw;
 mod rules;
+mod summary;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ pub use check::Secret;
 pub use heating::{HeatingSettings, SiteHeating};
 pub use models::BUILTIN_MODELS;
 pub use profiles::BUILTIN_PROFILES;
+pub use summary::summary;
 
 /// One mistake in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
