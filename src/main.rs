@@ -50,7 +50,7 @@ enum Command {
         /// Simulated time runs this many times faster (e.g. 4320: a month in ten minutes).
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
-        /// Journal and spool here (default: a new temp dir, printed on start).
+        /// The journal here (default: a new temp dir, printed on start).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Also forward to this store (InfluxDB v2 write API; token from ESTATE_GW_STORE_TOKEN).

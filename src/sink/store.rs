@@ -12,8 +12,9 @@
 //!
 //! Backpressure: when the queue holds `queue_lines` lines (store slow or down), the *oldest*
 //! batch is dropped and counted (`store_dropped`): a control room needs the newest data first.
-//! The disk spool (a later issue) replaces this drop: the batcher will hand batches to the
-//! spool and settle acks only once they are on disk; nothing else here changes.
+//! The queue is in memory (there is no disk spool): what it drops, and what it still holds
+//! when the process is killed, is lost, though those readings' acks were settled when they
+//! entered a batch.
 //!
 //! Shutdown: when the readings channel closes, the batcher closes its last batch; the writer
 //! keeps trying to deliver what is queued until `shutdown_grace` has passed, then reports
