@@ -1,8 +1,10 @@
 //! estate-gateway: an on-site gateway for residential estates (物业小区).
 //!
 //! Data flow (DESIGN §2; `ARCHITECTURE.md` maps it to files):
-//! sources (`source::mqtt`) → `Reading` → sinks (`sink::store`). State, alarms, the journal
-//! and KPIs join between them in later stages; every stage is joined by bounded channels.
+//! sources (`source::mqtt`, `source::modbus`) → `Reading` → the core stage (`stage`:
+//! `core::Engine`'s states and alarms, journaled by `sink::journal`) → sinks (`sink::store`,
+//! `sink::mqtt`, `sink::webhook`, the HTTP live stream); `report` computes the KPIs from the
+//! journal. Every stage is joined by bounded channels.
 
 pub mod backoff;
 pub mod clock;

@@ -3,14 +3,16 @@
 //!
 //! Exit codes: 0 success; 1 a runtime failure; 2 a configuration or usage error (every
 //! configuration error is printed, each naming the file, the key and what would be valid).
+//! `main` only maps `try_main`'s result to them: a `Usage` error is a 2, anything else a 1.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::anyhow;
 use clap::{Parser, Subcommand};
 use estate_gateway::config::{self, Config, LogFormat};
-use estate_gateway::core::rules::{Clear, ResponseClass, Trigger};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -48,7 +50,7 @@ enum Command {
         /// Simulated time runs this many times faster (e.g. 4320: a month in ten minutes).
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
-        /// Journal and spool here (default: a new temp dir, printed on start).
+        /// The journal here (default: a new temp dir, printed on start).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Also forward to this store (InfluxDB v2 write API; token from ESTATE_GW_STORE_TOKEN).
@@ -120,31 +122,62 @@ enum ReportFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::CheckConfig { config, verbose } => match config::load(&config) {
-            Ok(cfg) => {
-                print!("{}", summary(&cfg, verbose));
-                ExitCode::SUCCESS
-            }
-            Err(errs) => {
-                eprint!("{errs}");
+    match try_main(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => match err.downcast_ref::<Usage>() {
+            Some(usage) => {
+                eprint!("{usage}");
                 ExitCode::from(2)
             }
+            None => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
         },
+    }
+}
+
+/// A configuration or usage error (exit 2), holding exactly what is printed on stderr. Any
+/// other error is a runtime failure (exit 1), printed as `error: ` and its chain.
+#[derive(Debug)]
+struct Usage(String);
+
+impl Usage {
+    /// `error: {msg}`: a bad argument, or one that does not fit the configuration.
+    fn message(msg: impl fmt::Display) -> anyhow::Error {
+        Usage(format!("error: {msg}\n")).into()
+    }
+
+    /// An error that explains itself (every configuration error, a fault script's errors).
+    fn explained(text: impl fmt::Display) -> anyhow::Error {
+        Usage(format!("{text}\n")).into()
+    }
+}
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn try_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::CheckConfig { config, verbose } => {
+            let cfg = load(&config)?;
+            print!("{}", config::summary(&cfg, verbose));
+            Ok(())
+        }
         Command::Schema { json } => {
             if json {
-                match serde_json::to_string_pretty(&estate_gateway::schema::measurements()) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
+                let s = serde_json::to_string_pretty(&estate_gateway::schema::measurements())
+                    .map_err(|e| anyhow!("{e}"))?;
+                println!("{s}");
             } else {
                 print!("{}", estate_gateway::schema::render_table());
             }
-            ExitCode::SUCCESS
+            Ok(())
         }
         Command::Simulate {
             config,
@@ -185,86 +218,68 @@ fn main() -> ExitCode {
             store_url,
         }),
         Command::Run { config } => {
-            let cfg = match config::load(&config) {
-                Ok(c) => c,
-                Err(errs) => {
-                    eprint!("{errs}");
-                    return ExitCode::from(2);
-                }
-            };
+            let cfg = load(&config)?;
             init_logging(&cfg);
-            match run(cfg) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "estate-gateway failed.");
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            run(cfg).inspect_err(|e| {
+                tracing::error!(error = format!("{e:#}"), "estate-gateway failed.");
+            })
         }
     }
 }
 
+/// Loads the configuration at `path`; every mistake in it is a usage error.
+fn load(path: &Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|errs| Usage(errs.to_string()).into())
+}
+
+/// The tokio runtime of a command: multi-threaded for the long-running ones, a current-thread
+/// one for `report --publish`.
+fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| anyhow!("{e}"))
+}
+
 fn simulate(
-    config: &std::path::Path,
+    config: &Path,
     seed: u64,
-    script: Option<&std::path::Path>,
+    script: Option<&Path>,
     tick: std::time::Duration,
-) -> ExitCode {
+) -> anyhow::Result<()> {
     use estate_gateway::sim::{load_script, SimOptions, Simulator};
-    let cfg = match config::load(config) {
-        Ok(c) => c,
-        Err(errs) => {
-            eprint!("{errs}");
-            return ExitCode::from(2);
-        }
-    };
-    let script = match script.map(load_script).transpose() {
-        Ok(s) => s.unwrap_or_default(),
-        Err(errs) => {
-            eprintln!("{errs}");
-            return ExitCode::from(2);
-        }
-    };
+    let cfg = load(config)?;
+    let script = script
+        .map(load_script)
+        .transpose()
+        .map_err(Usage::explained)?
+        .unwrap_or_default();
     init_logging(&cfg);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async {
+    runtime(true)?.block_on(async {
         let opts = SimOptions {
             seed,
             tick: Some(tick),
             script,
         };
-        let sim = match Simulator::start_with(&cfg, opts).await {
-            Ok(s) => s,
-            Err(e @ estate_gateway::sim::SimError::Script(_)) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let sim = Simulator::start_with(&cfg, opts)
+            .await
+            .map_err(|e| match e {
+                estate_gateway::sim::SimError::Script(_) => Usage::explained(e),
+                e => anyhow!("{e}"),
+            })?;
         print!("{}", sim.summary());
         use std::io::Write;
         let _ = std::io::stdout().flush();
         wait_for_signal().await;
         tracing::info!("Signal received; the simulator stops.");
         sim.shutdown().await;
-        ExitCode::SUCCESS
+        Ok(())
     })
 }
 
-fn demo(opts: estate_gateway::demo::DemoOptions) -> ExitCode {
+fn demo(opts: estate_gateway::demo::DemoOptions) -> anyhow::Result<()> {
     // rumqttd logs a closed client connection (our readiness probe, every client at shutdown)
     // as an error: silenced unless RUST_LOG asks for it.
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
@@ -277,29 +292,15 @@ fn demo(opts: estate_gateway::demo::DemoOptions) -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     if !(opts.speed.is_finite() && opts.speed > 0.0) {
-        eprintln!("error: --speed must be a positive number, e.g. 1, 10 or 4320");
-        return ExitCode::from(2);
+        return Err(Usage::message(
+            "--speed must be a positive number, e.g. 1, 10 or 4320",
+        ));
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async {
+    runtime(true)?.block_on(async {
         let shutdown = CancellationToken::new();
-        let demo = match estate_gateway::demo::Demo::start(opts, shutdown.clone()).await {
-            Ok(d) => d,
-            Err(e) => {
-                shutdown.cancel();
-                eprintln!("error: {e:#}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let demo = estate_gateway::demo::Demo::start(opts, shutdown.clone())
+            .await
+            .inspect_err(|_| shutdown.cancel())?;
         print!("{}", demo.banner);
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -310,7 +311,7 @@ fn demo(opts: estate_gateway::demo::DemoOptions) -> ExitCode {
             signals.cancel();
         });
         demo.wait().await;
-        ExitCode::SUCCESS
+        Ok(())
     })
 }
 
@@ -326,19 +327,9 @@ struct ReportArgs {
 
 /// `report`: exit 2 for a bad configuration or arguments, 1 when the journal cannot be read or
 /// the store refuses the points.
-fn report(a: ReportArgs) -> ExitCode {
+fn report(a: ReportArgs) -> anyhow::Result<()> {
     use estate_gateway::report::{self, format::Report, Period};
-    let usage = |msg: String| {
-        eprintln!("error: {msg}");
-        ExitCode::from(2)
-    };
-    let cfg = match config::load(&a.config) {
-        Ok(c) => c,
-        Err(errs) => {
-            eprint!("{errs}");
-            return ExitCode::from(2);
-        }
-    };
+    let cfg = load(&a.config)?;
     let site = a.site.unwrap_or_else(|| cfg.gateway.site.clone());
     let mut sites: Vec<&str> = cfg
         .inventory
@@ -349,53 +340,51 @@ fn report(a: ReportArgs) -> ExitCode {
     sites.sort_unstable();
     sites.dedup();
     if site.is_empty() {
-        return usage(format!(
+        return Err(Usage::message(format!(
             "no --site given and gateway.site is not set in {}; pass --site (sites with devices: {})",
             a.config.display(),
             sites.join(", ")
-        ));
+        )));
     }
     if site != cfg.gateway.site && !sites.contains(&site.as_str()) {
-        return usage(format!(
+        return Err(Usage::message(format!(
             "site `{site}` has no devices in {}; sites with devices: {}",
             a.config.display(),
             sites.join(", ")
-        ));
+        )));
     }
     let (season, _) = cfg.heating.for_site(&site);
     let period = match (&a.period, &a.from, &a.to) {
         (Some(p), _, _) => Period::parse(p, season),
         (None, Some(f), Some(t)) => Period::between(f, t, &season.tz),
-        _ => return usage("give --period, or --from and --to".into()),
-    };
-    let period = match period {
-        Ok(p) => p,
-        Err(e) => return usage(e.to_string()),
-    };
+        _ => return Err(Usage::message("give --period, or --from and --to")),
+    }
+    .map_err(Usage::message)?;
     let store = match (a.publish, &cfg.store) {
         (true, None) => {
-            return usage(format!(
+            return Err(Usage::message(format!(
                 "--publish: no [store] in {}; add a [store] section (url, org, bucket and a token via token_file or token_env), or leave out --publish",
                 a.config.display()
-            ))
+            )))
         }
         (true, Some(s)) => Some(s.clone()),
         (false, _) => None,
     };
+    // The CLI edge: a report's "now" is the machine's.
     let now = estate_gateway::clock::system_now_ms();
     if period.from_ms >= now {
-        return usage(format!(
+        return Err(Usage::message(format!(
             "the period {} starts at {}, which is in the future; nothing to report yet",
             period.label,
             report::format::rfc3339(period.from_ms, &season.tz)
-        ));
+        )));
     }
     let path = cfg
         .gateway
         .data_dir
         .join(estate_gateway::sink::journal::FILE_NAME);
     let settings = report::FigureSettings::for_site(&cfg.heating, cfg.assessment.offline, &site);
-    let (figures, card) = match report::score(
+    let (figures, card) = report::score(
         &path,
         &site,
         &period,
@@ -403,13 +392,7 @@ fn report(a: ReportArgs) -> ExitCode {
         &settings,
         &cfg.assessment.kpis,
         &cfg.assessment.grades,
-    ) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
+    )?;
     let labels: BTreeMap<String, String> = cfg
         .profiles
         .iter()
@@ -425,37 +408,20 @@ fn report(a: ReportArgs) -> ExitCode {
     match a.format {
         ReportFormat::Table => print!("{}", r.table()),
         ReportFormat::Csv => print!("{}", r.csv()),
-        ReportFormat::Json => match serde_json::to_string_pretty(&r.json()) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-    }
-    if let Some(store) = store {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match rt.block_on(report::publish::publish(&store, &site, &period, &card)) {
-            Ok(n) => eprintln!(
-                "published {n} assessment points for {site} {} to {}",
-                period.label, store.url
-            ),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::FAILURE;
-            }
+        ReportFormat::Json => {
+            let s = serde_json::to_string_pretty(&r.json()).map_err(|e| anyhow!("{e}"))?;
+            println!("{s}");
         }
     }
-    ExitCode::SUCCESS
+    if let Some(store) = store {
+        let n =
+            runtime(false)?.block_on(report::publish::publish(&store, &site, &period, &card))?;
+        eprintln!(
+            "published {n} assessment points for {site} {} to {}",
+            period.label, store.url
+        );
+    }
+    Ok(())
 }
 
 fn init_logging(cfg: &Config) {
@@ -476,10 +442,7 @@ fn init_logging(cfg: &Config) {
 }
 
 fn run(cfg: Config) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    runtime(true)?.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
@@ -504,259 +467,4 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// The one-screen summary `check-config` prints.
-fn summary(cfg: &Config, verbose: bool) -> String {
-    let mut out = format!("{}: OK\n", cfg.file.display());
-    let mut sites: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
-    for d in cfg.inventory.devices() {
-        *sites
-            .entry(d.site.as_str())
-            .or_default()
-            .entry(d.category.as_str())
-            .or_default() += 1;
-    }
-    out.push_str(&format!(
-        "devices: {} from {}\n",
-        cfg.inventory.len(),
-        if cfg.inventory_sources.is_empty() {
-            "nowhere (no [[devices]] and no devices_csv)".to_owned()
-        } else {
-            cfg.inventory_sources.join(", ")
-        }
-    ));
-    for (site, cats) in &sites {
-        let total: usize = cats.values().sum();
-        out.push_str(&format!("  site {site}: {total}\n"));
-        for (cat, n) in cats {
-            let label = cfg
-                .profiles
-                .get(*cat)
-                .map(|p| p.label.as_str())
-                .unwrap_or("");
-            out.push_str(&format!("    {cat:<16} {n:>6}  {label}\n"));
-        }
-    }
-    out.push_str(&format!(
-        "profiles: {}\n",
-        cfg.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
-    ));
-    out.push_str("sources:\n");
-    match &cfg.mqtt {
-        Some(m) => out.push_str(&format!(
-            "  mqtt {} as `{}`{}{}\n    telemetry {}\n    status    {}\n",
-            m.url,
-            m.client_id,
-            if m.tls { ", TLS" } else { "" },
-            match &m.username {
-                Some(u) => format!(
-                    ", user `{u}`, password {}",
-                    if m.password.is_empty() {
-                        "not set"
-                    } else {
-                        "set"
-                    }
-                ),
-                None => String::new(),
-            },
-            m.telemetry_topic,
-            m.status_topic
-        )),
-        None => out.push_str("  none ([mqtt] not configured)\n"),
-    }
-    if !cfg.modbus.endpoints.is_empty() {
-        out.push_str("  modbus:\n");
-        for (i, e) in cfg.modbus.endpoints.iter().enumerate() {
-            let n = cfg
-                .inventory
-                .devices()
-                .iter()
-                .filter(|d| d.modbus.as_ref().is_some_and(|b| b.endpoint == i))
-                .count();
-            out.push_str(&format!(
-                "    {} {} ({n} devices, timeout {})\n",
-                e.name,
-                e.kind,
-                humantime::format_duration(e.timeout)
-            ));
-        }
-    }
-    match &cfg.store {
-        Some(s) => out.push_str(&format!(
-            "store: {} org `{}` bucket `{}`, token {}, batches of {} lines or {}, gzip {}\n",
-            s.url,
-            s.org,
-            s.bucket,
-            if s.token.is_empty() { "not set" } else { "set" },
-            s.batch_lines,
-            humantime::format_duration(s.batch_interval),
-            if s.gzip { "on" } else { "off" }
-        )),
-        None => out.push_str("store: none ([store] not configured)\n"),
-    }
-    out.push_str(&format!("data_dir: {}\n", cfg.gateway.data_dir.display()));
-    let rules: usize = cfg.profiles.values().map(|p| p.rules.alarms.len()).sum();
-    let mut classes: Vec<&ResponseClass> = cfg.alarms.classes.values().collect();
-    classes.sort_by(|a, b| a.name.cmp(&b.name));
-    out.push_str(&format!(
-        "alarms: {rules} rules in {} profiles; classes {}; webhook {}\n",
-        cfg.profiles.len(),
-        classes
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        match &cfg.alarms.webhook {
-            Some(w) => format!("{} ({:?})", w.redacted_url(), w.format).to_lowercase(),
-            None => "none".into(),
-        }
-    ));
-    let season = &cfg.heating.season;
-    out.push_str(&format!(
-        "heating: season {} → {} ({}), min {} °C; planned maintenance: {} window{}\n",
-        season.start,
-        season.end,
-        season.tz_name,
-        cfg.heating.min_indoor_c,
-        cfg.maintenance.len(),
-        if cfg.maintenance.len() == 1 { "" } else { "s" }
-    ));
-    if verbose {
-        out.push_str("devices:\n");
-        for d in cfg.inventory.devices() {
-            out.push_str(&format!(
-                "  {}/{} {} [{}] {} every {}, offline after {}{}\n",
-                d.site,
-                d.id,
-                d.name,
-                d.category,
-                d.building,
-                humantime::format_duration(d.interval),
-                humantime::format_duration(d.heartbeat_timeout),
-                match &d.modbus {
-                    Some(b) => format!(
-                        ", modbus {} unit {} model {}",
-                        cfg.modbus.endpoints[b.endpoint].name, b.unit, b.model.name
-                    ),
-                    None => String::new(),
-                }
-            ));
-        }
-        out.push_str(&rules_summary(cfg, &classes));
-        if !cfg.models.is_empty() {
-            out.push_str("poll plans:\n");
-            for m in cfg.models.values() {
-                out.push_str(&format!(
-                    "  {} ({}): {} requests for {} registers\n",
-                    m.name,
-                    m.category,
-                    m.plan.len(),
-                    m.registers.len()
-                ));
-                for line in estate_gateway::source::modbus::plan::describe(&m.registers, &m.plan) {
-                    out.push_str(&format!("    {line}\n"));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `check-config --verbose`: each profile's state and alarm rules, the response classes with
-/// their targets, and the planned maintenance windows.
-fn rules_summary(cfg: &Config, classes: &[&ResponseClass]) -> String {
-    let ms = |ms: i64| humantime::format_duration(std::time::Duration::from_millis(ms as u64));
-    let mut out = String::from("rules:\n");
-    for p in cfg.profiles.values() {
-        let r = &p.rules;
-        out.push_str(&format!("  {} {}\n", p.category, p.label));
-        for (what, list) in [
-            ("fault", &r.state.fault),
-            ("maintenance", &r.state.maintenance),
-        ] {
-            if !list.is_empty() {
-                let conds: Vec<String> = list.iter().map(|c| c.to_string()).collect();
-                out.push_str(&format!("    {what} when any: {}\n", conds.join("; ")));
-            }
-        }
-        for a in &r.alarms {
-            let (when, clear) = match &a.trigger {
-                Trigger::Offline => ("offline".to_owned(), String::new()),
-                Trigger::Condition { when, clear } => (
-                    when.to_string(),
-                    match clear {
-                        Clear::Immediate => String::new(),
-                        Clear::Bound(b) => format!(", clears at {}", b),
-                    },
-                ),
-            };
-            out.push_str(&format!(
-                "    alarm {:<16} {when}: {}, class {}, delay {}{clear}{}\n",
-                a.name,
-                a.severity.as_str(),
-                a.class,
-                ms(a.delay_ms),
-                match &a.on_site {
-                    Some(c) => format!(", on site when {c}"),
-                    None => String::new(),
-                }
-            ));
-        }
-    }
-    let overridden: Vec<String> = cfg
-        .inventory
-        .devices()
-        .iter()
-        .filter(|d| !std::sync::Arc::ptr_eq(&d.rules, &d.profile.rules))
-        .map(|d| format!("{}/{}", d.site, d.id))
-        .collect();
-    if !overridden.is_empty() {
-        out.push_str(&format!(
-            "  devices with their own rule overrides: {}\n",
-            overridden.join(", ")
-        ));
-    }
-    out.push_str("classes:\n");
-    for c in classes {
-        out.push_str(&format!(
-            "  {:<12} acknowledge within {}, {} ({})\n",
-            c.name,
-            ms(c.ack_target_ms),
-            c.on_site_target_ms
-                .map(|t| format!("on site within {}", ms(t)))
-                .unwrap_or_else(|| "no on-site target".into()),
-            c.source
-        ));
-    }
-    out.push_str(&format!(
-        "  cleared alarms kept for {}\n",
-        humantime::format_duration(cfg.alarms.retain_cleared)
-    ));
-    if !cfg.maintenance.is_empty() {
-        out.push_str("planned maintenance:\n");
-        let tz = &cfg.heating.season.tz;
-        let at = |ms: i64| {
-            jiff::Timestamp::from_millisecond(ms)
-                .map(|t| {
-                    t.to_zoned(tz.clone())
-                        .strftime("%Y-%m-%d %H:%M %:z")
-                        .to_string()
-                })
-                .unwrap_or_else(|_| ms.to_string())
-        };
-        for m in &cfg.maintenance {
-            let d = cfg.inventory.get(m.device);
-            out.push_str(&format!(
-                "  {}/{} {} {} → {}: {}\n",
-                d.site,
-                d.id,
-                d.name,
-                at(m.start_ms),
-                at(m.end_ms),
-                m.reason
-            ));
-        }
-    }
-    out
 }

@@ -66,7 +66,8 @@ pub async fn start(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 /// `start` on a given clock: the demo's scaled clock (`demo --speed N`), which stamps Modbus
-/// polls, readings without `ts`, acknowledgments, timers and the KPI points.
+/// polls, readings without `ts`, acknowledgments, timers, the KPI points, the store's
+/// `gateway` points and the "now" of the report endpoints.
 pub async fn start_with_clock(
     cfg: &Config,
     shutdown: CancellationToken,
@@ -109,6 +110,7 @@ pub async fn start_with_clock(
                 cfg.gateway.clone(),
                 cfg.inventory.clone(),
                 stats.clone(),
+                clock.clone(),
                 store_rx,
                 taken.clone(),
             )?)
@@ -262,6 +264,7 @@ pub async fn start_with_clock(
             stats.clone(),
             running.modbus.clone(),
             running.core.clone(),
+            clock.clone(),
         );
         state.kpi = kpi_view.clone();
         state.report = Arc::new(crate::http::ReportContext {

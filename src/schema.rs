@@ -103,7 +103,7 @@ pub fn render_table() -> String {
             if m.written {
                 ""
             } else {
-                "  (defined; written by a later stage, not yet by this version)"
+                "  (defined; not written by this version)"
             },
             m.tags.join(", "),
             m.fields.join(", "),

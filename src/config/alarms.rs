@@ -1,5 +1,6 @@
-//! `[alarms]` (response classes, retention, the webhook), `[heating]` and `[[maintenance]]`:
-//! what the alarm engine and the KPIs need beyond the profiles' rules.
+//! `[alarms]`: response classes, retention of cleared alarms, the webhook: what the alarm
+//! engine and its sinks need beyond the profiles' rules (`[heating]` is in `heating`,
+//! `[[maintenance]]` in `maintenance`).
 //!
 //! The default response classes and their targets (DESIGN §4), each with its source:
 //! - `fire` 火警: acknowledged (confirmed) ≤ 60 s, on site ≤ 180 s. GB 25506-2010
@@ -11,18 +12,15 @@
 //!   commitment of property service plans), on site ≤ 30 min (急修).
 //! - `minor`: acknowledged ≤ 24 h (零修 within 24 h), no on-site target.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use super::build::secret;
-use super::raw::{RawAlarms, RawClass, RawHeating, RawHeatingSite, RawMaintenance, RawWebhook};
+use super::check::{is_identifier, secret};
+use super::raw::{RawAlarms, RawClass, RawWebhook};
 use super::Errors;
-use crate::core::engine::PlannedMaintenance;
 use crate::core::rules::{ResponseClass, Severity};
-use crate::core::season::{MonthDay, Season};
-use crate::model::Inventory;
 
 /// The `[alarms]` section, built.
 #[derive(Debug, Clone)]
@@ -92,46 +90,6 @@ impl fmt::Debug for WebhookSettings {
             .field("retries", &self.retries)
             .field("retry_max", &self.retry_max)
             .finish()
-    }
-}
-
-/// The `[heating]` section, built.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HeatingSettings {
-    /// The heating season (rules marked `season = true`, heating compliance).
-    pub season: Season,
-    /// Indoor temperature at or above which a room counts as compliant (供暖达标).
-    pub min_indoor_c: f64,
-    /// Sites in other cities (`[heating.sites.<site>]`): their own season, time zone and
-    /// minimum; keys they do not set follow `[heating]`.
-    pub sites: BTreeMap<String, SiteHeating>,
-}
-
-/// One `[heating.sites.<site>]`, with unset keys filled in from `[heating]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SiteHeating {
-    pub season: Season,
-    pub min_indoor_c: f64,
-}
-
-impl Default for HeatingSettings {
-    fn default() -> Self {
-        HeatingSettings {
-            season: Season::beijing(),
-            min_indoor_c: 18.0,
-            sites: BTreeMap::new(),
-        }
-    }
-}
-
-impl HeatingSettings {
-    /// The season (and with it the site's time zone) and indoor minimum of `site`: its
-    /// `[heating.sites.<site>]` override, else `[heating]`.
-    pub fn for_site(&self, site: &str) -> (&Season, f64) {
-        match self.sites.get(site) {
-            Some(s) => (&s.season, s.min_indoor_c),
-            None => (&self.season, self.min_indoor_c),
-        }
     }
 }
 
@@ -210,7 +168,7 @@ fn build_class(
 ) -> Option<ResponseClass> {
     let key = format!("alarms.classes.{name}");
     let before = errs.len();
-    if !super::profiles::is_identifier(name) {
+    if !is_identifier(name) {
         errs.push(
             &key,
             format!("`{name}` is not a valid class name; use lower-case letters, digits and `_`, e.g. `lift_rescue`"),
@@ -371,217 +329,16 @@ fn build_webhook(
     }
 }
 
-pub(super) fn build_heating(h: &RawHeating, errs: &mut Errors) -> HeatingSettings {
-    let (season, min_indoor_c) = build_season(
-        "heating",
-        &h.season_start,
-        &h.season_end,
-        &h.timezone,
-        h.min_indoor_c,
-        &Season::beijing(),
-        errs,
-    );
-    let mut sites = BTreeMap::new();
-    for (site, o) in &h.sites {
-        let key = format!("heating.sites.{site}");
-        super::build::check_name(errs, &key, site, true);
-        let s = build_site_heating(&key, o, &season, min_indoor_c, errs);
-        sites.insert(site.clone(), s);
-    }
-    HeatingSettings {
-        season,
-        min_indoor_c,
-        sites,
-    }
-}
-
-fn build_site_heating(
-    key: &str,
-    o: &RawHeatingSite,
-    base: &Season,
-    base_min: f64,
-    errs: &mut Errors,
-) -> SiteHeating {
-    let start = o
-        .season_start
-        .clone()
-        .unwrap_or_else(|| base.start.to_string());
-    let end = o.season_end.clone().unwrap_or_else(|| base.end.to_string());
-    let tz = o.timezone.clone().unwrap_or_else(|| base.tz_name.clone());
-    let (season, min_indoor_c) = build_season(
-        key,
-        &start,
-        &end,
-        &tz,
-        o.min_indoor_c.unwrap_or(base_min),
-        base,
-        errs,
-    );
-    SiteHeating {
-        season,
-        min_indoor_c,
-    }
-}
-
-/// A season and an indoor minimum under `prefix` (`heating` or `heating.sites.<site>`).
-fn build_season(
-    prefix: &str,
-    start: &str,
-    end: &str,
-    tz: &str,
-    min_indoor_c: f64,
-    fallback: &Season,
-    errs: &mut Errors,
-) -> (Season, f64) {
-    let day = |errs: &mut Errors, key: &str, s: &str| match MonthDay::parse(s) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            errs.push(key, e);
-            None
-        }
-    };
-    let start = day(errs, &format!("{prefix}.season_start"), start);
-    let end = day(errs, &format!("{prefix}.season_end"), end);
-    let season = match Season::new(
-        start.unwrap_or(fallback.start),
-        end.unwrap_or(fallback.end),
-        tz,
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            errs.push(format!("{prefix}.timezone"), e);
-            fallback.clone()
-        }
-    };
-    if !(min_indoor_c.is_finite() && (0.0..=30.0).contains(&min_indoor_c)) {
-        errs.push(
-            format!("{prefix}.min_indoor_c"),
-            format!(
-                "`{min_indoor_c}` is not an indoor minimum; write degrees Celsius between 0 and 30, e.g. 18.0 (the common standard)",
-            ),
-        );
-    }
-    (season, min_indoor_c)
-}
-
-pub(super) fn build_maintenance(
-    list: &[RawMaintenance],
-    default_site: &str,
-    inventory: &Inventory,
-    errs: &mut Errors,
-) -> Vec<PlannedMaintenance> {
-    let mut out = Vec::new();
-    for (i, m) in list.iter().enumerate() {
-        let key = |f: &str| format!("maintenance[{i}].{f}");
-        let before = errs.len();
-        let site = m
-            .site
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .unwrap_or(default_site);
-        let device = if m.device.is_empty() {
-            errs.push(
-                key("device"),
-                "is missing; give the device id, e.g. \"E-3-1\"",
-            );
-            None
-        } else if site.is_empty() {
-            errs.push(
-                key("site"),
-                "is missing and `gateway.site` is not set; give the window's site",
-            );
-            None
-        } else {
-            let found = inventory.lookup(site, &m.device);
-            if found.is_none() {
-                let mut sites: Vec<&str> = inventory
-                    .devices()
-                    .iter()
-                    .map(|d| d.site.as_str())
-                    .collect();
-                sites.sort_unstable();
-                sites.dedup();
-                errs.push(
-                    key("device"),
-                    format!(
-                        "no device `{}` in site `{site}` ([[devices]] and devices_csv); sites with devices: {}",
-                        m.device,
-                        if sites.is_empty() { "none".to_owned() } else { sites.join(", ") }
-                    ),
-                );
-            }
-            found
-        };
-        let ts = |errs: &mut Errors, f: &str, s: &str| match s.trim().parse::<jiff::Timestamp>() {
-            Ok(t) => Some(t.as_millisecond()),
-            Err(_) => {
-                errs.push(
-                    key(f),
-                    if s.is_empty() {
-                        "is missing; write an RFC 3339 time with its offset, e.g. \"2026-12-01T09:00:00+08:00\"".to_owned()
-                    } else {
-                        format!("`{s}` is not an RFC 3339 time with an offset; write e.g. \"2026-12-01T09:00:00+08:00\"")
-                    },
-                );
-                None
-            }
-        };
-        let start = ts(errs, "start", &m.start);
-        let end = ts(errs, "end", &m.end);
-        if let (Some(s), Some(e)) = (start, end) {
-            if e <= s {
-                errs.push(
-                    key("end"),
-                    format!(
-                        "`{}` is not after start `{}`; a window must end after it starts",
-                        m.end, m.start
-                    ),
-                );
-            }
-        }
-        if m.reason.trim().is_empty() {
-            errs.push(
-                key("reason"),
-                "is missing; say why (it is journaled with the window), e.g. \"电梯年检\"",
-            );
-        }
-        if errs.len() > before {
-            continue;
-        }
-        if let (Some(device), Some(start_ms), Some(end_ms)) = (device, start, end) {
-            out.push(PlannedMaintenance {
-                device,
-                start_ms,
-                end_ms,
-                reason: m.reason.clone(),
-            });
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use super::super::tests::{load_text, messages};
+    use super::super::tests::{assert_has, errors, load_text, messages, DEVICES};
     use super::*;
+    use crate::config::HeatingSettings;
     use crate::core::rules::{Clear, Trigger};
+    use crate::core::season::Season;
     use crate::model::Value;
-
-    fn errors(toml: &str, files: &[(&str, &str)], env: &[(&str, &str)]) -> String {
-        let e = load_text(toml, files, env).expect_err("invalid");
-        e.0.iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn assert_has(all: &str, needles: &[&str]) {
-        for n in needles {
-            assert!(all.contains(n), "missing {n:?} in:\n{all}");
-        }
-    }
 
     #[test]
     fn defaults_classes_heating_and_topics() {
@@ -693,67 +450,6 @@ on_site_target = "20m"
     }
 
     #[test]
-    fn heating_season_is_parsed_and_its_mistakes_named() {
-        let cfg = load_text(
-            "[heating]\nseason_start = \"10-20\"\nseason_end = \"04-20\"\ntimezone = \"Asia/Harbin\"\nmin_indoor_c = 16\n",
-            &[],
-            &[],
-        )
-        .expect("valid");
-        let h = &cfg.heating;
-        assert_eq!(h.season.start, MonthDay { month: 10, day: 20 });
-        assert_eq!(h.season.end, MonthDay { month: 4, day: 20 });
-        assert_eq!(h.season.tz_name, "Asia/Harbin");
-        assert_eq!(h.min_indoor_c, 16.0);
-
-        let all = errors(
-            "[heating]\nseason_start = \"11/15\"\nseason_end = \"02-29\"\ntimezone = \"Beijing\"\nmin_indoor_c = 45.0\n",
-            &[],
-            &[],
-        );
-        assert_has(
-            &all,
-            &[
-                "heating.season_start: `11/15` is not a month and day; valid: MM-DD such as 11-15",
-                "heating.season_end: `02-29`: February 29 does not exist every year",
-                "heating.timezone: `Beijing` is not an IANA time zone; valid: names such as Asia/Shanghai",
-                "heating.min_indoor_c: `45` is not an indoor minimum; write degrees Celsius between 0 and 30",
-            ],
-        );
-    }
-
-    const DEVICES: &str = r#"
-[gateway]
-site = "a"
-[[devices]]
-id = "E-1"
-name = "1号梯"
-building = "1号楼"
-category = "elevator"
-[[devices]]
-id = "E-2"
-name = "2号梯"
-building = "2号楼"
-category = "elevator"
-[devices.alarms.entrapment]
-delay = "5s"
-message = "{name}困人！"
-[devices.alarms.fault]
-severity = "minor"
-[devices.alarms.offline]
-enabled = false
-[[devices]]
-id = "HX-1"
-name = "换热站"
-building = "站"
-category = "heating_loop"
-[devices.alarms.low_supply_temp]
-value = 50
-[devices.alarms.pressure_low]
-clear_value = 0.2
-"#;
-
-    #[test]
     fn overrides_apply_to_one_device_only() {
         let cfg = load_text(DEVICES, &[], &[]).expect("valid");
         let inv = &cfg.inventory;
@@ -796,48 +492,6 @@ clear_value = 0.2
             Trigger::Condition { clear, .. } => assert_eq!(clear, &Clear::Bound(Value::Float(0.2))),
             Trigger::Offline => panic!("condition rule expected"),
         }
-    }
-
-    #[test]
-    fn planned_maintenance_is_resolved_and_checked() {
-        let toml = format!(
-            "{DEVICES}\n[[maintenance]]\ndevice = \"E-2\"\nstart = \"2026-12-01T09:00:00+08:00\"\nend = \"2026-12-01T17:00:00+08:00\"\nreason = \"电梯年检\"\n\n[[maintenance]]\ndevice = \"HX-1\"\nsite = \"a\"\nstart = \"2026-12-02T01:00:00Z\"\nend = \"2026-12-02T02:00:00Z\"\nreason = \"换泵\"\n"
-        );
-        let cfg = load_text(&toml, &[], &[]).expect("valid");
-        assert_eq!(
-            cfg.maintenance,
-            [
-                PlannedMaintenance {
-                    device: 1,
-                    start_ms: 1_796_086_800_000, // 2026-12-01T01:00:00Z
-                    end_ms: 1_796_115_600_000,
-                    reason: "电梯年检".into(),
-                },
-                PlannedMaintenance {
-                    device: 2,
-                    start_ms: 1_796_173_200_000, // 2026-12-02T01:00:00Z
-                    end_ms: 1_796_176_800_000,
-                    reason: "换泵".into(),
-                },
-            ]
-        );
-
-        let toml = format!(
-            "{DEVICES}\n[[maintenance]]\ndevice = \"EL-3\"\nstart = \"2026-12-01 09:00\"\nend = \"2026-12-01T17:00:00+08:00\"\nreason = \"年检\"\n\n[[maintenance]]\ndevice = \"E-1\"\nsite = \"b\"\nstart = \"2026-12-01T09:00:00+08:00\"\nend = \"2026-12-01T08:00:00+08:00\"\ncolour = \"red\"\n"
-        );
-        let all = errors(&toml, &[], &[]);
-        assert_has(
-            &all,
-            &[
-                "maintenance[0].device: no device `EL-3` in site `a` ([[devices]] and devices_csv); sites with devices: a",
-                "maintenance[0].start: `2026-12-01 09:00` is not an RFC 3339 time with an offset; write e.g. \"2026-12-01T09:00:00+08:00\"",
-                "maintenance[1].device: no device `E-1` in site `b`",
-                "maintenance[1].end: `2026-12-01T08:00:00+08:00` is not after start `2026-12-01T09:00:00+08:00`",
-                "maintenance[1].reason: is missing",
-                "maintenance[1].colour: unknown key; valid keys here: device, site, start, end, reason",
-            ],
-        );
-        assert_eq!(all.lines().count(), 6, "{all}");
     }
 
     /// One gateway file (and a profile next to it) with a mistake in every new section: all

@@ -1,15 +1,16 @@
 //! Raw configuration → typed settings, collecting every mistake.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::alarms::{AlarmSettings, HeatingSettings};
+use super::alarms::AlarmSettings;
+use super::check::{check_name, resolve, secret, Secret};
+use super::heating::HeatingSettings;
 use super::raw::{RawConfig, RawGateway, RawHttp, RawIngest, RawMqtt, RawStore};
-use super::{alarms, inventory, models, profiles, Errors};
+use super::{alarms, heating, inventory, maintenance, models, profiles, Errors};
 use crate::core::engine::PlannedMaintenance;
 use crate::model::{Inventory, Profile};
 use crate::mqtt::topic::TopicPattern;
@@ -57,32 +58,6 @@ pub struct GatewaySettings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub stats_interval: Duration,
-}
-
-/// A secret that never shows up in `Debug` output or logs.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "Secret(empty)"
-        } else {
-            "Secret(***)"
-        })
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -176,7 +151,7 @@ pub(super) fn build(
 ) -> Config {
     let gateway = build_gateway(&raw.gateway, base_dir, env, errs);
     let alarm_settings = alarms::build_alarms(&raw.alarms, base_dir, env, errs);
-    let heating = alarms::build_heating(&raw.heating, errs);
+    let heating = heating::build_heating(&raw.heating, errs);
     let profiles = profiles::load(
         raw.gateway
             .profiles_dir
@@ -227,7 +202,8 @@ pub(super) fn build(
         }
     }
     let inventory = Arc::new(Inventory::new(devices));
-    let maintenance = alarms::build_maintenance(&raw.maintenance, &gateway.site, &inventory, errs);
+    let maintenance =
+        maintenance::build_maintenance(&raw.maintenance, &gateway.site, &inventory, errs);
     let assessment =
         super::assessment::build_assessment(&raw.assessment, &profiles, &inventory, errs);
     Config {
@@ -246,41 +222,6 @@ pub(super) fn build(
         heating,
         maintenance,
         assessment,
-    }
-}
-
-pub(super) fn resolve(base_dir: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base_dir.join(p)
-    }
-}
-
-/// Rejects characters that cannot be carried in a line-protocol tag or an MQTT topic.
-pub(super) fn check_name(errs: &mut Errors, key: &str, value: &str, in_topic: bool) {
-    if value.trim().is_empty() {
-        errs.push(key, "is empty; give a name");
-        return;
-    }
-    if let Some(c) = value.chars().find(|c| c.is_control()) {
-        errs.push(
-            key,
-            format!(
-                "`{}` contains the control character {:?}; names are written as store tags, which cannot carry newlines or control characters",
-                value.escape_debug(),
-                c
-            ),
-        );
-    }
-    if in_topic {
-        if let Some(c) = value.chars().find(|c| matches!(c, '/' | '+' | '#')) {
-            errs.push(
-                key,
-                format!("`{value}` contains `{c}`, which cannot appear in an MQTT topic segment"),
-            );
-        }
     }
 }
 
@@ -337,34 +278,6 @@ fn build_gateway(
         log_level: g.log_level.clone(),
         stats_interval,
     }
-}
-
-/// Reads a secret: the file wins, then the named environment variable, else empty.
-pub(super) fn secret(
-    errs: &mut Errors,
-    file_key: &str,
-    file: Option<&str>,
-    env_name: &str,
-    base_dir: &Path,
-    env: &HashMap<String, String>,
-) -> Secret {
-    if let Some(f) = file {
-        let p = resolve(base_dir, f);
-        return match std::fs::read_to_string(&p) {
-            Ok(s) => Secret::new(s.lines().next().unwrap_or("").trim()),
-            Err(e) => {
-                errs.push(
-                    file_key,
-                    format!(
-                        "cannot read `{}`: {e}; point it at a file holding the secret on its first line",
-                        p.display()
-                    ),
-                );
-                Secret::default()
-            }
-        };
-    }
-    Secret::new(env.get(env_name).cloned().unwrap_or_default())
 }
 
 fn build_mqtt(

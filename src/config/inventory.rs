@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::build::{check_name, resolve};
+use super::check::{check_name, resolve};
 use super::raw::{RawBinding, RawConfig, RawDevice};
 use super::Errors;
 use crate::model::{Device, Profile};

@@ -8,34 +8,39 @@
 //! which embeds a robot's key, may likewise come from `url_file` or `url_env`.
 //!
 //! Besides the gateway's own sections, the configuration holds the rules: profiles' `[state]`
-//! and `[[alarms]]` (`rules`), response classes, `[heating]` and `[[maintenance]]` (`alarms`).
+//! and `[[alarms]]` (`rules`), response classes (`alarms`), `[heating]` (`heating`) and
+//! `[[maintenance]]` (`maintenance`). Helpers they all share live in `check`.
 
 mod alarms;
 mod assessment;
 mod build;
+mod check;
+mod heating;
 mod inventory;
+mod maintenance;
 mod models;
 mod profiles;
 mod raw;
 mod rules;
+mod summary;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use alarms::{
-    default_classes, AlarmSettings, HeatingSettings, SiteHeating, WebhookFormat, WebhookSettings,
-};
+pub use alarms::{default_classes, AlarmSettings, WebhookFormat, WebhookSettings};
 pub use assessment::{
     default_grades, default_kpis, AssessmentSettings, Grade, KpiFigure, KpiSettings,
 };
 pub use build::{
-    Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, MqttSettings, Secret,
-    StoreSettings,
+    Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, MqttSettings, StoreSettings,
 };
+pub use check::Secret;
+pub use heating::{HeatingSettings, SiteHeating};
 pub use models::BUILTIN_MODELS;
 pub use profiles::BUILTIN_PROFILES;
+pub use summary::summary;
 
 /// One mistake in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,6 +433,53 @@ mod tests {
         assert_eq!(key_path("mqtt.?.urll"), "mqtt.urll");
         assert_eq!(key_path("bogus"), "bogus");
     }
+
+    /// Every error `toml` produces, one a line (`file: key: message`).
+    pub(super) fn errors(toml: &str, files: &[(&str, &str)], env: &[(&str, &str)]) -> String {
+        let e = load_text(toml, files, env).expect_err("invalid");
+        e.0.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub(super) fn assert_has(all: &str, needles: &[&str]) {
+        for n in needles {
+            assert!(all.contains(n), "missing {n:?} in:\n{all}");
+        }
+    }
+
+    /// Three devices at site `a`, two with per-device rule overrides.
+    pub(super) const DEVICES: &str = r#"
+[gateway]
+site = "a"
+[[devices]]
+id = "E-1"
+name = "1号梯"
+building = "1号楼"
+category = "elevator"
+[[devices]]
+id = "E-2"
+name = "2号梯"
+building = "2号楼"
+category = "elevator"
+[devices.alarms.entrapment]
+delay = "5s"
+message = "{name}困人！"
+[devices.alarms.fault]
+severity = "minor"
+[devices.alarms.offline]
+enabled = false
+[[devices]]
+id = "HX-1"
+name = "换热站"
+building = "站"
+category = "heating_loop"
+[devices.alarms.low_supply_temp]
+value = 50
+[devices.alarms.pressure_low]
+clear_value = 0.2
+"#;
 
     /// Loads `toml` (written to a temp dir, with `files` next to it) with `env`.
     pub(super) fn load_text(

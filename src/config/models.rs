@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::check::is_identifier;
 use super::raw::{RawBinding, RawModbus, RawModel};
-use super::{profiles::is_identifier, Errors};
+use super::Errors;
 use crate::model::{Profile, SignalType};
 use crate::source::modbus::map::{Order, RegType, Register, Table};
 use crate::source::modbus::plan::Limits;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::check::is_identifier;
 use super::raw::RawProfile;
 use super::Errors;
 use crate::core::rules::ResponseClass;
@@ -84,13 +85,6 @@ pub(super) fn load(
 
 fn stem(p: &Path) -> &str {
     p.file_stem().and_then(|s| s.to_str()).unwrap_or("")
-}
-
-/// `[a-z][a-z0-9_]*`: safe as a field key, a topic segment and a file name.
-pub(super) fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some('a'..='z'))
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
 }
 
 fn parse(

@@ -40,7 +40,7 @@ pub(crate) struct RawGateway {
     pub site: String,
     /// `host` tag of the `gateway` measurement; default: the machine's host name.
     pub host: Option<String>,
-    /// Journal and spool directory.
+    /// Journal directory (the SQLite journal; created if missing).
     pub data_dir: String,
     /// Directory of profile files that override or add to the built-in ones.
     pub profiles_dir: Option<String>,

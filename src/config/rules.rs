@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::check::is_identifier;
 use super::raw::{RawAlarm, RawAlarmOverride, RawCondition, RawState, RawValue};
 use super::Errors;
 use crate::core::rules::{
@@ -194,7 +195,7 @@ fn alarm(
 ) -> Option<AlarmRule> {
     let k = |field: &str| format!("{key}.{field}");
     let before = errs.len();
-    if !super::profiles::is_identifier(&a.name) {
+    if !is_identifier(&a.name) {
         errs.push(
             k("name"),
             if a.name.is_empty() {
@@ -566,7 +567,7 @@ fn check_class(
             format!(
                 "unknown response class `{class}`; defined: {} (add one under [alarms.classes.{}] in the gateway's TOML)",
                 class_names(classes),
-                if super::profiles::is_identifier(class) { class } else { "<name>" }
+                if is_identifier(class) { class } else { "<name>" }
             ),
         );
     }

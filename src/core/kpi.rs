@@ -201,7 +201,7 @@ impl HeatingTime {
 /// One sensor's heating time: its state timeline, its compliance timeline (`Some(true)`: at or
 /// above the minimum; `None`: no temperature known) and the season's timeline, merged and
 /// walked with `accumulate`. Maintenance counts as not online.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // three timelines, each an initial value and its changes
 pub fn heating_time(
     from: i64,
     to: i64,

@@ -45,6 +45,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::config::{Config, HttpSettings, Secret};
 use crate::model::Inventory;
 use crate::source::modbus::poller::ModbusHandle;
@@ -83,15 +84,19 @@ pub struct AppState {
     pub kpi: crate::report::live::KpiView,
     /// The configuration the report endpoints need (`/api/assessment`, `/api/report`).
     pub report: Arc<ReportContext>,
+    /// The gateway's clock (scaled under `demo --speed N`): the report endpoints' "now".
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AppState {
-    /// The state for a gateway running `cfg`, whose core stage is reached through `core`.
+    /// The state for a gateway running `cfg` on `clock`, whose core stage is reached through
+    /// `core`.
     pub fn new(
         cfg: &Config,
         stats: Arc<Stats>,
         modbus: ModbusHandle,
         core: CoreHandle,
+        clock: Arc<dyn Clock>,
     ) -> AppState {
         let mut categories: Vec<String> = cfg
             .profiles
@@ -116,6 +121,7 @@ impl AppState {
             categories: categories.into(),
             kpi: Default::default(),
             report: Arc::new(ReportContext::new(cfg)),
+            clock,
         }
     }
 
@@ -780,7 +786,13 @@ category = "indoor_sensor"
         );
         let settings: HttpSettings = cfg.http.clone().expect("[http] in the test config");
         assert_eq!(settings.api_token, Secret::new(token.unwrap_or("")));
-        let state = AppState::new(&cfg, stats.clone(), modbus, stage.handle.clone());
+        let state = AppState::new(
+            &cfg,
+            stats.clone(),
+            modbus,
+            stage.handle.clone(),
+            clock.clone(),
+        );
         Fixture {
             app: router(&settings, state.clone(), CancellationToken::new()),
             state,

@@ -88,7 +88,7 @@ pub(super) async fn assessment(State(ctx): State<Arc<Ctx>>) -> Response {
     let r = &ctx.app.report;
     let site = &ctx.app.site;
     let (season, min_indoor_c) = r.heating.for_site(site);
-    let now = crate::clock::system_now_ms();
+    let now = ctx.app.clock.now_ms();
     let body = json!({
         "site": site,
         "kpis": r.assessment.kpis.iter().map(|k| json!({
@@ -163,7 +163,7 @@ pub(super) async fn report(
     let r = ctx.app.report.clone();
     let settings = r.figure_settings(&site);
     let tz = settings.season.tz.clone();
-    let now = crate::clock::system_now_ms();
+    let now = ctx.app.clock.now_ms();
     let period = match (nonempty(q.period), nonempty(q.from), nonempty(q.to)) {
         (Some(p), None, None) => {
             let p = match p.trim() {
@@ -297,5 +297,27 @@ mod tests {
         assert!(a.error().contains("in the future"), "{}", a.body);
         let a = get(&router, "/api/report?from=2026-11-01").await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn report_pages_read_the_gateways_clock() {
+        // The fixture's clock reads 2026-09-21 (a scaled demo clock may be anywhere): the
+        // current month is September, and October is still in the future, whatever the
+        // machine's wall clock says.
+        let mut fx = app(None);
+        fx.state.report = Arc::new(ReportContext {
+            journal: fx.journal_path(),
+            ..(*fx.state.report).clone()
+        });
+        let router = fx.router();
+        let a = get(&router, "/api/report").await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        let from = a.json()["from"].as_str().unwrap_or_default().to_owned();
+        assert!(from.starts_with("2026-09-01"), "{}", a.body);
+        let a = get(&router, "/api/report?period=2026-10").await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert!(a.error().contains("in the future"), "{}", a.body);
+        let a = get(&router, "/api/assessment").await;
+        assert_eq!(a.json()["heating"]["in_season"], false, "{}", a.body);
     }
 }

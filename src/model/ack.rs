@@ -1,9 +1,9 @@
 //! Settling a source message once its reading is safe.
 //!
 //! MQTT QoS 1 messages are acknowledged to the broker (PUBACK) only when a sink has *taken*
-//! the reading (today: encoded into the store sink's batch; with the disk spool: written to
-//! disk). Until then the broker keeps the message in our persistent session, so a gateway
-//! killed mid-way loses nothing the broker accepted. Sources without acknowledgment (Modbus
+//! the reading (encoded into a batch of the store sink's in-memory queue; there is no disk
+//! spool). Until then the broker keeps the message in our persistent session, so a gateway
+//! killed mid-way loses nothing that had not yet reached a batch. Sources without acknowledgment (Modbus
 //! polls, tests) use `Ack::None`.
 //!
 //! Settling never blocks and never loses an ack: it hands the packet id to the MQTT source's

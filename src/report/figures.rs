@@ -628,7 +628,7 @@ mod tests {
 
     /// An alarm as finally journaled: raised at `raised`, acknowledged `ack` ms later,
     /// cleared `clear` ms later, with the class's target.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // a test helper: one argument per field a case varies
     fn alarm(
         seq: u64,
         device: DeviceIdx,

@@ -42,7 +42,7 @@ pub type KpiView = Arc<RwLock<Option<Json>>>;
 
 /// The scorecard of the month [from_ms, to_ms) from the journal at `path`, and its
 /// `assessment` lines (period label `YYYY-MM` in the site's time zone).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // the inputs of one computation, each from its own config part
 pub fn closed_month(
     path: &std::path::Path,
     site: &str,

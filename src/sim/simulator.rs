@@ -777,7 +777,7 @@ mod tests {
     use crate::source::modbus::map::{Order, RegType, Register};
     use crate::source::modbus::plan::Limits;
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // a test helper: one argument per register field
     fn reg(
         signal: &str,
         table: Table,

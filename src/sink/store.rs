@@ -12,8 +12,9 @@
 //!
 //! Backpressure: when the queue holds `queue_lines` lines (store slow or down), the *oldest*
 //! batch is dropped and counted (`store_dropped`): a control room needs the newest data first.
-//! The disk spool (a later issue) replaces this drop: the batcher will hand batches to the
-//! spool and settle acks only once they are on disk; nothing else here changes.
+//! The queue is in memory (there is no disk spool): what it drops, and what it still holds
+//! when the process is killed, is lost, though those readings' acks were settled when they
+//! entered a batch.
 //!
 //! Shutdown: when the readings channel closes, the batcher closes its last batch; the writer
 //! keeps trying to deliver what is queued until `shutdown_grace` has passed, then reports
@@ -32,6 +33,7 @@ use tracing::{debug, error, info, warn};
 
 use super::line::{gateway_key, EventEncoder, Field, FieldWriter, TelemetryEncoder};
 use crate::backoff::Backoff;
+use crate::clock::Clock;
 use crate::config::{GatewaySettings, StoreSettings};
 use crate::core::Event;
 use crate::model::{Inventory, Reading};
@@ -136,11 +138,13 @@ pub struct StoreSink {
 impl StoreSink {
     /// Starts the batcher and the writer. The sink runs until `readings` closes; `taken`
     /// is cancelled once every reading sent before the close has been taken and acked.
+    /// `clock` stamps the `gateway` self-measurement.
     pub fn spawn(
         store: StoreSettings,
         gateway: GatewaySettings,
         inventory: Arc<Inventory>,
         stats: Arc<Stats>,
+        clock: Arc<dyn Clock>,
         readings: mpsc::Receiver<StoreItem>,
         taken: CancellationToken,
     ) -> anyhow::Result<Self> {
@@ -163,6 +167,7 @@ impl StoreSink {
             lines: 0,
             batch_lines: store.batch_lines,
             started: Instant::now(),
+            clock,
         };
         let batcher = tokio::spawn(batcher.run(
             readings,
@@ -252,6 +257,8 @@ struct Batcher {
     lines: usize,
     batch_lines: usize,
     started: Instant,
+    /// The gateway's clock (scaled under `demo --speed N`): the `gateway` points' timestamps.
+    clock: Arc<dyn Clock>,
 }
 
 impl Batcher {
@@ -339,7 +346,7 @@ impl Batcher {
 
     /// Appends the `gateway` self-measurement (DESIGN §5) to the current batch.
     fn gateway_point(&mut self) {
-        let now_ms = crate::clock::system_now_ms();
+        let now_ms = self.clock.now_ms();
         let values = self
             .stats
             .gateway_fields(self.started.elapsed().as_secs(), crate::clock::rss_bytes());
@@ -516,6 +523,42 @@ mod tests {
         assert_eq!(q.pop(&stats).await.unwrap().lines, 3);
         assert!(q.pop(&stats).await.is_none());
         assert_eq!(stats.store_queue_lines.load(Relaxed), 0);
+    }
+
+    /// A clock that always reads the same time.
+    #[derive(Debug)]
+    struct FixedClock(i64);
+
+    impl Clock for FixedClock {
+        fn now_ms(&self) -> i64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn gateway_points_are_stamped_by_the_gateways_clock() {
+        // A time far from the wall clock's, as a scaled demo clock may read.
+        const AT: i64 = 1_800_000_000_123;
+        let inventory = Arc::new(Inventory::new(Vec::new()));
+        let mut b = Batcher {
+            enc: TelemetryEncoder::new(&inventory),
+            events: EventEncoder::default(),
+            fields: FieldWriter::default(),
+            gateway_key: gateway_key("a", "h"),
+            inventory,
+            stats: Arc::new(Stats::default()),
+            queue: Arc::new(queue(100)),
+            buf: Vec::new(),
+            lines: 0,
+            batch_lines: 10,
+            started: Instant::now(),
+            clock: Arc::new(FixedClock(AT)),
+        };
+        b.gateway_point();
+        assert_eq!(b.lines, 1);
+        let line = String::from_utf8(b.buf.clone()).expect("utf-8");
+        assert!(line.starts_with("gateway,"), "{line}");
+        assert!(line.ends_with(&format!(" {AT}\n")), "{line}");
     }
 
     #[tokio::test]

@@ -1,0 +1,107 @@
+//! Small checks and helpers every part of the configuration shares: names that become store
+//! tags and topic segments, identifiers, paths relative to the gateway file, and secrets.
+//! They depend on nothing else in `config` but `Errors`, so the section builders can all use
+//! them without importing each other.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::Errors;
+
+/// A secret that never shows up in `Debug` output or logs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(empty)"
+        } else {
+            "Secret(***)"
+        })
+    }
+}
+
+/// `[a-z][a-z0-9_]*`: safe as a field key, a topic segment and a file name.
+pub(super) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
+
+/// `p` relative to the gateway file's directory, unless absolute.
+pub(super) fn resolve(base_dir: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
+/// Rejects characters that cannot be carried in a line-protocol tag or an MQTT topic.
+pub(super) fn check_name(errs: &mut Errors, key: &str, value: &str, in_topic: bool) {
+    if value.trim().is_empty() {
+        errs.push(key, "is empty; give a name");
+        return;
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        errs.push(
+            key,
+            format!(
+                "`{}` contains the control character {:?}; names are written as store tags, which cannot carry newlines or control characters",
+                value.escape_debug(),
+                c
+            ),
+        );
+    }
+    if in_topic {
+        if let Some(c) = value.chars().find(|c| matches!(c, '/' | '+' | '#')) {
+            errs.push(
+                key,
+                format!("`{value}` contains `{c}`, which cannot appear in an MQTT topic segment"),
+            );
+        }
+    }
+}
+
+/// Reads a secret: the file wins, then the named environment variable, else empty.
+pub(super) fn secret(
+    errs: &mut Errors,
+    file_key: &str,
+    file: Option<&str>,
+    env_name: &str,
+    base_dir: &Path,
+    env: &HashMap<String, String>,
+) -> Secret {
+    if let Some(f) = file {
+        let p = resolve(base_dir, f);
+        return match std::fs::read_to_string(&p) {
+            Ok(s) => Secret::new(s.lines().next().unwrap_or("").trim()),
+            Err(e) => {
+                errs.push(
+                    file_key,
+                    format!(
+                        "cannot read `{}`: {e}; point it at a file holding the secret on its first line",
+                        p.display()
+                    ),
+                );
+                Secret::default()
+            }
+        };
+    }
+    Secret::new(env.get(env_name).cloned().unwrap_or_default())
+}
