@@ -169,6 +169,10 @@ pub async fn start_with_clock(
         Inputs {
             readings: rx,
             operator: operator_rx,
+            record: match &cfg.record {
+                Some(path) => Some(crate::replay::Recorder::open(path, cfg.inventory.clone())?),
+                None => None,
+            },
         },
         Outputs {
             store: store_tx,

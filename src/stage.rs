@@ -260,6 +260,8 @@ pub struct Inputs {
     /// Acknowledgments and on-site reports from the sources (MQTT), applied in order with the
     /// readings and answered nowhere (refusals are counted and logged).
     pub operator: mpsc::Receiver<OperatorCommand>,
+    /// `run --record`: every fact the engine takes is also written to this tape.
+    pub record: Option<crate::replay::Recorder>,
 }
 
 /// Queued operator commands from the sources (a full queue refuses and counts).
@@ -309,6 +311,7 @@ pub fn spawn(
         out: start_events,
         logs: LogLimiter::new(5, 60_000),
         last_alive_ms: i64::MIN,
+        record: None,
     };
     let task = tokio::spawn(stage.run(inputs, commands));
     CoreStage { handle, task }
@@ -324,6 +327,7 @@ struct Stage {
     out: Vec<Event>,
     logs: LogLimiter<&'static str>,
     last_alive_ms: i64,
+    record: Option<crate::replay::Recorder>,
 }
 
 impl Stage {
@@ -331,7 +335,12 @@ impl Stage {
         let Inputs {
             mut readings,
             mut operator,
+            record,
         } = inputs;
+        self.record = record;
+        if let Some(r) = &mut self.record {
+            r.start(self.clock.now_ms());
+        }
         self.emit().await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -341,6 +350,9 @@ impl Stage {
                 r = readings.recv() => match r {
                     Some(r) => {
                         let now = self.clock.now_ms();
+                        if let Some(rec) = &mut self.record {
+                            rec.reading(r.device, r.ts_ms, &r.values, r.status);
+                        }
                         match self.engine.on_reading(r.device, r.ts_ms, &r.values, r.status, now, &mut self.out) {
                             Applied::Applied => {}
                             Applied::OutOfOrder => {
@@ -370,6 +382,9 @@ impl Stage {
                     self.engine.tick(now, &mut self.out);
                     self.emit().await;
                     self.save_progress();
+                    if let Some(r) = &mut self.record {
+                        r.flush();
+                    }
                     if now.saturating_sub(self.last_alive_ms) >= ALIVE_EVERY_MS {
                         self.last_alive_ms = now;
                         if let Err(e) = self.journal.alive(now) {
@@ -395,6 +410,15 @@ impl Stage {
         self.save_progress();
         if let Err(e) = self.journal.end_run(now) {
             self.journal_error(&e);
+        }
+        if let Some(r) = &mut self.record {
+            r.flush();
+            if r.failed > 0 {
+                error!(
+                    lines = r.failed,
+                    "Some facts could not be written to the tape (--record)."
+                );
+            }
         }
         info!("Core stage stopped; journal closed.");
     }
@@ -430,6 +454,12 @@ impl Stage {
                     (e.acknowledge(&id, &by, ts_ms, now, out), "Acknowledgment")
                 };
                 counted(&self.stats, r.is_ok());
+                if let (Some(rec), Ok(a)) = (&mut self.record, &r) {
+                    let ts = if on_site { a.on_site.as_ref() } else { a.acknowledged.as_ref() };
+                    if let Some(s) = ts {
+                        rec.command(on_site, a, &by, s.ts_ms);
+                    }
+                }
                 if let Err(err) = &r {
                     info!(alarm = %id, %by, error = %err, "{what} refused.");
                 }
@@ -445,11 +475,18 @@ impl Stage {
                 by,
                 reply,
             } => {
-                let _ =
-                    reply.send(e.add_maintenance(device, start_ms, end_ms, &reason, &by, now, out));
+                let r = e.add_maintenance(device, start_ms, end_ms, &reason, &by, now, out);
+                if let (Some(rec), Ok(w)) = (&mut self.record, &r) {
+                    rec.maintenance(w);
+                }
+                let _ = reply.send(r);
             }
             Command::EndMaintenance { id, reply } => {
-                let _ = reply.send(e.end_maintenance(&id, now, out));
+                let r = e.end_maintenance(&id, now, out);
+                if let (Some(rec), Ok(_)) = (&mut self.record, &r) {
+                    rec.maintenance_end(&id, now);
+                }
+                let _ = reply.send(r);
             }
             Command::Devices { values, reply } => {
                 let n = e.inventory().len() as DeviceIdx;

@@ -42,6 +42,9 @@ pub struct Config {
     pub assessment: super::AssessmentSettings,
     /// Planned maintenance windows (`[[maintenance]]`), devices resolved.
     pub maintenance: Vec<PlannedMaintenance>,
+    /// `run --record FILE` (not from the TOML): write every fact the engine takes to this
+    /// tape (`estate-gateway replay` reads it).
+    pub record: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +225,7 @@ pub(super) fn build(
         heating,
         maintenance,
         assessment,
+        record: None,
     }
 }
 

@@ -775,6 +775,7 @@ category = "indoor_sensor"
                 readings: rx,
                 // The API's tests send no operator commands from a source.
                 operator: mpsc::channel(1).1,
+                record: None,
             },
             Outputs {
                 store: store_tx,

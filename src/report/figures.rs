@@ -290,14 +290,18 @@ pub fn compute(
             scope.sensors += 1;
         }
     }
-    // Configured indoor sensors that never reported a temperature: no compliance record, but
-    // their season time counts (coverage = online time / season time; DESIGN §4).
+    // Configured indoor sensors that never reported (never online in the period, so no
+    // compliance record): their season time counts, online time 0 (coverage = online time /
+    // season time; DESIGN §4). Compliance is unchanged (no online time).
     let reported: std::collections::HashSet<&str> =
         compliance.iter().map(|r| r.device.as_str()).collect();
-    for h in histories
-        .iter()
-        .filter(|h| h.category == INDOOR_CATEGORY && !reported.contains(h.device))
-    {
+    let online = |s: &DeviceState| matches!(s, DeviceState::Intact | DeviceState::Fault);
+    for h in histories.iter().filter(|h| {
+        h.category == INDOOR_CATEGORY
+            && !reported.contains(h.device)
+            && !h.initial.iter().any(online)
+            && !h.changes.iter().any(|(_, s)| online(s))
+    }) {
         let start = match (h.initial, h.changes.first()) {
             (Some(_), _) => from_ms,
             (None, Some(&(ts, _))) => ts,
@@ -1097,6 +1101,55 @@ mod tests {
         assert_eq!((n.time.intact, n.time.offline), (22 * H, 2 * H));
         assert_eq!(n.rate, Some(22.0 / 24.0));
         assert_eq!(run(OfflinePolicy::Excluded).rate, Some(1.0));
+    }
+
+    /// A configured indoor sensor that never reported (offline from the start of the period)
+    /// counts for coverage: 24 h of season time, 0 online; compliance is unchanged (S1 alone:
+    /// 24/24 compliant); coverage = 24 / (24 + 24) = 0.5. Before the fix it was left out
+    /// (coverage 1.0).
+    #[test]
+    fn a_sensor_that_never_reported_lowers_coverage() {
+        let sh = |y, m, d| midnight("Asia/Shanghai", y, m, d);
+        let d = sh(2026, 12, 1);
+        let ev = [
+            st(0, d, Intact),
+            ok(0, d, Some(true)),
+            st_why(1, d, Offline, Reason::Start),
+        ];
+        let devices = vec![
+            dev("s", "S1", "A楼", "indoor_sensor"),
+            dev("s", "S2", "A楼", "indoor_sensor"),
+        ];
+        let (_dir, j) = journal(devices, &ev);
+        let f = compute(&j, "s", d, d + DAY, d + DAY, &settings(OfflinePolicy::NotIntact)).unwrap();
+        assert_eq!(f.heating.sensors, 2);
+        assert_eq!(f.heating.compliance, Some(1.0));
+        assert_eq!(f.heating.coverage, Some(0.5));
+    }
+
+    /// A maintenance window recorded afterwards (年检 entered at 14:00 for 08:00–12:00): the
+    /// transitions say intact all day, the window row says maintenance 08:00–12:00; the report
+    /// counts the window: intact 20 h of 20 rated hours, maintenance 4 h.
+    #[test]
+    fn a_window_recorded_afterwards_counts_as_maintenance() {
+        let d = june();
+        let w = crate::core::MaintenanceWindow {
+            id: "s-M1".into(),
+            device: 0,
+            start_ms: d + 8 * H,
+            end_ms: d + 12 * H,
+            reason: "年检".into(),
+            by: "张工".into(),
+            entered_ms: d + 14 * H,
+        };
+        let ev = [st(0, d - H, Intact), Event::Maintenance(w)];
+        let (_dir, j) = journal(vec![dev("s", "EL-1", "1号楼", "elevator")], &ev);
+        let f = compute(&j, "s", d, d + DAY, d + DAY, &settings(OfflinePolicy::NotIntact)).unwrap();
+        assert_eq!(
+            (f.intactness.time.intact, f.intactness.time.maintenance),
+            (20 * H, 4 * H)
+        );
+        assert_eq!(f.intactness.rate, Some(1.0));
     }
 
     /// Test 7. A day seen at noon: the figures stop at now. Intact until 06:00, fault since
