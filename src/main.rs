@@ -491,12 +491,8 @@ fn replay(config: &Path, input: &Path, data_dir: &Path, until: Option<&str>) -> 
     let file = std::fs::File::open(input)
         .map_err(|e| anyhow!("cannot read the tape {}: {e}", input.display()))?;
     let started = std::time::Instant::now();
-    let (summary, errors) = estate_gateway::replay::replay(
-        &cfg,
-        std::io::BufReader::new(file),
-        data_dir,
-        until_ms,
-    )?;
+    let (summary, errors) =
+        estate_gateway::replay::replay(&cfg, std::io::BufReader::new(file), data_dir, until_ms)?;
     let secs = started.elapsed().as_secs_f64();
     for e in errors.iter().take(20) {
         eprintln!("{}:{}: {}", input.display(), e.line, e.message);

@@ -164,7 +164,13 @@ impl Replayer {
         let restored = journal.restore(&cfg.inventory, start_ms, settings.retain_cleared_ms)?;
         journal.begin_run(start_ms, "replay", env!("CARGO_PKG_VERSION"))?;
         let mut out = Vec::new();
-        let engine = Engine::new(cfg.inventory.clone(), settings, restored, start_ms, &mut out);
+        let engine = Engine::new(
+            cfg.inventory.clone(),
+            settings,
+            restored,
+            start_ms,
+            &mut out,
+        );
         Ok(Replayer {
             engine,
             journal,
@@ -356,7 +362,10 @@ impl Replayer {
                 .max_by_key(|x| x.raised_ms)
                 .map(|x| x.id.clone());
             return best.ok_or_else(|| {
-                format!("no alarm of rule {rule:?} on device {device:?} raised by {}", a.ts)
+                format!(
+                    "no alarm of rule {rule:?} on device {device:?} raised by {}",
+                    a.ts
+                )
             });
         }
         match &a.id {
@@ -485,7 +494,8 @@ impl Recorder {
     }
 
     fn write(&mut self, f: &Fact) {
-        let ok = serde_json::to_writer(&mut self.out, f).is_ok() && self.out.write_all(b"\n").is_ok();
+        let ok =
+            serde_json::to_writer(&mut self.out, f).is_ok() && self.out.write_all(b"\n").is_ok();
         if !ok {
             self.failed += 1;
         }
@@ -540,7 +550,11 @@ impl Recorder {
             by: by.to_owned(),
             ts,
         };
-        self.write(&if on_site { Fact::OnSite(r) } else { Fact::Ack(r) });
+        self.write(&if on_site {
+            Fact::OnSite(r)
+        } else {
+            Fact::Ack(r)
+        });
     }
 
     /// An accepted maintenance window.

@@ -455,7 +455,11 @@ impl Stage {
                 };
                 counted(&self.stats, r.is_ok());
                 if let (Some(rec), Ok(a)) = (&mut self.record, &r) {
-                    let ts = if on_site { a.on_site.as_ref() } else { a.acknowledged.as_ref() };
+                    let ts = if on_site {
+                        a.on_site.as_ref()
+                    } else {
+                        a.acknowledged.as_ref()
+                    };
                     if let Some(s) = ts {
                         rec.command(on_site, a, &by, s.ts_ms);
                     }
@@ -523,7 +527,10 @@ impl Stage {
     /// a restart goes on from there.
     fn save_progress(&mut self) {
         let progress = self.engine.take_progress();
-        if let Err(e) = self.journal.save_progress(self.engine.inventory(), &progress) {
+        if let Err(e) = self
+            .journal
+            .save_progress(self.engine.inventory(), &progress)
+        {
             self.journal_error(&e);
         }
     }

@@ -298,13 +298,12 @@ impl Engine {
                     fault: false,
                     signal_maintenance: false,
                     rules: vec![RuleState::default(); d.rules.alarms.len()],
-                    compliance: d
-                        .profile
-                        .signal_index(COMPLIANCE_SIGNAL)
-                        .map(|signal| Compliance {
+                    compliance: d.profile.signal_index(COMPLIANCE_SIGNAL).map(|signal| {
+                        Compliance {
                             signal,
                             current: None,
-                        }),
+                        }
+                    }),
                     hour: None,
                     closed_hour: None,
                     seasonal,
@@ -511,6 +510,8 @@ impl Engine {
             }));
             dev.state = state;
             dev.since_ms = ts_ms;
+            // From its first state on, the season's boundaries are its timers too.
+            self.devs[device as usize].next_season = self.next_season_after(device, ts_ms);
         } else if state != dev.state {
             // Facts of one device are applied in `ts` order, so this never goes back in time;
             // the bound only guards the journal against a bug.

@@ -158,11 +158,26 @@ mod tests {
         // Cleared one ms before the target age, unacknowledged: transient; at the target: late.
         assert_eq!(classify(&a(None, Some(T - 1)), end), Timeliness::Transient);
         assert_eq!(classify(&a(None, Some(T)), end), Timeliness::Late);
-        // Cleared early but acknowledged in time: timely (it was handled).
-        assert_eq!(classify(&a(Some(T - 5), Some(10)), end), Timeliness::Timely);
+        // Cleared early, acknowledged afterwards but within the target: transient (DESIGN §4:
+        // cleared before anyone acknowledged it, even if acknowledged afterwards; this was
+        // `timely` before).
+        assert_eq!(
+            classify(&a(Some(T - 5), Some(10)), end),
+            Timeliness::Transient
+        );
         // Cleared early, acknowledged late: transient (it never reached its target age open).
         assert_eq!(
             classify(&a(Some(T + 5), Some(10)), end),
+            Timeliness::Transient
+        );
+        // Acknowledged before it cleared (early): timely (it was handled); at the same
+        // millisecond as the clear: not cleared before the acknowledgment, timely too.
+        assert_eq!(classify(&a(Some(9), Some(10)), end), Timeliness::Timely);
+        assert_eq!(classify(&a(Some(10), Some(10)), end), Timeliness::Timely);
+        // Cleared before the acknowledgment, but judged before the acknowledgment: transient
+        // already (the acknowledgment cannot change it).
+        assert_eq!(
+            classify(&a(Some(T - 5), Some(10)), 1_000_000 + 20),
             Timeliness::Transient
         );
         // Open and young at the judging time: pending; at the target age: late.

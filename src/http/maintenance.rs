@@ -250,12 +250,12 @@ mod tests {
         fx.clock.set(T0 + 61_000);
         fx.feed("huafu", "E-1", &[("fault_code", Value::Int(0))])
             .await;
-        // The engine marks a window started on its clock tick; ending one it has not marked
-        // would cancel it instead (end = start).
         fx.tick().await;
         let m = get(&fx.app, "/api/devices?state=maintenance").await.json();
         assert_eq!(m[0]["id"], "E-1");
-        assert_eq!(m[0]["since_ts"], T0 + 61_000);
+        // In event time the window applies at exactly its start (DESIGN §4), before the
+        // reading at T0 + 61 s is applied; it used to be the reading's (or tick's) time.
+        assert_eq!(m[0]["since_ts"], T0 + 60_000);
 
         // Ended early: now (within E-1's 30 s heartbeat, so it is intact again, not offline).
         fx.clock.set(T0 + 80_000);

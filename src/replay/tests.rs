@@ -95,7 +95,13 @@ fn rules(cat: &str) -> &'static [&'static str] {
         "access_gate" => &["door_forced", "held_open", "fault", "offline"],
         "heating_loop" => &["low_supply_temp", "pump_stopped", "pressure_low", "offline"],
         "indoor_sensor" => &["low_indoor_temp", "offline"],
-        _ => &["fire_alarm", "fault", "pump_manual", "pressure_low", "offline"],
+        _ => &[
+            "fire_alarm",
+            "fault",
+            "pump_manual",
+            "pressure_low",
+            "offline",
+        ],
     }
 }
 
@@ -337,7 +343,13 @@ fn the_same_facts_give_the_same_journal_and_figures_however_they_arrive() {
         }
 
         let mixed = tempfile::tempdir().unwrap();
-        replay_with_restarts(&cfg, mixed.path(), &interleave(&per_device, &mut rng), &[], end);
+        replay_with_restarts(
+            &cfg,
+            mixed.path(),
+            &interleave(&per_device, &mut rng),
+            &[],
+            end,
+        );
         assert_eq!(
             outcome(&cfg, mixed.path(), end),
             expected,
@@ -365,7 +377,10 @@ fn the_same_facts_give_the_same_journal_and_figures_however_they_arrive() {
         );
     }
     // The generator exercises the alarm paths, not only states.
-    assert!(with_alarms * 2 > cases, "{with_alarms} of {cases} scenarios raised alarms");
+    assert!(
+        with_alarms * 2 > cases,
+        "{with_alarms} of {cases} scenarios raised alarms"
+    );
 }
 
 #[test]

@@ -1121,7 +1121,15 @@ mod tests {
             dev("s", "S2", "A楼", "indoor_sensor"),
         ];
         let (_dir, j) = journal(devices, &ev);
-        let f = compute(&j, "s", d, d + DAY, d + DAY, &settings(OfflinePolicy::NotIntact)).unwrap();
+        let f = compute(
+            &j,
+            "s",
+            d,
+            d + DAY,
+            d + DAY,
+            &settings(OfflinePolicy::NotIntact),
+        )
+        .unwrap();
         assert_eq!(f.heating.sensors, 2);
         assert_eq!(f.heating.compliance, Some(1.0));
         assert_eq!(f.heating.coverage, Some(0.5));
@@ -1144,7 +1152,15 @@ mod tests {
         };
         let ev = [st(0, d - H, Intact), Event::Maintenance(w)];
         let (_dir, j) = journal(vec![dev("s", "EL-1", "1号楼", "elevator")], &ev);
-        let f = compute(&j, "s", d, d + DAY, d + DAY, &settings(OfflinePolicy::NotIntact)).unwrap();
+        let f = compute(
+            &j,
+            "s",
+            d,
+            d + DAY,
+            d + DAY,
+            &settings(OfflinePolicy::NotIntact),
+        )
+        .unwrap();
         assert_eq!(
             (f.intactness.time.intact, f.intactness.time.maintenance),
             (20 * H, 4 * H)

@@ -1938,6 +1938,44 @@ mod tests {
         let mut no_id = alarm(0, 2, T0 + 400);
         no_id.id = "jinxiu-x".into(); // no sequence: stored, not counted
         no_id.cleared_ms = Some(T0 + 500);
+        // Each device's event-time position (DESIGN §4: a restart goes on from there).
+        let progress = vec![
+            DeviceProgress {
+                device: 0,
+                last_ts_ms: Some(T0 + 90),
+                applied_ms: T0 + 95,
+                entered_ms: T0 - 1_000,
+                heartbeat_expired: false,
+                status_offline: true,
+                values: vec![
+                    Some(Value::Int(3)),
+                    None,
+                    Some(Value::Bool(true)),
+                    Some(Value::Float(39.5)),
+                    Some(Value::Str("inspection".into())),
+                ],
+                pending: vec![None, Some(T0 + 40)],
+                // An open hour: one signal with readings, one without (min/max infinite).
+                hour: Some((
+                    T0 - T0 % 3_600_000,
+                    vec![
+                        (2, 40.0, 19.5, 20.5),
+                        (0, 0.0, f64::INFINITY, f64::NEG_INFINITY),
+                    ],
+                )),
+            },
+            DeviceProgress {
+                device: 2,
+                last_ts_ms: None,
+                applied_ms: T0,
+                entered_ms: T0,
+                heartbeat_expired: true,
+                status_offline: false,
+                values: vec![],
+                pending: vec![],
+                hour: None,
+            },
+        ];
         {
             let mut j = Journal::open(dir.path()).unwrap();
             j.begin_run(T0, "gw-1", "0.1.0").unwrap();
@@ -1962,10 +2000,21 @@ mod tests {
                     alarm_event(AlarmEventKind::Cleared, now - retain - 1, "", &old),
                     alarm_event(AlarmEventKind::Cleared, T0 + 500, "", &no_id),
                     Event::Maintenance(window(5, 1, T0, now + MIN)),
-                    Event::Maintenance(window(6, 2, T0, now)), // ended: not restored
+                    // Ended by the gateway clock, but windows apply in event time: restored
+                    // (the engine drops it if its device is past it). This one used to be
+                    // left out.
+                    Event::Maintenance(window(6, 2, T0, now)),
+                    // Ended longer ago than any backlog: not restored.
+                    Event::Maintenance(window(
+                        7,
+                        2,
+                        T0 - WINDOW_RESTORE_MS - MIN,
+                        now - WINDOW_RESTORE_MS,
+                    )),
                 ],
             )
             .unwrap();
+            j.save_progress(&inv, &progress).unwrap();
             j.alive(T0 + 5000).unwrap();
         } // dropped without end_run: a crash.
 
@@ -1990,8 +2039,14 @@ mod tests {
             ]
         );
         assert_eq!(r.alarms, vec![active, recent]);
-        assert_eq!(r.windows, vec![window(5, 1, T0, now + MIN)]);
-        assert_eq!((r.next_alarm_seq, r.next_window_seq), (44, 7));
+        assert_eq!(
+            r.windows,
+            vec![window(5, 1, T0, now + MIN), window(6, 2, T0, now)]
+        );
+        assert_eq!((r.next_alarm_seq, r.next_window_seq), (44, 8));
+        let mut restored = r.progress.clone();
+        restored.sort_by_key(|p| p.device);
+        assert_eq!(restored, progress);
     }
 
     #[test]

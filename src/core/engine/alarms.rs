@@ -357,4 +357,3 @@ pub fn render_message(
         .replace("{signal}", &signal)
         .replace("{value}", &value)
 }
-

@@ -4,7 +4,7 @@
 //! goes on with the hour kept in its device's progress, gives the same sums bit for bit.
 
 use super::{Engine, Hour, HOUR_MS};
-use crate::core::event::{Event, ComplianceChange, HourlyStats};
+use crate::core::event::{ComplianceChange, Event, HourlyStats};
 use crate::model::{DeviceIdx, Value};
 
 impl Engine {
@@ -56,7 +56,10 @@ impl Engine {
         let empty = || vec![(0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY); hourly.len()];
         let dev = &mut self.devs[device as usize];
         if dev.hour.as_ref().is_none_or(|h| h.hour_ms != hour_ms)
-            && dev.closed_hour.as_ref().is_some_and(|h| h.hour_ms == hour_ms)
+            && dev
+                .closed_hour
+                .as_ref()
+                .is_some_and(|h| h.hour_ms == hour_ms)
         {
             // An hour the gateway clock had closed gets one more reading: it goes on from
             // what it had (the journal row is replaced by the whole hour again).

@@ -39,7 +39,12 @@ impl Engine {
 
     /// A window of the configuration (`[[maintenance]]`), added once: its id names the site,
     /// the device and the start.
-    pub(super) fn add_planned(&mut self, p: &PlannedMaintenance, now_ms: i64, out: &mut Vec<Event>) {
+    pub(super) fn add_planned(
+        &mut self,
+        p: &PlannedMaintenance,
+        now_ms: i64,
+        out: &mut Vec<Event>,
+    ) {
         let Some(dev) = self.devs.get(p.device as usize) else {
             return;
         };
@@ -64,7 +69,11 @@ impl Engine {
 
     fn push_window(&mut self, w: MaintenanceWindow) {
         let dev = &self.devs[w.device as usize];
-        let pos = if dev.started { dev.applied_ms } else { i64::MIN };
+        let pos = if dev.started {
+            dev.applied_ms
+        } else {
+            i64::MIN
+        };
         let start_at = w.start_ms.max(pos);
         let past = w.end_ms <= pos;
         if !past {
@@ -141,7 +150,11 @@ impl Engine {
         };
         let device = self.windows[i].w.device;
         let dev = &self.devs[device as usize];
-        let pos = if dev.started { dev.applied_ms } else { i64::MIN };
+        let pos = if dev.started {
+            dev.applied_ms
+        } else {
+            i64::MIN
+        };
         let win = &mut self.windows[i];
         let begun = win.started || win.start_at <= now_ms;
         let end = if begun {

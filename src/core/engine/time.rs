@@ -226,7 +226,11 @@ impl Engine {
                 self.windows.retain(|w| !w.ended);
             }
             Due::Season => {
-                if self.devs[device as usize].values.iter().any(Option::is_some) {
+                if self.devs[device as usize]
+                    .values
+                    .iter()
+                    .any(Option::is_some)
+                {
                     self.recompute_conditions(device, t);
                 }
                 self.update(device, t, Reason::Season, out);
@@ -239,7 +243,10 @@ impl Engine {
                 let d = self.inventory.get(device).clone();
                 for (ri, rs) in self.devs[device as usize].rules.iter_mut().enumerate() {
                     let delay = d.rules.alarms.get(ri).map_or(0, |r| r.delay_ms);
-                    if rs.pending_since.is_some_and(|s| s.saturating_add(delay) <= t) {
+                    if rs
+                        .pending_since
+                        .is_some_and(|s| s.saturating_add(delay) <= t)
+                    {
                         rs.pending_since = None;
                     }
                 }
