@@ -132,8 +132,11 @@ pub struct DeviceProgress {
     /// Per alarm rule (profile order): since when its raising condition has held.
     pub pending: Vec<Option<i64>>,
     /// The open hour of `hourly` signals: its start and, per signal, (n, sum, min, max).
-    pub hour: Option<(i64, Vec<(u64, f64, f64, f64)>)>,
+    pub hour: Option<(i64, Vec<HourAcc>)>,
 }
+
+/// One signal's hour so far: (readings, sum, min, max).
+pub type HourAcc = (u64, f64, f64, f64);
 
 /// One device as the API shows it.
 #[derive(Debug, Clone, PartialEq)]

@@ -199,11 +199,14 @@ fn scenario(seed: u64) -> (Vec<Vec<Fact>>, i64) {
 #[derive(Debug, PartialEq)]
 struct Outcome {
     transitions: Vec<(String, i64, Option<DeviceState>, DeviceState, Reason)>,
-    alarms: Vec<(String, String, i64, Option<i64>, Option<i64>, Option<i64>)>,
+    alarms: Vec<AlarmRow>,
     figures: String,
 }
 
 use crate::core::event::{DeviceState, Reason};
+
+/// (device, rule, raised, acknowledged, on site, cleared by the end).
+type AlarmRow = (String, String, i64, Option<i64>, Option<i64>, Option<i64>);
 
 fn outcome(cfg: &Config, dir: &Path, end: i64) -> Outcome {
     let j = Journal::open_read_only(&dir.join("journal.sqlite")).unwrap();
