@@ -17,8 +17,11 @@
 //!
 //! i.e. Σ intact / Σ (end − from − maintenance − unmonitored). Offline counts as not intact
 //! (`OfflinePolicy::NotIntact`, default) or is left out of the denominator
-//! (`OfflinePolicy::Excluded`). Gateway down time is journaled as `offline` (reason
-//! `gateway_down`), so it counts exactly like any other offline time. `instant` (and per
+//! (`OfflinePolicy::Excluded`). A restart is not special (DESIGN §4): a device is offline
+//! during a gateway's down time only if no readings cover it (older journals have
+//! `gateway_down` offline rows, counted like any other offline time). Maintenance windows
+//! in the journal count as maintenance whatever the transitions say (a window recorded after
+//! its start). `instant` (and per
 //! category, building) = |intact| / |not in maintenance| over each device's state at `end`
 //! (`kpi::instant_rate`).
 //!

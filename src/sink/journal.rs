@@ -19,8 +19,8 @@
 //! were in the inventory when the row was written, so that a later inventory (devices renamed,
 //! moved, removed) still reads the history; devices are matched by (`site`, `device`).
 //! Enumerations are stored as their `as_str()` strings: states `intact` `fault` `offline`
-//! `maintenance`; reasons `start` `reading` `heartbeat` `status` `window` `gateway_down`
-//! `restored`; severities `critical` `major` `minor`; alarm event kinds `raised`
+//! `maintenance`; reasons `start` `reading` `heartbeat` `status` `window` `season` (and, in
+//! journals of earlier versions, `gateway_down` `restored`); severities `critical` `major` `minor`; alarm event kinds `raised`
 //! `acknowledged` `on_site` `cleared`. An unknown string read back is an error naming the
 //! table and row.
 //!
