@@ -664,8 +664,8 @@ fn an_active_alarm_survives_a_restart_without_a_duplicate() {
         .collect();
     assert_eq!(raised_points.len(), 1, "{raised_points:#?}");
 
-    // The journal accounts for the downtime: fault → offline (gateway_down) from the last
-    // moment the first run was alive, and back to fault (restored) at the restart.
+    // A restart is not special (DESIGN §4 "Event time"): no downtime transitions; the
+    // device's transitions stay in time order across the restart.
     let journal = Journal::open_read_only(&estate.journal_path()).expect("open the journal");
     let ts: Vec<_> = journal
         .transitions(0, i64::MAX)
@@ -673,28 +673,13 @@ fn an_active_alarm_survives_a_restart_without_a_duplicate() {
         .into_iter()
         .filter(|t| t.device == E)
         .collect();
-    let down = ts
-        .iter()
-        .find(|t| t.reason == Reason::GatewayDown)
-        .unwrap_or_else(|| panic!("no gateway_down transition for {E}: {ts:#?}"));
-    let restored = ts
-        .iter()
-        .find(|t| t.reason == Reason::Restored)
-        .unwrap_or_else(|| panic!("no restored transition for {E}: {ts:#?}"));
-    assert_eq!(
-        (down.from, down.to),
-        (Some(DeviceState::Fault), DeviceState::Offline)
-    );
-    assert_eq!(
-        (restored.from, restored.to),
-        (Some(DeviceState::Offline), DeviceState::Fault)
-    );
     assert!(
-        t_r <= down.ts_ms && down.ts_ms <= stopped && stopped <= restored.ts_ms,
-        "down at {}, stopped at {stopped}, restored at {}",
-        down.ts_ms,
-        restored.ts_ms
+        ts.iter()
+            .all(|t| t.reason != Reason::GatewayDown && t.reason != Reason::Restored),
+        "{ts:#?}"
     );
+    assert!(ts.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms), "{ts:#?}");
+    assert!(stopped > t_r);
     let alarms = journal.alarms_raised(0, i64::MAX).expect("read alarms");
     assert_eq!(alarms.len(), 1, "{alarms:#?}");
     assert_eq!(alarms[0].id, id);
@@ -704,12 +689,13 @@ fn an_active_alarm_survives_a_restart_without_a_duplicate() {
         wait_transition(&estate, &c, E, "offline", "fault")["ts"],
         t_r
     );
+    // No state event for the restart itself (a restart is not special).
     let restored_state = c
         .on(&state_topic(E))
         .iter()
         .map(Received::json)
-        .find(|v| v["reason"] == "restored");
-    assert!(restored_state.is_some(), "{:#?}", c.on(&state_topic(E)));
+        .find(|v| v["reason"] == "restored" || v["reason"] == "gateway_down");
+    assert!(restored_state.is_none(), "{:#?}", c.on(&state_topic(E)));
 }
 
 #[test]
