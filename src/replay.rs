@@ -427,43 +427,50 @@ pub fn parse_line(s: &str) -> Result<Option<Fact>, String> {
     serde_json::from_str(t).map(Some).map_err(|e| e.to_string())
 }
 
-/// Replays a whole tape into the journal in `data_dir`; `until_ms` defaults to the last
-/// fact's time. Unparseable lines are refused (counted, listed in `errors`), never applied.
+/// Replays a whole tape into the journal in `data_dir`, streaming (a month of an estate does
+/// not fit in memory); `until_ms` defaults to the last fact's time. The engine starts at the
+/// first fact (a `start` line, when the tape begins with one, is when devices never heard
+/// from entered the inventory). Unparseable lines are refused (counted, listed in `errors`),
+/// never applied.
 pub fn replay(
     cfg: &Config,
     input: impl BufRead,
     data_dir: &Path,
     until_ms: Option<i64>,
 ) -> anyhow::Result<(ReplaySummary, Vec<LineError>)> {
-    let mut facts: Vec<(u64, Fact)> = Vec::new();
     let mut bad: Vec<LineError> = Vec::new();
+    let mut bad_count = 0u64;
+    let mut replayer: Option<Replayer> = None;
+    let mut last = i64::MIN;
     for (i, line) in input.lines().enumerate() {
         let line = line?;
-        match parse_line(&line) {
-            Ok(Some(f)) => facts.push((i as u64 + 1, f)),
-            Ok(None) => {}
-            Err(message) => bad.push(LineError {
-                line: i as u64 + 1,
-                message,
-            }),
-        }
+        let n = i as u64 + 1;
+        let fact = match parse_line(&line) {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(message) => {
+                bad_count += 1;
+                if bad.len() < 1000 {
+                    bad.push(LineError { line: n, message });
+                }
+                continue;
+            }
+        };
+        last = last.max(fact.ts());
+        let r = match &mut replayer {
+            Some(r) => r,
+            None => replayer.insert(Replayer::new(cfg, data_dir, fact.ts())?),
+        };
+        r.apply(n, &fact)?;
     }
-    let start = facts
-        .iter()
-        .find_map(|(_, f)| match f {
-            Fact::Start { ts } => Some(*ts),
-            _ => None,
-        })
-        .or_else(|| facts.first().map(|(_, f)| f.ts()))
-        .unwrap_or(0);
-    let last = facts.iter().map(|(_, f)| f.ts()).max().unwrap_or(start);
-    let mut r = Replayer::new(cfg, data_dir, start)?;
-    for (line, f) in &facts {
-        r.apply(*line, f)?;
-    }
+    let mut r = match replayer {
+        Some(r) => r,
+        None => Replayer::new(cfg, data_dir, until_ms.unwrap_or(0))?,
+    };
     let mut errors = std::mem::take(&mut r.errors);
-    let mut summary = r.finish(until_ms.unwrap_or(last))?;
-    summary.refused += bad.len() as u64;
+    let until = until_ms.unwrap_or(if last == i64::MIN { r.now_ms } else { last });
+    let mut summary = r.finish(until)?;
+    summary.refused += bad_count;
     errors.extend(bad);
     errors.sort_by_key(|e| e.line);
     Ok((summary, errors))
@@ -611,6 +618,8 @@ pub fn by_device(facts: &[Fact]) -> HashMap<String, Vec<Fact>> {
     }
     m
 }
+
+pub mod scenario;
 
 #[cfg(test)]
 mod tests;
