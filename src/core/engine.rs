@@ -202,8 +202,6 @@ struct Dev {
     rules: Vec<RuleState>,
     compliance: Option<Compliance>,
     hour: Option<Hour>,
-    /// The hour last closed by the gateway clock, reopened if a reading of it still comes.
-    closed_hour: Option<Hour>,
     /// Some rule of the device depends on the heating season.
     seasonal: bool,
     /// The next season boundary after `applied_ms` (seasonal devices).
@@ -308,7 +306,6 @@ impl Engine {
                         }
                     }),
                     hour: None,
-                    closed_hour: None,
                     seasonal,
                     next_season: None,
                     // Its entry into the inventory is kept from the start (a restart before
@@ -377,7 +374,14 @@ impl Engine {
                 // from where it was.
                 dev.since_ms = p.entered_ms;
             }
-            dev.anchor = (dev.applied_ms.max(p.entered_ms), now_ms);
+            // Conclusions run from where the device stands (a device not yet decided: from
+            // when it entered the inventory), counted from this start.
+            let from = if dev.started {
+                dev.applied_ms
+            } else {
+                p.entered_ms
+            };
+            dev.anchor = (from, now_ms);
         }
         for a in restored.alarms {
             if let Some(dev) = e.devs.get_mut(a.device as usize) {

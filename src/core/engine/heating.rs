@@ -1,7 +1,8 @@
 //! The heating figures' facts (DESIGN §4): an indoor sensor's compliance changes and each
 //! device's hourly statistics of its `hourly` signals, both in event time. An hour is always
-//! emitted whole (the journal row is replaced), so a restart in the middle of an hour, which
-//! goes on with the hour kept in its device's progress, gives the same sums bit for bit.
+//! emitted whole (the journal row is replaced): it closes when a reading of a later hour
+//! arrives or when its end is concluded, and a restart in the middle of an hour goes on with
+//! the hour kept in its device's progress, so the sums are the same bit for bit.
 
 use super::{Engine, Hour, HOUR_MS};
 use crate::core::event::{ComplianceChange, Event, HourlyStats};
@@ -55,19 +56,6 @@ impl Engine {
         let hour_ms = ts_ms.div_euclid(HOUR_MS) * HOUR_MS;
         let empty = || vec![(0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY); hourly.len()];
         let dev = &mut self.devs[device as usize];
-        if dev.hour.as_ref().is_none_or(|h| h.hour_ms != hour_ms)
-            && dev
-                .closed_hour
-                .as_ref()
-                .is_some_and(|h| h.hour_ms == hour_ms)
-        {
-            // An hour the gateway clock had closed gets one more reading: it goes on from
-            // what it had (the journal row is replaced by the whole hour again).
-            if let Some(h) = dev.hour.take() {
-                out.push(hourly_event(device, hourly, &h));
-            }
-            dev.hour = dev.closed_hour.take();
-        }
         let mut late = None;
         let target = match &mut dev.hour {
             Some(h) if h.hour_ms == hour_ms => h,
@@ -111,22 +99,27 @@ impl Engine {
         }
     }
 
-    /// Hours that ended over a minute ago (by the gateway clock) are complete enough; the
-    /// journal adds up a later part of the same hour should one come.
-    pub(super) fn close_old_hours(&mut self, now_ms: i64, out: &mut Vec<Event>) {
-        for (i, dev) in self.devs.iter_mut().enumerate() {
-            if dev
-                .hour
-                .as_ref()
-                .is_some_and(|h| h.hour_ms + HOUR_MS + 60_000 <= now_ms)
-            {
-                if let Some(h) = dev.hour.take() {
-                    let hourly = &self.inventory.get(i as DeviceIdx).profile.hourly;
-                    out.push(hourly_event(i as DeviceIdx, hourly, &h));
-                    dev.closed_hour = Some(h);
-                    dev.dirty = true;
-                }
-            }
+    /// Closes the device's open hour once the gateway may conclude its end (no reading of
+    /// the device for the remaining time plus `max_lateness`, like a timer): the hour is
+    /// journaled whole, and a reading of it that still arrives is `late`.
+    pub(super) fn close_hour_if_concluded(
+        &mut self,
+        device: DeviceIdx,
+        concluded: i64,
+        out: &mut Vec<Event>,
+    ) {
+        let dev = &mut self.devs[device as usize];
+        let Some(end) = dev.hour.as_ref().map(|h| h.hour_ms + HOUR_MS) else {
+            return;
+        };
+        if end > concluded {
+            return;
+        }
+        if let Some(h) = dev.hour.take() {
+            let hourly = &self.inventory.get(device).profile.hourly;
+            out.push(hourly_event(device, hourly, &h));
+            dev.applied_ms = dev.applied_ms.max(end);
+            dev.dirty = true;
         }
     }
 }

@@ -102,15 +102,16 @@ impl Engine {
 
     /// Lets the gateway clock pass: every device's timers up to the moment the gateway may
     /// conclude for it (no reading for the remaining time plus `max_lateness`) fire at their
-    /// own event times; also closes old hours and drops cleared alarms past retention.
+    /// own event times; also closes hours whose end is concluded and drops cleared alarms past
+    /// retention.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Event>) {
         let lateness = self.settings.max_lateness_ms;
         for i in 0..self.devs.len() {
             let (ts, wall) = self.devs[i].anchor;
             let concluded = ts.saturating_add(now_ms.saturating_sub(wall)) - lateness;
             self.advance(i as DeviceIdx, concluded, true, out);
+            self.close_hour_if_concluded(i as DeviceIdx, concluded, out);
         }
-        self.close_old_hours(now_ms, out);
         // Retention of cleared alarms.
         let keep_after = now_ms - self.settings.retain_cleared_ms;
         self.alarms
