@@ -584,7 +584,7 @@ impl Stage {
                     Event::Alarm(_) => "alarm",
                     _ => "maintenance",
                 };
-                let json = crate::sink::json::event(&inv, &ev).to_string();
+                let json = crate::encode::json::event(&inv, &ev).to_string();
                 let _ = self.live.send(LiveEvent {
                     kind,
                     json: json.into(),

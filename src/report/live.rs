@@ -32,8 +32,8 @@ use super::figures::{compute, FigureSettings, Figures};
 use crate::clock::Clock;
 use crate::core::kpi::instant_rate;
 use crate::core::DeviceState;
+use crate::encode::line::{series_key, Field, FieldWriter};
 use crate::sink::journal::Journal;
-use crate::sink::line::{series_key, Field, FieldWriter};
 use crate::sink::store::StoreItem;
 use crate::stage::CoreHandle;
 

@@ -2,8 +2,6 @@
 //! never blocks ingestion: each documents what it does when full.
 
 pub mod journal;
-pub mod json;
-pub mod line;
 pub mod mqtt;
 pub mod store;
 pub mod webhook;
