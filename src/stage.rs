@@ -25,8 +25,8 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::core::engine::{Applied, DeviceView, Engine};
 use crate::core::{Alarm, AlarmEventKind, CommandError, DeviceState, Event, MaintenanceWindow};
+use crate::journal::Journal;
 use crate::model::{DeviceIdx, Inventory, OperatorCommand, OperatorCommandKind, Reading, Value};
-use crate::sink::journal::Journal;
 use crate::sink::store::StoreItem;
 use crate::stats::{LogLimiter, Stats};
 
