@@ -15,7 +15,7 @@
 //! The module's files: `schema.rs` (the tables, their documentation and the migrations),
 //! `write.rs` (what the core stage writes: events, device positions, runs), `restore.rs` (what
 //! the engine needs at start), `queries.rs` (period queries for reports), `error.rs`
-//! (what can fail, in sentences naming the file).
+//! (`JournalError`: what can fail, one variant per kind, in sentences naming the file).
 
 mod error;
 mod queries;
@@ -26,10 +26,10 @@ mod write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
 use rusqlite::{Connection, OpenFlags};
 use tracing::warn;
 
+pub use error::JournalError;
 use error::{explain, is_busy, SqlContext};
 pub use queries::{AlarmRecord, ComplianceRecord, HourlyRecord, RunRecord, TransitionRecord};
 use schema::migrate;
@@ -72,7 +72,7 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> anyhow::Result<Checkpointer> {
+    fn start(path: &Path) -> Result<Checkpointer, JournalError> {
         let doing = "opening the journal's checkpoint connection";
         let conn = Connection::open_with_flags(
             path,
@@ -102,7 +102,10 @@ impl Checkpointer {
                     }
                 }
             })
-            .map_err(|e| anyhow!("{doing} {}: cannot start a thread: {e}", path.display()))?;
+            .map_err(|error| JournalError::Thread {
+                path: path.to_path_buf(),
+                error,
+            })?;
         Ok(Checkpointer {
             stop,
             thread: Some(thread),
@@ -127,24 +130,14 @@ impl Journal {
     /// Opens or creates `<dir>/journal.sqlite` (creating `dir`), in WAL mode, migrating an
     /// older schema. Takes `<dir>/journal.lock`: a second gateway on the same `dir` gets an
     /// error. Errors name the path and say what to do (permissions, disk full, locked).
-    pub fn open(dir: &Path) -> anyhow::Result<Journal> {
+    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
         Journal::open_with_lock_wait(dir, BUSY_TIMEOUT)
     }
 
-    fn open_with_lock_wait(dir: &Path, lock_wait: Duration) -> anyhow::Result<Journal> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            let hint = match e.kind() {
-                std::io::ErrorKind::PermissionDenied => {
-                    ": permission denied; create it, or make its parent writable by the \
-                     gateway's user"
-                }
-                std::io::ErrorKind::StorageFull => ": the disk is full; free some space",
-                _ => "; check data_dir in the configuration",
-            };
-            anyhow::Error::new(e).context(format!(
-                "cannot create the data directory {}{hint}",
-                dir.display()
-            ))
+    fn open_with_lock_wait(dir: &Path, lock_wait: Duration) -> Result<Journal, JournalError> {
+        std::fs::create_dir_all(dir).map_err(|source| JournalError::DataDir {
+            path: dir.to_path_buf(),
+            source,
         })?;
         let lock = acquire_lock(dir, lock_wait)?;
         let path = dir.join(FILE_NAME);
@@ -161,11 +154,7 @@ impl Journal {
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .sql(&path, doing)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            bail!(
-                "{doing} {}: SQLite refused WAL mode (it stayed in {mode:?} mode); keep \
-                 data_dir on a local file system (not NFS or a network share)",
-                path.display()
-            );
+            return Err(JournalError::NoWal { path, mode });
         }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .sql(&path, doing)?;
@@ -188,14 +177,12 @@ impl Journal {
 
     /// Opens an existing journal file read-only, e.g. for `report` while a gateway writes it:
     /// each query sees what the writer had committed when the query began.
-    pub fn open_read_only(path: &Path) -> anyhow::Result<Journal> {
+    pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
         let doing = "opening the journal read-only";
         if !path.is_file() {
-            bail!(
-                "{doing}: no journal at {}; check data_dir (the gateway creates {FILE_NAME} \
-                 in it when it first runs)",
-                path.display()
-            );
+            return Err(JournalError::NotFound {
+                path: path.to_path_buf(),
+            });
         }
         let conn = Connection::open_with_flags(
             path,
@@ -207,24 +194,24 @@ impl Journal {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .sql(path, doing)?;
         if version == 0 {
-            bail!(
-                "{doing} {}: this is not an estate-gateway journal (no schema version)",
-                path.display()
-            );
+            return Err(JournalError::NotAJournal {
+                path: path.to_path_buf(),
+            });
         }
         if version > SCHEMA_VERSION {
-            bail!(
-                "{doing} {}: it has schema version {version}, written by a newer \
-                 estate-gateway; this build reads version {SCHEMA_VERSION}. Use the newer build.",
-                path.display()
-            );
+            return Err(JournalError::NewerSchema {
+                path: path.to_path_buf(),
+                found: version,
+                supported: SCHEMA_VERSION,
+                read_only: true,
+            });
         }
         if version < SCHEMA_VERSION {
-            bail!(
-                "{doing} {}: it has the older schema version {version} (this build reads \
-                 {SCHEMA_VERSION}); start the gateway once on this data_dir to migrate it",
-                path.display()
-            );
+            return Err(JournalError::OlderSchema {
+                path: path.to_path_buf(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
         Ok(Journal {
             _checkpointer: None,
@@ -241,23 +228,21 @@ impl Journal {
         &self.path
     }
 
-    fn writable(&self, doing: &str) -> anyhow::Result<()> {
+    fn writable(&self, doing: &str) -> Result<(), JournalError> {
         if self.read_only {
-            bail!(
-                "{doing}: the journal {} is open read-only",
-                self.path.display()
-            );
+            return Err(JournalError::OpenedReadOnly {
+                path: self.path.clone(),
+                doing: doing.to_owned(),
+            });
         }
         Ok(())
     }
 
-    fn current_run(&self, doing: &str) -> anyhow::Result<i64> {
+    fn current_run(&self, doing: &str) -> Result<i64, JournalError> {
         self.writable(doing)?;
-        self.run_id.ok_or_else(|| {
-            anyhow!(
-                "{doing} in {}: no run has begun (call begin_run first)",
-                self.path.display()
-            )
+        self.run_id.ok_or_else(|| JournalError::NoRun {
+            path: self.path.clone(),
+            doing: doing.to_owned(),
         })
     }
 }
@@ -265,19 +250,18 @@ impl Journal {
 /// Takes `<dir>/journal.lock`: an empty SQLite file on which the writer holds an exclusive
 /// lock (an open `BEGIN EXCLUSIVE`) for as long as it lives. The OS releases it when the
 /// process ends, so a crash leaves no stale lock; readers of the journal never touch it.
-fn acquire_lock(dir: &Path, wait: Duration) -> anyhow::Result<Connection> {
+fn acquire_lock(dir: &Path, wait: Duration) -> Result<Connection, JournalError> {
     let path = dir.join(LOCK_FILE_NAME);
     let doing = "taking the journal lock";
     let conn = Connection::open(&path).sql(&path, doing)?;
     conn.busy_timeout(wait).sql(&path, doing)?;
     match conn.execute_batch("BEGIN EXCLUSIVE") {
         Ok(()) => Ok(conn),
-        Err(e) if is_busy(&e) => Err(anyhow::Error::new(e).context(format!(
-            "another gateway uses this data_dir ({}): {} is locked by a running process; \
-             stop that gateway, or give this one its own data_dir",
-            dir.display(),
-            path.display()
-        ))),
+        Err(source) if is_busy(&source) => Err(JournalError::Locked {
+            dir: dir.to_path_buf(),
+            lock: path,
+            source,
+        }),
         Err(e) => Err(explain(e, &path, doing)),
     }
 }

@@ -4,10 +4,9 @@
 
 use std::path::Path;
 
-use anyhow::anyhow;
 use rusqlite::{params, Connection, Row};
 
-use super::error::{explain, SqlContext};
+use super::error::{explain, JournalError, SqlContext};
 use super::Journal;
 use crate::core::event::{DeviceState, Reason, Stamp};
 use crate::core::rules::Severity;
@@ -103,7 +102,11 @@ pub struct RunRecord {
 impl Journal {
     /// Alarms raised in `[from_ms, to_ms)`, oldest first (ties by sequence), whatever their
     /// devices are today.
-    pub fn alarms_raised(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<AlarmRecord>> {
+    pub fn alarms_raised(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<AlarmRecord>, JournalError> {
         let path = &self.path;
         let doing = "reading alarms from the journal";
         let mut stmt = self
@@ -122,7 +125,11 @@ impl Journal {
     /// transition before `from_ms` (its state when the period starts), ordered by (site,
     /// device, ts_ms, insertion order). A device's first row with `ts_ms < from_ms` is that
     /// starting state; a device with none had no state yet at `from_ms`.
-    pub fn transitions(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<TransitionRecord>> {
+    pub fn transitions(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<TransitionRecord>, JournalError> {
         let path = &self.path;
         let doing = "reading state transitions from the journal";
         let tx = self.conn.unchecked_transaction().sql(path, doing)?;
@@ -148,7 +155,11 @@ impl Journal {
 
     /// Compliance changes with ts in [from_ms, to_ms), plus each sensor's last change before
     /// `from_ms`; ordered by (site, device, ts, insertion order).
-    pub fn compliance(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<ComplianceRecord>> {
+    pub fn compliance(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ComplianceRecord>, JournalError> {
         let path = &self.path;
         let doing = "reading compliance from the journal";
         let mut stmt = self
@@ -168,7 +179,7 @@ impl Journal {
 
     /// Runs overlapping `[from_ms, to_ms)` (started before `to_ms`, alive or stopped at or
     /// after `from_ms`), oldest first.
-    pub fn runs(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<RunRecord>> {
+    pub fn runs(&self, from_ms: i64, to_ms: i64) -> Result<Vec<RunRecord>, JournalError> {
         let path = &self.path;
         let doing = "reading runs from the journal";
         let mut stmt = self
@@ -199,7 +210,7 @@ impl Journal {
         site: &str,
         from_ms: i64,
         to_ms: i64,
-    ) -> anyhow::Result<Vec<TransitionRecord>> {
+    ) -> Result<Vec<TransitionRecord>, JournalError> {
         let path = &self.path;
         let doing = "reading a site's state transitions from the journal";
         // One read transaction: a consistent snapshot while the gateway writes.
@@ -247,7 +258,7 @@ impl Journal {
         site: &str,
         from_ms: i64,
         to_ms: i64,
-    ) -> anyhow::Result<Vec<(String, i64, i64)>> {
+    ) -> Result<Vec<(String, i64, i64)>, JournalError> {
         let path = &self.path;
         let doing = "reading a site's maintenance windows from the journal";
         let mut stmt = self
@@ -278,7 +289,7 @@ impl Journal {
         site: &str,
         from_ms: i64,
         to_ms: i64,
-    ) -> anyhow::Result<Vec<ComplianceRecord>> {
+    ) -> Result<Vec<ComplianceRecord>, JournalError> {
         let path = &self.path;
         let doing = "reading a site's heating compliance from the journal";
         let tx = self.conn.unchecked_transaction().sql(path, doing)?;
@@ -323,7 +334,7 @@ impl Journal {
         site: &str,
         from_ms: i64,
         to_ms: i64,
-    ) -> anyhow::Result<Vec<AlarmRecord>> {
+    ) -> Result<Vec<AlarmRecord>, JournalError> {
         let path = &self.path;
         let doing = "reading a site's alarms from the journal";
         let mut stmt = self
@@ -351,7 +362,7 @@ impl Journal {
         signal: &str,
         from_ms: i64,
         to_ms: i64,
-    ) -> anyhow::Result<Vec<HourlyRecord>> {
+    ) -> Result<Vec<HourlyRecord>, JournalError> {
         let path = &self.path;
         let doing = "reading a site's hourly statistics from the journal";
         let mut stmt = self
@@ -379,7 +390,7 @@ pub(super) fn last_transitions(
     conn: &Connection,
     path: &Path,
     before: Option<i64>,
-) -> anyhow::Result<Vec<(i64, TransitionRecord)>> {
+) -> Result<Vec<(i64, TransitionRecord)>, JournalError> {
     let doing = "reading the last state of each device from the journal";
     let mut first = conn
         .prepare_cached("SELECT site, device FROM transitions ORDER BY site, device LIMIT 1")
@@ -437,7 +448,7 @@ fn site_devices(
     path: &Path,
     table: &str,
     site: &str,
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, JournalError> {
     let doing = "reading a site's devices from the journal";
     let mut first = conn
         .prepare_cached(&format!(
@@ -470,8 +481,8 @@ fn collect<T>(
     params: impl rusqlite::Params,
     path: &Path,
     doing: &str,
-    mut decode: impl FnMut(&Row<'_>) -> anyhow::Result<T>,
-) -> anyhow::Result<Vec<T>> {
+    mut decode: impl FnMut(&Row<'_>) -> Result<T, JournalError>,
+) -> Result<Vec<T>, JournalError> {
     let mut rows = stmt.query(params).sql(path, doing)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().sql(path, doing)? {
@@ -481,7 +492,11 @@ fn collect<T>(
 }
 
 /// A row of `SELECT site, device, building, ts_ms, compliant`.
-fn compliance_record(row: &Row<'_>, path: &Path, doing: &str) -> anyhow::Result<ComplianceRecord> {
+fn compliance_record(
+    row: &Row<'_>,
+    path: &Path,
+    doing: &str,
+) -> Result<ComplianceRecord, JournalError> {
     Ok(ComplianceRecord {
         site: row.get(0).sql(path, doing)?,
         device: row.get(1).sql(path, doing)?,
@@ -492,7 +507,7 @@ fn compliance_record(row: &Row<'_>, path: &Path, doing: &str) -> anyhow::Result<
 }
 
 /// A row of `SELECT site, device, building, category, signal, hour_ms, n, sum, min, max`.
-fn hourly_record(row: &Row<'_>, path: &Path, doing: &str) -> anyhow::Result<HourlyRecord> {
+fn hourly_record(row: &Row<'_>, path: &Path, doing: &str) -> Result<HourlyRecord, JournalError> {
     let n: i64 = row.get(6).sql(path, doing)?;
     Ok(HourlyRecord {
         site: row.get(0).sql(path, doing)?,
@@ -508,7 +523,7 @@ fn hourly_record(row: &Row<'_>, path: &Path, doing: &str) -> anyhow::Result<Hour
     })
 }
 
-fn transition_record(row: &Row<'_>, path: &Path) -> anyhow::Result<(i64, TransitionRecord)> {
+fn transition_record(row: &Row<'_>, path: &Path) -> Result<(i64, TransitionRecord), JournalError> {
     let doing = "reading the journal table transitions";
     let id: i64 = row.get(0).sql(path, doing)?;
     let at = |column: &str| format!("row id {id}, column {column}");
@@ -556,11 +571,11 @@ fn transition_record(row: &Row<'_>, path: &Path) -> anyhow::Result<(i64, Transit
 }
 
 /// One row of `ALARM_COLUMNS`.
-pub(super) fn alarm_record(row: &Row<'_>, path: &Path) -> anyhow::Result<AlarmRecord> {
+pub(super) fn alarm_record(row: &Row<'_>, path: &Path) -> Result<AlarmRecord, JournalError> {
     let doing = "reading the journal table alarms";
     let id: String = row.get(0).sql(path, doing)?;
     let severity: String = row.get(6).sql(path, doing)?;
-    let stamp = |ts: usize, by: usize| -> anyhow::Result<Option<Stamp>> {
+    let stamp = |ts: usize, by: usize| -> Result<Option<Stamp>, JournalError> {
         let ts: Option<i64> = row.get(ts).sql(path, doing)?;
         let by: Option<String> = row.get(by).sql(path, doing)?;
         Ok(ts.map(|ts_ms| Stamp {
@@ -597,17 +612,17 @@ pub(super) fn alarm_record(row: &Row<'_>, path: &Path) -> anyhow::Result<AlarmRe
 /// Parses an enumeration string read from the file; an unknown one names where it is.
 fn parse<T>(
     path: &Path,
-    table: &str,
+    table: &'static str,
     at: &str,
-    what: &str,
+    what: &'static str,
     value: &str,
     f: fn(&str) -> Option<T>,
-) -> anyhow::Result<T> {
-    f(value).ok_or_else(|| {
-        anyhow!(
-            "journal {}: table {table}, {at}: unknown {what} {value:?} (written by a newer \
-             estate-gateway, or edited by hand)",
-            path.display()
-        )
+) -> Result<T, JournalError> {
+    f(value).ok_or_else(|| JournalError::UnknownValue {
+        path: path.to_path_buf(),
+        table,
+        at: at.to_owned(),
+        what,
+        value: value.to_owned(),
     })
 }

@@ -3,11 +3,10 @@
 
 use std::path::Path;
 
-use anyhow::anyhow;
 use rusqlite::Connection;
 use tracing::warn;
 
-use super::error::SqlContext;
+use super::error::{JournalError, SqlContext};
 use super::queries::{alarm_record, last_transitions, ALARM_COLUMNS, WINDOW_COLUMNS};
 use super::Journal;
 use crate::core::engine::{DeviceProgress, Restored, RestoredState};
@@ -26,7 +25,7 @@ impl Journal {
         inventory: &Inventory,
         now_ms: i64,
         retain_cleared_ms: i64,
-    ) -> anyhow::Result<Restored> {
+    ) -> Result<Restored, JournalError> {
         let path = &self.path;
         let doing = "restoring from the journal";
         // One read transaction: every query below sees the same snapshot.
@@ -234,16 +233,15 @@ fn decode_values(s: &str) -> Vec<Option<Value>> {
 }
 
 /// `MAX(seq) + 1` of `table` (1 when empty).
-fn next_seq(conn: &Connection, path: &Path, table: &str) -> anyhow::Result<u64> {
+fn next_seq(conn: &Connection, path: &Path, table: &'static str) -> Result<u64, JournalError> {
     let doing = format!("reading the highest sequence of {table}");
     let max: Option<i64> = conn
         .query_row(&format!("SELECT MAX(seq) FROM {table}"), [], |r| r.get(0))
         .sql(path, &doing)?;
-    let max = u64::try_from(max.unwrap_or(0)).map_err(|_| {
-        anyhow!(
-            "journal {}: table {table} holds a negative sequence {max:?}",
-            path.display()
-        )
+    let max = u64::try_from(max.unwrap_or(0)).map_err(|_| JournalError::NegativeSequence {
+        path: path.to_path_buf(),
+        table,
+        max,
     })?;
     Ok(max.saturating_add(1))
 }

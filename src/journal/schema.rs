@@ -52,10 +52,9 @@
 
 use std::path::Path;
 
-use anyhow::bail;
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::error::SqlContext;
+use super::error::{JournalError, SqlContext};
 
 /// Schema migrations: step `i` takes the file from version `i` to `i + 1`. Append steps; never
 /// edit a released one.
@@ -195,7 +194,7 @@ CREATE TABLE progress (
 ALTER TABLE windows ADD COLUMN entered_ms INTEGER;
 ";
 
-pub(super) fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
     let doing = "migrating the journal schema";
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -204,19 +203,18 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> 
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .sql(path, doing)?;
     if version > SCHEMA_VERSION {
-        bail!(
-            "{doing} {}: it has schema version {version}, written by a newer estate-gateway; \
-             this build knows up to version {SCHEMA_VERSION}. Run the newer build, or use \
-             another data_dir.",
-            path.display()
-        );
+        return Err(JournalError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+            read_only: false,
+        });
     }
     if version < 0 {
-        bail!(
-            "{doing} {}: it has an invalid schema version {version}; it is not an \
-             estate-gateway journal, move it away",
-            path.display()
-        );
+        return Err(JournalError::InvalidSchema {
+            path: path.to_path_buf(),
+            found: version,
+        });
     }
     for (from, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let to = from as i64 + 1;

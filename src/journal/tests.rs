@@ -771,3 +771,36 @@ fn sequence_is_the_trailing_number() {
     assert_eq!(seq_of("jinxiu-x", "alarm"), None);
     assert_eq!(seq_of("", "alarm"), None);
 }
+
+/// Callers can tell the kinds of failure apart without reading the sentences.
+#[test]
+fn errors_are_variants_callers_can_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere").join(FILE_NAME);
+    let e = Journal::open_read_only(&missing).unwrap_err();
+    assert!(
+        matches!(&e, JournalError::NotFound { path } if path == &missing),
+        "{e:?}"
+    );
+
+    let j = Journal::open(dir.path()).unwrap();
+    let e = Journal::open_with_lock_wait(dir.path(), Duration::from_millis(10)).unwrap_err();
+    assert!(matches!(e, JournalError::Locked { .. }), "{e:?}");
+
+    let mut r = Journal::open_read_only(j.path()).unwrap();
+    let e = r.begin_run(T0, "gw", "v").unwrap_err();
+    assert!(matches!(e, JournalError::OpenedReadOnly { .. }), "{e:?}");
+    let mut j = j;
+    let e = j.alive(T0).unwrap_err();
+    assert!(matches!(e, JournalError::NoRun { .. }), "{e:?}");
+
+    j.conn
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    let e = Journal::open_read_only(j.path()).unwrap_err();
+    assert!(
+        matches!(e, JournalError::NewerSchema { found, supported, read_only: true, .. }
+            if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+        "{e:?}"
+    );
+}

@@ -2,11 +2,10 @@
 //! event-time position (`save_progress`) and the runs of the gateway (`begin_run`, `alive`,
 //! `end_run`).
 
-use anyhow::anyhow;
 use rusqlite::{params, TransactionBehavior};
 use tracing::warn;
 
-use super::error::SqlContext;
+use super::error::{JournalError, SqlContext};
 use super::Journal;
 use crate::core::engine::DeviceProgress;
 use crate::core::event::{DeviceState, Event};
@@ -19,7 +18,7 @@ impl Journal {
         &mut self,
         inventory: &Inventory,
         progress: &[DeviceProgress],
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), JournalError> {
         if progress.is_empty() {
             return Ok(());
         }
@@ -63,7 +62,12 @@ impl Journal {
 
     /// Records the start of a run (host and version strings for the record); `alive` and
     /// `end_run` then refer to it.
-    pub fn begin_run(&mut self, now_ms: i64, host: &str, version: &str) -> anyhow::Result<()> {
+    pub fn begin_run(
+        &mut self,
+        now_ms: i64,
+        host: &str,
+        version: &str,
+    ) -> Result<(), JournalError> {
         self.writable("recording the start of a run")?;
         self.conn
             .execute(
@@ -78,7 +82,7 @@ impl Journal {
 
     /// Updates the current run's alive time (called every few seconds): after a crash, the
     /// gateway counts as down from the last alive time.
-    pub fn alive(&mut self, now_ms: i64) -> anyhow::Result<()> {
+    pub fn alive(&mut self, now_ms: i64) -> Result<(), JournalError> {
         let doing = "recording that the gateway is alive";
         let run = self.current_run(doing)?;
         self.conn
@@ -91,7 +95,7 @@ impl Journal {
     }
 
     /// Records a clean stop of the current run.
-    pub fn end_run(&mut self, now_ms: i64) -> anyhow::Result<()> {
+    pub fn end_run(&mut self, now_ms: i64) -> Result<(), JournalError> {
         let doing = "recording the stop of the run";
         let run = self.current_run(doing)?;
         self.conn
@@ -108,7 +112,7 @@ impl Journal {
     /// `transitions`; `Event::Alarm` → the alarm's full current row upserted in `alarms` plus
     /// a row in `alarm_events`; `Event::Maintenance` → the window upserted in `windows` (an
     /// early end rewrites `end_ms`). Devices are `inventory` indexes; their strings are stored.
-    pub fn append(&mut self, inventory: &Inventory, events: &[Event]) -> anyhow::Result<()> {
+    pub fn append(&mut self, inventory: &Inventory, events: &[Event]) -> Result<(), JournalError> {
         let doing = "appending to the journal";
         self.writable(doing)?;
         let path = &self.path;
@@ -327,12 +331,12 @@ pub(super) fn seq_of(id: &str, what: &str) -> Option<i64> {
     seq
 }
 
-fn device(inventory: &Inventory, idx: DeviceIdx) -> anyhow::Result<&Device> {
-    inventory.devices().get(idx as usize).ok_or_else(|| {
-        anyhow!(
-            "an event refers to device index {idx}, but the inventory has {} devices \
-             (nothing of this batch was journaled)",
-            inventory.len()
-        )
-    })
+fn device(inventory: &Inventory, idx: DeviceIdx) -> Result<&Device, JournalError> {
+    inventory
+        .devices()
+        .get(idx as usize)
+        .ok_or_else(|| JournalError::UnknownDevice {
+            idx,
+            devices: inventory.len(),
+        })
 }
