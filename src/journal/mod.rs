@@ -31,7 +31,9 @@ use tracing::warn;
 
 pub use error::JournalError;
 use error::{explain, is_busy, SqlContext};
-pub use queries::{AlarmRecord, ComplianceRecord, HourlyRecord, RunRecord, TransitionRecord};
+#[cfg(test)]
+pub use queries::RunRecord;
+pub use queries::{AlarmRecord, ComplianceRecord, HourlyRecord, TransitionRecord};
 use schema::migrate;
 pub use schema::SCHEMA_VERSION;
 

@@ -88,7 +88,8 @@ pub struct HourlyRecord {
 }
 
 /// One run of the gateway: from `started_ms` to `stopped_ms` (a clean stop) or, when that is
-/// `None` (still running, or crashed), at least until `alive_ms`.
+/// `None` (still running, or crashed), at least until `alive_ms`. Only tests read runs.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
     pub started_ms: i64,
@@ -154,7 +155,9 @@ impl Journal {
     }
 
     /// Compliance changes with ts in [from_ms, to_ms), plus each sensor's last change before
-    /// `from_ms`; ordered by (site, device, ts, insertion order).
+    /// `from_ms`; ordered by (site, device, ts, insertion order). For unit tests; reports
+    /// use `compliance_for_site`.
+    #[cfg(test)]
     pub fn compliance(
         &self,
         from_ms: i64,
@@ -178,7 +181,8 @@ impl Journal {
     }
 
     /// Runs overlapping `[from_ms, to_ms)` (started before `to_ms`, alive or stopped at or
-    /// after `from_ms`), oldest first.
+    /// after `from_ms`), oldest first. For unit tests.
+    #[cfg(test)]
     pub fn runs(&self, from_ms: i64, to_ms: i64) -> Result<Vec<RunRecord>, JournalError> {
         let path = &self.path;
         let doing = "reading runs from the journal";
