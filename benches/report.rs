@@ -23,9 +23,9 @@ use estate_gateway::core::event::{
 use estate_gateway::core::kpi::OfflinePolicy;
 use estate_gateway::core::rules::Severity;
 use estate_gateway::core::season::Season;
+use estate_gateway::journal::Journal;
 use estate_gateway::model::{Device, DeviceIdx, Inventory, Profile, Signal, SignalType};
 use estate_gateway::report::{compute, FigureSettings};
-use estate_gateway::sink::journal::Journal;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -370,7 +370,7 @@ fn main() {
         let mut j = Journal::open(dir.path()).expect("open the journal");
         time(|| build(&mut j, &inv, &p, from, to))
     };
-    let file = dir.path().join(estate_gateway::sink::journal::FILE_NAME);
+    let file = dir.path().join(estate_gateway::journal::FILE_NAME);
     let file_mb = fs::metadata(&file).map_or(f64::NAN, |m| m.len() as f64 / 1e6);
     let j = Journal::open_read_only(&file).expect("open the journal read-only");
     let settings = FigureSettings {

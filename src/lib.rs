@@ -2,7 +2,7 @@
 //!
 //! Data flow (DESIGN §2; `ARCHITECTURE.md` maps it to files):
 //! sources (`source::mqtt`, `source::modbus`) → `Reading` → the core stage (`stage`:
-//! `core::Engine`'s states and alarms, journaled by `sink::journal`) → sinks (`sink::store`,
+//! `core::Engine`'s states and alarms, journaled by `journal`) → sinks (`sink::store`,
 //! `sink::mqtt`, `sink::webhook`, the HTTP live stream); `report` computes the KPIs from the
 //! journal. Every stage is joined by bounded channels.
 
@@ -11,7 +11,9 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod demo;
+pub mod encode;
 pub mod http;
+pub mod journal;
 pub mod model;
 pub mod mqtt;
 pub mod replay;

@@ -413,7 +413,7 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     let path = cfg
         .gateway
         .data_dir
-        .join(estate_gateway::sink::journal::FILE_NAME);
+        .join(estate_gateway::journal::FILE_NAME);
     let settings = report::FigureSettings::for_site(&cfg.heating, cfg.assessment.offline, &site);
     let (figures, card) = report::score(
         &path,

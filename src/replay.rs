@@ -41,8 +41,8 @@ use serde_json::{Map, Value as Json};
 use crate::config::Config;
 use crate::core::engine::{Applied, Engine};
 use crate::core::event::{Alarm, Event};
+use crate::journal::Journal;
 use crate::model::{DeviceIdx, Inventory, Status, Value};
-use crate::sink::journal::Journal;
 use crate::source::decode;
 
 /// One line of a tape.

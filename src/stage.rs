@@ -25,8 +25,8 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::core::engine::{Applied, DeviceView, Engine};
 use crate::core::{Alarm, AlarmEventKind, CommandError, DeviceState, Event, MaintenanceWindow};
+use crate::journal::{Journal, JournalError};
 use crate::model::{DeviceIdx, Inventory, OperatorCommand, OperatorCommandKind, Reading, Value};
-use crate::sink::journal::Journal;
 use crate::sink::store::StoreItem;
 use crate::stats::{LogLimiter, Stats};
 
@@ -388,7 +388,7 @@ impl Stage {
                     if now.saturating_sub(self.last_alive_ms) >= ALIVE_EVERY_MS {
                         self.last_alive_ms = now;
                         if let Err(e) = self.journal.alive(now) {
-                            self.journal_error(&e);
+                            self.journal_error(e);
                         }
                     }
                 }
@@ -409,7 +409,7 @@ impl Stage {
         self.emit().await;
         self.save_progress();
         if let Err(e) = self.journal.end_run(now) {
-            self.journal_error(&e);
+            self.journal_error(e);
         }
         if let Some(r) = &mut self.record {
             r.flush();
@@ -531,7 +531,7 @@ impl Stage {
             .journal
             .save_progress(self.engine.inventory(), &progress)
         {
-            self.journal_error(&e);
+            self.journal_error(e);
         }
     }
 
@@ -542,7 +542,7 @@ impl Stage {
         }
         let events = std::mem::take(&mut self.out);
         if let Err(e) = self.journal.append(self.engine.inventory(), &events) {
-            self.journal_error(&e);
+            self.journal_error(e);
         }
         let inv = self.engine.inventory().clone();
         let core = &self.stats.core;
@@ -584,7 +584,7 @@ impl Stage {
                     Event::Alarm(_) => "alarm",
                     _ => "maintenance",
                 };
-                let json = crate::sink::json::event(&inv, &ev).to_string();
+                let json = crate::encode::json::event(&inv, &ev).to_string();
                 let _ = self.live.send(LiveEvent {
                     kind,
                     json: json.into(),
@@ -609,9 +609,11 @@ impl Stage {
         }
     }
 
-    fn journal_error(&mut self, e: &anyhow::Error) {
+    fn journal_error(&mut self, e: JournalError) {
         self.stats.core.journal_errors.fetch_add(1, Relaxed);
         if let Some(n) = self.logs.allow("journal", self.clock.now_ms()) {
+            // Through anyhow for `{:#}`: the sentence, then its SQLite or I/O cause.
+            let e = anyhow::Error::new(e);
             error!(error = format!("{e:#}"), path = %self.journal.path().display(), suppressed = n,
                    "Could not write the journal; states and alarms go on, but this history will be missing from the figures.");
         }

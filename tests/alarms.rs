@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use estate_gateway::core::Reason;
-use estate_gateway::sink::journal::Journal;
+use estate_gateway::journal::Journal;
 use serde_json::{json, Value};
 
 use crate::fixture::{now_ms, Api, Estate, SITE, WAIT};

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use estate_gateway::sink::journal::Journal;
+use estate_gateway::journal::Journal;
 
 use crate::support::{repo_path, run_cli};
 

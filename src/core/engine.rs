@@ -85,7 +85,7 @@ pub struct PlannedMaintenance {
     pub reason: String,
 }
 
-/// What the journal knew when the gateway started (see `crate::sink::journal`).
+/// What the journal knew when the gateway started (see `crate::journal`).
 #[derive(Debug, Clone, Default)]
 pub struct Restored {
     /// The last moment the previous run was known to be alive (its last heartbeat in the

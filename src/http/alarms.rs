@@ -2,7 +2,7 @@
 //! cleared within the retention time), `GET /api/alarms/{id}`, and the operator steps of the
 //! lifecycle, `POST /api/alarms/{id}/ack` and `POST /api/alarms/{id}/on_site` (bearer token).
 //!
-//! Every alarm is in the one JSON form of `crate::sink::json::alarm` (the same as on MQTT, the
+//! Every alarm is in the one JSON form of `crate::encode::json::alarm` (the same as on MQTT, the
 //! SSE stream and the webhook), its `timeliness` judged at the engine's now. The steps go to
 //! the engine through the `CoreHandle`, in order with the readings, so an acknowledgment never
 //! races the reading that raised the alarm; the engine decides and journals them.
@@ -21,8 +21,8 @@ use tracing::{info, warn};
 use super::body::Fields;
 use super::{auth, json, ApiError, Ctx};
 use crate::core::{Alarm, Severity};
+use crate::encode::json as forms;
 use crate::model::Inventory;
-use crate::sink::json as forms;
 
 /// Alarms listed when `?limit=` is not given.
 pub(crate) const DEFAULT_LIMIT: usize = 500;

@@ -22,8 +22,8 @@ use tracing::{info, warn};
 use super::body::MAX_BY_CHARS;
 use super::{auth, json, ApiError, Ctx};
 use crate::core::DeviceState;
+use crate::encode::json as forms;
 use crate::model::{Device, Value};
-use crate::sink::json as forms;
 use crate::source::modbus::poller::WriteError;
 
 /// A write that gets no answer from the poller within this time fails with 504 (the poller
@@ -135,7 +135,7 @@ fn view<'a>(d: &'a Device, endpoints: &'a [String]) -> DeviceView<'a> {
     }
 }
 
-/// A device as listed: the inventory view merged with its state (`crate::sink::json::device`:
+/// A device as listed: the inventory view merged with its state (`crate::encode::json::device`:
 /// `state`, `since_ts`, `last_seen_ts`, `active_alarms`).
 fn listed(ctx: &Ctx, d: &Device, state: &crate::core::engine::DeviceView) -> serde_json::Value {
     let mut v = serde_json::to_value(view(d, &ctx.app.endpoints)).unwrap_or_default();

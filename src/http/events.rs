@@ -1,7 +1,7 @@
 //! `GET /api/events`: the live stream of the control room as Server-Sent Events (the HTML
 //! living standard, "Server-sent events"). Each core event is one SSE event whose `event:` is
 //! its type (`state`, `alarm`, `maintenance`) and whose `data:` is its JSON
-//! (`crate::sink::json::event`, the same as on MQTT). `?types=alarm,state` keeps only some.
+//! (`crate::encode::json::event`, the same as on MQTT). `?types=alarm,state` keeps only some.
 //!
 //! A comment line every `KEEP_ALIVE` keeps proxies and NAT from closing an idle stream. A
 //! client too slow for the stream (more than the core's live buffer behind) gets

@@ -3,7 +3,7 @@
 //! `POST /api/devices/{id}/maintenance` adds one (bearer token), `GET /api/maintenance` lists
 //! the current and future ones, `DELETE /api/maintenance/{id}` ends one early (bearer token).
 //! The engine checks and journals them; a window is in the JSON form of
-//! `crate::sink::json::maintenance`.
+//! `crate::encode::json::maintenance`.
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::body::{Fields, MAX_TEXT_CHARS};
 use super::devices::{remote, resolve_site, WriteQuery};
 use super::{auth, json, ApiError, Ctx};
-use crate::sink::json as forms;
+use crate::encode::json as forms;
 
 const WINDOW_EXAMPLE: &str = r#"{"start": "2026-11-15T08:00:00+08:00", "end": "2026-11-15T12:00:00+08:00", "reason": "年检", "by": "张伟"}"#;
 

@@ -462,8 +462,8 @@ pub(crate) mod test_support {
     };
     use crate::core::season::Season;
     use crate::core::{Engine, Severity};
+    use crate::journal::Journal;
     use crate::model::{Ack, Device, DeviceIdx, Inventory, Reading, Value};
-    use crate::sink::journal::Journal;
     use crate::source::modbus::poller::ModbusHandle;
     use crate::stage::{Inputs, Outputs};
     use crate::stats::Stats;
@@ -729,9 +729,7 @@ category = "indoor_sensor"
 
         /// The core stage's journal file.
         pub(crate) fn journal_path(&self) -> std::path::PathBuf {
-            self._journal_dir
-                .path()
-                .join(crate::sink::journal::FILE_NAME)
+            self._journal_dir.path().join(crate::journal::FILE_NAME)
         }
 
         /// A router over the fixture's state as it is now (after a test changed it).

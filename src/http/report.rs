@@ -43,7 +43,7 @@ pub struct ReportContext {
 impl ReportContext {
     pub fn new(cfg: &Config) -> ReportContext {
         ReportContext {
-            journal: cfg.gateway.data_dir.join(crate::sink::journal::FILE_NAME),
+            journal: cfg.gateway.data_dir.join(crate::journal::FILE_NAME),
             assessment: cfg.assessment.clone(),
             heating: cfg.heating.clone(),
             classes: cfg

@@ -67,7 +67,7 @@ use crate::core::kpi::{self, HeatingTime, OfflinePolicy, StateTime};
 use crate::core::response::{self, AlarmTimes, ResponseSummary};
 use crate::core::season::Season;
 use crate::core::DeviceState;
-use crate::sink::journal::{Journal, TransitionRecord};
+use crate::journal::{Journal, TransitionRecord};
 
 /// What the figures depend on besides the journal.
 #[derive(Debug, Clone)]

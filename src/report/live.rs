@@ -32,8 +32,8 @@ use super::figures::{compute, FigureSettings, Figures};
 use crate::clock::Clock;
 use crate::core::kpi::instant_rate;
 use crate::core::DeviceState;
-use crate::sink::journal::Journal;
-use crate::sink::line::{series_key, Field, FieldWriter};
+use crate::encode::line::{series_key, Field, FieldWriter};
+use crate::journal::Journal;
 use crate::sink::store::StoreItem;
 use crate::stage::CoreHandle;
 
@@ -416,7 +416,7 @@ mod tests {
             min_indoor_c: 18.0,
         };
         let (period, card, lines) = closed_month(
-            &dir.path().join(crate::sink::journal::FILE_NAME),
+            &dir.path().join(crate::journal::FILE_NAME),
             "jinxiu",
             &settings,
             &crate::config::default_kpis(),

@@ -1,6 +1,6 @@
 //! Graded figures and assessments (DESIGN §4, issue "Graded figures and assessments"): what
 //! `estate-gateway report` prints and what the periodic `intactness`, `response` and `heating`
-//! points carry, all computed from the journal (`crate::sink::journal`) with the time-weighted
+//! points carry, all computed from the journal (`crate::journal`) with the time-weighted
 //! machinery of `crate::core::kpi` and the timeliness rules of `crate::core::response`.
 //!
 //! - `figures`: `compute` — the figures of one site over one period [from, to);
@@ -54,7 +54,7 @@ pub fn score(
     kpis: &[KpiSettings],
     grades: &[Grade],
 ) -> anyhow::Result<(Figures, Scorecard)> {
-    let journal = crate::sink::journal::Journal::open_read_only(path)?;
+    let journal = crate::journal::Journal::open_read_only(path)?;
     let figures = compute(
         &journal,
         site,

@@ -6,7 +6,7 @@
 use super::period::Period;
 use super::scorecard::Scorecard;
 use crate::config::StoreSettings;
-use crate::sink::line::{assessment_key, Field, FieldWriter};
+use crate::encode::line::{assessment_key, Field, FieldWriter};
 
 /// The `assessment` lines of a scorecard (timestamps in ms).
 pub fn assessment_lines(site: &str, period: &Period, card: &Scorecard) -> Vec<u8> {

@@ -72,7 +72,7 @@ async fn publish_loop(
                 let d = inventory.get(a.alarm.device);
                 (
                     topics.alarm.render(&d.site, &d.category, &d.id),
-                    crate::sink::json::alarm_event(&inventory, a),
+                    crate::encode::json::alarm_event(&inventory, a),
                     false,
                 )
             }
@@ -80,7 +80,7 @@ async fn publish_loop(
                 let d = inventory.get(s.device);
                 (
                     topics.state.render(&d.site, &d.category, &d.id),
-                    crate::sink::json::state_change(&inventory, s),
+                    crate::encode::json::state_change(&inventory, s),
                     true,
                 )
             }

@@ -31,11 +31,11 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::line::{gateway_key, EventEncoder, Field, FieldWriter, TelemetryEncoder};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{GatewaySettings, StoreSettings};
 use crate::core::Event;
+use crate::encode::line::{gateway_key, EventEncoder, Field, FieldWriter, TelemetryEncoder};
 use crate::model::{Inventory, Reading};
 use crate::stats::{GatewayValue, Stats};
 

@@ -49,7 +49,7 @@ pub fn spawn(
                 continue;
             }
             let body = match settings.format {
-                WebhookFormat::Json => crate::sink::json::alarm_event(&inventory, a),
+                WebhookFormat::Json => crate::encode::json::alarm_event(&inventory, a),
                 WebhookFormat::Text => json!({
                     "msgtype": "text",
                     "text": {"content": text(&inventory, a, &tz)},

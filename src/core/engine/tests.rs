@@ -904,7 +904,7 @@ fn transitions_are_monotonic_and_alarms_keep_the_reading_time() {
 /// The restart contract, at the engine level: the position, values and state journaled
 /// before a restart, an active alarm that stays the same alarm, and the down time accounted
 /// by the same heartbeat rule as any silence (the journal's own round trip is tested in
-/// `crate::sink::journal`).
+/// `crate::journal`).
 #[test]
 fn restart_in_the_middle_of_an_active_alarm() {
     let mut f = Fx::new();
@@ -973,7 +973,7 @@ fn restart_in_the_middle_of_an_active_alarm() {
 /// file closed and reopened, the engine rebuilt from what it restores.
 #[test]
 fn restart_through_the_journal_keeps_the_alarm_and_accounts_the_gap() {
-    use crate::sink::journal::Journal;
+    use crate::journal::Journal;
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory();
     let id;
@@ -1219,7 +1219,7 @@ category = "indoor_sensor"
 /// and the hourly statistics of `hourly` signals, through the journal and back.
 #[test]
 fn compliance_changes_and_hourly_statistics_reach_the_journal() {
-    use crate::sink::journal::Journal;
+    use crate::journal::Journal;
     let sig = |name: &str| Signal {
         name: name.into(),
         ty: SignalType::Float,

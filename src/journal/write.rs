@@ -1,0 +1,342 @@
+//! What the core stage writes: events (`append`, one transaction per batch), each device's
+//! event-time position (`save_progress`) and the runs of the gateway (`begin_run`, `alive`,
+//! `end_run`).
+
+use rusqlite::{params, TransactionBehavior};
+use tracing::warn;
+
+use super::error::{JournalError, SqlContext};
+use super::Journal;
+use crate::core::engine::DeviceProgress;
+use crate::core::event::{DeviceState, Event};
+use crate::model::{Device, DeviceIdx, Inventory, Value};
+
+impl Journal {
+    /// Keeps each device's event-time position, values and pending delays (one transaction):
+    /// a restart goes on from there (`restore`).
+    pub fn save_progress(
+        &mut self,
+        inventory: &Inventory,
+        progress: &[DeviceProgress],
+    ) -> Result<(), JournalError> {
+        if progress.is_empty() {
+            return Ok(());
+        }
+        let doing = "keeping the devices' positions in the journal";
+        self.writable(doing)?;
+        let path = &self.path;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .sql(path, doing)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO progress (site, device, last_ts_ms, applied_ms, entered_ms, \
+                     flags, vals, pending) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (site, device) DO UPDATE SET last_ts_ms = excluded.last_ts_ms, \
+                     applied_ms = excluded.applied_ms, entered_ms = excluded.entered_ms, \
+                     flags = excluded.flags, vals = excluded.vals, pending = excluded.pending",
+                )
+                .sql(path, doing)?;
+            for p in progress {
+                let d = device(inventory, p.device)?;
+                let flags = i64::from(p.heartbeat_expired) | (i64::from(p.status_offline) << 1);
+                let pending = encode_pending(p);
+                stmt.execute(params![
+                    d.site,
+                    d.id,
+                    p.last_ts_ms,
+                    p.applied_ms,
+                    p.entered_ms,
+                    flags,
+                    encode_values(&p.values),
+                    pending
+                ])
+                .sql(path, doing)?;
+            }
+        }
+        tx.commit().sql(path, doing)?;
+        Ok(())
+    }
+
+    /// Records the start of a run (host and version strings for the record); `alive` and
+    /// `end_run` then refer to it.
+    pub fn begin_run(
+        &mut self,
+        now_ms: i64,
+        host: &str,
+        version: &str,
+    ) -> Result<(), JournalError> {
+        self.writable("recording the start of a run")?;
+        self.conn
+            .execute(
+                "INSERT INTO runs (started_ms, alive_ms, stopped_ms, host, version) \
+                 VALUES (?1, ?1, NULL, ?2, ?3)",
+                params![now_ms, host, version],
+            )
+            .sql(&self.path, "recording the start of a run")?;
+        self.run_id = Some(self.conn.last_insert_rowid());
+        Ok(())
+    }
+
+    /// Updates the current run's alive time (called every few seconds): after a crash, the
+    /// gateway counts as down from the last alive time.
+    pub fn alive(&mut self, now_ms: i64) -> Result<(), JournalError> {
+        let doing = "recording that the gateway is alive";
+        let run = self.current_run(doing)?;
+        self.conn
+            .execute(
+                "UPDATE runs SET alive_ms = MAX(alive_ms, ?1) WHERE id = ?2",
+                params![now_ms, run],
+            )
+            .sql(&self.path, doing)?;
+        Ok(())
+    }
+
+    /// Records a clean stop of the current run.
+    pub fn end_run(&mut self, now_ms: i64) -> Result<(), JournalError> {
+        let doing = "recording the stop of the run";
+        let run = self.current_run(doing)?;
+        self.conn
+            .execute(
+                "UPDATE runs SET stopped_ms = ?1, alive_ms = MAX(alive_ms, ?1) WHERE id = ?2",
+                params![now_ms, run],
+            )
+            .sql(&self.path, doing)?;
+        self.run_id = None;
+        Ok(())
+    }
+
+    /// Appends events in order, in one transaction (all or nothing): `Event::State` → a row in
+    /// `transitions`; `Event::Alarm` → the alarm's full current row upserted in `alarms` plus
+    /// a row in `alarm_events`; `Event::Maintenance` → the window upserted in `windows` (an
+    /// early end rewrites `end_ms`). Devices are `inventory` indexes; their strings are stored.
+    pub fn append(&mut self, inventory: &Inventory, events: &[Event]) -> Result<(), JournalError> {
+        let doing = "appending to the journal";
+        self.writable(doing)?;
+        let path = &self.path;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .sql(path, doing)?;
+        {
+            let mut transition = tx
+                .prepare_cached(
+                    "INSERT INTO transitions (site, device, building, category, ts_ms, \
+                     from_state, to_state, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .sql(path, doing)?;
+            let mut alarm = tx
+                .prepare_cached(
+                    "INSERT INTO alarms (id, seq, site, device, building, category, rule, \
+                     severity, class, message, raised_ms, ack_ms, ack_by, on_site_ms, \
+                     on_site_by, cleared_ms, ack_target_ms, on_site_target_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                     ?15, ?16, ?17, ?18) \
+                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, site = excluded.site, \
+                     device = excluded.device, building = excluded.building, \
+                     category = excluded.category, rule = excluded.rule, \
+                     severity = excluded.severity, class = excluded.class, \
+                     message = excluded.message, raised_ms = excluded.raised_ms, \
+                     ack_ms = excluded.ack_ms, ack_by = excluded.ack_by, \
+                     on_site_ms = excluded.on_site_ms, on_site_by = excluded.on_site_by, \
+                     cleared_ms = excluded.cleared_ms, ack_target_ms = excluded.ack_target_ms, \
+                     on_site_target_ms = excluded.on_site_target_ms",
+                )
+                .sql(path, doing)?;
+            let mut alarm_event = tx
+                .prepare_cached(
+                    "INSERT INTO alarm_events (alarm_id, site, device, building, category, \
+                     kind, ts_ms, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .sql(path, doing)?;
+            let mut window = tx
+                .prepare_cached(
+                    "INSERT INTO windows (id, seq, site, device, building, category, \
+                     start_ms, end_ms, reason, actor, entered_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, site = excluded.site, \
+                     device = excluded.device, building = excluded.building, \
+                     category = excluded.category, start_ms = excluded.start_ms, \
+                     end_ms = excluded.end_ms, reason = excluded.reason, actor = excluded.actor, \
+                     entered_ms = COALESCE(windows.entered_ms, excluded.entered_ms)",
+                )
+                .sql(path, doing)?;
+            let mut compliance = tx
+                .prepare_cached(
+                    "INSERT INTO compliance (site, device, building, category, ts_ms, compliant) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .sql(path, doing)?;
+            let mut hourly = tx
+                .prepare_cached(
+                    "INSERT INTO hourly (site, device, building, category, signal, hour_ms, \
+                     n, sum, min, max) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                     ON CONFLICT (site, device, signal, hour_ms) DO UPDATE SET \
+                     n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max",
+                )
+                .sql(path, doing)?;
+            for event in events {
+                match event {
+                    Event::Compliance(c) => {
+                        let d = device(inventory, c.device)?;
+                        compliance
+                            .execute(params![
+                                d.site,
+                                d.id,
+                                d.building,
+                                d.category,
+                                c.ts_ms,
+                                c.compliant
+                            ])
+                            .sql(path, doing)?;
+                    }
+                    Event::Hourly(h) => {
+                        let d = device(inventory, h.device)?;
+                        for (sig, n, sum, min, max) in &h.signals {
+                            let name = &d.profile.signal(*sig).name;
+                            hourly
+                                .execute(params![
+                                    d.site, d.id, d.building, d.category, name, h.hour_ms,
+                                    *n as i64, sum, min, max
+                                ])
+                                .sql(path, doing)?;
+                        }
+                    }
+                    Event::State(s) => {
+                        let d = device(inventory, s.device)?;
+                        transition
+                            .execute(params![
+                                d.site,
+                                d.id,
+                                d.building,
+                                d.category,
+                                s.ts_ms,
+                                s.from.map(DeviceState::as_str),
+                                s.to.as_str(),
+                                s.reason.as_str(),
+                            ])
+                            .sql(path, doing)?;
+                    }
+                    Event::Alarm(e) => {
+                        let a = &e.alarm;
+                        let d = device(inventory, a.device)?;
+                        alarm
+                            .execute(params![
+                                a.id,
+                                seq_of(&a.id, "alarm"),
+                                d.site,
+                                d.id,
+                                d.building,
+                                d.category,
+                                a.rule,
+                                a.severity.as_str(),
+                                a.class,
+                                a.message,
+                                a.raised_ms,
+                                a.acknowledged.as_ref().map(|s| s.ts_ms),
+                                a.acknowledged.as_ref().map(|s| s.by.as_str()),
+                                a.on_site.as_ref().map(|s| s.ts_ms),
+                                a.on_site.as_ref().map(|s| s.by.as_str()),
+                                a.cleared_ms,
+                                a.ack_target_ms,
+                                a.on_site_target_ms,
+                            ])
+                            .sql(path, doing)?;
+                        alarm_event
+                            .execute(params![
+                                a.id,
+                                d.site,
+                                d.id,
+                                d.building,
+                                d.category,
+                                e.kind.as_str(),
+                                e.ts_ms,
+                                e.by,
+                            ])
+                            .sql(path, doing)?;
+                    }
+                    Event::Maintenance(w) => {
+                        let d = device(inventory, w.device)?;
+                        window
+                            .execute(params![
+                                w.id,
+                                seq_of(&w.id, "maintenance window"),
+                                d.site,
+                                d.id,
+                                d.building,
+                                d.category,
+                                w.start_ms,
+                                w.end_ms,
+                                w.reason,
+                                w.by,
+                                w.entered_ms,
+                            ])
+                            .sql(path, doing)?;
+                    }
+                }
+            }
+        }
+        tx.commit().sql(path, doing)?;
+        Ok(())
+    }
+}
+
+/// A device's pending delays and open hour as JSON: `{"p": [since or null, …], "h": [hour_ms,
+/// [[n, sum, min, max], …]]}` (min and max of an empty signal as null).
+fn encode_pending(p: &DeviceProgress) -> String {
+    let hour = p.hour.as_ref().map(|(h, acc)| {
+        let acc: Vec<serde_json::Value> = acc
+            .iter()
+            .map(|&(n, sum, min, max)| {
+                let f = |x: f64| {
+                    serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, Into::into)
+                };
+                serde_json::json!([n, f(sum), f(min), f(max)])
+            })
+            .collect();
+        serde_json::json!([h, acc])
+    });
+    serde_json::json!({"p": p.pending, "h": hour}).to_string()
+}
+
+/// Signal values as JSON: `null` or `["f", 1.5]`, `["i", 3]`, `["b", true]`, `["s", "x"]`.
+fn encode_values(values: &[Option<Value>]) -> String {
+    let v: Vec<serde_json::Value> = values
+        .iter()
+        .map(|v| match v {
+            None => serde_json::Value::Null,
+            Some(Value::Float(x)) => serde_json::json!(["f", x]),
+            Some(Value::Int(x)) => serde_json::json!(["i", x]),
+            Some(Value::Bool(x)) => serde_json::json!(["b", x]),
+            Some(Value::Str(x)) => serde_json::json!(["s", x]),
+        })
+        .collect();
+    serde_json::Value::Array(v).to_string()
+}
+
+/// The sequence number of an id: its trailing digits (`jinxiu-42` → 42, `jinxiu-M7` → 7).
+/// `None` (stored as NULL, with a warning) for an id without one; it then takes no part in
+/// the next sequence.
+pub(super) fn seq_of(id: &str, what: &str) -> Option<i64> {
+    let digits = id.len() - id.bytes().rev().take_while(|b| b.is_ascii_digit()).count();
+    let seq = id[digits..].parse::<i64>().ok();
+    if seq.is_none() {
+        warn!(
+            id,
+            "The journal stored a {what} whose id does not end in a sequence number."
+        );
+    }
+    seq
+}
+
+fn device(inventory: &Inventory, idx: DeviceIdx) -> Result<&Device, JournalError> {
+    inventory
+        .devices()
+        .get(idx as usize)
+        .ok_or_else(|| JournalError::UnknownDevice {
+            idx,
+            devices: inventory.len(),
+        })
+}
