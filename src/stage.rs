@@ -540,10 +540,11 @@ impl Stage {
         if self.out.is_empty() {
             return;
         }
-        let events = std::mem::take(&mut self.out);
+        let mut events = std::mem::take(&mut self.out);
         if let Err(e) = self.journal.append(self.engine.inventory(), &events) {
             self.journal_error(e);
         }
+        mark_backlog(&self.engine, &mut events);
         let inv = self.engine.inventory().clone();
         let core = &self.stats.core;
         for ev in events {
@@ -616,6 +617,37 @@ impl Stage {
             let e = anyhow::Error::new(e);
             error!(error = format!("{e:#}"), path = %self.journal.path().display(), suppressed = n,
                    "Could not write the journal; states and alarms go on, but this history will be missing from the figures.");
+        }
+    }
+}
+
+/// An alarm raised and cleared while nobody could see it (inside a backlog: both in event
+/// time before they reached the gateway) must not ring as new: its `raised` notification
+/// carries the clear time already (`cleared_ts`, `"active": false`, `"backlog": true` in the
+/// JSON; the webhook's text says so). The journal got the events as they happened; this
+/// changes only what the sinks are told.
+fn mark_backlog(engine: &Engine, events: &mut [Event]) {
+    let cleared: std::collections::HashMap<String, i64> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Alarm(a) if a.kind == AlarmEventKind::Cleared => {
+                Some((a.alarm.id.clone(), a.ts_ms))
+            }
+            _ => None,
+        })
+        .collect();
+    for ev in events.iter_mut() {
+        if let Event::Alarm(a) = ev {
+            if a.kind != AlarmEventKind::Raised || a.alarm.cleared_ms.is_some() {
+                continue;
+            }
+            let c = cleared
+                .get(&a.alarm.id)
+                .copied()
+                .or_else(|| engine.alarm(&a.alarm.id).and_then(|x| x.cleared_ms));
+            if c.is_some() {
+                a.alarm.cleared_ms = c;
+            }
         }
     }
 }

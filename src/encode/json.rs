@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json};
 
 use crate::core::engine::DeviceView;
 use crate::core::response::{classify, AlarmTimes};
-use crate::core::{Alarm, AlarmEvent, Event, MaintenanceWindow, StateChange};
+use crate::core::{Alarm, AlarmEvent, AlarmEventKind, Event, MaintenanceWindow, StateChange};
 use crate::model::Inventory;
 
 /// An alarm as the API shows it; `timeliness` is judged at `now_ms`.
@@ -54,6 +54,9 @@ pub fn alarm_event(inv: &Inventory, e: &AlarmEvent) -> Json {
         m.insert("event".into(), json!(e.kind.as_str()));
         m.insert("ts".into(), json!(e.ts_ms));
         m.insert("by".into(), json!(e.by));
+        // Raised and already cleared when it reached anyone (a backlog): history, not news.
+        let backlog = e.kind == AlarmEventKind::Raised && e.alarm.cleared_ms.is_some();
+        m.insert("backlog".into(), json!(backlog));
     }
     v
 }

@@ -115,8 +115,15 @@ fn text(inv: &Inventory, a: &AlarmEvent, tz: &TimeZone) -> String {
         crate::core::Severity::Major => "重要",
         crate::core::Severity::Minor => "一般",
     };
-    let head = match a.kind {
-        AlarmEventKind::Cleared => format!("【已恢复】{}", a.alarm.message),
+    let head = match (a.kind, a.alarm.cleared_ms) {
+        (AlarmEventKind::Cleared, _) => format!("【已恢复】{}", a.alarm.message),
+        // Raised and cleared inside a backlog (e.g. after an outage): history, not a new alarm.
+        (AlarmEventKind::Raised, Some(c)) => {
+            let at = jiff::Timestamp::from_millisecond(c)
+                .map(|t| t.to_zoned(tz.clone()).strftime("%H:%M:%S").to_string())
+                .unwrap_or_default();
+            format!("【补录·{level}告警，已于{at}恢复】{}", a.alarm.message)
+        }
         _ => format!("【{level}告警】{}", a.alarm.message),
     };
     let mut s = format!(
