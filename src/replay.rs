@@ -40,7 +40,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::config::Config;
 use crate::core::engine::{Applied, Engine};
-use crate::core::event::{Alarm, Event};
+use crate::model::event::{Alarm, Event};
 use crate::model::{DeviceIdx, Inventory, Status, Value};
 use crate::sink::journal::Journal;
 use crate::source::decode;
@@ -384,7 +384,7 @@ impl Replayer {
         for e in &self.out {
             match e {
                 Event::State(_) => self.summary.transitions += 1,
-                Event::Alarm(a) if a.kind == crate::core::AlarmEventKind::Raised => {
+                Event::Alarm(a) if a.kind == crate::model::event::AlarmEventKind::Raised => {
                     self.summary.alarms_raised += 1
                 }
                 _ => {}
@@ -558,7 +558,7 @@ impl Recorder {
     }
 
     /// An accepted maintenance window.
-    pub fn maintenance(&mut self, w: &crate::core::MaintenanceWindow) {
+    pub fn maintenance(&mut self, w: &crate::model::event::MaintenanceWindow) {
         let d = self.inventory.get(w.device);
         self.write(&Fact::Maintenance {
             site: d.site.clone(),

@@ -183,12 +183,7 @@ pub async fn start_with_clock(
         clock.clone(),
     );
 
-    let modbus_devices = cfg
-        .inventory
-        .devices()
-        .iter()
-        .filter(|d| d.modbus.is_some())
-        .count();
+    let modbus_devices = cfg.modbus.bindings.len();
     let (modbus, pollers) = if modbus_devices > 0 {
         info!(
             devices = modbus_devices,
@@ -208,6 +203,7 @@ pub async fn start_with_clock(
             ModbusHandle {
                 endpoints: Vec::new(),
                 inventory: cfg.inventory.clone(),
+                bindings: Default::default(),
             },
             Vec::new(),
         )

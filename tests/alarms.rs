@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use estate_gateway::core::Reason;
+use estate_gateway::model::event::Reason;
 use estate_gateway::sink::journal::Journal;
 use serde_json::{json, Value};
 

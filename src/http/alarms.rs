@@ -20,7 +20,8 @@ use tracing::{info, warn};
 
 use super::body::Fields;
 use super::{auth, json, ApiError, Ctx};
-use crate::core::{Alarm, Severity};
+use crate::model::event::Alarm;
+use crate::model::rules::Severity;
 use crate::model::Inventory;
 use crate::sink::json as forms;
 

@@ -21,10 +21,11 @@ use tracing::{info, warn};
 
 use super::body::MAX_BY_CHARS;
 use super::{auth, json, ApiError, Ctx};
-use crate::core::DeviceState;
+use crate::model::event::DeviceState;
 use crate::model::{Device, Value};
 use crate::sink::json as forms;
 use crate::source::modbus::poller::WriteError;
+use crate::source::modbus::Binding;
 
 /// A write that gets no answer from the poller within this time fails with 504 (the poller
 /// applies its own per-request timeouts; this only bounds a stuck queue).
@@ -111,7 +112,11 @@ struct ModbusView<'a> {
     writable: Vec<&'a str>,
 }
 
-fn view<'a>(d: &'a Device, endpoints: &'a [String]) -> DeviceView<'a> {
+fn view<'a>(
+    d: &'a Device,
+    binding: Option<&'a Binding>,
+    endpoints: &'a [String],
+) -> DeviceView<'a> {
     DeviceView {
         id: &d.id,
         name: &d.name,
@@ -119,8 +124,8 @@ fn view<'a>(d: &'a Device, endpoints: &'a [String]) -> DeviceView<'a> {
         building: &d.building,
         category: &d.category,
         interval_s: d.interval.as_secs_f64(),
-        source: if d.modbus.is_some() { "modbus" } else { "mqtt" },
-        modbus: d.modbus.as_ref().map(|b| ModbusView {
+        source: if d.polled { "modbus" } else { "mqtt" },
+        modbus: binding.map(|b| ModbusView {
             endpoint: endpoints.get(b.endpoint).map_or("", String::as_str),
             unit: b.unit,
             model: &b.model.name,
@@ -137,8 +142,9 @@ fn view<'a>(d: &'a Device, endpoints: &'a [String]) -> DeviceView<'a> {
 
 /// A device as listed: the inventory view merged with its state (`crate::sink::json::device`:
 /// `state`, `since_ts`, `last_seen_ts`, `active_alarms`).
-fn listed(ctx: &Ctx, d: &Device, state: &crate::core::engine::DeviceView) -> serde_json::Value {
-    let mut v = serde_json::to_value(view(d, &ctx.app.endpoints)).unwrap_or_default();
+fn listed(ctx: &Ctx, d: &Device, state: &crate::model::event::DeviceView) -> serde_json::Value {
+    let binding = ctx.app.bindings.get(&state.device);
+    let mut v = serde_json::to_value(view(d, binding, &ctx.app.endpoints)).unwrap_or_default();
     if let (serde_json::Value::Object(m), serde_json::Value::Object(s)) =
         (&mut v, forms::device(&ctx.app.inventory, state))
     {
@@ -263,12 +269,12 @@ pub(super) async fn one(
     let (alarms, now) = core.alarms().await?;
     let windows = core.windows().await?;
 
-    let mut active: Vec<&crate::core::Alarm> = alarms
+    let mut active: Vec<&crate::model::event::Alarm> = alarms
         .iter()
         .filter(|a| a.device == idx && a.is_active())
         .collect();
     active.sort_by(|a, b| super::alarms::control_room_order(a, b));
-    let mut windows: Vec<&crate::core::MaintenanceWindow> =
+    let mut windows: Vec<&crate::model::event::MaintenanceWindow> =
         windows.iter().filter(|w| w.device == idx).collect();
     windows.sort_by_key(|w| (w.start_ms, w.end_ms));
 
@@ -1016,6 +1022,7 @@ mod tests {
         let handle = ModbusHandle {
             endpoints: vec![tx],
             inventory: cfg.inventory.clone(),
+            bindings: std::sync::Arc::new(cfg.modbus.bindings.clone()),
         };
         (app_with(Some(TOKEN), handle), seen)
     }
@@ -1103,6 +1110,7 @@ mod tests {
         let handle = ModbusHandle {
             endpoints: vec![tx],
             inventory: cfg.inventory.clone(),
+            bindings: std::sync::Arc::new(cfg.modbus.bindings.clone()),
         };
         let fx = app_with(Some(TOKEN), handle);
         let app = fx.app.clone();

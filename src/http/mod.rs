@@ -31,6 +31,7 @@ mod maintenance;
 mod metrics;
 mod report;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,8 +48,9 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, HttpSettings, Secret};
-use crate::model::Inventory;
+use crate::model::{DeviceIdx, Inventory};
 use crate::source::modbus::poller::ModbusHandle;
+use crate::source::modbus::Binding;
 use crate::stage::{CoreHandle, HandleError};
 use crate::stats::Stats;
 
@@ -75,6 +77,9 @@ pub struct AppState {
     /// Names of the Modbus endpoints, indexed like `ModbusSettings::endpoints` (a device's
     /// `Binding::endpoint`), for the device list.
     pub endpoints: Arc<[String]>,
+    /// `ModbusSettings::bindings`: each polled device's endpoint, unit and model, for the
+    /// device list.
+    pub bindings: Arc<BTreeMap<DeviceIdx, Binding>>,
     /// The core stage: device states, alarms, maintenance windows, the live event stream.
     pub core: CoreHandle,
     /// Every category this gateway knows (its profiles and its devices' categories), sorted:
@@ -117,6 +122,7 @@ impl AppState {
                 .iter()
                 .map(|e| e.name.clone())
                 .collect(),
+            bindings: Arc::new(cfg.modbus.bindings.clone()),
             core,
             categories: categories.into(),
             kpi: Default::default(),
@@ -380,7 +386,7 @@ impl From<HandleError> for ApiError {
     /// HTTP API section): unknown alarm or device 404, already done 409, invalid 422, the
     /// core stage gone 503.
     fn from(e: HandleError) -> Self {
-        use crate::core::CommandError as C;
+        use crate::model::event::CommandError as C;
         let at = |ts_ms: i64| match jiff::Timestamp::from_millisecond(ts_ms) {
             Ok(t) => format!("{t} (unix ms {ts_ms})"),
             Err(_) => format!("unix ms {ts_ms}"),
@@ -456,12 +462,14 @@ pub(crate) mod test_support {
     use super::{router, AppState};
     use crate::clock::Clock;
     use crate::config::{Config, HttpSettings, Secret};
-    use crate::core::engine::{EngineSettings, Restored};
-    use crate::core::rules::{
+    use crate::core::engine::EngineSettings;
+    use crate::core::season::Season;
+    use crate::core::Engine;
+    use crate::model::restore::Restored;
+    use crate::model::rules::Severity;
+    use crate::model::rules::{
         AlarmRule, Clear, Condition, Op, ResponseClass, Rules, StateRules, Trigger,
     };
-    use crate::core::season::Season;
-    use crate::core::{Engine, Severity};
     use crate::model::{Ack, Device, DeviceIdx, Inventory, Reading, Value};
     use crate::sink::journal::Journal;
     use crate::source::modbus::poller::ModbusHandle;
@@ -811,6 +819,7 @@ category = "indoor_sensor"
         let handle = ModbusHandle {
             endpoints: Vec::new(),
             inventory: cfg.inventory.clone(),
+            bindings: Arc::new(cfg.modbus.bindings.clone()),
         };
         app_with(token, handle)
     }

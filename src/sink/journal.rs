@@ -69,9 +69,9 @@ use anyhow::{anyhow, bail};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row, TransactionBehavior};
 use tracing::warn;
 
-use crate::core::engine::{DeviceProgress, Restored, RestoredState};
-use crate::core::event::{Alarm, DeviceState, Event, MaintenanceWindow, Reason, Stamp};
-use crate::core::rules::Severity;
+use crate::model::event::{Alarm, DeviceState, Event, MaintenanceWindow, Reason, Stamp};
+use crate::model::restore::{DeviceProgress, Restored, RestoredState};
+use crate::model::rules::Severity;
 use crate::model::{Device, DeviceIdx, Inventory, Value};
 
 /// The journal's file name inside `data_dir`.
@@ -1695,7 +1695,7 @@ impl<T> SqlContext<T> for rusqlite::Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::event::{AlarmEvent, AlarmEventKind, StateChange};
+    use crate::model::event::{AlarmEvent, AlarmEventKind, StateChange};
     use crate::model::Profile;
     use std::sync::Arc;
 
@@ -1719,7 +1719,7 @@ mod tests {
             rules: Default::default(),
             interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(90),
-            modbus: None,
+            polled: false,
         }
     }
 
@@ -2221,7 +2221,7 @@ mod tests {
     /// order, and nothing of another site.
     #[test]
     fn per_site_queries_match_the_all_site_ones() {
-        use crate::core::event::ComplianceChange;
+        use crate::model::event::ComplianceChange;
         let dir = tempfile::tempdir().unwrap();
         let mut devices: Vec<Device> = inventory().devices().to_vec();
         devices.push(dev("other", "EL-1", "1号楼", "elevator"));

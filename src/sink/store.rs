@@ -35,7 +35,7 @@ use super::line::{gateway_key, EventEncoder, Field, FieldWriter, TelemetryEncode
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{GatewaySettings, StoreSettings};
-use crate::core::Event;
+use crate::model::event::Event;
 use crate::model::{Inventory, Reading};
 use crate::stats::{GatewayValue, Stats};
 

@@ -4,7 +4,7 @@
 //! goes on with the hour kept in its device's progress, gives the same sums bit for bit.
 
 use super::{Engine, Hour, HOUR_MS};
-use crate::core::event::{ComplianceChange, Event, HourlyStats};
+use crate::model::event::{ComplianceChange, Event, HourlyStats};
 use crate::model::{DeviceIdx, Value};
 
 impl Engine {

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::core::rules::{
+use crate::core::season::{MonthDay, Season};
+use crate::model::restore::RestoredState;
+use crate::model::rules::{
     AlarmRule, Clear, Condition, Op, ResponseClass, Rules, Severity, StateRules, Trigger,
 };
-use crate::core::season::{MonthDay, Season};
 use crate::model::{Device, Status};
 use crate::model::{Profile, Signal, SignalType};
 
@@ -135,16 +136,7 @@ fn device(id: &str, p: &Arc<Profile>, modbus: bool) -> Device {
         profile: p.clone(),
         interval: p.interval,
         heartbeat_timeout: p.interval * 3,
-        modbus: modbus.then(|| crate::source::modbus::Binding {
-            endpoint: 0,
-            unit: 1,
-            model: Arc::new(crate::source::modbus::DeviceModel::new(
-                "plc".into(),
-                p.category.clone(),
-                vec![],
-                Default::default(),
-            )),
-        }),
+        polled: modbus,
         rules: p.rules.clone(),
     }
 }
