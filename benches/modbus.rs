@@ -929,10 +929,8 @@ fn bare_phase(
     let cfg = estate_gateway::config::load(config)
         .map_err(|e| format!("the bench configuration {}: {e}", config.display()))?;
     let mut per_endpoint: Vec<Vec<(u8, Arc<DeviceModel>)>> = vec![Vec::new(); ports.len()];
-    for d in cfg.inventory.devices() {
-        if let Some(b) = &d.modbus {
-            per_endpoint[b.endpoint].push((b.unit, Arc::clone(&b.model)));
-        }
+    for b in cfg.modbus.bindings.values() {
+        per_endpoint[b.endpoint].push((b.unit, Arc::clone(&b.model)));
     }
     let requests = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));

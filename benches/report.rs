@@ -16,14 +16,14 @@ use std::fs;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use estate_gateway::core::event::{
+use estate_gateway::core::kpi::OfflinePolicy;
+use estate_gateway::core::season::Season;
+use estate_gateway::journal::Journal;
+use estate_gateway::model::event::{
     Alarm, AlarmEvent, AlarmEventKind, ComplianceChange, DeviceState, Event, HourlyStats, Reason,
     Stamp, StateChange,
 };
-use estate_gateway::core::kpi::OfflinePolicy;
-use estate_gateway::core::rules::Severity;
-use estate_gateway::core::season::Season;
-use estate_gateway::journal::Journal;
+use estate_gateway::model::rules::Severity;
 use estate_gateway::model::{Device, DeviceIdx, Inventory, Profile, Signal, SignalType};
 use estate_gateway::report::{compute, FigureSettings};
 use rand::rngs::StdRng;
@@ -116,7 +116,7 @@ fn inventory(n: usize) -> Inventory {
                     profile: p,
                     interval: Duration::from_secs(30),
                     heartbeat_timeout: Duration::from_secs(90),
-                    modbus: None,
+                    polled: false,
                 }
             })
             .collect(),

@@ -40,8 +40,8 @@ use serde_json::{Map, Value as Json};
 
 use crate::config::Config;
 use crate::core::engine::{Applied, Engine};
-use crate::core::event::{Alarm, Event};
 use crate::journal::Journal;
+use crate::model::event::{Alarm, Event};
 use crate::model::{DeviceIdx, Inventory, Status, Value};
 use crate::source::decode;
 
@@ -160,7 +160,7 @@ impl Replayer {
     /// already holds.
     pub fn new(cfg: &Config, data_dir: &Path, start_ms: i64) -> anyhow::Result<Replayer> {
         let mut journal = Journal::open(data_dir)?;
-        let settings = crate::run::engine_settings(cfg);
+        let settings = crate::config::engine_settings(cfg);
         let restored = journal.restore(&cfg.inventory, start_ms, settings.retain_cleared_ms)?;
         journal.begin_run(start_ms, "replay", env!("CARGO_PKG_VERSION"))?;
         let mut out = Vec::new();
@@ -384,7 +384,7 @@ impl Replayer {
         for e in &self.out {
             match e {
                 Event::State(_) => self.summary.transitions += 1,
-                Event::Alarm(a) if a.kind == crate::core::AlarmEventKind::Raised => {
+                Event::Alarm(a) if a.kind == crate::model::event::AlarmEventKind::Raised => {
                     self.summary.alarms_raised += 1
                 }
                 _ => {}
@@ -565,7 +565,7 @@ impl Recorder {
     }
 
     /// An accepted maintenance window.
-    pub fn maintenance(&mut self, w: &crate::core::MaintenanceWindow) {
+    pub fn maintenance(&mut self, w: &crate::model::event::MaintenanceWindow) {
         let d = self.inventory.get(w.device);
         self.write(&Fact::Maintenance {
             site: d.site.clone(),

@@ -21,7 +21,6 @@ use tracing::{error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::core::engine::EngineSettings;
 use crate::core::Engine;
 use crate::journal::Journal;
 use crate::model::{OperatorCommand, Reading};
@@ -86,7 +85,7 @@ pub async fn start_with_clock(
     // is taken from the broker.
     let mut journal = Journal::open(&cfg.gateway.data_dir)?;
     let now = clock.now_ms();
-    let settings = engine_settings(cfg);
+    let settings = crate::config::engine_settings(cfg);
     let restored = journal.restore(&cfg.inventory, now, settings.retain_cleared_ms)?;
     info!(journal = %journal.path().display(), last_alive_ms = restored.last_alive_ms,
           states = restored.states.len(), alarms = restored.alarms.iter().filter(|a| a.is_active()).count(),
@@ -183,12 +182,7 @@ pub async fn start_with_clock(
         clock.clone(),
     );
 
-    let modbus_devices = cfg
-        .inventory
-        .devices()
-        .iter()
-        .filter(|d| d.modbus.is_some())
-        .count();
+    let modbus_devices = cfg.modbus.bindings.len();
     let (modbus, pollers) = if modbus_devices > 0 {
         info!(
             devices = modbus_devices,
@@ -208,6 +202,7 @@ pub async fn start_with_clock(
             ModbusHandle {
                 endpoints: Vec::new(),
                 inventory: cfg.inventory.clone(),
+                bindings: Default::default(),
             },
             Vec::new(),
         )
@@ -323,26 +318,6 @@ pub async fn start_with_clock(
         "estate-gateway running."
     );
     Ok(running)
-}
-
-/// The engine's settings from the configuration.
-pub fn engine_settings(cfg: &Config) -> EngineSettings {
-    EngineSettings {
-        site: cfg.gateway.site.clone(),
-        classes: cfg.alarms.classes.clone(),
-        season: cfg.heating.season.clone(),
-        planned: cfg.maintenance.clone(),
-        retain_cleared_ms: cfg.alarms.retain_cleared.as_millis() as i64,
-        min_indoor_c: cfg.heating.min_indoor_c,
-        sites: cfg
-            .heating
-            .sites
-            .iter()
-            .map(|(k, v)| (k.clone(), (v.season.clone(), v.min_indoor_c)))
-            .collect(),
-        max_lateness_ms: cfg.ingest.max_lateness.as_millis() as i64,
-        monitored_since: std::collections::HashMap::new(),
-    }
 }
 
 impl Running {

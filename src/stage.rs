@@ -23,9 +23,11 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::core::engine::{Applied, DeviceView, Engine};
-use crate::core::{Alarm, AlarmEventKind, CommandError, DeviceState, Event, MaintenanceWindow};
+use crate::core::engine::{Applied, Engine};
 use crate::journal::{Journal, JournalError};
+use crate::model::event::{
+    Alarm, AlarmEventKind, CommandError, DeviceState, DeviceView, Event, MaintenanceWindow,
+};
 use crate::model::{DeviceIdx, Inventory, OperatorCommand, OperatorCommandKind, Reading, Value};
 use crate::sink::store::StoreItem;
 use crate::stats::{LogLimiter, Stats};

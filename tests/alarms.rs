@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use estate_gateway::core::Reason;
 use estate_gateway::journal::Journal;
+use estate_gateway::model::event::Reason;
 use serde_json::{json, Value};
 
 use crate::fixture::{now_ms, Api, Estate, SITE, WAIT};

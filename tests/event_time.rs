@@ -8,10 +8,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use estate_gateway::journal::Journal;
 use estate_gateway::replay::scenario::{devices_toml, generate, Options, SITE};
 use estate_gateway::replay::{Fact, Replayer};
 use estate_gateway::report::figures::{compute, FigureSettings};
-use estate_gateway::journal::Journal;
 
 use crate::fixture::{now_ms, start_gateway};
 use crate::support::{run_cli, wait_until, Mosquitto, MqttClient};

@@ -15,6 +15,7 @@ mod fixture;
 mod grafana;
 mod harness_smoke;
 mod http_api;
+mod layers;
 mod modbus_peers;
 mod mqtt_security;
 mod outages;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::check::{is_identifier, secret};
 use super::raw::{RawAlarms, RawClass, RawWebhook};
 use super::Errors;
-use crate::core::rules::{ResponseClass, Severity};
+use crate::model::rules::{ResponseClass, Severity};
 
 /// The `[alarms]` section, built.
 #[derive(Debug, Clone)]
@@ -336,8 +336,8 @@ mod tests {
     use super::super::tests::{assert_has, errors, load_text, messages, DEVICES};
     use super::*;
     use crate::config::HeatingSettings;
-    use crate::core::rules::{Clear, Trigger};
     use crate::core::season::Season;
+    use crate::model::rules::{Clear, Trigger};
     use crate::model::Value;
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::Duration;
 use super::raw::{NumberOrText, RawAssessment, RawGrade, RawKpi};
 use super::Errors;
 use crate::core::kpi::OfflinePolicy;
-use crate::core::rules::Severity;
+use crate::model::rules::Severity;
 use crate::model::{Inventory, Profile};
 
 /// The `[assessment]` section, built.

@@ -11,7 +11,7 @@ use super::check::{check_name, resolve, secret, Secret};
 use super::heating::HeatingSettings;
 use super::raw::{RawConfig, RawGateway, RawHttp, RawIngest, RawMqtt, RawStore};
 use super::{alarms, heating, inventory, maintenance, models, profiles, Errors};
-use crate::core::engine::PlannedMaintenance;
+use crate::model::event::PlannedMaintenance;
 use crate::model::{Inventory, Profile};
 use crate::mqtt::topic::TopicPattern;
 
@@ -184,7 +184,7 @@ pub(super) fn build(
         &profiles,
         errs,
     );
-    let modbus = models::build_modbus(raw.modbus.as_ref(), errs);
+    let mut modbus = models::build_modbus(raw.modbus.as_ref(), errs);
     let ctx = inventory::Context {
         default_site: &gateway.site,
         profiles: &profiles,
@@ -192,7 +192,12 @@ pub(super) fn build(
         models: &models,
         classes: &alarm_settings.classes,
     };
-    let (devices, inventory_sources) = inventory::build(&raw, &ctx, base_dir, errs);
+    let inventory::Built {
+        devices,
+        bindings,
+        sources: inventory_sources,
+    } = inventory::build(&raw, &ctx, base_dir, errs);
+    modbus.bindings = bindings;
 
     if let Some(m) = &mqtt {
         for (key, pat) in [

@@ -14,8 +14,8 @@ use std::time::Duration;
 use super::check::{check_name, resolve};
 use super::raw::{RawBinding, RawConfig, RawDevice};
 use super::Errors;
-use crate::model::{Device, Profile};
-use crate::source::modbus::ModbusSettings;
+use crate::model::{Device, DeviceIdx, Profile};
+use crate::source::modbus::{Binding, ModbusSettings};
 
 const CSV_REQUIRED: &[&str] = &["id", "name", "building", "category"];
 const CSV_OPTIONAL: &[&str] = &[
@@ -34,7 +34,7 @@ pub(super) struct Context<'a> {
     pub modbus: &'a ModbusSettings,
     pub models: &'a super::models::Models,
     /// Response classes, for the classes named in per-device alarm overrides.
-    pub classes: &'a HashMap<String, crate::core::rules::ResponseClass>,
+    pub classes: &'a HashMap<String, crate::model::rules::ResponseClass>,
 }
 
 pub(super) fn build(
@@ -42,31 +42,48 @@ pub(super) fn build(
     ctx: &Context<'_>,
     base_dir: &Path,
     errs: &mut Errors,
-) -> (Vec<Device>, Vec<String>) {
-    let mut devices = Vec::new();
+) -> Built {
+    let mut built = Built::default();
     // (site, id) → where it was first defined, for duplicate messages.
     let mut seen: HashMap<(String, String), String> = HashMap::new();
     // (endpoint, unit) → where it was first used.
     let mut units: HashMap<(usize, u8), String> = HashMap::new();
-    let mut sources = Vec::new();
     if !raw.devices.is_empty() {
-        sources.push(errs.file().to_owned());
+        built.sources.push(errs.file().to_owned());
     }
     for (i, d) in raw.devices.iter().enumerate() {
         let key = format!("devices[{i}]");
         let mut local = Errors::new(errs.file());
-        if let Some(dev) = device(d, &key, ctx, &mut units, &mut local) {
+        if let Some((dev, binding)) = device(d, &key, ctx, &mut units, &mut local) {
             check_duplicate(&dev, &key, errs.file(), &mut seen, &mut local);
-            devices.push(dev);
+            built.push(dev, binding);
         }
         errs.extend(local);
     }
     if let Some(csv_path) = &raw.devices_csv {
         let path = resolve(base_dir, csv_path);
-        sources.push(path.display().to_string());
-        load_csv(&path, ctx, &mut seen, &mut units, &mut devices, errs);
+        built.sources.push(path.display().to_string());
+        load_csv(&path, ctx, &mut seen, &mut units, &mut built, errs);
     }
-    (devices, sources)
+    built
+}
+
+/// The inventory as built: devices in order, the Modbus bindings of the polled ones (by
+/// index into `devices`), and where they were defined.
+#[derive(Default)]
+pub(super) struct Built {
+    pub devices: Vec<Device>,
+    pub bindings: BTreeMap<DeviceIdx, Binding>,
+    pub sources: Vec<String>,
+}
+
+impl Built {
+    fn push(&mut self, dev: Device, binding: Option<Binding>) {
+        if let Some(b) = binding {
+            self.bindings.insert(self.devices.len() as DeviceIdx, b);
+        }
+        self.devices.push(dev);
+    }
 }
 
 fn device(
@@ -75,7 +92,7 @@ fn device(
     ctx: &Context<'_>,
     units: &mut HashMap<(usize, u8), String>,
     errs: &mut Errors,
-) -> Option<Device> {
+) -> Option<(Device, Option<Binding>)> {
     let (default_site, profiles) = (ctx.default_site, ctx.profiles);
     check_name(errs, &field_key(key, "id"), &d.id, true);
     check_name(errs, &field_key(key, "name"), &d.name, false);
@@ -146,7 +163,7 @@ fn device(
             ),
         );
     }
-    Some(Device {
+    let device = Device {
         id: d.id.clone(),
         name: d.name.clone(),
         site,
@@ -161,13 +178,14 @@ fn device(
         ),
         profile,
         interval,
-        modbus,
+        polled: modbus.is_some(),
         heartbeat_timeout: if heartbeat_timeout.is_zero() {
             Duration::from_secs(1)
         } else {
             heartbeat_timeout
         },
-    })
+    };
+    Some((device, modbus))
 }
 
 fn check_duplicate(
@@ -197,7 +215,7 @@ fn load_csv(
     ctx: &Context<'_>,
     seen: &mut HashMap<(String, String), String>,
     units: &mut HashMap<(usize, u8), String>,
-    devices: &mut Vec<Device>,
+    built: &mut Built,
     errs: &mut Errors,
 ) {
     let file = path.display().to_string();
@@ -330,9 +348,9 @@ fn load_csv(
             modbus,
             alarms: Default::default(),
         };
-        if let Some(dev) = device(&raw, &key, ctx, units, &mut row) {
+        if let Some((dev, binding)) = device(&raw, &key, ctx, units, &mut row) {
             check_duplicate(&dev, &key, &file, seen, &mut row);
-            devices.push(dev);
+            built.push(dev, binding);
         }
         local.extend(row);
     }

@@ -3,7 +3,7 @@
 
 use super::raw::RawMaintenance;
 use super::Errors;
-use crate::core::engine::PlannedMaintenance;
+use crate::model::event::PlannedMaintenance;
 use crate::model::Inventory;
 
 pub(super) fn build_maintenance(

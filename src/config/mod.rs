@@ -423,6 +423,26 @@ fn unknown_key_hint(key: &str) -> String {
 /// Built settings shared by tasks.
 pub type SharedConfig = Arc<Config>;
 
+/// The engine's settings from the configuration.
+pub fn engine_settings(cfg: &Config) -> crate::core::EngineSettings {
+    crate::core::EngineSettings {
+        site: cfg.gateway.site.clone(),
+        classes: cfg.alarms.classes.clone(),
+        season: cfg.heating.season.clone(),
+        planned: cfg.maintenance.clone(),
+        retain_cleared_ms: cfg.alarms.retain_cleared.as_millis() as i64,
+        min_indoor_c: cfg.heating.min_indoor_c,
+        sites: cfg
+            .heating
+            .sites
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.season.clone(), v.min_indoor_c)))
+            .collect(),
+        max_lateness_ms: cfg.ingest.max_lateness.as_millis() as i64,
+        monitored_since: std::collections::HashMap::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -401,6 +401,7 @@ pub(super) fn build_modbus(raw: Option<&RawModbus>, errs: &mut Errors) -> Modbus
         return ModbusSettings {
             endpoints: Vec::new(),
             offline_after: 3,
+            bindings: Default::default(),
         };
     };
     if raw.offline_after == 0 {
@@ -460,6 +461,8 @@ pub(super) fn build_modbus(raw: Option<&RawModbus>, errs: &mut Errors) -> Modbus
     ModbusSettings {
         endpoints,
         offline_after: raw.offline_after.max(1),
+        // Filled in once the inventory is built (`inventory::Built::bindings`).
+        bindings: Default::default(),
     }
 }
 

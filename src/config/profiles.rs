@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::check::is_identifier;
 use super::raw::RawProfile;
 use super::Errors;
-use crate::core::rules::ResponseClass;
+use crate::model::rules::ResponseClass;
 use crate::model::{Profile, Signal, SignalType};
 
 /// (file name, text) of the built-in profiles.

@@ -1,6 +1,6 @@
 //! State and alarm rules: a profile's `[state]` and `[[alarms]]` and a device's
 //! `[devices.alarms.<rule>]` overrides, checked against the profile's signals and the response
-//! classes and built into `crate::core::rules::Rules`. Every mistake is recorded with its key
+//! classes and built into `crate::model::rules::Rules`. Every mistake is recorded with its key
 //! (`alarms[1].op`, `state.fault[0].value`, `devices[3].alarms.held_open.delay`) and what
 //! would be valid.
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::check::is_identifier;
 use super::raw::{RawAlarm, RawAlarmOverride, RawCondition, RawState, RawValue};
 use super::Errors;
-use crate::core::rules::{
+use crate::model::rules::{
     AlarmRule, Clear, Condition, Op, ResponseClass, Rules, Severity, StateRules, Trigger,
 };
 use crate::model::{Profile, Signal, SignalType, Value};

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::Config;
-use crate::core::rules::{Clear, ResponseClass, Trigger};
+use crate::model::rules::{Clear, ResponseClass, Trigger};
+use crate::model::DeviceIdx;
 
 /// The one-screen summary `check-config` prints.
 pub fn summary(cfg: &Config, verbose: bool) -> String {
@@ -71,10 +72,10 @@ pub fn summary(cfg: &Config, verbose: bool) -> String {
         out.push_str("  modbus:\n");
         for (i, e) in cfg.modbus.endpoints.iter().enumerate() {
             let n = cfg
-                .inventory
-                .devices()
-                .iter()
-                .filter(|d| d.modbus.as_ref().is_some_and(|b| b.endpoint == i))
+                .modbus
+                .bindings
+                .values()
+                .filter(|b| b.endpoint == i)
                 .count();
             out.push_str(&format!(
                 "    {} {} ({n} devices, timeout {})\n",
@@ -126,7 +127,7 @@ pub fn summary(cfg: &Config, verbose: bool) -> String {
     ));
     if verbose {
         out.push_str("devices:\n");
-        for d in cfg.inventory.devices() {
+        for (idx, d) in cfg.inventory.devices().iter().enumerate() {
             out.push_str(&format!(
                 "  {}/{} {} [{}] {} every {}, offline after {}{}\n",
                 d.site,
@@ -136,7 +137,7 @@ pub fn summary(cfg: &Config, verbose: bool) -> String {
                 d.building,
                 humantime::format_duration(d.interval),
                 humantime::format_duration(d.heartbeat_timeout),
-                match &d.modbus {
+                match cfg.modbus.binding(idx as DeviceIdx) {
                     Some(b) => format!(
                         ", modbus {} unit {} model {}",
                         cfg.modbus.endpoints[b.endpoint].name, b.unit, b.model.name

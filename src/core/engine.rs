@@ -19,9 +19,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::event::*;
-use super::rules::ResponseClass;
 use super::season::Season;
+use crate::model::event::*;
+use crate::model::restore::{DeviceProgress, Restored};
+use crate::model::rules::ResponseClass;
 use crate::model::{DeviceIdx, Inventory, Value};
 
 mod alarms;
@@ -74,79 +75,6 @@ impl EngineSettings {
             None => (&self.season, self.min_indoor_c),
         }
     }
-}
-
-/// A maintenance window from the configuration file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlannedMaintenance {
-    pub device: DeviceIdx,
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub reason: String,
-}
-
-/// What the journal knew when the gateway started (see `crate::journal`).
-#[derive(Debug, Clone, Default)]
-pub struct Restored {
-    /// The last moment the previous run was known to be alive (its last heartbeat in the
-    /// journal, or its clean stop); `None` on a fresh journal. Only used for devices whose
-    /// position a journal of an older schema did not keep.
-    pub last_alive_ms: Option<i64>,
-    /// Each known device's last journaled state and since when.
-    pub states: Vec<RestoredState>,
-    /// Each known device's event-time position, values and pending delays.
-    pub progress: Vec<DeviceProgress>,
-    /// Active alarms and alarms cleared within the retention time, devices resolved against
-    /// this run's inventory (alarms of devices no longer in it are left out).
-    pub alarms: Vec<Alarm>,
-    /// Maintenance windows that had not ended (in event time) for their device.
-    pub windows: Vec<MaintenanceWindow>,
-    /// The next alarm sequence number (one more than the highest ever used).
-    pub next_alarm_seq: u64,
-    /// The next maintenance window sequence number.
-    pub next_window_seq: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RestoredState {
-    pub device: DeviceIdx,
-    pub state: DeviceState,
-    pub since_ms: i64,
-}
-
-/// Where one device stood in event time: what a restart needs to go on exactly as if the
-/// gateway had not stopped. Journaled with the events (`Journal::save_progress`).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct DeviceProgress {
-    pub device: DeviceIdx,
-    /// `ts` of the last applied reading (not an `offline` status); `None`: never heard from.
-    pub last_ts_ms: Option<i64>,
-    /// Every fact and timer of the device up to here has been applied.
-    pub applied_ms: i64,
-    /// When the device entered the inventory (DESIGN §4: offline from then if never heard).
-    pub entered_ms: i64,
-    pub heartbeat_expired: bool,
-    pub status_offline: bool,
-    /// Latest value of each signal (profile order).
-    pub values: Vec<Option<Value>>,
-    /// Per alarm rule (profile order): since when its raising condition has held.
-    pub pending: Vec<Option<i64>>,
-    /// The open hour of `hourly` signals: its start and, per signal, (n, sum, min, max).
-    pub hour: Option<(i64, Vec<HourAcc>)>,
-}
-
-/// One signal's hour so far: (readings, sum, min, max).
-pub type HourAcc = (u64, f64, f64, f64);
-
-/// One device as the API shows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceView {
-    pub device: DeviceIdx,
-    pub state: DeviceState,
-    pub since_ms: i64,
-    /// Event time (`ts`) of the last reading; `None`: never heard from.
-    pub last_seen_ms: Option<i64>,
-    pub active_alarms: usize,
 }
 
 /// Per-rule progress on one device.
@@ -281,8 +209,8 @@ impl Engine {
                 let seasonal = d.rules.state.fault.iter().any(|c| c.season)
                     || d.rules.state.maintenance.iter().any(|c| c.season)
                     || d.rules.alarms.iter().any(|r| match &r.trigger {
-                        super::rules::Trigger::Condition { when, .. } => when.season,
-                        super::rules::Trigger::Offline => false,
+                        crate::model::rules::Trigger::Condition { when, .. } => when.season,
+                        crate::model::rules::Trigger::Offline => false,
                     });
                 Dev {
                     values: vec![None; d.profile.signals.len()],

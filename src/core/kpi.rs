@@ -125,10 +125,10 @@ pub fn merge<A: Copy, B: Copy>(a0: A, a: &[(i64, A)], b0: B, b: &[(i64, B)]) -> 
 pub fn state_time(
     from: i64,
     to: i64,
-    initial: Option<super::DeviceState>,
-    changes: impl IntoIterator<Item = (i64, super::DeviceState)>,
+    initial: Option<crate::model::event::DeviceState>,
+    changes: impl IntoIterator<Item = (i64, crate::model::event::DeviceState)>,
 ) -> StateTime {
-    use super::DeviceState as S;
+    use crate::model::event::DeviceState as S;
     let mut t = StateTime::default();
     accumulate(
         from,
@@ -149,10 +149,10 @@ pub fn state_time(
 /// The count form at one instant: |intact| / |devices not in maintenance| (offline and
 /// unmonitored devices count as not intact, or, with `Excluded`, offline ones are left out).
 pub fn instant_rate(
-    states: impl IntoIterator<Item = Option<super::DeviceState>>,
+    states: impl IntoIterator<Item = Option<crate::model::event::DeviceState>>,
     p: OfflinePolicy,
 ) -> (u64, u64, Option<f64>) {
-    use super::DeviceState as S;
+    use crate::model::event::DeviceState as S;
     let (mut intact, mut total) = (0u64, 0u64);
     for s in states {
         match s {
@@ -205,14 +205,14 @@ impl HeatingTime {
 pub fn heating_time(
     from: i64,
     to: i64,
-    state0: Option<super::DeviceState>,
-    states: &[(i64, Option<super::DeviceState>)],
+    state0: Option<crate::model::event::DeviceState>,
+    states: &[(i64, Option<crate::model::event::DeviceState>)],
     ok0: Option<bool>,
     ok: &[(i64, Option<bool>)],
     season0: bool,
     season: &[(i64, bool)],
 ) -> HeatingTime {
-    use super::DeviceState as S;
+    use crate::model::event::DeviceState as S;
     let (i0, inner) = merge(state0, states, ok0, ok);
     let (m0, all) = merge(i0, &inner, season0, season);
     let mut t = HeatingTime::default();
@@ -234,7 +234,7 @@ pub fn heating_time(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::DeviceState::{self, *};
+    use crate::model::event::DeviceState::{self, *};
     use proptest::prelude::*;
 
     const H: i64 = 3_600_000;

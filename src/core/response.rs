@@ -26,8 +26,8 @@ pub struct AlarmTimes {
     pub ack_target_ms: i64,
 }
 
-impl From<&super::Alarm> for AlarmTimes {
-    fn from(a: &super::Alarm) -> AlarmTimes {
+impl From<&crate::model::event::Alarm> for AlarmTimes {
+    fn from(a: &crate::model::event::Alarm) -> AlarmTimes {
         AlarmTimes {
             raised_ms: a.raised_ms,
             acknowledged_ms: a.acknowledged.as_ref().map(|s| s.ts_ms),

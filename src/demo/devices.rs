@@ -90,7 +90,7 @@ impl MqttDevices {
         let now = Instant::now();
         let devices = devices
             .iter()
-            .filter(|d| d.modbus.is_none())
+            .filter(|d| !d.polled)
             .enumerate()
             .map(|(i, d)| {
                 let signals: Vec<_> = d

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 
 use crate::clock::{Clock, ScaledClock};
 use crate::config::{Config, Secret};
-use crate::model::{Inventory, Value};
+use crate::model::{DeviceIdx, Inventory, Value};
 use crate::run::Running;
 use crate::sim::{SimHandle, SimOptions, Simulator};
 use crate::source::modbus::EndpointKind;
@@ -105,7 +105,7 @@ pub fn adapt(cfg: &mut Config, a: &Adapt) {
         .map(|d| {
             let mut d = d.clone();
             let (period, sim_period) = periods(&d, a.speed);
-            if d.modbus.is_some() {
+            if d.polled {
                 // The poller runs on real time.
                 d.interval = period;
             } else {
@@ -120,7 +120,7 @@ pub fn adapt(cfg: &mut Config, a: &Adapt) {
 
 /// A device's real period between polls/reports, and that period in simulated time.
 fn periods(d: &crate::model::Device, speed: f64) -> (Duration, Duration) {
-    let sim = if d.modbus.is_some() {
+    let sim = if d.polled {
         d.interval
     } else {
         d.interval.min(MAX_REPORT_INTERVAL)
@@ -310,9 +310,9 @@ impl Demo {
 /// The devices faults can happen to.
 fn targets(cfg: &Config) -> Targets {
     let mut t = Targets::default();
-    for d in cfg.inventory.devices() {
+    for (idx, d) in cfg.inventory.devices().iter().enumerate() {
         let id = d.id.clone();
-        match (d.category.as_str(), &d.modbus) {
+        match (d.category.as_str(), cfg.modbus.binding(idx as DeviceIdx)) {
             ("elevator", None) => t.elevators.push(id),
             ("access_gate", None) => t.gates.push(id),
             ("fire_equipment", Some(b))

@@ -9,15 +9,17 @@
 
 use serde_json::{json, Value as Json};
 
-use crate::core::engine::DeviceView;
 use crate::core::response::{classify, AlarmTimes};
-use crate::core::{Alarm, AlarmEvent, AlarmEventKind, Event, MaintenanceWindow, StateChange};
+use crate::model::event::DeviceView;
+use crate::model::event::{
+    Alarm, AlarmEvent, AlarmEventKind, Event, MaintenanceWindow, StateChange,
+};
 use crate::model::Inventory;
 
 /// An alarm as the API shows it; `timeliness` is judged at `now_ms`.
 pub fn alarm(inv: &Inventory, a: &Alarm, now_ms: i64) -> Json {
     let d = inv.get(a.device);
-    let stamp = |s: &Option<crate::core::Stamp>| match s {
+    let stamp = |s: &Option<crate::model::event::Stamp>| match s {
         Some(s) => json!({"ts": s.ts_ms, "by": s.by}),
         None => Json::Null,
     };
@@ -75,7 +77,7 @@ pub fn state_change(inv: &Inventory, s: &StateChange) -> Json {
         "state": s.to.as_str(),
         "from": s.from.map(|f| f.as_str()),
         "reason": s.reason.as_str(),
-        "intact": s.to == crate::core::DeviceState::Intact,
+        "intact": s.to == crate::model::event::DeviceState::Intact,
     })
 }
 

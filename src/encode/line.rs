@@ -12,7 +12,7 @@
 
 use influxdb_line_protocol::LineProtocolBuilder;
 
-use crate::core::{DeviceState, Event};
+use crate::model::event::{DeviceState, Event};
 use crate::model::{Inventory, Reading, Status, Value};
 
 /// A series key (`measurement,tag=value,…`), escaped by the builder; pass tag keys in sorted
@@ -277,7 +277,7 @@ mod tests {
             rules: Default::default(),
             interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(90),
-            modbus: None,
+            polled: false,
         }])
     }
 

@@ -20,8 +20,9 @@ use tracing::{info, warn};
 
 use super::body::Fields;
 use super::{auth, json, ApiError, Ctx};
-use crate::core::{Alarm, Severity};
 use crate::encode::json as forms;
+use crate::model::event::Alarm;
+use crate::model::rules::Severity;
 use crate::model::Inventory;
 
 /// Alarms listed when `?limit=` is not given.
@@ -234,7 +235,7 @@ async fn step(
     ext: &axum::http::Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let remote = super::devices::remote(ext);
+    let remote = super::remote(ext);
     let id = id.map(|Path(id)| id).unwrap_or_default();
     let id_log = id.escape_debug().to_string();
     let refuse = |e: ApiError, by: &str| {

@@ -7,24 +7,24 @@
 //! sends it in the endpoint's serialised request stream and answers with the device's result.
 //! Every write attempt is logged with who, what and the result.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::body::MAX_BY_CHARS;
-use super::{auth, json, ApiError, Ctx};
-use crate::core::DeviceState;
+use super::{auth, json, remote, ApiError, Ctx};
 use crate::encode::json as forms;
+use crate::model::event::DeviceState;
 use crate::model::{Device, Value};
 use crate::source::modbus::poller::WriteError;
+use crate::source::modbus::Binding;
 
 /// A write that gets no answer from the poller within this time fails with 504 (the poller
 /// applies its own per-request timeouts; this only bounds a stuck queue).
@@ -111,7 +111,11 @@ struct ModbusView<'a> {
     writable: Vec<&'a str>,
 }
 
-fn view<'a>(d: &'a Device, endpoints: &'a [String]) -> DeviceView<'a> {
+fn view<'a>(
+    d: &'a Device,
+    binding: Option<&'a Binding>,
+    endpoints: &'a [String],
+) -> DeviceView<'a> {
     DeviceView {
         id: &d.id,
         name: &d.name,
@@ -119,8 +123,8 @@ fn view<'a>(d: &'a Device, endpoints: &'a [String]) -> DeviceView<'a> {
         building: &d.building,
         category: &d.category,
         interval_s: d.interval.as_secs_f64(),
-        source: if d.modbus.is_some() { "modbus" } else { "mqtt" },
-        modbus: d.modbus.as_ref().map(|b| ModbusView {
+        source: if d.polled { "modbus" } else { "mqtt" },
+        modbus: binding.map(|b| ModbusView {
             endpoint: endpoints.get(b.endpoint).map_or("", String::as_str),
             unit: b.unit,
             model: &b.model.name,
@@ -137,8 +141,9 @@ fn view<'a>(d: &'a Device, endpoints: &'a [String]) -> DeviceView<'a> {
 
 /// A device as listed: the inventory view merged with its state (`crate::encode::json::device`:
 /// `state`, `since_ts`, `last_seen_ts`, `active_alarms`).
-fn listed(ctx: &Ctx, d: &Device, state: &crate::core::engine::DeviceView) -> serde_json::Value {
-    let mut v = serde_json::to_value(view(d, &ctx.app.endpoints)).unwrap_or_default();
+fn listed(ctx: &Ctx, d: &Device, state: &crate::model::event::DeviceView) -> serde_json::Value {
+    let binding = ctx.app.bindings.get(&state.device);
+    let mut v = serde_json::to_value(view(d, binding, &ctx.app.endpoints)).unwrap_or_default();
     if let (serde_json::Value::Object(m), serde_json::Value::Object(s)) =
         (&mut v, forms::device(&ctx.app.inventory, state))
     {
@@ -263,12 +268,12 @@ pub(super) async fn one(
     let (alarms, now) = core.alarms().await?;
     let windows = core.windows().await?;
 
-    let mut active: Vec<&crate::core::Alarm> = alarms
+    let mut active: Vec<&crate::model::event::Alarm> = alarms
         .iter()
         .filter(|a| a.device == idx && a.is_active())
         .collect();
     active.sort_by(|a, b| super::alarms::control_room_order(a, b));
-    let mut windows: Vec<&crate::core::MaintenanceWindow> =
+    let mut windows: Vec<&crate::model::event::MaintenanceWindow> =
         windows.iter().filter(|w| w.device == idx).collect();
     windows.sort_by_key(|w| (w.start_ms, w.end_ms));
 
@@ -424,12 +429,6 @@ pub(super) fn resolve_site(ctx: &Ctx, id: &str, asked: Option<&str>) -> Result<S
             ),
         )),
     }
-}
-
-/// The client's address, when the server was started with connect info (not in unit tests).
-pub(super) fn remote(ext: &Extensions) -> String {
-    ext.get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "-".to_owned(), |c| c.0.to_string())
 }
 
 pub(super) async fn write(
@@ -1016,6 +1015,7 @@ mod tests {
         let handle = ModbusHandle {
             endpoints: vec![tx],
             inventory: cfg.inventory.clone(),
+            bindings: std::sync::Arc::new(cfg.modbus.bindings.clone()),
         };
         (app_with(Some(TOKEN), handle), seen)
     }
@@ -1103,6 +1103,7 @@ mod tests {
         let handle = ModbusHandle {
             endpoints: vec![tx],
             inventory: cfg.inventory.clone(),
+            bindings: std::sync::Arc::new(cfg.modbus.bindings.clone()),
         };
         let fx = app_with(Some(TOKEN), handle);
         let app = fx.app.clone();

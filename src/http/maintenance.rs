@@ -16,7 +16,8 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::body::{Fields, MAX_TEXT_CHARS};
-use super::devices::{remote, resolve_site, WriteQuery};
+use super::devices::{resolve_site, WriteQuery};
+use super::remote;
 use super::{auth, json, ApiError, Ctx};
 use crate::encode::json as forms;
 

@@ -31,6 +31,7 @@ mod maintenance;
 mod metrics;
 mod report;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,10 +48,18 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, HttpSettings, Secret};
-use crate::model::Inventory;
+use crate::model::{DeviceIdx, Inventory};
 use crate::source::modbus::poller::ModbusHandle;
+use crate::source::modbus::Binding;
 use crate::stage::{CoreHandle, HandleError};
 use crate::stats::Stats;
+
+/// The client's address, when the server was started with connect info (not in unit tests):
+/// for the logs of the handlers that change something.
+fn remote(ext: &axum::http::Extensions) -> String {
+    ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "-".to_owned(), |c| c.0.to_string())
+}
 
 pub use devices::status_for;
 pub use report::ReportContext;
@@ -75,6 +84,9 @@ pub struct AppState {
     /// Names of the Modbus endpoints, indexed like `ModbusSettings::endpoints` (a device's
     /// `Binding::endpoint`), for the device list.
     pub endpoints: Arc<[String]>,
+    /// `ModbusSettings::bindings`: each polled device's endpoint, unit and model, for the
+    /// device list.
+    pub bindings: Arc<BTreeMap<DeviceIdx, Binding>>,
     /// The core stage: device states, alarms, maintenance windows, the live event stream.
     pub core: CoreHandle,
     /// Every category this gateway knows (its profiles and its devices' categories), sorted:
@@ -117,6 +129,7 @@ impl AppState {
                 .iter()
                 .map(|e| e.name.clone())
                 .collect(),
+            bindings: Arc::new(cfg.modbus.bindings.clone()),
             core,
             categories: categories.into(),
             kpi: Default::default(),
@@ -380,7 +393,7 @@ impl From<HandleError> for ApiError {
     /// HTTP API section): unknown alarm or device 404, already done 409, invalid 422, the
     /// core stage gone 503.
     fn from(e: HandleError) -> Self {
-        use crate::core::CommandError as C;
+        use crate::model::event::CommandError as C;
         let at = |ts_ms: i64| match jiff::Timestamp::from_millisecond(ts_ms) {
             Ok(t) => format!("{t} (unix ms {ts_ms})"),
             Err(_) => format!("unix ms {ts_ms}"),
@@ -456,13 +469,15 @@ pub(crate) mod test_support {
     use super::{router, AppState};
     use crate::clock::Clock;
     use crate::config::{Config, HttpSettings, Secret};
-    use crate::core::engine::{EngineSettings, Restored};
-    use crate::core::rules::{
+    use crate::core::engine::EngineSettings;
+    use crate::core::season::Season;
+    use crate::core::Engine;
+    use crate::journal::Journal;
+    use crate::model::restore::Restored;
+    use crate::model::rules::Severity;
+    use crate::model::rules::{
         AlarmRule, Clear, Condition, Op, ResponseClass, Rules, StateRules, Trigger,
     };
-    use crate::core::season::Season;
-    use crate::core::{Engine, Severity};
-    use crate::journal::Journal;
     use crate::model::{Ack, Device, DeviceIdx, Inventory, Reading, Value};
     use crate::source::modbus::poller::ModbusHandle;
     use crate::stage::{Inputs, Outputs};
@@ -809,6 +824,7 @@ category = "indoor_sensor"
         let handle = ModbusHandle {
             endpoints: Vec::new(),
             inventory: cfg.inventory.clone(),
+            bindings: Arc::new(cfg.modbus.bindings.clone()),
         };
         app_with(token, handle)
     }

@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, Row};
 
 use super::error::{explain, JournalError, SqlContext};
 use super::Journal;
-use crate::core::event::{DeviceState, Reason, Stamp};
-use crate::core::rules::Severity;
+use crate::model::event::{DeviceState, Reason, Stamp};
+use crate::model::rules::Severity;
 
 const TRANSITION_COLUMNS: &str =
     "id, site, device, building, category, ts_ms, from_state, to_state, reason";

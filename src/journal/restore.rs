@@ -9,8 +9,8 @@ use tracing::warn;
 use super::error::{JournalError, SqlContext};
 use super::queries::{alarm_record, last_transitions, ALARM_COLUMNS, WINDOW_COLUMNS};
 use super::Journal;
-use crate::core::engine::{DeviceProgress, Restored, RestoredState};
-use crate::core::event::{Alarm, MaintenanceWindow};
+use crate::model::event::{Alarm, MaintenanceWindow};
+use crate::model::restore::{DeviceProgress, Restored, RestoredState};
 use crate::model::{Inventory, Value};
 
 impl Journal {

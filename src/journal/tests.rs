@@ -4,12 +4,12 @@ use std::time::Duration;
 use super::restore::WINDOW_RESTORE_MS;
 use super::write::seq_of;
 use super::*;
-use crate::core::engine::{DeviceProgress, RestoredState};
-use crate::core::event::{
+use crate::model::event::{
     Alarm, AlarmEvent, AlarmEventKind, DeviceState, Event, MaintenanceWindow, Reason, Stamp,
     StateChange,
 };
-use crate::core::rules::Severity;
+use crate::model::restore::{DeviceProgress, RestoredState};
+use crate::model::rules::Severity;
 use crate::model::{Device, DeviceIdx, Inventory, Profile, Value};
 
 const T0: i64 = 1_790_000_000_000;
@@ -32,7 +32,7 @@ fn dev(site: &str, id: &str, building: &str, category: &str) -> Device {
         rules: Default::default(),
         interval: Duration::from_secs(30),
         heartbeat_timeout: Duration::from_secs(90),
-        modbus: None,
+        polled: false,
     }
 }
 
@@ -534,7 +534,7 @@ fn transitions_include_the_last_one_before_from() {
 /// order, and nothing of another site.
 #[test]
 fn per_site_queries_match_the_all_site_ones() {
-    use crate::core::event::ComplianceChange;
+    use crate::model::event::ComplianceChange;
     let dir = tempfile::tempdir().unwrap();
     let mut devices: Vec<Device> = inventory().devices().to_vec();
     devices.push(dev("other", "EL-1", "1号楼", "elevator"));

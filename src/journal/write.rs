@@ -7,8 +7,8 @@ use tracing::warn;
 
 use super::error::{JournalError, SqlContext};
 use super::Journal;
-use crate::core::engine::DeviceProgress;
-use crate::core::event::{DeviceState, Event};
+use crate::model::event::{DeviceState, Event};
+use crate::model::restore::DeviceProgress;
 use crate::model::{Device, DeviceIdx, Inventory, Value};
 
 impl Journal {

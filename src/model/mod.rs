@@ -4,45 +4,28 @@
 //! These types are built once from configuration (see `crate::config`) and then shared
 //! read-only (`Arc<Inventory>`) by all tasks; a `Reading` refers to its device by index so that
 //! the hot path never hashes or clones device names.
+//!
+//! The model is the ground floor: every other layer may import it, and it imports nothing of
+//! theirs (`tests/layers.rs` checks). Besides devices and readings it holds what several layers
+//! share:
+//! - `rules`: conditions, state rules, alarm rules, response classes, `Severity`;
+//! - `event`: device states, alarms and the events the core emits, operator command errors,
+//!   planned maintenance, `DeviceView`;
+//! - `restore`: where the engine stood, as the journal keeps it for a restart.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 mod ack;
 mod command;
+pub mod event;
+pub mod restore;
+pub mod rules;
+mod value;
 pub use ack::{Ack, PendingAck};
 pub use command::{OperatorCommand, OperatorCommandKind};
-
-/// The type a signal's values must have. A JSON value of another type is rejected as
-/// `wrong_type` (see `crate::source::decode`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignalType {
-    /// 64-bit float; any finite JSON number is accepted.
-    Float,
-    /// 64-bit signed integer; a JSON integer, or a float with no fractional part.
-    Int,
-    /// `true`/`false`; the integers 0 and 1 are accepted too (PLC bridges often send them).
-    Bool,
-    /// Free text.
-    String,
-    /// One of a fixed set of strings (e.g. elevator `mode`).
-    Enum(Vec<String>),
-}
-
-impl SignalType {
-    /// The name used in profiles and error messages.
-    pub fn name(&self) -> &'static str {
-        match self {
-            SignalType::Float => "float",
-            SignalType::Int => "int",
-            SignalType::Bool => "bool",
-            SignalType::String => "string",
-            SignalType::Enum(_) => "enum",
-        }
-    }
-}
+pub use value::{SignalType, Value};
 
 /// One signal of a category (e.g. `supply_temp_c` of `heating_loop`).
 #[derive(Debug, Clone)]
@@ -66,7 +49,7 @@ pub struct Profile {
     pub interval: Duration,
     pub signals: Vec<Signal>,
     /// State and alarm rules (`[state]`, `[[alarms]]` in the profile file).
-    pub rules: Arc<crate::core::rules::Rules>,
+    pub rules: Arc<rules::Rules>,
     /// Float signals whose hourly statistics are journaled (`hourly = [...]`).
     pub hourly: Vec<u16>,
     index: HashMap<String, u16>,
@@ -115,11 +98,12 @@ pub struct Device {
     pub interval: Duration,
     /// No reading for this long makes an MQTT device `offline` (DESIGN §4).
     pub heartbeat_timeout: Duration,
-    /// Set when the device is polled over Modbus.
-    pub modbus: Option<crate::source::modbus::Binding>,
+    /// The device is polled over Modbus (it has a binding in `ModbusSettings::bindings`): the
+    /// poller, not the heartbeat timeout, decides when it is offline.
+    pub polled: bool,
     /// The profile's rules with this device's overrides applied (the profile's own `Arc`
     /// when there are none).
-    pub rules: Arc<crate::core::rules::Rules>,
+    pub rules: Arc<rules::Rules>,
 }
 
 /// Index of a device in its `Inventory`.
@@ -175,26 +159,6 @@ impl Inventory {
 
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
-    }
-}
-
-/// A typed signal value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Float(f64),
-    Int(i64),
-    Bool(bool),
-    Str(String),
-}
-
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Value::Float(v) => write!(f, "{v}"),
-            Value::Int(v) => write!(f, "{v}"),
-            Value::Bool(v) => write!(f, "{v}"),
-            Value::Str(v) => write!(f, "{v:?}"),
-        }
     }
 }
 

@@ -36,7 +36,7 @@ struct Outcome {
     figures: String,
 }
 
-use crate::core::event::{DeviceState, Reason};
+use crate::model::event::{DeviceState, Reason};
 
 /// (device, rule, raised, acknowledged, on site, cleared by the end).
 type AlarmRow = (String, String, i64, Option<i64>, Option<i64>, Option<i64>);

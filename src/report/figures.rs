@@ -62,12 +62,12 @@ use serde::Serialize;
 
 use std::collections::HashMap;
 
-use crate::core::event::COMPLIANCE_SIGNAL;
 use crate::core::kpi::{self, HeatingTime, OfflinePolicy, StateTime};
 use crate::core::response::{self, AlarmTimes, ResponseSummary};
 use crate::core::season::Season;
-use crate::core::DeviceState;
 use crate::journal::{Journal, TransitionRecord};
+use crate::model::event::DeviceState;
+use crate::model::event::COMPLIANCE_SIGNAL;
 
 /// What the figures depend on besides the journal.
 #[derive(Debug, Clone)]
@@ -552,12 +552,12 @@ impl Mean {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::event::{
+    use crate::core::season::MonthDay;
+    use crate::model::event::{
         Alarm, AlarmEvent, AlarmEventKind, ComplianceChange, Event, HourlyStats, Reason, Stamp,
         StateChange,
     };
-    use crate::core::rules::Severity;
-    use crate::core::season::MonthDay;
+    use crate::model::rules::Severity;
     use crate::model::{Device, DeviceIdx, Inventory, Profile, Signal, SignalType};
     use jiff::civil::date;
     use jiff::tz::TimeZone;
@@ -598,7 +598,7 @@ mod tests {
             profile: p,
             interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(90),
-            modbus: None,
+            polled: false,
         }
     }
 
@@ -1144,7 +1144,7 @@ mod tests {
     #[test]
     fn a_window_recorded_afterwards_counts_as_maintenance() {
         let d = june();
-        let w = crate::core::MaintenanceWindow {
+        let w = crate::model::event::MaintenanceWindow {
             id: "s-M1".into(),
             device: 0,
             start_ms: d + 8 * H,

@@ -31,9 +31,9 @@ use tracing::warn;
 use super::figures::{compute, FigureSettings, Figures};
 use crate::clock::Clock;
 use crate::core::kpi::instant_rate;
-use crate::core::DeviceState;
 use crate::encode::line::{series_key, Field, FieldWriter};
 use crate::journal::Journal;
+use crate::model::event::DeviceState;
 use crate::sink::store::StoreItem;
 use crate::stage::CoreHandle;
 
@@ -367,7 +367,7 @@ mod tests {
     use super::*;
     use crate::core::kpi::OfflinePolicy;
     use crate::core::season::Season;
-    use crate::core::{DeviceState, Event, Reason, StateChange};
+    use crate::model::event::{DeviceState, Event, Reason, StateChange};
     use crate::model::{Device, Inventory, Profile};
 
     /// A closed month's assessment lines: one fire-equipment device intact all November
@@ -389,7 +389,7 @@ mod tests {
             profile: p,
             interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(90),
-            modbus: None,
+            polled: false,
             rules: Default::default(),
         }]);
         let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();

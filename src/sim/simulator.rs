@@ -234,13 +234,14 @@ impl Simulator {
                 framing: Framing::of(&e.kind),
             })
             .collect();
+        // In inventory order, as the bindings are keyed by inventory index.
         let devices = cfg
-            .inventory
-            .devices()
+            .modbus
+            .bindings
             .iter()
-            .filter_map(|d| {
-                let b = d.modbus.as_ref()?;
-                Some(DeviceSpec {
+            .map(|(&idx, b)| {
+                let d = cfg.inventory.get(idx);
+                DeviceSpec {
                     id: d.id.clone(),
                     site: d.site.clone(),
                     name: d.name.clone(),
@@ -248,7 +249,7 @@ impl Simulator {
                     endpoint: b.endpoint,
                     unit: b.unit,
                     model: Arc::clone(&b.model),
-                })
+                }
             })
             .collect();
         Simulator::new(endpoints, devices, seed, script)

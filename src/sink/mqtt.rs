@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::MqttSettings;
-use crate::core::Event;
+use crate::model::event::Event;
 use crate::model::Inventory;
 use crate::mqtt::topic::TopicPattern;
 use crate::stats::Stats;

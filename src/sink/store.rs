@@ -34,8 +34,8 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{GatewaySettings, StoreSettings};
-use crate::core::Event;
 use crate::encode::line::{gateway_key, EventEncoder, Field, FieldWriter, TelemetryEncoder};
+use crate::model::event::Event;
 use crate::model::{Inventory, Reading};
 use crate::stats::{GatewayValue, Stats};
 

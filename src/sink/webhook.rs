@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{WebhookFormat, WebhookSettings};
-use crate::core::{AlarmEvent, AlarmEventKind, Event};
+use crate::model::event::{AlarmEvent, AlarmEventKind, Event};
 use crate::model::Inventory;
 use crate::stats::Stats;
 
@@ -111,9 +111,9 @@ fn text(inv: &Inventory, a: &AlarmEvent, tz: &TimeZone) -> String {
         })
         .unwrap_or_default();
     let level = match a.alarm.severity {
-        crate::core::Severity::Critical => "紧急",
-        crate::core::Severity::Major => "重要",
-        crate::core::Severity::Minor => "一般",
+        crate::model::rules::Severity::Critical => "紧急",
+        crate::model::rules::Severity::Major => "重要",
+        crate::model::rules::Severity::Minor => "一般",
     };
     let head = match (a.kind, a.alarm.cleared_ms) {
         (AlarmEventKind::Cleared, _) => format!("【已恢复】{}", a.alarm.message),
@@ -141,7 +141,8 @@ fn text(inv: &Inventory, a: &AlarmEvent, tz: &TimeZone) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Alarm, Severity};
+    use crate::model::event::Alarm;
+    use crate::model::rules::Severity;
     use std::sync::Mutex;
 
     /// A receiver that answers 500 to the first `fail` requests, then 200 with `answer`.
@@ -192,7 +193,7 @@ mod tests {
             profile: p,
             interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
-            modbus: None,
+            polled: false,
             rules: Default::default(),
         }]))
     }

@@ -2,8 +2,8 @@
 //! no duplicates while active; acknowledgments and on-site reports by operators or devices.
 
 use super::Engine;
-use crate::core::event::*;
-use crate::core::rules::{AlarmRule, Clear, Condition, Severity, Trigger};
+use crate::model::event::*;
+use crate::model::rules::{AlarmRule, Clear, Condition, Severity, Trigger};
 use crate::model::{Device, DeviceIdx, Value};
 
 /// Targets used when a rule names a class that is not configured (config validation
@@ -145,7 +145,7 @@ impl Engine {
             .values
             .get(c.signal as usize)
             .and_then(Option::as_ref)
-            .is_some_and(|v| crate::core::rules::compare(v, c.op, value))
+            .is_some_and(|v| crate::model::rules::compare(v, c.op, value))
     }
 
     /// Raises, clears and advances the device's alarm rules at `ts_ms`. `by_clock`: called

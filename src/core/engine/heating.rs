@@ -5,7 +5,7 @@
 //! the hour kept in its device's progress, so the sums are the same bit for bit.
 
 use super::{Engine, Hour, HOUR_MS};
-use crate::core::event::{ComplianceChange, Event, HourlyStats};
+use crate::model::event::{ComplianceChange, Event, HourlyStats};
 use crate::model::{DeviceIdx, Value};
 
 impl Engine {

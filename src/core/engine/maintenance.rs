@@ -5,7 +5,7 @@
 //! (the journal's past is never rewritten) and reports count the whole window.
 
 use super::{Engine, PlannedMaintenance, Win};
-use crate::core::event::{CommandError, Event, MaintenanceWindow};
+use crate::model::event::{CommandError, Event, MaintenanceWindow};
 use crate::model::DeviceIdx;
 
 impl Engine {

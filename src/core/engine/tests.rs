@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::core::rules::{
+use crate::core::season::{MonthDay, Season};
+use crate::model::restore::RestoredState;
+use crate::model::rules::{
     AlarmRule, Clear, Condition, Op, ResponseClass, Rules, Severity, StateRules, Trigger,
 };
-use crate::core::season::{MonthDay, Season};
 use crate::model::{Device, Status};
 use crate::model::{Profile, Signal, SignalType};
 
@@ -135,16 +136,7 @@ fn device(id: &str, p: &Arc<Profile>, modbus: bool) -> Device {
         profile: p.clone(),
         interval: p.interval,
         heartbeat_timeout: p.interval * 3,
-        modbus: modbus.then(|| crate::source::modbus::Binding {
-            endpoint: 0,
-            unit: 1,
-            model: Arc::new(crate::source::modbus::DeviceModel::new(
-                "plc".into(),
-                p.category.clone(),
-                vec![],
-                Default::default(),
-            )),
-        }),
+        polled: modbus,
         rules: p.rules.clone(),
     }
 }
@@ -1111,7 +1103,7 @@ category = "indoor_sensor"
     .unwrap();
     let cfg =
         crate::config::load_with_env(&path, Default::default()).unwrap_or_else(|e| panic!("{e}"));
-    let s = crate::run::engine_settings(&cfg);
+    let s = crate::config::engine_settings(&cfg);
     // 2026-12-01T00:00:00+08:00: in the Beijing heating season.
     let t0 = 1_796_054_400_000;
     let mut out = Vec::new();

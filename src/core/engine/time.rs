@@ -3,7 +3,7 @@
 //! and the gateway clock used only to conclude that a moment has passed.
 
 use super::{Dev, Engine};
-use crate::core::event::{Event, Reason};
+use crate::model::event::{Event, Reason};
 use crate::model::{DeviceIdx, Status, Value};
 
 /// What became of a reading (the stage counts the last two; the store gets all three).
@@ -172,7 +172,7 @@ impl Engine {
         if !dev.started {
             consider(dev.entered_ms, Due::Start);
         }
-        if let Some(t) = heartbeat_due(dev, d.modbus.is_some(), d.heartbeat_timeout) {
+        if let Some(t) = heartbeat_due(dev, d.polled, d.heartbeat_timeout) {
             consider(t, Due::Heartbeat);
         }
         for w in self.windows.iter().filter(|w| w.w.device == device) {

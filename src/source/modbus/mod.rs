@@ -12,12 +12,15 @@ pub mod map;
 pub mod plan;
 pub mod poller;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use endpoint::{EndpointKind, Parity};
 use map::Register;
 use plan::{Limits, ReadRequest};
+
+use crate::model::DeviceIdx;
 
 /// A device model: its register map and the poll plan computed from it.
 #[derive(Debug, Clone)]
@@ -75,10 +78,20 @@ pub struct Binding {
     pub model: Arc<DeviceModel>,
 }
 
-/// The `[modbus]` section, built.
+/// The `[modbus]` section, built, with the bindings of the devices that are polled.
 #[derive(Debug, Clone, Default)]
 pub struct ModbusSettings {
     pub endpoints: Vec<Endpoint>,
     /// Consecutive failed polls before a device is reported offline.
     pub offline_after: u32,
+    /// Each polled device's binding, by its index in the inventory (`Device::polled` is set
+    /// for exactly these devices).
+    pub bindings: BTreeMap<DeviceIdx, Binding>,
+}
+
+impl ModbusSettings {
+    /// The binding of a device; `None` for a device that is not polled over Modbus.
+    pub fn binding(&self, device: DeviceIdx) -> Option<&Binding> {
+        self.bindings.get(&device)
+    }
 }

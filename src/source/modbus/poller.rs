@@ -56,6 +56,7 @@ mod task;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::map::RegType;
-use super::ModbusSettings;
+use super::{Binding, ModbusSettings};
 use crate::clock::Clock;
 use crate::model::{DeviceIdx, Inventory, Reading, Value};
 use crate::stats::Stats;
@@ -121,6 +122,8 @@ pub struct ModbusHandle {
     /// One sender per endpoint, indexed like `ModbusSettings::endpoints`.
     pub(crate) endpoints: Vec<mpsc::Sender<WriteCommand>>,
     pub(crate) inventory: Arc<Inventory>,
+    /// `ModbusSettings::bindings`: which devices are polled, where and with which model.
+    pub(crate) bindings: Arc<BTreeMap<DeviceIdx, Binding>>,
 }
 
 impl ModbusHandle {
@@ -161,10 +164,9 @@ impl ModbusHandle {
             .inventory
             .lookup(site, device_id)
             .ok_or_else(|| WriteError::UnknownDevice(device_id.to_owned()))?;
-        let d = self.inventory.get(device);
-        let b = d
-            .modbus
-            .as_ref()
+        let b = self
+            .bindings
+            .get(&device)
             .ok_or_else(|| WriteError::NotModbus(device_id.to_owned()))?;
         let reg = b
             .model
@@ -231,15 +233,13 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> (ModbusHandle, Vec<tokio::task::JoinHandle<()>>) {
     let mut per_endpoint: Vec<Vec<DeviceIdx>> = vec![Vec::new(); settings.endpoints.len()];
-    for (i, d) in inventory.devices().iter().enumerate() {
-        if let Some(list) = d
-            .modbus
-            .as_ref()
-            .and_then(|b| per_endpoint.get_mut(b.endpoint))
-        {
-            list.push(i as DeviceIdx);
+    // In inventory order, as the bindings are keyed by inventory index.
+    for (&i, b) in &settings.bindings {
+        if let Some(list) = per_endpoint.get_mut(b.endpoint) {
+            list.push(i);
         }
     }
+    let bindings = Arc::new(settings.bindings.clone());
     let mut senders = Vec::with_capacity(settings.endpoints.len());
     let mut tasks = Vec::new();
     for (ep, devices) in settings.endpoints.iter().zip(&per_endpoint) {
@@ -254,6 +254,7 @@ pub fn spawn(
             devices,
             settings.offline_after,
             inventory.clone(),
+            bindings.clone(),
             stats.clone(),
             clock.clone(),
             tx.clone(),
@@ -265,6 +266,7 @@ pub fn spawn(
         ModbusHandle {
             endpoints: senders,
             inventory,
+            bindings,
         },
         tasks,
     )

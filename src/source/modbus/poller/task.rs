@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use super::{WriteCommand, WriteError};
 use crate::clock::Clock;
 use crate::model::{Ack, Device, DeviceIdx, Inventory, Reading, Status, Value};
 use crate::source::modbus::map::{Encoded, RegType};
-use crate::source::modbus::{DeviceModel, Endpoint};
+use crate::source::modbus::{Binding, DeviceModel, Endpoint};
 use crate::stats::{LogLimiter, Stats};
 
 /// Per-poll failure log lines let through per kind per endpoint per window; offline/online
@@ -56,6 +56,7 @@ pub(super) struct EndpointTask {
     /// so the polled slot is popped and pushed back; no scan over all slots per poll.
     queue: BinaryHeap<Reverse<(Instant, usize)>>,
     inventory: Arc<Inventory>,
+    bindings: Arc<BTreeMap<DeviceIdx, Binding>>,
     stats: Arc<Stats>,
     clock: Arc<dyn Clock>,
     tx: mpsc::Sender<Reading>,
@@ -71,6 +72,7 @@ impl EndpointTask {
         devices: &[DeviceIdx],
         offline_after: u32,
         inventory: Arc<Inventory>,
+        bindings: Arc<BTreeMap<DeviceIdx, Binding>>,
         stats: Arc<Stats>,
         clock: Arc<dyn Clock>,
         tx: mpsc::Sender<Reading>,
@@ -82,7 +84,7 @@ impl EndpointTask {
             .enumerate()
             .filter_map(|(k, &device)| {
                 let d = inventory.get(device);
-                let b = d.modbus.as_ref()?;
+                let b = bindings.get(&device)?;
                 Some(Slot {
                     device,
                     unit: b.unit,
@@ -104,6 +106,7 @@ impl EndpointTask {
             slots,
             queue,
             inventory,
+            bindings,
             stats,
             clock,
             tx,
@@ -323,7 +326,7 @@ impl EndpointTask {
         if let Some(suppressed) = self.logs.allow(kind, now_ms) {
             let d = self.inventory.get(device);
             warn!(site = %d.site, device = %d.id, endpoint = %self.ep.name,
-                  unit = d.modbus.as_ref().map_or(0, |b| b.unit),
+                  unit = self.bindings.get(&device).map_or(0, |b| b.unit),
                   detail = %detail(), suppressed_before = suppressed,
                   "Modbus poll failed.");
         }
@@ -338,7 +341,9 @@ impl EndpointTask {
         }
         let inventory = self.inventory.clone();
         let d = inventory.get(cmd.device);
-        let result = self.perform_write(d, &cmd.signal, &cmd.value).await;
+        let result = self
+            .perform_write(cmd.device, d, &cmd.signal, &cmd.value)
+            .await;
         self.stats.modbus.writes.fetch_add(1, Relaxed);
         if result.is_err() {
             self.stats.modbus.write_failures.fetch_add(1, Relaxed);
@@ -352,13 +357,14 @@ impl EndpointTask {
 
     async fn perform_write(
         &mut self,
+        device: DeviceIdx,
         d: &Device,
         signal: &str,
         value: &Value,
     ) -> Result<(), WriteError> {
-        let b = d
-            .modbus
-            .as_ref()
+        let bindings = self.bindings.clone();
+        let b = bindings
+            .get(&device)
             .ok_or_else(|| WriteError::NotModbus(d.id.clone()))?;
         let reg = b
             .model

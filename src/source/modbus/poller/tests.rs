@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{spawn, ModbusHandle, WriteError};
 use crate::clock::{Clock, SystemClock};
-use crate::model::{Device, Inventory, Profile, Reading, Signal, SignalType, Status, Value};
+use crate::model::{
+    Device, DeviceIdx, Inventory, Profile, Reading, Signal, SignalType, Status, Value,
+};
 use crate::source::modbus::map::{Order, RegType, Register, Table};
 use crate::source::modbus::plan::Limits;
 use crate::source::modbus::{Binding, DeviceModel, Endpoint, EndpointKind, ModbusSettings};
@@ -404,9 +406,10 @@ fn endpoint(name: &str, kind: EndpointKind, timeout_ms: u64, retries: u32) -> En
     }
 }
 
-fn device(id: &str, binding: Option<(usize, u8)>, interval_ms: u64) -> Device {
+/// A device and, when it is polled, its binding (`ModbusSettings::bindings`).
+fn device(id: &str, binding: Option<(usize, u8)>, interval_ms: u64) -> (Device, Option<Binding>) {
     let interval = Duration::from_millis(interval_ms);
-    Device {
+    let device = Device {
         id: id.to_owned(),
         name: format!("{id} 测试"),
         site: SITE.to_owned(),
@@ -416,12 +419,14 @@ fn device(id: &str, binding: Option<(usize, u8)>, interval_ms: u64) -> Device {
         rules: Default::default(),
         interval,
         heartbeat_timeout: interval * 3,
-        modbus: binding.map(|(endpoint, unit)| Binding {
-            endpoint,
-            unit,
-            model: model(),
-        }),
-    }
+        polled: binding.is_some(),
+    };
+    let binding = binding.map(|(endpoint, unit)| Binding {
+        endpoint,
+        unit,
+        model: model(),
+    });
+    (device, binding)
 }
 
 struct Gateway {
@@ -435,17 +440,25 @@ struct Gateway {
 
 fn start(
     endpoints: Vec<Endpoint>,
-    devices: Vec<Device>,
+    devices: Vec<(Device, Option<Binding>)>,
     offline_after: u32,
     clock: Arc<dyn Clock>,
 ) -> Gateway {
-    let inventory = Arc::new(Inventory::new(devices));
+    let bindings = devices
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, b))| Some((i as DeviceIdx, b.clone()?)))
+        .collect();
+    let inventory = Arc::new(Inventory::new(
+        devices.into_iter().map(|(d, _)| d).collect(),
+    ));
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel(4096);
     let shutdown = CancellationToken::new();
     let settings = ModbusSettings {
         endpoints,
         offline_after,
+        bindings,
     };
     let (handle, tasks) = spawn(
         &settings,

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::model::Value;
+use crate::model::value::Value;
 
 /// Comparison operator of a condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! What the core produces (events: state transitions and alarm lifecycle steps) and what it
-//! accepts besides readings (commands from operators: acknowledge, on site, maintenance).
+//! What the core produces (events: state transitions and alarm lifecycle steps), what it
+//! accepts besides readings (commands from operators: acknowledge, on site, maintenance; planned
+//! maintenance from the configuration) and how it shows a device (`DeviceView`).
 //!
 //! Events refer to devices by `DeviceIdx` (the inventory of this run); the journal stores the
 //! device's site and id so that a restart with an edited inventory still finds them.
@@ -8,7 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::rules::Severity;
+use crate::model::rules::Severity;
 use crate::model::DeviceIdx;
 
 /// A device's state (DESIGN §4). Priority when several hold: maintenance > offline > fault >
@@ -54,6 +55,17 @@ impl fmt::Display for DeviceState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// One device as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceView {
+    pub device: DeviceIdx,
+    pub state: DeviceState,
+    pub since_ms: i64,
+    /// Event time (`ts`) of the last reading; `None`: never heard from.
+    pub last_seen_ms: Option<i64>,
+    pub active_alarms: usize,
 }
 
 /// Why a device changed state; stored in the journal and sent with state events.
@@ -248,6 +260,15 @@ pub struct HourlyStats {
 
 /// The signal whose value decides heating compliance (indoor sensors).
 pub const COMPLIANCE_SIGNAL: &str = "indoor_temp_c";
+
+/// A maintenance window from the configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedMaintenance {
+    pub device: DeviceIdx,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub reason: String,
+}
 
 /// Planned or operator-set maintenance of one device: `[start_ms, end_ms)`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
