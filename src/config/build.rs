@@ -42,6 +42,8 @@ pub struct Config {
     pub assessment: super::AssessmentSettings,
     /// Planned maintenance windows (`[[maintenance]]`), devices resolved.
     pub maintenance: Vec<PlannedMaintenance>,
+    /// Devices' `monitored_since` (unix ms), for those that give one.
+    pub monitored_since: std::collections::HashMap<crate::model::DeviceIdx, i64>,
     /// `run --record FILE` (not from the TOML): write every fact the engine takes to this
     /// tape (`estate-gateway replay` reads it).
     pub record: Option<PathBuf>,
@@ -195,6 +197,7 @@ pub(super) fn build(
     let inventory::Built {
         devices,
         bindings,
+        monitored_since,
         sources: inventory_sources,
     } = inventory::build(&raw, &ctx, base_dir, errs);
     modbus.bindings = bindings;
@@ -230,6 +233,7 @@ pub(super) fn build(
         heating,
         maintenance,
         assessment,
+        monitored_since: monitored_since.into_iter().collect(),
         record: None,
     }
 }

@@ -2,7 +2,8 @@
 //! `devices_csv`, since property companies keep their inventories in spreadsheets.
 //!
 //! CSV: a header row, then one device per row. Columns (any order): `id`, `name`, `building`,
-//! `category` (required); `site`, `interval`, `heartbeat_timeout` (optional, empty = default).
+//! `category` (required); `site`, `interval`, `heartbeat_timeout`, `monitored_since` (optional,
+//! empty = default).
 //! Lines starting with `#` are comments; a UTF-8 byte-order mark (Excel's "CSV UTF-8") is
 //! accepted; other encodings (Excel's GBK "CSV") are rejected with a hint.
 
@@ -22,6 +23,7 @@ const CSV_OPTIONAL: &[&str] = &[
     "site",
     "interval",
     "heartbeat_timeout",
+    "monitored_since",
     "modbus_endpoint",
     "modbus_unit",
     "modbus_model",
@@ -56,7 +58,8 @@ pub(super) fn build(
         let mut local = Errors::new(errs.file());
         if let Some((dev, binding)) = device(d, &key, ctx, &mut units, &mut local) {
             check_duplicate(&dev, &key, errs.file(), &mut seen, &mut local);
-            built.push(dev, binding);
+            let since = monitored_since(d, &key, &mut local);
+            built.push(dev, binding, since);
         }
         errs.extend(local);
     }
@@ -74,15 +77,42 @@ pub(super) fn build(
 pub(super) struct Built {
     pub devices: Vec<Device>,
     pub bindings: BTreeMap<DeviceIdx, Binding>,
+    /// `monitored_since` of the devices that give one (unix ms).
+    pub monitored_since: BTreeMap<DeviceIdx, i64>,
     pub sources: Vec<String>,
 }
 
 impl Built {
-    fn push(&mut self, dev: Device, binding: Option<Binding>) {
+    fn push(&mut self, dev: Device, binding: Option<Binding>, since: Option<i64>) {
+        let idx = self.devices.len() as DeviceIdx;
         if let Some(b) = binding {
-            self.bindings.insert(self.devices.len() as DeviceIdx, b);
+            self.bindings.insert(idx, b);
+        }
+        if let Some(t) = since {
+            self.monitored_since.insert(idx, t);
         }
         self.devices.push(dev);
+    }
+}
+
+/// A device's `monitored_since`: an RFC 3339 time with its offset.
+fn monitored_since(d: &RawDevice, key: &str, errs: &mut Errors) -> Option<i64> {
+    let s = d
+        .monitored_since
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())?;
+    match s.parse::<jiff::Timestamp>() {
+        Ok(t) => Some(t.as_millisecond()),
+        Err(_) => {
+            errs.push(
+                field_key(key, "monitored_since"),
+                format!(
+                    "`{s}` is not an RFC 3339 time with an offset; write e.g. \"2026-11-01T00:00:00+08:00\""
+                ),
+            );
+            None
+        }
     }
 }
 
@@ -345,12 +375,14 @@ fn load_csv(
             category: get("category").unwrap_or_default(),
             interval: get("interval"),
             heartbeat_timeout: get("heartbeat_timeout"),
+            monitored_since: get("monitored_since"),
             modbus,
             alarms: Default::default(),
         };
         if let Some((dev, binding)) = device(&raw, &key, ctx, units, &mut row) {
             check_duplicate(&dev, &key, &file, seen, &mut row);
-            built.push(dev, binding);
+            let since = monitored_since(&raw, &key, &mut row);
+            built.push(dev, binding, since);
         }
         local.extend(row);
     }

@@ -346,6 +346,7 @@ fn unknown_key_hint(key: &str) -> String {
             "category",
             "interval",
             "heartbeat_timeout",
+            "monitored_since",
             "modbus",
             "alarms",
         ],
@@ -439,7 +440,7 @@ pub fn engine_settings(cfg: &Config) -> crate::core::EngineSettings {
             .map(|(k, v)| (k.clone(), (v.season.clone(), v.min_indoor_c)))
             .collect(),
         max_lateness_ms: cfg.ingest.max_lateness.as_millis() as i64,
-        monitored_since: std::collections::HashMap::new(),
+        monitored_since: cfg.monitored_since.clone(),
     }
 }
 

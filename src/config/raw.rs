@@ -231,6 +231,9 @@ pub(crate) struct RawDevice {
     pub interval: Option<String>,
     /// Default 3× `interval`.
     pub heartbeat_timeout: Option<String>,
+    /// When the device entered the inventory (RFC 3339 with offset): never heard from, it is
+    /// offline from then (DESIGN §4). Default: the first start of a gateway that lists it.
+    pub monitored_since: Option<String>,
     /// Polled over Modbus (else the device reports over MQTT).
     pub modbus: Option<RawBinding>,
     /// Per-device changes to the profile's alarm rules, by rule name (TOML devices only).

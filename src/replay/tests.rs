@@ -241,3 +241,60 @@ fn a_tape_line_round_trips_and_bad_lines_are_reported() {
     let e = parse_line(r#"{"type":"bogus","ts":1}"#).unwrap_err();
     assert!(e.contains("unknown variant"), "{e}");
 }
+
+/// A device never heard from is offline from `monitored_since` (DESIGN §4), not from the
+/// first start; a bad value is a configuration error naming the key.
+#[test]
+fn monitored_since_is_when_a_silent_device_entered_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[gateway]\nsite = \"{SITE}\"\ndata_dir = \"unused\"\n\n{}[[devices]]\nid = \"EL-9\"\nname = \"EL-9\"\n\
+         building = \"9号楼\"\ncategory = \"elevator\"\nmonitored_since = \"2026-11-30T23:00:00+08:00\"\n",
+        devices_toml()
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let cfg = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let sc = generate(
+        1,
+        &Options {
+            start_ms: T0,
+            commands: false,
+            windows: false,
+        },
+    );
+    let data = tempfile::tempdir().unwrap();
+    replay_with_restarts(&cfg, data.path(), &sc.in_order(), &[], sc.end_ms);
+    let j = Journal::open_read_only(&data.path().join("journal.sqlite")).unwrap();
+    let el9: Vec<_> = j
+        .transitions_for_site(SITE, i64::MIN / 2, sc.end_ms + 1)
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.device == "EL-9")
+        .map(|t| (t.ts_ms, t.to, t.reason))
+        .collect();
+    assert_eq!(
+        el9,
+        vec![(T0 - 3_600_000, DeviceState::Offline, Reason::Start)]
+    );
+    // Its offline alarm waits for its heartbeat timeout (30 s) and the rule's delay (2 min).
+    let alarms = j
+        .alarms_raised_for_site(SITE, i64::MIN / 2, sc.end_ms + 1)
+        .unwrap();
+    let a = alarms.iter().find(|a| a.device == "EL-9").unwrap();
+    assert_eq!(
+        (a.rule.as_str(), a.raised_ms),
+        ("offline", T0 - 3_600_000 + 30_000 + 120_000)
+    );
+
+    std::fs::write(
+        &path,
+        toml.replace("2026-11-30T23:00:00+08:00", "yesterday"),
+    )
+    .unwrap();
+    let e = crate::config::load(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("monitored_since") && e.contains("RFC 3339"),
+        "{e}"
+    );
+}
