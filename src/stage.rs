@@ -36,6 +36,9 @@ use crate::stats::{LogLimiter, Stats};
 pub const TICK: Duration = Duration::from_millis(100);
 /// How often the journal records that this run is alive (the restart accounting's resolution).
 pub const ALIVE_EVERY_MS: i64 = 5_000;
+/// Readings already queued that go through the engine before their events are journaled and
+/// published together.
+const READING_BATCH: usize = 256;
 /// Events buffered for each live (SSE) subscriber before a slow one starts missing some.
 const LIVE_CAPACITY: usize = 4096;
 
@@ -351,22 +354,27 @@ impl Stage {
                 biased;
                 r = readings.recv() => match r {
                     Some(r) => {
-                        let now = self.clock.now_ms();
-                        if let Some(rec) = &mut self.record {
-                            rec.reading(r.device, r.ts_ms, &r.values, r.status);
+                        // The readings already queued go through the engine together, then
+                        // their events are journaled and published in one batch: a backlog
+                        // (after an outage) is applied at its own pace, and an alarm raised
+                        // and cleared inside it reaches the sinks as such (`mark_backlog`).
+                        let mut batch = Vec::with_capacity(16);
+                        batch.push(r);
+                        while batch.len() < READING_BATCH {
+                            match readings.try_recv() {
+                                Ok(r) => batch.push(r),
+                                Err(_) => break,
+                            }
                         }
-                        match self.engine.on_reading(r.device, r.ts_ms, &r.values, r.status, now, &mut self.out) {
-                            Applied::Applied => {}
-                            Applied::OutOfOrder => {
-                                self.stats.core.out_of_order.fetch_add(1, Relaxed);
-                            }
-                            Applied::Late => {
-                                self.stats.core.late.fetch_add(1, Relaxed);
-                            }
+                        let now = self.clock.now_ms();
+                        for r in &batch {
+                            self.apply(r, now);
                         }
                         self.emit().await;
-                        if self.outputs.store.send(StoreItem::Reading(r)).await.is_err() {
-                            error!("The store sink stopped; readings are no longer written.");
+                        for r in batch {
+                            if self.outputs.store.send(StoreItem::Reading(r)).await.is_err() {
+                                error!("The store sink stopped; readings are no longer written.");
+                            }
                         }
                     }
                     None => break,
@@ -423,6 +431,25 @@ impl Stage {
             }
         }
         info!("Core stage stopped; journal closed.");
+    }
+
+    /// One reading through the engine (and onto the tape with `--record`).
+    fn apply(&mut self, r: &Reading, now: i64) {
+        if let Some(rec) = &mut self.record {
+            rec.reading(r.device, r.ts_ms, &r.values, r.status);
+        }
+        match self
+            .engine
+            .on_reading(r.device, r.ts_ms, &r.values, r.status, now, &mut self.out)
+        {
+            Applied::Applied => {}
+            Applied::OutOfOrder => {
+                self.stats.core.out_of_order.fetch_add(1, Relaxed);
+            }
+            Applied::Late => {
+                self.stats.core.late.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     fn command(&mut self, c: Command) {
@@ -546,7 +573,10 @@ impl Stage {
         if let Err(e) = self.journal.append(self.engine.inventory(), &events) {
             self.journal_error(e);
         }
-        mark_backlog(&self.engine, &mut events);
+        let engine = &self.engine;
+        mark_backlog(&mut events, |id| {
+            engine.alarm(id).and_then(|a| a.cleared_ms)
+        });
         let inv = self.engine.inventory().clone();
         let core = &self.stats.core;
         for ev in events {
@@ -628,7 +658,8 @@ impl Stage {
 /// carries the clear time already (`cleared_ts`, `"active": false`, `"backlog": true` in the
 /// JSON; the webhook's text says so). The journal got the events as they happened; this
 /// changes only what the sinks are told.
-fn mark_backlog(engine: &Engine, events: &mut [Event]) {
+/// `cleared_now`: when the engine says an alarm cleared (it may have, later in the batch).
+fn mark_backlog(events: &mut [Event], cleared_now: impl Fn(&str) -> Option<i64>) {
     let cleared: std::collections::HashMap<String, i64> = events
         .iter()
         .filter_map(|ev| match ev {
@@ -646,10 +677,90 @@ fn mark_backlog(engine: &Engine, events: &mut [Event]) {
             let c = cleared
                 .get(&a.alarm.id)
                 .copied()
-                .or_else(|| engine.alarm(&a.alarm.id).and_then(|x| x.cleared_ms));
+                .or_else(|| cleared_now(&a.alarm.id));
             if c.is_some() {
                 a.alarm.cleared_ms = c;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::event::AlarmEvent;
+    use crate::model::rules::Severity;
+
+    fn alarm_event(kind: AlarmEventKind, id: &str, ts: i64, cleared: Option<i64>) -> Event {
+        Event::Alarm(AlarmEvent {
+            kind,
+            ts_ms: ts,
+            by: String::new(),
+            alarm: Alarm {
+                id: id.into(),
+                device: 0,
+                rule: "door_forced".into(),
+                severity: Severity::Major,
+                class: "urgent".into(),
+                message: "m".into(),
+                raised_ms: 1_000,
+                acknowledged: None,
+                on_site: None,
+                cleared_ms: cleared,
+                ack_target_ms: 180_000,
+                on_site_target_ms: None,
+            },
+        })
+    }
+
+    fn raised_cleared(ev: &Event) -> Option<i64> {
+        match ev {
+            Event::Alarm(a) if a.kind == AlarmEventKind::Raised => a.alarm.cleared_ms,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_raise_cleared_within_the_batch_or_already_reaches_the_sinks_as_history() {
+        let mut ev = vec![
+            alarm_event(AlarmEventKind::Raised, "s-1", 1_000, None),
+            alarm_event(AlarmEventKind::Cleared, "s-1", 11_000, Some(11_000)),
+            alarm_event(AlarmEventKind::Raised, "s-2", 2_000, None),
+            alarm_event(AlarmEventKind::Raised, "s-3", 3_000, None),
+        ];
+        // s-2 cleared later in the engine's view; s-3 is still active.
+        mark_backlog(&mut ev, |id| (id == "s-2").then_some(20_000));
+        assert_eq!(raised_cleared(&ev[0]), Some(11_000));
+        assert_eq!(raised_cleared(&ev[2]), Some(20_000));
+        assert_eq!(raised_cleared(&ev[3]), None);
+        // And the JSON the sinks get says so.
+        if let Event::Alarm(a) = &ev[0] {
+            let j = crate::encode::json::alarm_event(&one_device(), a);
+            assert_eq!(
+                (j["backlog"].clone(), j["active"].clone()),
+                (true.into(), false.into())
+            );
+        }
+    }
+
+    fn one_device() -> crate::model::Inventory {
+        let p = std::sync::Arc::new(crate::model::Profile::new(
+            "access_gate".into(),
+            "门禁".into(),
+            std::time::Duration::from_secs(10),
+            vec![],
+        ));
+        crate::model::Inventory::new(vec![crate::model::Device {
+            id: "GA-1".into(),
+            name: "北门".into(),
+            site: "s".into(),
+            building: "1号楼".into(),
+            category: "access_gate".into(),
+            rules: p.rules.clone(),
+            profile: p,
+            interval: std::time::Duration::from_secs(10),
+            heartbeat_timeout: std::time::Duration::from_secs(30),
+            polled: false,
+        }])
     }
 }
