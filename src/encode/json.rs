@@ -93,6 +93,8 @@ pub fn maintenance(inv: &Inventory, w: &MaintenanceWindow) -> Json {
         "end_ts": w.end_ms,
         "reason": w.reason,
         "by": w.by,
+        // When it was entered: after `start_ts` for a window recorded afterwards.
+        "entered_ts": w.entered_ms,
     })
 }
 

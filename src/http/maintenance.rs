@@ -233,7 +233,7 @@ mod tests {
             w,
             json!({"type": "maintenance", "id": "huafu-M1", "site": "huafu", "device": "E-1",
                    "name": "1号楼客梯", "start_ts": T0 + 60_000, "end_ts": T0 + 3_600_000,
-                   "reason": "年检", "by": "张伟"})
+                   "reason": "年检", "by": "张伟", "entered_ts": T0})
         );
         assert_eq!(a.headers["location"], "/api/maintenance/huafu-M1");
 
@@ -269,6 +269,49 @@ mod tests {
         let a = call(&fx, "DELETE", "/api/maintenance/huafu-M1", Some(&auth), "").await;
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
         a.error();
+    }
+
+    /// 年检 recorded afterwards (DESIGN §4 / issue "Event time"): a window wholly in the past
+    /// is accepted (it used to be refused with 422), answered with who entered it and when,
+    /// journaled whole; the device's state now is not rewritten.
+    #[tokio::test]
+    async fn a_window_recorded_afterwards_is_accepted() {
+        let fx = app(Some(TOKEN));
+        let auth = bearer();
+        fx.feed("huafu", "E-1", &[("fault_code", Value::Int(0))])
+            .await;
+        fx.clock.set(T0 + 10_000);
+        let body = format!(
+            r#"{{"start": "{}", "end": "{}", "reason": "年检（补录）", "by": "张伟"}}"#,
+            rfc3339(T0 - 7_200_000),
+            rfc3339(T0 - 3_600_000)
+        );
+        let a = call(
+            &fx,
+            "POST",
+            "/api/devices/E-1/maintenance",
+            Some(&auth),
+            &body,
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        let w = a.json();
+        assert_eq!(
+            (
+                w["start_ts"].clone(),
+                w["end_ts"].clone(),
+                w["entered_ts"].clone(),
+                w["by"].clone()
+            ),
+            (
+                json!(T0 - 7_200_000),
+                json!(T0 - 3_600_000),
+                json!(T0 + 10_000),
+                json!("张伟")
+            )
+        );
+        let d = get(&fx.app, "/api/devices/E-1").await.json();
+        assert_eq!(d["state"], "intact", "{d}");
     }
 
     #[tokio::test]

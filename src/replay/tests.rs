@@ -298,3 +298,34 @@ fn monitored_since_is_when_a_silent_device_entered_the_inventory() {
         "{e}"
     );
 }
+
+/// Two sites with a device of the same id, each with a planned window at the same start: both
+/// windows are kept (their ids name the site; one used to overwrite the other).
+#[test]
+fn planned_windows_of_two_sites_with_the_same_device_id_are_both_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[gateway]\nsite = \"{SITE}\"\ndata_dir = \"unused\"\n\n{}\
+         [[devices]]\nid = \"EL-1\"\nsite = \"north\"\nname = \"北区1号梯\"\nbuilding = \"北1\"\ncategory = \"elevator\"\n\n\
+         [[maintenance]]\ndevice = \"EL-1\"\nstart = \"2026-12-01T09:00:00+08:00\"\nend = \"2026-12-01T10:00:00+08:00\"\nreason = \"年检\"\n\n\
+         [[maintenance]]\ndevice = \"EL-1\"\nsite = \"north\"\nstart = \"2026-12-01T09:00:00+08:00\"\nend = \"2026-12-01T10:00:00+08:00\"\nreason = \"年检\"\n",
+        devices_toml()
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let cfg = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let data = tempfile::tempdir().unwrap();
+    Replayer::new(&cfg, data.path(), T0)
+        .unwrap()
+        .finish(T0)
+        .unwrap();
+    let j = Journal::open_read_only(&data.path().join("journal.sqlite")).unwrap();
+    let nine = T0 + 9 * 3_600_000;
+    for site in [SITE, "north"] {
+        assert_eq!(
+            j.windows_for_site(site, T0, T0 + 86_400_000).unwrap(),
+            vec![("EL-1".to_owned(), nine, nine + 3_600_000)],
+            "{site}"
+        );
+    }
+}
