@@ -29,6 +29,15 @@ use crate::model::{
 use crate::mqtt::options;
 use crate::stats::{LogLimiter, Stats};
 
+/// A message's reading before its acknowledgment is attached: device, event time, values,
+/// status.
+type Parts = (
+    DeviceIdx,
+    i64,
+    Vec<(u16, crate::model::Value)>,
+    Option<crate::model::Status>,
+);
+
 /// How long, at shutdown, the source keeps the connection open so that the PUBACKs of
 /// readings the sinks already took can still be sent.
 const ACK_GRACE: Duration = Duration::from_secs(3);
@@ -270,17 +279,9 @@ impl Handler<'_> {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn reading(
-        &mut self,
-        p: &Publish,
-        now: i64,
-    ) -> Option<(
-        DeviceIdx,
-        i64,
-        Vec<(u16, crate::model::Value)>,
-        Option<crate::model::Status>,
-    )> {
+    /// The message as a reading's parts, or `None` when it was rejected (counted and logged
+    /// here).
+    fn reading(&mut self, p: &Publish, now: i64) -> Option<Parts> {
         let s = &self.src.settings;
         let topic = p.topic.as_str();
         let (m, is_status) = match s.telemetry_topic.matches(topic) {
