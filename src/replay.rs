@@ -223,35 +223,45 @@ impl Replayer {
     pub fn apply_at(&mut self, line: u64, fact: &Fact, now_ms: i64) -> anyhow::Result<()> {
         self.summary.facts += 1;
         self.now_ms = self.now_ms.max(now_ms);
-        let now = now_ms;
+        if let Err(message) = self.try_apply(fact, now_ms) {
+            self.refuse(line, message);
+        }
+        if self.out.len() >= BATCH_EVENTS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// A device of the inventory, or why not.
+    fn known(&self, site: &str, device: &str) -> Result<DeviceIdx, String> {
+        self.device(Some(site), device)
+            .ok_or_else(|| format!("no device {device:?} at site {site:?}"))
+    }
+
+    /// Applies one fact; `Err`: why it was refused (nothing of it applied, except a reading's
+    /// valid signals when others were bad, as for MQTT).
+    fn try_apply(&mut self, fact: &Fact, now: i64) -> Result<(), String> {
         match fact {
-            Fact::Start { .. } => {}
+            Fact::Start { .. } => Ok(()),
             Fact::Reading {
                 site,
                 device,
                 ts,
                 values,
             } => {
-                let Some(d) = self.device(Some(site), device) else {
-                    self.refuse(line, format!("no device {device:?} at site {site:?}"));
-                    return Ok(());
-                };
+                let d = self.known(site, device)?;
                 let mut payload = values.clone();
                 payload.insert("ts".into(), Json::from(*ts));
-                let bytes = serde_json::to_vec(&Json::Object(payload))?;
+                let bytes =
+                    serde_json::to_vec(&Json::Object(payload)).map_err(|e| e.to_string())?;
                 let profile = self.inventory.get(d).profile.clone();
-                let decoded = match decode::telemetry(&profile, &bytes, *ts, &self.limits) {
-                    Ok(x) => x,
-                    Err(p) => {
-                        self.refuse(line, p.detail);
-                        return Ok(());
-                    }
-                };
-                if let Some(p) = decoded.problems.first() {
-                    let msg = p.detail.clone();
-                    self.refuse(line, msg);
-                }
+                let decoded =
+                    decode::telemetry(&profile, &bytes, *ts, &self.limits).map_err(|p| p.detail)?;
                 self.reading(d, *ts, &decoded.values, None, now);
+                match decoded.problems.first() {
+                    Some(p) => Err(p.detail.clone()),
+                    None => Ok(()),
+                }
             }
             Fact::Status {
                 site,
@@ -259,36 +269,21 @@ impl Replayer {
                 ts,
                 status,
             } => {
-                let Some(d) = self.device(Some(site), device) else {
-                    self.refuse(line, format!("no device {device:?} at site {site:?}"));
-                    return Ok(());
-                };
-                let s = match decode::status(status.as_bytes()) {
-                    Ok(s) => s,
-                    Err(p) => {
-                        self.refuse(line, p.detail);
-                        return Ok(());
-                    }
-                };
+                let d = self.known(site, device)?;
+                let s = decode::status(status.as_bytes()).map_err(|p| p.detail)?;
                 self.reading(d, *ts, &[], Some(s), now);
+                Ok(())
             }
             Fact::Ack(a) | Fact::OnSite(a) => {
-                let on_site = matches!(fact, Fact::OnSite(_));
-                match self.resolve(a) {
-                    Ok(id) => {
-                        let r = if on_site {
-                            self.engine
-                                .on_site(&id, &a.by, Some(a.ts), now, &mut self.out)
-                        } else {
-                            self.engine
-                                .acknowledge(&id, &a.by, Some(a.ts), now, &mut self.out)
-                        };
-                        if let Err(e) = r {
-                            self.refuse(line, e.to_string());
-                        }
-                    }
-                    Err(m) => self.refuse(line, m),
-                }
+                let id = self.resolve(a)?;
+                let r = if matches!(fact, Fact::OnSite(_)) {
+                    self.engine
+                        .on_site(&id, &a.by, Some(a.ts), now, &mut self.out)
+                } else {
+                    self.engine
+                        .acknowledge(&id, &a.by, Some(a.ts), now, &mut self.out)
+                };
+                r.map(|_| ()).map_err(|e| e.to_string())
             }
             Fact::Maintenance {
                 site,
@@ -299,28 +294,19 @@ impl Replayer {
                 by,
                 ts,
             } => {
-                let Some(d) = self.device(Some(site), device) else {
-                    self.refuse(line, format!("no device {device:?} at site {site:?}"));
-                    return Ok(());
-                };
+                let d = self.known(site, device)?;
                 self.engine.catch_up(d, *ts, &mut self.out);
-                if let Err(e) =
-                    self.engine
-                        .add_maintenance(d, *start, *end, reason, by, *ts, &mut self.out)
-                {
-                    self.refuse(line, e.to_string());
-                }
+                self.engine
+                    .add_maintenance(d, *start, *end, reason, by, *ts, &mut self.out)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
-            Fact::MaintenanceEnd { id, ts } => {
-                if let Err(e) = self.engine.end_maintenance(id, *ts, &mut self.out) {
-                    self.refuse(line, e.to_string());
-                }
-            }
+            Fact::MaintenanceEnd { id, ts } => self
+                .engine
+                .end_maintenance(id, *ts, &mut self.out)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         }
-        if self.out.len() >= BATCH_EVENTS {
-            self.flush()?;
-        }
-        Ok(())
     }
 
     fn reading(
