@@ -362,14 +362,7 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     use estate_gateway::report::{self, format::Report, Period};
     let cfg = load(&a.config)?;
     let site = a.site.unwrap_or_else(|| cfg.gateway.site.clone());
-    let mut sites: Vec<&str> = cfg
-        .inventory
-        .devices()
-        .iter()
-        .map(|d| d.site.as_str())
-        .collect();
-    sites.sort_unstable();
-    sites.dedup();
+    let sites = cfg.inventory.sites();
     if site.is_empty() {
         return Err(Usage::message(format!(
             "no --site given and gateway.site is not set in {}; pass --site (sites with devices: {})",

@@ -36,13 +36,7 @@ pub(super) fn build_maintenance(
         } else {
             let found = inventory.lookup(site, &m.device);
             if found.is_none() {
-                let mut sites: Vec<&str> = inventory
-                    .devices()
-                    .iter()
-                    .map(|d| d.site.as_str())
-                    .collect();
-                sites.sort_unstable();
-                sites.dedup();
+                let sites = inventory.sites();
                 errs.push(
                     key("device"),
                     format!(

@@ -153,6 +153,14 @@ impl Inventory {
         &self.devices
     }
 
+    /// The sites that have devices, sorted, each once.
+    pub fn sites(&self) -> Vec<&str> {
+        let mut sites: Vec<&str> = self.devices.iter().map(|d| d.site.as_str()).collect();
+        sites.sort_unstable();
+        sites.dedup();
+        sites
+    }
+
     pub fn len(&self) -> usize {
         self.devices.len()
     }
