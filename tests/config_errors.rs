@@ -118,7 +118,7 @@ fn csv_inventory_mistakes() {
     assert_errors(
         &p,
         &[
-            "devices.csv: line 1: unknown column `kind`; valid columns: id, name, building, category, site, interval, heartbeat_timeout, modbus_endpoint, modbus_unit, modbus_model (optional)",
+            "devices.csv: line 1: unknown column `kind`; valid columns: id, name, building, category, site, interval, heartbeat_timeout, monitored_since, modbus_endpoint, modbus_unit, modbus_model (optional)",
             "devices.csv: line 1: the header has no `category` column",
         ],
     );
