@@ -345,11 +345,12 @@ fn devices_start_offline_and_become_intact_on_their_first_reading() {
     assert_eq!(from, vec![None, Some(DeviceState::Offline)]);
     assert!(alarms(&ev).is_empty());
     assert_eq!(f.e.device(EL).state, DeviceState::Intact);
-    // Never heard from: offline from T0, emitted once that moment is concluded, i.e.
-    // max_lateness (2 s) later by the clock.
-    assert!(states_of(&f.tick(T0 + 1_999), EL2).is_empty());
+    // Never heard from: offline from T0, decided once its heartbeat timeout from T0 (30 s) is
+    // concluded, i.e. max_lateness (2 s) later by the clock: until then a backlog reading from
+    // before the start may still begin its timeline.
+    assert!(states_of(&f.tick(T0 + 31_999), EL2).is_empty());
     assert_eq!(
-        states_of(&f.tick(T0 + 2_000), EL2),
+        states_of(&f.tick(T0 + 32_000), EL2),
         vec![(EL2, T0, DeviceState::Offline, Reason::Start)]
     );
     assert_eq!(f.e.device(EL2).since_ms, T0);
@@ -734,8 +735,7 @@ fn ending_a_window_early_and_planned_windows() {
         .iter()
         .any(|e| matches!(e, Event::Maintenance(w) if w.by == "config" && w.device == EL2)));
     f.el_ok(EL2, T0 + 500);
-    // At exactly its start, concluded by the clock max_lateness (2 s) later (the other
-    // devices, never heard from, get their start states at T0 + 2 s).
+    // At exactly its start, concluded by the clock max_lateness (2 s) later.
     assert!(states_of(&f.tick(T0 + 2_999), EL2).is_empty());
     let ev = f.tick(T0 + 3_000);
     assert_eq!(

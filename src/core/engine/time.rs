@@ -23,9 +23,6 @@ pub enum Applied {
 /// A device's timer: what happens at an event time when no earlier fact cancels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
-    /// A device never heard from entered the inventory: once that moment is concluded its
-    /// first state is decided (offline, reason `start`).
-    Start,
     /// A maintenance window starts or ends.
     Window,
     /// The heating season starts or ends (devices with seasonal rules).
@@ -169,9 +166,6 @@ impl Engine {
                 best = Some((t, due));
             }
         };
-        if !dev.started {
-            consider(dev.entered_ms, Due::Start);
-        }
         if let Some(t) = heartbeat_due(dev, d.polled, d.heartbeat_timeout) {
             consider(t, Due::Heartbeat);
         }
@@ -204,11 +198,6 @@ impl Engine {
             dev.dirty = true;
         }
         match due {
-            Due::Start => {
-                if !self.devs[device as usize].started {
-                    self.update(device, t, Reason::Start, out);
-                }
-            }
             Due::Heartbeat => {
                 if !self.devs[device as usize].started {
                     let entered = self.devs[device as usize].entered_ms;
