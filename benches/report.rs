@@ -210,6 +210,7 @@ fn build(j: &mut Journal, inv: &Inventory, p: &Params, from: i64, to: i64) -> Wr
                 cleared_ms: cleared,
                 ack_target_ms: 180_000,
                 on_site_target_ms: Some(1_800_000),
+                repair_target_ms: None,
             },
         }));
         w.alarms += 1;

@@ -709,6 +709,7 @@ mod tests {
                 cleared_ms: cleared,
                 ack_target_ms: 180_000,
                 on_site_target_ms: None,
+                repair_target_ms: None,
             },
         })
     }

@@ -362,8 +362,9 @@ fn unknown_key_hint(key: &str) -> String {
         "modbus" => &["offline_after", "models_dir", "endpoints"],
         "http" => &["listen", "api_token_env", "api_token_file"],
         "alarms" if key.starts_with("alarms.classes.") => {
-            &["ack_target", "on_site_target", "source"]
+            &["ack_target", "on_site_target", "repair_target", "source"]
         }
+        "alarms" if key.starts_with("alarms.sites.") => &["three_minute_promise"],
         "alarms" if key.starts_with("alarms.webhook.") => &[
             "url",
             "url_file",
@@ -374,7 +375,13 @@ fn unknown_key_hint(key: &str) -> String {
             "retries",
             "retry_max",
         ],
-        "alarms" => &["classes", "retain_cleared", "webhook"],
+        "alarms" => &[
+            "classes",
+            "retain_cleared",
+            "webhook",
+            "three_minute_promise",
+            "sites",
+        ],
         "heating" if key.starts_with("heating.sites.") => {
             &["season_start", "season_end", "timezone", "min_indoor_c"]
         }
@@ -440,6 +447,7 @@ pub fn engine_settings(cfg: &Config) -> crate::core::EngineSettings {
             .map(|(k, v)| (k.clone(), (v.season.clone(), v.min_indoor_c)))
             .collect(),
         max_lateness_ms: cfg.ingest.max_lateness.as_millis() as i64,
+        three_minute_promise: cfg.alarms.three_minute_promise.clone(),
         monitored_since: cfg.monitored_since.clone(),
     }
 }

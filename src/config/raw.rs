@@ -535,6 +535,18 @@ pub(crate) struct RawAlarms {
     /// How long cleared alarms stay in memory (API, late acknowledgment).
     pub retain_cleared: String,
     pub webhook: Option<RawWebhook>,
+    /// 三分钟服务承诺: the classes whose on-site target is 180 s, for every site without its
+    /// own `[alarms.sites.<site>]`.
+    pub three_minute_promise: Vec<String>,
+    /// Per site: `three_minute_promise`.
+    pub sites: BTreeMap<String, RawAlarmSite>,
+}
+
+/// `[alarms.sites.<site>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawAlarmSite {
+    pub three_minute_promise: Vec<String>,
 }
 
 impl Default for RawAlarms {
@@ -543,6 +555,8 @@ impl Default for RawAlarms {
             classes: BTreeMap::new(),
             retain_cleared: "7d".into(),
             webhook: None,
+            three_minute_promise: Vec::new(),
+            sites: BTreeMap::new(),
         }
     }
 }
@@ -554,6 +568,8 @@ pub(crate) struct RawClass {
     pub ack_target: Option<String>,
     /// A duration, or `none` for no on-site target.
     pub on_site_target: Option<String>,
+    /// A duration, or `none` for no repair target.
+    pub repair_target: Option<String>,
     /// Where the targets come from (a regulation, a contract), shown by `check-config`.
     pub source: Option<String>,
 }

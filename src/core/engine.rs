@@ -62,6 +62,9 @@ pub struct EngineSettings {
     /// `ingest.max_lateness`: a timeout, delay or window boundary is concluded once no
     /// reading of its device has arrived for the remaining time plus this (DESIGN §4).
     pub max_lateness_ms: i64,
+    /// Per site (`""`: every other site), the classes whose on-site target is three minutes
+    /// (`three_minute_promise`).
+    pub three_minute_promise: HashMap<String, Vec<String>>,
     /// When devices never heard from entered the inventory (`monitored_since`), by device;
     /// devices not listed entered at the first start of a gateway that lists them.
     pub monitored_since: HashMap<DeviceIdx, i64>,

@@ -666,6 +666,7 @@ category = "indoor_sensor"
                     name: name.into(),
                     ack_target_ms: ack_s * 1000,
                     on_site_target_ms: Some(on_site_s * 1000),
+                    repair_target_ms: None,
                     source: "test".into(),
                 },
             )
@@ -686,6 +687,7 @@ category = "indoor_sensor"
             sites: Default::default(),
             max_lateness_ms: crate::core::engine::DEFAULT_MAX_LATENESS_MS,
             monitored_since: Default::default(),
+            three_minute_promise: Default::default(),
         }
     }
 

@@ -17,7 +17,7 @@ const TRANSITION_COLUMNS: &str =
 pub(super) const ALARM_COLUMNS: &str =
     "id, site, device, building, category, rule, severity, class, \
      message, raised_ms, ack_ms, ack_by, on_site_ms, on_site_by, cleared_ms, ack_target_ms, \
-     on_site_target_ms";
+     on_site_target_ms, repair_target_ms";
 
 pub(super) const WINDOW_COLUMNS: &str =
     "id, site, device, start_ms, end_ms, reason, actor, COALESCE(entered_ms, start_ms)";
@@ -34,7 +34,8 @@ pub struct AlarmRecord {
     pub category: String,
     pub rule: String,
     pub severity: Severity,
-    /// The response class (its targets are `ack_target_ms`, `on_site_target_ms`).
+    /// The response class (its targets are `ack_target_ms`, `on_site_target_ms`,
+    /// `repair_target_ms`).
     pub class: String,
     pub message: String,
     pub raised_ms: i64,
@@ -44,6 +45,8 @@ pub struct AlarmRecord {
     pub cleared_ms: Option<i64>,
     pub ack_target_ms: i64,
     pub on_site_target_ms: Option<i64>,
+    /// `None` in journals of earlier versions (not graded for repair).
+    pub repair_target_ms: Option<i64>,
 }
 
 /// One state transition as stored, with its device's strings.
@@ -609,6 +612,7 @@ pub(super) fn alarm_record(row: &Row<'_>, path: &Path) -> Result<AlarmRecord, Jo
         cleared_ms: row.get(14).sql(path, doing)?,
         ack_target_ms: row.get(15).sql(path, doing)?,
         on_site_target_ms: row.get(16).sql(path, doing)?,
+        repair_target_ms: row.get(17).sql(path, doing)?,
         id,
     })
 }

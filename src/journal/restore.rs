@@ -86,6 +86,7 @@ impl Journal {
                         cleared_ms: r.cleared_ms,
                         ack_target_ms: r.ack_target_ms,
                         on_site_target_ms: r.on_site_target_ms,
+                        repair_target_ms: r.repair_target_ms,
                     }),
                     None => unknown_alarms += 1,
                 }

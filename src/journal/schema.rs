@@ -58,7 +58,7 @@ use super::error::{JournalError, SqlContext};
 
 /// Schema migrations: step `i` takes the file from version `i` to `i + 1`. Append steps; never
 /// edit a released one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -192,6 +192,12 @@ CREATE TABLE progress (
     PRIMARY KEY (site, device)
 );
 ALTER TABLE windows ADD COLUMN entered_ms INTEGER;
+";
+
+/// Version 4: each alarm's repair (restore) target when raised (修复及时率; older rows have
+/// none and are not graded for repair).
+const SCHEMA_V4: &str = "
+ALTER TABLE alarms ADD COLUMN repair_target_ms INTEGER;
 ";
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {

@@ -69,6 +69,7 @@ fn alarm(seq: u64, device: DeviceIdx, raised_ms: i64) -> Alarm {
         cleared_ms: None,
         ack_target_ms: 180_000,
         on_site_target_ms: Some(1_800_000),
+        repair_target_ms: None,
     }
 }
 
@@ -184,6 +185,7 @@ fn every_event_kind_round_trips() {
             cleared_ms: Some(T0 + 900),
             ack_target_ms: 180_000,
             on_site_target_ms: Some(1_800_000),
+            repair_target_ms: None,
         }]
     );
     assert!(j.alarms_raised(T0 + 11, T0 + 1000).unwrap().is_empty());

@@ -131,9 +131,10 @@ impl Journal {
                 .prepare_cached(
                     "INSERT INTO alarms (id, seq, site, device, building, category, rule, \
                      severity, class, message, raised_ms, ack_ms, ack_by, on_site_ms, \
-                     on_site_by, cleared_ms, ack_target_ms, on_site_target_ms) \
+                     on_site_by, cleared_ms, ack_target_ms, on_site_target_ms, \
+                     repair_target_ms) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                     ?15, ?16, ?17, ?18) \
+                     ?15, ?16, ?17, ?18, ?19) \
                      ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, site = excluded.site, \
                      device = excluded.device, building = excluded.building, \
                      category = excluded.category, rule = excluded.rule, \
@@ -142,7 +143,8 @@ impl Journal {
                      ack_ms = excluded.ack_ms, ack_by = excluded.ack_by, \
                      on_site_ms = excluded.on_site_ms, on_site_by = excluded.on_site_by, \
                      cleared_ms = excluded.cleared_ms, ack_target_ms = excluded.ack_target_ms, \
-                     on_site_target_ms = excluded.on_site_target_ms",
+                     on_site_target_ms = excluded.on_site_target_ms, \
+                     repair_target_ms = excluded.repair_target_ms",
                 )
                 .sql(path, doing)?;
             let mut alarm_event = tx
@@ -242,6 +244,7 @@ impl Journal {
                                 a.cleared_ms,
                                 a.ack_target_ms,
                                 a.on_site_target_ms,
+                                a.repair_target_ms,
                             ])
                             .sql(path, doing)?;
                         alarm_event

@@ -159,6 +159,9 @@ pub struct Alarm {
     /// The class's targets at the time the alarm was raised.
     pub ack_target_ms: i64,
     pub on_site_target_ms: Option<i64>,
+    /// Cleared (restored) within this long counts as a timely repair (修复及时率); `None`:
+    /// not graded for repair (no target, or a journal of an earlier version).
+    pub repair_target_ms: Option<i64>,
 }
 
 impl Alarm {

@@ -201,8 +201,10 @@ pub struct ResponseClass {
     pub name: String,
     /// Acknowledged within this long counts as timely (response timeliness).
     pub ack_target_ms: i64,
-    /// Someone on site within this long (reported, not graded by default).
+    /// Someone on site within this long (arrival timeliness, 到场及时率).
     pub on_site_target_ms: Option<i64>,
+    /// Cleared (restored) within this long (repair timeliness, 修复及时率 / 零修急修及时率).
+    pub repair_target_ms: Option<i64>,
     /// Where the default comes from, for the README and `check-config --verbose`.
     pub source: String,
 }

@@ -665,6 +665,7 @@ mod tests {
                 cleared_ms: clear.map(|d| raised + d),
                 ack_target_ms: target_ms,
                 on_site_target_ms: None,
+                repair_target_ms: None,
             },
         })
     }

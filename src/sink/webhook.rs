@@ -216,6 +216,7 @@ mod tests {
                 cleared_ms: None,
                 ack_target_ms: 180_000,
                 on_site_target_ms: None,
+                repair_target_ms: None,
             },
         }))
     }

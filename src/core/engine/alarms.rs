@@ -10,6 +10,9 @@ use crate::model::{Device, DeviceIdx, Value};
 /// prevents it; this keeps the engine total).
 const FALLBACK_ACK_TARGET_MS: i64 = 180_000;
 
+/// The on-site target of the classes a site's `three_minute_promise` names.
+const THREE_MINUTES_MS: i64 = 180_000;
+
 /// How far ahead of the gateway clock an operator's own `ts` may be.
 const MAX_COMMAND_SKEW_MS: i64 = 60_000;
 
@@ -242,10 +245,21 @@ impl Engine {
         out: &mut Vec<Event>,
     ) {
         let d = self.inventory.get(device);
-        let (ack_target_ms, on_site_target_ms) = match self.settings.classes.get(&rule.class) {
-            Some(c) => (c.ack_target_ms, c.on_site_target_ms),
-            None => (FALLBACK_ACK_TARGET_MS, None),
-        };
+        let (ack_target_ms, mut on_site_target_ms, repair_target_ms) =
+            match self.settings.classes.get(&rule.class) {
+                Some(c) => (c.ack_target_ms, c.on_site_target_ms, c.repair_target_ms),
+                None => (FALLBACK_ACK_TARGET_MS, None, None),
+            };
+        // 三分钟服务承诺: the site promises someone at the place within three minutes.
+        if self
+            .settings
+            .three_minute_promise
+            .get(&d.site)
+            .or_else(|| self.settings.three_minute_promise.get(""))
+            .is_some_and(|classes| classes.contains(&rule.class))
+        {
+            on_site_target_ms = Some(THREE_MINUTES_MS);
+        }
         let value = match &rule.trigger {
             Trigger::Condition { when, .. } => self.devs[device as usize]
                 .values
@@ -267,6 +281,7 @@ impl Engine {
             cleared_ms: None,
             ack_target_ms,
             on_site_target_ms,
+            repair_target_ms,
         };
         self.next_alarm_seq += 1;
         let rs = &mut self.devs[device as usize].rules[ri];
@@ -320,6 +335,7 @@ impl Alarm {
             cleared_ms: None,
             ack_target_ms: 0,
             on_site_target_ms: None,
+            repair_target_ms: None,
         }
     }
 }

@@ -162,6 +162,7 @@ fn settings() -> EngineSettings {
                 name: name.into(),
                 ack_target_ms: ack,
                 on_site_target_ms: on_site,
+                repair_target_ms: None,
                 source: "test".into(),
             },
         )
@@ -181,6 +182,7 @@ fn settings() -> EngineSettings {
         sites: Default::default(),
         max_lateness_ms: DEFAULT_MAX_LATENESS_MS,
         monitored_since: Default::default(),
+        three_minute_promise: Default::default(),
     }
 }
 
