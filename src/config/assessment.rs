@@ -9,12 +9,16 @@
 //! - `electromechanical_intactness` 公共机电设备完好率: intactness of `elevator`,
 //!   `access_gate` and `heating_loop` together, target 100 % (the property-service plans'
 //!   commitment; a city's grading rules may set 98 %).
-//! - `response_timeliness` 零修急修及时率: response timeliness of all alarms, target 99 %
-//!   (the 零修急修及时率 ≥ 99 % of the property-service grading standards).
+//! - `response_timeliness` 响应及时率: response timeliness of all alarms, target 99 %.
+//! - `repair_timeliness` 零修急修及时率: repair timeliness of all alarms (cleared within the
+//!   class's repair target), target 99 % (the 零修急修及时率 ≥ 99 % of the property-service
+//!   grading standards).
 //! - `heating_compliance` 室温合格率: heating compliance, target 97 % (city heating rules grade
 //!   the indoor-temperature pass rate of a season; 97 % is a common target).
-//! - each weight 25 (the four KPIs make 100), `deduct_per_point` 5 (5 points lost per
-//!   percentage point short), grades 优秀 ≥ 90, 良好 ≥ 80, 合格 ≥ 60, else 不合格.
+//! - `arrival_timeliness` 到场及时率: arrival timeliness, target 99 %, weight 0 (reported, not
+//!   scored, unless a site weights it: DESIGN §4).
+//! - the five scored KPIs weigh 20 each (they make 100), `deduct_per_point` 5 (5 points lost
+//!   per percentage point short), grades 优秀 ≥ 90, 良好 ≥ 80, 合格 ≥ 60, else 不合格.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use std::time::Duration;
 use super::raw::{NumberOrText, RawAssessment, RawGrade, RawKpi};
 use super::Errors;
 use crate::core::kpi::OfflinePolicy;
+use crate::core::response::Step;
 use crate::model::rules::Severity;
 use crate::model::{Inventory, Profile};
 
@@ -74,10 +79,12 @@ pub enum KpiFigure {
         categories: Vec<String>,
         building: Option<String>,
     },
-    /// Response timeliness of these categories' alarms (empty: all), of one severity (or all).
+    /// Timeliness of one step (response 响应, arrival 到场, repair 修复) of these categories'
+    /// alarms (empty: all), of one severity (or all).
     Response {
         categories: Vec<String>,
         severity: Option<String>,
+        step: Step,
     },
     /// Heating compliance of the site.
     Heating,
@@ -92,15 +99,20 @@ pub struct Grade {
 
 /// The default KPIs (see the module docs for their sources).
 pub fn default_kpis() -> Vec<KpiSettings> {
-    let kpi = |name: &str, label: &str, figure: KpiFigure, target: f64| KpiSettings {
+    let kpi = |name: &str, label: &str, figure: KpiFigure, target: f64, weight: f64| KpiSettings {
         name: name.into(),
         label: label.into(),
         figure,
         target,
-        weight: 25.0,
+        weight,
         deduct_per_point: 5.0,
     };
     let cats = |c: &[&str]| c.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let step = |step: Step| KpiFigure::Response {
+        categories: Vec::new(),
+        severity: None,
+        step,
+    };
     vec![
         kpi(
             "fire_intactness",
@@ -110,6 +122,7 @@ pub fn default_kpis() -> Vec<KpiSettings> {
                 building: None,
             },
             1.0,
+            20.0,
         ),
         kpi(
             "electromechanical_intactness",
@@ -119,17 +132,37 @@ pub fn default_kpis() -> Vec<KpiSettings> {
                 building: None,
             },
             1.0,
+            20.0,
         ),
         kpi(
             "response_timeliness",
-            "零修急修及时率",
-            KpiFigure::Response {
-                categories: Vec::new(),
-                severity: None,
-            },
+            "响应及时率",
+            step(Step::Response),
             0.99,
+            20.0,
         ),
-        kpi("heating_compliance", "室温合格率", KpiFigure::Heating, 0.97),
+        kpi(
+            "repair_timeliness",
+            "零修急修及时率",
+            step(Step::Repair),
+            0.99,
+            20.0,
+        ),
+        kpi(
+            "heating_compliance",
+            "室温合格率",
+            KpiFigure::Heating,
+            0.97,
+            20.0,
+        ),
+        // Reported, not weighted, unless a site weights it (`[[assessment.kpi]]`).
+        kpi(
+            "arrival_timeliness",
+            "到场及时率",
+            step(Step::Arrival),
+            0.99,
+            0.0,
+        ),
     ]
 }
 
@@ -290,9 +323,9 @@ fn build_kpi(
                 building: k.building.clone(),
             }
         }
-        "response" => {
+        f @ ("response" | "arrival" | "repair") => {
             if k.building.is_some() {
-                not_here(errs, "building", "response");
+                not_here(errs, "building", f);
             }
             if let Some(s) = &k.severity {
                 if Severity::parse(s).is_none() {
@@ -305,6 +338,11 @@ fn build_kpi(
             KpiFigure::Response {
                 categories: categories.clone(),
                 severity: k.severity.clone(),
+                step: match f {
+                    "arrival" => Step::Arrival,
+                    "repair" => Step::Repair,
+                    _ => Step::Response,
+                },
             }
         }
         "heating" => {
@@ -322,14 +360,14 @@ fn build_kpi(
         "" => {
             errs.push(
                 key("figure"),
-                "is missing; valid: intactness, response, heating",
+                "is missing; valid: intactness, response, arrival, repair, heating",
             );
             KpiFigure::Heating
         }
         other => {
             errs.push(
                 key("figure"),
-                format!("`{other}` is not a figure; valid: intactness (设施设备完好率), response (响应及时率), heating (供暖达标率)"),
+                format!("`{other}` is not a figure; valid: intactness (设施设备完好率), response (响应及时率), arrival (到场及时率), repair (零修急修及时率), heating (供暖达标率)"),
             );
             KpiFigure::Heating
         }
@@ -356,10 +394,10 @@ fn build_kpi(
             key("weight"),
             "is missing; give the KPI's points when on target, e.g. 25",
         );
-    } else if !(weight.is_finite() && weight > 0.0) {
+    } else if !(weight.is_finite() && weight >= 0.0) {
         errs.push(
             key("weight"),
-            format!("`{weight}` must be a number more than 0, e.g. 25"),
+            format!("`{weight}` must be a number of points, 0 or more (0: reported, not scored), e.g. 20"),
         );
     }
     let deduct_per_point = k.deduct_per_point.unwrap_or(5.0);
@@ -489,16 +527,19 @@ mod tests {
         assert_eq!(
             names,
             [
-                ("fire_intactness", "消防设施设备完好率", 1.0, 25.0, 5.0),
+                ("fire_intactness", "消防设施设备完好率", 1.0, 20.0, 5.0),
                 (
                     "electromechanical_intactness",
                     "公共机电设备完好率",
                     1.0,
-                    25.0,
+                    20.0,
                     5.0
                 ),
-                ("response_timeliness", "零修急修及时率", 0.99, 25.0, 5.0),
-                ("heating_compliance", "室温合格率", 0.97, 25.0, 5.0),
+                ("response_timeliness", "响应及时率", 0.99, 20.0, 5.0),
+                ("repair_timeliness", "零修急修及时率", 0.99, 20.0, 5.0),
+                ("heating_compliance", "室温合格率", 0.97, 20.0, 5.0),
+                // DESIGN §4: arrival timeliness is reported and may be weighted.
+                ("arrival_timeliness", "到场及时率", 0.99, 0.0, 5.0),
             ]
         );
         assert_eq!(
@@ -636,7 +677,8 @@ min = 85.5
             a.kpis[2].figure,
             KpiFigure::Response {
                 categories: vec!["fire_equipment".into()],
-                severity: Some("critical".into())
+                severity: Some("critical".into()),
+                step: Step::Response,
             }
         );
         assert_eq!(a.kpis[2].target, 1.0);
@@ -662,7 +704,7 @@ kpi_interval = "0s"
 name = "Fire-KPI"
 figure = "uptime"
 target = 99
-weight = 0
+weight = -1
 [[assessment.kpi]]
 name = "b"
 label = "x"
@@ -711,7 +753,7 @@ min = 50
                 "assessment.kpi[0].label: is missing",
                 "assessment.kpi[0].figure: `uptime` is not a figure; valid: intactness",
                 "assessment.kpi[0].target: `99` is more than 1; write a fraction (0.99) or a percentage string (\"99%\")",
-                "assessment.kpi[0].weight: `0` must be a number more than 0",
+                "assessment.kpi[0].weight: `-1` must be a number of points, 0 or more",
                 "assessment.kpi[1].category[1]: unknown category `lifts`; categories (profiles): access_gate",
                 "assessment.kpi[1].building: is given together with `category`; a KPI over one building's devices of some categories is not supported in this version",
                 "assessment.kpi[1].target: `0%` is not a target",

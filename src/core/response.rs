@@ -14,6 +14,14 @@
 //!
 //! timeliness = timely / (timely + late). Percentiles (p50, p90) use the nearest-rank method
 //! over the response times of the timely and late alarms that were acknowledged by b.
+//!
+//! **Arrival (到场及时率) and repair (修复及时率, the plans' 零修急修及时率)** are the same rule
+//! over the other two steps (`Step`): someone on site within the class's on-site target
+//! (on site implies acknowledged), cleared within its repair target. An alarm that cleared
+//! before its on-site target with nobody on site by then is `transient` for arrival; repair has
+//! no transient (clearing is the step itself: a fault that went away within its target was
+//! restored in time). An alarm whose class has no target for a step is not graded for it
+//! (`no_target`).
 
 use serde::Serialize;
 
@@ -24,6 +32,9 @@ pub struct AlarmTimes {
     pub acknowledged_ms: Option<i64>,
     pub cleared_ms: Option<i64>,
     pub ack_target_ms: i64,
+    pub on_site_ms: Option<i64>,
+    pub on_site_target_ms: Option<i64>,
+    pub repair_target_ms: Option<i64>,
 }
 
 impl From<&crate::model::event::Alarm> for AlarmTimes {
@@ -33,6 +44,44 @@ impl From<&crate::model::event::Alarm> for AlarmTimes {
             acknowledged_ms: a.acknowledged.as_ref().map(|s| s.ts_ms),
             cleared_ms: a.cleared_ms,
             ack_target_ms: a.ack_target_ms,
+            on_site_ms: a.on_site.as_ref().map(|s| s.ts_ms),
+            on_site_target_ms: a.on_site_target_ms,
+            repair_target_ms: a.repair_target_ms,
+        }
+    }
+}
+
+/// A step of an alarm's handling that is graded against its class's target (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Acknowledged (响应).
+    Response,
+    /// Someone on site (到场).
+    Arrival,
+    /// Cleared: the fault restored (修复).
+    Repair,
+}
+
+impl Step {
+    pub const ALL: [Step; 3] = [Step::Response, Step::Arrival, Step::Repair];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Response => "response",
+            Step::Arrival => "arrival",
+            Step::Repair => "repair",
+        }
+    }
+}
+
+impl AlarmTimes {
+    /// (when the step was done, its target) for `step`; `None`: no target for this step.
+    fn step(&self, step: Step) -> Option<(Option<i64>, i64)> {
+        match step {
+            Step::Response => Some((self.acknowledged_ms, self.ack_target_ms)),
+            Step::Arrival => self.on_site_target_ms.map(|t| (self.on_site_ms, t)),
+            Step::Repair => self.repair_target_ms.map(|t| (self.cleared_ms, t)),
         }
     }
 }
@@ -58,23 +107,31 @@ impl Timeliness {
     }
 }
 
-/// Classifies an alarm as seen at `at_ms` (see the module docs).
+/// Classifies an alarm's response as seen at `at_ms` (see the module docs).
 pub fn classify(a: &AlarmTimes, at_ms: i64) -> Timeliness {
-    let ack = a.acknowledged_ms.filter(|&t| t <= at_ms);
+    classify_step(a, Step::Response, at_ms).unwrap_or(Timeliness::Pending)
+}
+
+/// Classifies one step of an alarm as seen at `at_ms`; `None` when its class has no target
+/// for that step.
+pub fn classify_step(a: &AlarmTimes, step: Step, at_ms: i64) -> Option<Timeliness> {
+    let (done, target) = a.step(step)?;
+    let done = done.filter(|&t| t <= at_ms);
     let cleared = a.cleared_ms.filter(|&t| t <= at_ms);
-    let target_at = a.raised_ms + a.ack_target_ms;
-    // Cleared before its target age with nobody having acknowledged it by then: transient,
-    // even if someone acknowledges it afterwards (DESIGN §4).
-    if cleared.is_some_and(|c| c < target_at && ack.is_none_or(|t| t > c)) {
-        return Timeliness::Transient;
+    let target_at = a.raised_ms + target;
+    // Cleared before its target age with nobody having done the step by then: transient,
+    // even if it is done afterwards (DESIGN §4). Not for repair: clearing is its step.
+    if step != Step::Repair && cleared.is_some_and(|c| c < target_at && done.is_none_or(|t| t > c))
+    {
+        return Some(Timeliness::Transient);
     }
-    if ack.is_some_and(|t| t <= target_at) {
-        return Timeliness::Timely;
-    }
-    if ack.is_some() || at_ms >= target_at {
-        return Timeliness::Late;
-    }
-    Timeliness::Pending
+    Some(if done.is_some_and(|t| t <= target_at) {
+        Timeliness::Timely
+    } else if done.is_some() || at_ms >= target_at {
+        Timeliness::Late
+    } else {
+        Timeliness::Pending
+    })
 }
 
 /// Response figures of a set of alarms.
@@ -88,21 +145,36 @@ pub struct ResponseSummary {
     pub pending: u64,
     /// timely / count; `None` when count is 0.
     pub timely_rate: Option<f64>,
-    /// Nearest-rank percentiles and maximum of response times (s) of counted, acknowledged alarms.
+    /// Nearest-rank percentiles and maximum of the step's times (s: response, arrival or
+    /// restore time) of the counted alarms that had done it.
     pub p50_s: Option<f64>,
     pub p90_s: Option<f64>,
     pub max_s: Option<f64>,
+    /// Alarms whose class has no target for this step (not graded).
+    pub no_target: u64,
 }
 
-/// Summarises alarms as seen at `at_ms`.
+/// Summarises alarms' response as seen at `at_ms`.
 pub fn summarize<'a>(
     alarms: impl IntoIterator<Item = &'a AlarmTimes>,
+    at_ms: i64,
+) -> ResponseSummary {
+    summarize_step(alarms, Step::Response, at_ms)
+}
+
+/// Summarises one step of alarms as seen at `at_ms`.
+pub fn summarize_step<'a>(
+    alarms: impl IntoIterator<Item = &'a AlarmTimes>,
+    step: Step,
     at_ms: i64,
 ) -> ResponseSummary {
     let mut s = ResponseSummary::default();
     let mut times: Vec<i64> = Vec::new();
     for a in alarms {
-        let c = classify(a, at_ms);
+        let Some(c) = classify_step(a, step, at_ms) else {
+            s.no_target += 1;
+            continue;
+        };
         match c {
             Timeliness::Timely => s.timely += 1,
             Timeliness::Late => s.late += 1,
@@ -110,7 +182,8 @@ pub fn summarize<'a>(
             Timeliness::Pending => s.pending += 1,
         }
         if matches!(c, Timeliness::Timely | Timeliness::Late) {
-            if let Some(t) = a.acknowledged_ms.filter(|&t| t <= at_ms) {
+            let done = a.step(step).and_then(|(d, _)| d);
+            if let Some(t) = done.filter(|&t| t <= at_ms) {
                 times.push(t - a.raised_ms);
             }
         }
@@ -146,6 +219,9 @@ mod tests {
             acknowledged_ms: ack.map(|d| 1_000_000 + d),
             cleared_ms: cleared.map(|d| 1_000_000 + d),
             ack_target_ms: T,
+            on_site_ms: None,
+            on_site_target_ms: None,
+            repair_target_ms: None,
         }
     }
 
@@ -216,5 +292,92 @@ mod tests {
         assert_eq!(summarize(&[], 0).timely_rate, None);
         assert_eq!(nearest_rank(&[7], 90), Some(7));
         assert_eq!(nearest_rank(&[1, 2], 50), Some(1));
+    }
+
+    fn steps(
+        ack: Option<i64>,
+        on_site: Option<i64>,
+        cleared: Option<i64>,
+        on_site_target: Option<i64>,
+        repair_target: Option<i64>,
+    ) -> AlarmTimes {
+        let at = |d: Option<i64>| d.map(|d| 1_000_000 + d);
+        AlarmTimes {
+            raised_ms: 1_000_000,
+            acknowledged_ms: at(ack),
+            cleared_ms: at(cleared),
+            ack_target_ms: T,
+            on_site_ms: at(on_site),
+            on_site_target_ms: on_site_target,
+            repair_target_ms: repair_target,
+        }
+    }
+
+    /// DESIGN §4: arrival and repair are the same rule over the other two steps. Targets here:
+    /// on site 30 min (1,800 s), repair 2 h.
+    #[test]
+    fn arrival_and_repair_edges() {
+        const OS: i64 = 1_800_000;
+        const RP: i64 = 7_200_000;
+        let end = 100_000_000;
+        let c = |a: &AlarmTimes, s: Step| classify_step(a, s, end);
+        // On site exactly at the target: timely; a ms later: late. Repair likewise.
+        let a = steps(Some(10), Some(OS), Some(RP), Some(OS), Some(RP));
+        assert_eq!(c(&a, Step::Arrival), Some(Timeliness::Timely));
+        assert_eq!(c(&a, Step::Repair), Some(Timeliness::Timely));
+        let a = steps(Some(10), Some(OS + 1), Some(RP + 1), Some(OS), Some(RP));
+        assert_eq!(c(&a, Step::Arrival), Some(Timeliness::Late));
+        assert_eq!(c(&a, Step::Repair), Some(Timeliness::Late));
+        // Acknowledged in time, nobody on site, still open past both targets: response
+        // timely, arrival and repair late (the plans grade the repair, not the click).
+        let a = steps(Some(30_000), None, None, Some(OS), Some(RP));
+        assert_eq!(c(&a, Step::Response), Some(Timeliness::Timely));
+        assert_eq!(c(&a, Step::Arrival), Some(Timeliness::Late));
+        assert_eq!(c(&a, Step::Repair), Some(Timeliness::Late));
+        // Cleared by itself after 60 s, nobody on site: transient for arrival (and response),
+        // a timely repair (clearing is the repair step; there is no transient for it).
+        let a = steps(None, None, Some(60_000), Some(OS), Some(RP));
+        assert_eq!(c(&a, Step::Response), Some(Timeliness::Transient));
+        assert_eq!(c(&a, Step::Arrival), Some(Timeliness::Transient));
+        assert_eq!(c(&a, Step::Repair), Some(Timeliness::Timely));
+        // Cleared after 60 s, someone on site only afterwards: still transient for arrival.
+        let a = steps(None, Some(90_000), Some(60_000), Some(OS), Some(RP));
+        assert_eq!(c(&a, Step::Arrival), Some(Timeliness::Transient));
+        // On site before it cleared: timely arrival.
+        let a = steps(Some(20_000), Some(50_000), Some(60_000), Some(OS), Some(RP));
+        assert_eq!(c(&a, Step::Arrival), Some(Timeliness::Timely));
+        // Open, younger than the targets at the judging time: pending for both.
+        let young = 1_000_000 + 1_000;
+        let a = steps(None, None, None, Some(OS), Some(RP));
+        assert_eq!(
+            classify_step(&a, Step::Arrival, young),
+            Some(Timeliness::Pending)
+        );
+        assert_eq!(
+            classify_step(&a, Step::Repair, young),
+            Some(Timeliness::Pending)
+        );
+        // No target for a step: not graded (`no_target`), never late.
+        let a = steps(None, None, None, None, None);
+        assert_eq!(c(&a, Step::Arrival), None);
+        assert_eq!(c(&a, Step::Repair), None);
+        let s = summarize_step(&[a], Step::Repair, end);
+        assert_eq!((s.count, s.no_target, s.timely_rate), (0, 1, None));
+    }
+
+    #[test]
+    fn step_summaries_use_each_steps_own_times() {
+        // Arrival times 10, 20, 40 min against a 30 min target: 2 of 3 timely; p50 20 min.
+        const OS: i64 = 1_800_000;
+        let v: Vec<AlarmTimes> = [600_000, 1_200_000, 2_400_000]
+            .iter()
+            .map(|&o| steps(Some(1_000), Some(o), None, Some(OS), None))
+            .collect();
+        let s = summarize_step(&v, Step::Arrival, 100_000_000);
+        assert_eq!((s.count, s.timely, s.late), (3, 2, 1));
+        assert_eq!(s.timely_rate, Some(2.0 / 3.0));
+        assert_eq!((s.p50_s, s.max_s), (Some(1200.0), Some(2400.0)));
+        // Their response (1 s, target 180 s) is all timely.
+        assert_eq!(summarize(&v, 100_000_000).timely_rate, Some(1.0));
     }
 }

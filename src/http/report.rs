@@ -78,7 +78,8 @@ fn figure_json(f: &KpiFigure) -> Json {
         KpiFigure::Response {
             categories,
             severity,
-        } => json!({"kind": "response", "categories": categories, "severity": severity}),
+            step,
+        } => json!({"kind": step.as_str(), "categories": categories, "severity": severity}),
         KpiFigure::Heating => json!({"kind": "heating"}),
     }
 }
@@ -256,7 +257,9 @@ mod tests {
                 "fire_intactness",
                 "electromechanical_intactness",
                 "response_timeliness",
-                "heating_compliance"
+                "repair_timeliness",
+                "heating_compliance",
+                "arrival_timeliness"
             ]
         );
         assert_eq!(v["kpis"][2]["target"], 0.99);
@@ -282,12 +285,14 @@ mod tests {
             "to",
             "intactness",
             "response",
+            "arrival",
+            "repair",
             "heating",
             "score",
         ] {
             assert!(keys.contains(&k), "{k} missing: {v}");
         }
-        assert_eq!(v["score"]["kpis"].as_array().unwrap().len(), 4);
+        assert_eq!(v["score"]["kpis"].as_array().unwrap().len(), 6);
 
         let a = get(&router, "/api/report?period=2026-13").await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST);

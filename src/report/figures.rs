@@ -63,9 +63,9 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 use crate::core::kpi::{self, HeatingTime, OfflinePolicy, StateTime};
-use crate::core::response::{self, AlarmTimes, ResponseSummary};
+use crate::core::response::{self, AlarmTimes, ResponseSummary, Step};
 use crate::core::season::Season;
-use crate::journal::{Journal, TransitionRecord};
+use crate::journal::{AlarmRecord, Journal, TransitionRecord};
 use crate::model::event::DeviceState;
 use crate::model::event::COMPLIANCE_SIGNAL;
 
@@ -115,6 +115,17 @@ pub struct Loop {
     pub delta_t_c: Option<f64>,
 }
 
+/// One step's timeliness (arrival or repair; response keeps its own fields).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StepFigures {
+    pub overall: ResponseSummary,
+    pub by_category: BTreeMap<String, ResponseSummary>,
+    /// By (category, severity).
+    #[serde(skip)]
+    pub by_class: BTreeMap<(String, String), ResponseSummary>,
+    pub by_building: BTreeMap<String, ResponseSummary>,
+}
+
 /// Everything `report` needs, before the scorecard.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Figures {
@@ -136,6 +147,12 @@ pub struct Figures {
     pub response_by_category: BTreeMap<String, ResponseSummary>,
     /// By (category, severity).
     pub response_by_class: BTreeMap<(String, String), ResponseSummary>,
+    pub response_by_building: BTreeMap<String, ResponseSummary>,
+    /// Arrival timeliness (到场及时率): on site within the class's on-site target.
+    pub arrival: StepFigures,
+    /// Repair timeliness (修复及时率, the plans' 零修急修及时率): cleared within the class's
+    /// repair target.
+    pub repair: StepFigures,
     /// In-season part of the period only; all `None` when the period has no season time.
     pub heating: Heating,
     pub heating_by_building: BTreeMap<String, Heating>,
@@ -217,39 +234,32 @@ pub fn compute(
         .map(|(k, v)| (k.to_owned(), kpi::instant_rate(v, p)))
         .collect();
 
-    // Response: the alarms raised in [from, to), judged at min(to, now).
+    // Response, arrival and repair: the alarms raised in [from, to), judged at min(to, now).
     let alarms = journal.alarms_raised_for_site(site, from_ms, to_ms)?;
-    let mut by_cat: BTreeMap<&str, Vec<AlarmTimes>> = BTreeMap::new();
-    let mut by_class: BTreeMap<(&str, &str), Vec<AlarmTimes>> = BTreeMap::new();
-    let mut all = Vec::with_capacity(alarms.len());
-    for a in &alarms {
-        let t = AlarmTimes {
-            raised_ms: a.raised_ms,
-            acknowledged_ms: a.acknowledged.as_ref().map(|s| s.ts_ms),
-            cleared_ms: a.cleared_ms,
-            ack_target_ms: a.ack_target_ms,
-        };
-        all.push(t);
-        by_cat.entry(&a.category).or_default().push(t);
-        by_class
-            .entry((&a.category, a.severity.as_str()))
-            .or_default()
-            .push(t);
-    }
-    f.response = response::summarize(&all, judged);
-    f.response_by_category = by_cat
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), response::summarize(&v, judged)))
-        .collect();
-    f.response_by_class = by_class
-        .into_iter()
-        .map(|((c, s), v)| {
+    let times: Vec<(&AlarmRecord, AlarmTimes)> = alarms
+        .iter()
+        .map(|a| {
             (
-                (c.to_owned(), s.to_owned()),
-                response::summarize(&v, judged),
+                a,
+                AlarmTimes {
+                    raised_ms: a.raised_ms,
+                    acknowledged_ms: a.acknowledged.as_ref().map(|s| s.ts_ms),
+                    cleared_ms: a.cleared_ms,
+                    ack_target_ms: a.ack_target_ms,
+                    on_site_ms: a.on_site.as_ref().map(|s| s.ts_ms),
+                    on_site_target_ms: a.on_site_target_ms,
+                    repair_target_ms: a.repair_target_ms,
+                },
             )
         })
         .collect();
+    let [response, arrival, repair] = Step::ALL.map(|step| step_figures(&times, step, judged));
+    f.response = response.overall;
+    f.response_by_category = response.by_category;
+    f.response_by_class = response.by_class;
+    f.response_by_building = response.by_building;
+    f.arrival = arrival;
+    f.repair = repair;
 
     // Heating: in-season time of the indoor sensors (those with compliance records).
     let season = SeasonTimeline::new(&settings.season, from_ms, end);
@@ -395,6 +405,39 @@ pub fn compute(
 /// The category of indoor temperature sensors (profile `indoor_sensor`): its devices count
 /// for heating coverage even when they never reported.
 pub const INDOOR_CATEGORY: &str = "indoor_sensor";
+
+/// One step's timeliness over a period's alarms: overall, by category, by (category,
+/// severity) and by building.
+fn step_figures(alarms: &[(&AlarmRecord, AlarmTimes)], step: Step, judged: i64) -> StepFigures {
+    let mut by_cat: BTreeMap<&str, Vec<AlarmTimes>> = BTreeMap::new();
+    let mut by_class: BTreeMap<(&str, &str), Vec<AlarmTimes>> = BTreeMap::new();
+    let mut by_bld: BTreeMap<&str, Vec<AlarmTimes>> = BTreeMap::new();
+    for (a, t) in alarms {
+        by_cat.entry(&a.category).or_default().push(*t);
+        by_class
+            .entry((&a.category, a.severity.as_str()))
+            .or_default()
+            .push(*t);
+        by_bld.entry(&a.building).or_default().push(*t);
+    }
+    let sum = |v: &[AlarmTimes]| response::summarize_step(v, step, judged);
+    let all: Vec<AlarmTimes> = alarms.iter().map(|(_, t)| *t).collect();
+    StepFigures {
+        overall: sum(&all),
+        by_category: by_cat
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), sum(&v)))
+            .collect(),
+        by_class: by_class
+            .into_iter()
+            .map(|((c, s), v)| ((c.to_owned(), s.to_owned()), sum(&v)))
+            .collect(),
+        by_building: by_bld
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), sum(&v)))
+            .collect(),
+    }
+}
 
 /// A heating loop's supply and return temperature signals (profile `heating_loop`).
 pub const SUPPLY_SIGNAL: &str = "supply_temp_c";

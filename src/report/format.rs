@@ -45,12 +45,31 @@ fn response_json(r: &ResponseSummary) -> Value {
         "p50_s": r.p50_s,
         "p90_s": r.p90_s,
         "max_s": r.max_s,
+        "pending": r.pending,
     })
+}
+
+/// A step's figures as JSON: the overall summary, with `by_category` and `by_building`.
+fn step_json(
+    overall: &ResponseSummary,
+    by_category: &BTreeMap<String, ResponseSummary>,
+    by_building: &BTreeMap<String, ResponseSummary>,
+) -> Value {
+    let map = |m: &BTreeMap<String, ResponseSummary>| -> Map<String, Value> {
+        m.iter()
+            .map(|(k, v)| (k.clone(), response_json(v)))
+            .collect()
+    };
+    let mut v = response_json(overall);
+    v["by_category"] = Value::Object(map(by_category));
+    v["by_building"] = Value::Object(map(by_building));
+    v
 }
 
 impl Report<'_> {
     /// The JSON document: top-level keys exactly `site`, `from`, `to`, `intactness`,
-    /// `response`, `heating`, `score`. `from`/`to` are what the figures cover (`to` is the
+    /// `response`, `arrival`, `repair`, `heating`, `score` (the three timeliness steps have
+    /// the same inner shape). `from`/`to` are what the figures cover (`to` is the
     /// time of the report when the period has not ended); `score.period` gives the period's
     /// label and nominal bounds, `score.partial` whether it had ended.
     pub fn json(&self) -> Value {
@@ -59,11 +78,6 @@ impl Report<'_> {
         let rates = |m: &BTreeMap<String, super::figures::Intactness>| -> Map<String, Value> {
             m.iter().map(|(k, v)| (k.clone(), json!(v.rate))).collect()
         };
-        let by_category: Map<String, Value> = f
-            .response_by_category
-            .iter()
-            .map(|(k, v)| (k.clone(), response_json(v)))
-            .collect();
         let heating_by_building: Map<String, Value> = f
             .heating_by_building
             .iter()
@@ -74,8 +88,13 @@ impl Report<'_> {
                 )
             })
             .collect();
-        let mut response = response_json(&f.response);
-        response["by_category"] = Value::Object(by_category);
+        let response = step_json(
+            &f.response,
+            &f.response_by_category,
+            &f.response_by_building,
+        );
+        let step =
+            |s: &super::figures::StepFigures| step_json(&s.overall, &s.by_category, &s.by_building);
         json!({
             "site": f.site,
             "from": rfc3339(f.from_ms, self.tz),
@@ -86,6 +105,8 @@ impl Report<'_> {
                 "by_building": rates(&f.intactness_by_building),
             },
             "response": response,
+            "arrival": step(&f.arrival),
+            "repair": step(&f.repair),
             "heating": {
                 "compliance": f.heating.compliance,
                 "coverage": f.heating.coverage,
@@ -256,19 +277,24 @@ impl Report<'_> {
         for (k, v) in &sub {
             let _ = writeln!(out, "  {}  {}", pad_right(k, wsub), pad_left(v, 7));
         }
-        let r = &f.response;
         let secs = |v: Option<f64>| v.map(|x| format!("{x:.0} s")).unwrap_or_else(na);
-        let _ = writeln!(
-            out,
-            "响应 Response      {} timely 及时 of {} counted, {} transient 瞬时, {} pending 未到期; p50 {}, p90 {}, max {}",
-            pct(r.timely_rate),
-            r.count,
-            r.transient,
-            r.pending,
-            secs(r.p50_s),
-            secs(r.p90_s),
-            secs(r.max_s)
-        );
+        for (name, r) in [
+            ("响应 Response    ", &f.response),
+            ("到场 Arrival     ", &f.arrival.overall),
+            ("修复 Repair      ", &f.repair.overall),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}  {} timely 及时 of {} counted, {} transient 瞬时, {} pending 未到期; p50 {}, p90 {}, max {}",
+                pct(r.timely_rate),
+                r.count,
+                r.transient,
+                r.pending,
+                secs(r.p50_s),
+                secs(r.p90_s),
+                secs(r.max_s)
+            );
+        }
         let _ = writeln!(
             out,
             "供暖 Heating       compliance 达标率 {}, coverage 覆盖率 {}",
@@ -408,6 +434,8 @@ mod tests {
             "to",
             "intactness",
             "response",
+            "arrival",
+            "repair",
             "heating",
             "score",
         ];
@@ -421,19 +449,25 @@ mod tests {
         assert_eq!(v["intactness"]["overall"], 0.99);
         assert_eq!(v["intactness"]["by_category"]["elevator"], 0.99);
         assert_eq!(v["intactness"]["by_building"]["1号楼"], 0.99);
-        let r = &v["response"];
-        for k in [
-            "timely_rate",
-            "count",
-            "transient",
-            "p50_s",
-            "p90_s",
-            "max_s",
-            "by_category",
-        ] {
-            assert!(r.get(k).is_some(), "{k}");
+        // The three timeliness steps have the same inner shape.
+        for step in ["response", "arrival", "repair"] {
+            let r = &v[step];
+            for k in [
+                "timely_rate",
+                "count",
+                "transient",
+                "pending",
+                "p50_s",
+                "p90_s",
+                "max_s",
+                "by_category",
+                "by_building",
+            ] {
+                assert!(r.get(k).is_some(), "{step}.{k}");
+            }
+            assert_eq!(r.as_object().unwrap().len(), 9, "{step}");
         }
-        assert_eq!(r.as_object().unwrap().len(), 7);
+        let r = &v["response"];
         assert_eq!(r["by_category"]["elevator"]["timely_rate"], 0.75);
         assert_eq!(v["heating"]["by_building"]["1号楼"]["coverage"], 0.5);
         let s = &v["score"];
@@ -446,8 +480,8 @@ mod tests {
         assert_eq!(kk, ["actual", "label", "name", "score", "target", "weight"]);
         // No fire equipment in the figures: null, not 0.
         assert_eq!(s["kpis"][0]["actual"], Value::Null);
-        assert_eq!(s["kpis"][3]["actual"], 0.98);
-        assert_eq!(s["kpis"][3]["score"], 25.0);
+        assert_eq!(s["kpis"][4]["actual"], 0.98);
+        assert_eq!(s["kpis"][4]["score"], 20.0);
     }
 
     #[test]
@@ -459,14 +493,14 @@ mod tests {
             lines[0],
             "site,period,from,to,kpi,label,actual,target,weight,score,partial"
         );
-        assert_eq!(lines.len(), 5);
+        assert_eq!(lines.len(), 7);
         assert_eq!(
             lines[1],
-            "huafu,2026-11,2026-11-01T00:00:00+08:00,2026-11-15T10:00:00+08:00,fire_intactness,消防设施设备完好率,,1,25,,true"
+            "huafu,2026-11,2026-11-01T00:00:00+08:00,2026-11-15T10:00:00+08:00,fire_intactness,消防设施设备完好率,,1,20,,true"
         );
         assert_eq!(
-            lines[4],
-            "huafu,2026-11,2026-11-01T00:00:00+08:00,2026-11-15T10:00:00+08:00,heating_compliance,室温合格率,0.98,0.97,25,25,true"
+            lines[5],
+            "huafu,2026-11,2026-11-01T00:00:00+08:00,2026-11-15T10:00:00+08:00,heating_compliance,室温合格率,0.98,0.97,20,20,true"
         );
     }
 
@@ -480,8 +514,10 @@ mod tests {
             "partial / 未结束",
             "消防设施设备完好率 fire_intactness",
             "公共机电设备完好率 electromechanical_intactness",
-            "零修急修及时率 response_timeliness",
+            "响应及时率 response_timeliness",
+            "零修急修及时率 repair_timeliness",
             "室温合格率 heating_compliance",
+            "到场及时率 arrival_timeliness",
             "98.00%",
             "97.00%",
             "n/a",

@@ -432,11 +432,11 @@ mod tests {
             .iter()
             .find(|k| k.name == "fire_intactness")
             .unwrap();
-        assert_eq!((fire.actual, fire.score), (Some(1.0), Some(25.0)));
+        assert_eq!((fire.actual, fire.score), (Some(1.0), Some(20.0)));
         let text = String::from_utf8(lines).unwrap();
         assert!(
             text.contains(&format!(
-                "assessment,kpi=fire_intactness,period=2026-11,site=jinxiu actual=1,target=1,score=25,weight=25 {dec}"
+                "assessment,kpi=fire_intactness,period=2026-11,site=jinxiu actual=1,target=1,score=20,weight=20 {dec}"
             )),
             "{text}"
         );

@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::config::{Grade, KpiFigure, KpiSettings};
 use crate::core::kpi::{OfflinePolicy, StateTime};
 use crate::core::response::ResponseSummary;
+use crate::core::response::Step;
 
 use super::Figures;
 
@@ -125,17 +126,26 @@ fn actual(f: &Figures, figure: &KpiFigure, offline: OfflinePolicy) -> Option<f64
         KpiFigure::Response {
             categories,
             severity,
+            step,
         } => {
+            let (overall, by_category, by_class) = match step {
+                Step::Response => (&f.response, &f.response_by_category, &f.response_by_class),
+                Step::Arrival => (
+                    &f.arrival.overall,
+                    &f.arrival.by_category,
+                    &f.arrival.by_class,
+                ),
+                Step::Repair => (&f.repair.overall, &f.repair.by_category, &f.repair.by_class),
+            };
             if categories.is_empty() && severity.is_none() {
-                return f.response.timely_rate;
+                return overall.timely_rate;
             }
             let picked: Vec<&ResponseSummary> = match severity {
                 None => categories
                     .iter()
-                    .filter_map(|c| f.response_by_category.get(c))
+                    .filter_map(|c| by_category.get(c))
                     .collect(),
-                Some(sev) => f
-                    .response_by_class
+                Some(sev) => by_class
                     .iter()
                     .filter(|((c, s), _)| {
                         s == sev && (categories.is_empty() || categories.contains(c))
@@ -222,7 +232,7 @@ mod tests {
     const H: i64 = 3_600_000;
 
     /// A month of figures: fire equipment all intact, electromechanical 98 %, response 97.5 %,
-    /// heating 96 %.
+    /// repair 98 %, heating 96 %, no arrival figure.
     fn figures() -> Figures {
         let mut f = Figures {
             site: "huafu".into(),
@@ -239,6 +249,9 @@ mod tests {
         f.response.count = 40;
         f.response.timely = 39;
         f.response.timely_rate = Some(39.0 / 40.0);
+        f.repair.overall.count = 50;
+        f.repair.overall.timely = 49;
+        f.repair.overall.timely_rate = Some(49.0 / 50.0);
         f.heating = Heating {
             compliance: Some(0.96),
             coverage: Some(1.0),
@@ -258,22 +271,27 @@ mod tests {
         );
         let by = |n: &str| s.kpis.iter().find(|k| k.name == n).unwrap().clone();
         assert_eq!(by("fire_intactness").actual, Some(1.0));
-        assert_eq!(by("fire_intactness").score, Some(25.0));
+        assert_eq!(by("fire_intactness").score, Some(20.0));
         // Elevators and gates together (no heating_loop in the figures):
         // (2784 + 1439) / (2784 + 72 + 1439 + 1) = 4223 / 4296 = 0.983007…,
         // not the mean of 0.974790 and 0.999306 (0.987048).
         let em = by("electromechanical_intactness");
         assert_eq!(em.actual, Some(4223.0 / 4296.0));
-        // 1.699 points short → 25 − 5 × 1.69925… = 16.5037…
-        let expect = 25.0 - 5.0 * (1.0 - 4223.0 / 4296.0) * 100.0;
+        // 1.699 points short → 20 − 5 × 1.69925… = 11.5037…
+        let expect = 20.0 - 5.0 * (1.0 - 4223.0 / 4296.0) * 100.0;
         assert!((em.score.unwrap() - expect).abs() < 1e-6, "{em:?}");
-        // Response 97.5 %: 1.5 points short of 99 % → 17.5.
-        assert_eq!(by("response_timeliness").score, Some(17.5));
-        // Heating 96 %: 1 point short of 97 % → 20.
-        assert_eq!(by("heating_compliance").score, Some(20.0));
-        let total = 25.0 + expect + 17.5 + 20.0;
+        // Response 97.5 %: 1.5 points short of 99 % → 12.5.
+        assert_eq!(by("response_timeliness").score, Some(12.5));
+        // Repair 98 %: 1 point short of 99 % → 15.
+        assert_eq!(by("repair_timeliness").score, Some(15.0));
+        // Heating 96 %: 1 point short of 97 % → 15.
+        assert_eq!(by("heating_compliance").score, Some(15.0));
+        // Arrival: reported with weight 0 (no figure here: no score).
+        assert_eq!(by("arrival_timeliness").weight, 0.0);
+        assert_eq!(by("arrival_timeliness").score, None);
+        let total = 20.0 + expect + 12.5 + 15.0 + 15.0;
         assert!((s.total.unwrap() - total).abs() < 1e-6);
-        // 25 + 16.5037 + 17.5 + 20 = 79.0037: just under 良好.
+        // 20 + 11.5037 + 12.5 + 15 + 15 = 74.0037: 合格.
         assert_eq!(s.grade.as_deref(), Some("合格"));
         assert!(!s.partial);
     }
@@ -302,14 +320,15 @@ mod tests {
             &default_grades(),
             OfflinePolicy::NotIntact,
         );
-        assert_eq!(s.kpis[3].actual, None);
-        assert_eq!(s.kpis[3].score, None);
-        // (25 + em + 17.5) × 100 / 75.
+        assert_eq!(s.kpis[4].name, "heating_compliance");
+        assert_eq!(s.kpis[4].actual, None);
+        assert_eq!(s.kpis[4].score, None);
+        // (20 + em + 12.5 + 15) × 100 / 80.
         let em = s.kpis[1].score.unwrap();
-        let expect = (25.0 + em + 17.5) * 100.0 / 75.0;
+        let expect = (20.0 + em + 12.5 + 15.0) * 100.0 / 80.0;
         assert!((s.total.unwrap() - expect).abs() < 1e-6, "{s:?}");
 
-        // Three KPIs of 25 at 25, 20 and 15 → 60 × 100 / 75 = 80: 良好, at the edge.
+        // Three KPIs of 20 at 20, 15 and 13 → 48 × 100 / 60 = 80: 良好, at the edge.
         let mut ks = default_kpis();
         ks.truncate(3);
         for k in &mut ks {
@@ -317,10 +336,10 @@ mod tests {
         }
         let mut f = Figures::default();
         f.heating.compliance = Some(0.99);
-        ks[0].target = 0.99; // 25
-        ks[1].target = 1.0; // 1 point short: 20
+        ks[0].target = 0.99; // 20
+        ks[1].target = 1.0; // 1 point short: 15
         ks[2].target = 1.0;
-        ks[2].deduct_per_point = 10.0; // 1 point short: 15
+        ks[2].deduct_per_point = 7.0; // 1 point short: 13
         let mut all = ks.clone();
         all.push(KpiSettings {
             figure: KpiFigure::Intactness {
@@ -332,7 +351,7 @@ mod tests {
         let s = scorecard(&f, &all, &default_grades(), OfflinePolicy::NotIntact);
         assert_eq!(
             s.kpis.iter().map(|k| k.score).collect::<Vec<_>>(),
-            [Some(25.0), Some(20.0), Some(15.0), None]
+            [Some(20.0), Some(15.0), Some(13.0), None]
         );
         assert_eq!(s.total, Some(80.0));
         assert_eq!(s.grade.as_deref(), Some("良好"));
@@ -385,18 +404,22 @@ mod tests {
             k(KpiFigure::Response {
                 categories: cats(&["elevator", "fire_equipment"]),
                 severity: None,
+                step: Step::Response,
             }),
             k(KpiFigure::Response {
                 categories: vec![],
                 severity: Some("critical".into()),
+                step: Step::Response,
             }),
             k(KpiFigure::Response {
                 categories: cats(&["elevator"]),
                 severity: Some("minor".into()),
+                step: Step::Response,
             }),
             k(KpiFigure::Response {
                 categories: cats(&["access_gate"]),
                 severity: None,
+                step: Step::Response,
             }),
         ];
         let s = scorecard(&f, &ks, &default_grades(), OfflinePolicy::NotIntact);

@@ -1875,3 +1875,28 @@ fn delays_fire_at_exactly_first_ts_plus_delay() {
         )]
     );
 }
+
+/// 三分钟服务承诺 (seed 004: staff at the place "不能超过三分钟"): a site that makes the promise
+/// for a class gets an on-site target of 180 s on that class's alarms; other classes and sites
+/// keep their class's targets. Repair targets come from the class.
+#[test]
+fn the_three_minute_promise_sets_the_on_site_target() {
+    let mut s = settings();
+    s.classes.get_mut("urgent").unwrap().repair_target_ms = Some(86_400_000);
+    s.three_minute_promise
+        .insert("jinxiu".into(), vec!["urgent".into()]);
+    let mut f = Fx::with(s, Restored::default(), T0);
+    f.take();
+    f.el_ok(EL, T0);
+    let fault = raised_id(&f.read(EL, T0 + 1_000, &[("fault_code", Value::Int(4))]));
+    let a = f.e.alarm(&fault).unwrap();
+    assert_eq!(a.class, "urgent");
+    assert_eq!(
+        (a.on_site_target_ms, a.repair_target_ms),
+        (Some(180_000), Some(86_400_000))
+    );
+    let trap = raised_id(&f.read(EL, T0 + 2_000, &[("entrapment", Value::Bool(true))]));
+    let a = f.e.alarm(&trap).unwrap();
+    assert_eq!(a.class, "entrapment");
+    assert_eq!(a.on_site_target_ms, Some(1_800_000));
+}
