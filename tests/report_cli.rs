@@ -58,8 +58,10 @@ fn empty_journal_gives_a_scorecard_of_na_values() {
         "周期 Period  2025-11  [2025-11-01T00:00:00+08:00, 2025-12-01T00:00:00+08:00)",
         "消防设施设备完好率 fire_intactness",
         "公共机电设备完好率 electromechanical_intactness",
-        "零修急修及时率 response_timeliness",
+        "响应及时率 response_timeliness",
+        "零修急修及时率 repair_timeliness",
         "室温合格率 heating_compliance",
+        "到场及时率 arrival_timeliness",
         "100.00%",
         "n/a",
     ] {
@@ -79,9 +81,11 @@ fn empty_journal_gives_a_scorecard_of_na_values() {
     assert_eq!(
         keys,
         [
+            "arrival",
             "from",
             "heating",
             "intactness",
+            "repair",
             "response",
             "score",
             "site",
@@ -91,7 +95,7 @@ fn empty_journal_gives_a_scorecard_of_na_values() {
     assert_eq!(v["from"], "2025-10-01T00:00:00+08:00");
     assert_eq!(v["to"], "2026-01-01T00:00:00+08:00");
     assert_eq!(v["score"]["total"], serde_json::Value::Null);
-    assert_eq!(v["score"]["kpis"].as_array().unwrap().len(), 4);
+    assert_eq!(v["score"]["kpis"].as_array().unwrap().len(), 6);
     assert_eq!(v["score"]["kpis"][2]["target"], 0.99);
 
     // CSV: a header and a row per KPI.
@@ -108,7 +112,7 @@ fn empty_journal_gives_a_scorecard_of_na_values() {
     );
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(lines.len(), 7, "{out}");
     assert!(lines[1].starts_with("huafu,2025-11-01/2025-11-15T12:00:00+08:00,2025-11-01T00:00:00+08:00,2025-11-15T12:00:00+08:00,fire_intactness,"), "{out}");
 }
 
