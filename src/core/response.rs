@@ -380,4 +380,61 @@ mod tests {
         // Their response (1 s, target 180 s) is all timely.
         assert_eq!(summarize(&v, 100_000_000).timely_rate, Some(1.0));
     }
+
+    /// (raised s, ack +s, on site +s, cleared +s, on-site target s, repair target s, ack
+    /// target s, in the second half).
+    type Generated = (
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        i64,
+        bool,
+    );
+
+    proptest::proptest! {
+        /// A period split in two combines exactly, for all three steps: when every alarm of
+        /// the first half has settled by the split (each step done or its target age reached),
+        /// the halves' counts, judged at their own ends, add up to the whole period's.
+        #[test]
+        fn a_period_split_in_two_combines_for_all_three_steps(
+            alarms in proptest::collection::vec(
+                (0i64..1_000, proptest::option::of(0i64..400), proptest::option::of(0i64..400),
+                 proptest::option::of(0i64..400), proptest::option::of(1i64..200),
+                 proptest::option::of(1i64..200), 1i64..200, proptest::bool::ANY),
+                0..40,
+            ),
+        ) {
+            // Times in seconds → ms; first half raised in [0, 1000 s), settled by 2,000 s
+            // (the split); second half raised in [2,000 s, 3,000 s), judged at 10,000 s.
+            let mk = |(r, ack, os, cl, ost, rpt, ackt, second): Generated| {
+                let base = if second { 2_000_000 } else { 0 };
+                let at = |d: Option<i64>| d.map(|d| base + (r + d) * 1000);
+                AlarmTimes {
+                    raised_ms: base + r * 1000,
+                    acknowledged_ms: at(ack),
+                    on_site_ms: at(os),
+                    cleared_ms: at(cl),
+                    ack_target_ms: ackt * 1000,
+                    on_site_target_ms: ost.map(|t| t * 1000),
+                    repair_target_ms: rpt.map(|t| t * 1000),
+                }
+            };
+            let all: Vec<AlarmTimes> = alarms.into_iter().map(mk).collect();
+            let (first, second): (Vec<AlarmTimes>, Vec<AlarmTimes>) =
+                all.iter().partition(|a| a.raised_ms < 2_000_000);
+            for step in Step::ALL {
+                let key = |s: &ResponseSummary| (s.timely, s.late, s.transient, s.pending, s.no_target);
+                let a = summarize_step(&first, step, 2_000_000);
+                let b = summarize_step(&second, step, 10_000_000);
+                let w = summarize_step(&all, step, 10_000_000);
+                let sum = (a.timely + b.timely, a.late + b.late, a.transient + b.transient,
+                           a.pending + b.pending, a.no_target + b.no_target);
+                proptest::prop_assert_eq!(sum, key(&w), "{:?}", step);
+                proptest::prop_assert_eq!(a.pending, 0);
+            }
+        }
+    }
 }
