@@ -64,9 +64,9 @@ pub fn measurements() -> Vec<Measurement> {
         },
         Measurement {
             name: "response",
-            tags: vec!["site", "category", "severity"],
+            tags: vec!["site", "category", "severity", "step"],
             fields: s(&["timely_rate", "p50_s", "p90_s", "max_s", "count"]),
-            when: "every assessment.kpi_interval; month to date",
+            when: "every assessment.kpi_interval; month to date; step = response (acknowledged, 响应及时率) | arrival (on site, 到场及时率) | repair (cleared, 修复及时率)",
             written: true,
         },
         Measurement {
@@ -132,6 +132,16 @@ mod tests {
                 "assessment",
                 "gateway"
             ]
+        );
+        let response = measurements()
+            .into_iter()
+            .find(|m| m.name == "response")
+            .unwrap();
+        assert_eq!(response.tags, ["site", "category", "severity", "step"]);
+        assert!(
+            response.when.contains("step = response"),
+            "{}",
+            response.when
         );
         let gw = measurements().pop().unwrap();
         for f in [

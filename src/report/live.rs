@@ -2,12 +2,17 @@
 //! figures of today and of the month so far (local days and months in the site's time zone)
 //! are computed from the journal (a read-only connection, on a blocking thread: the core stage
 //! is never held up) and written as `intactness`, `response` and `heating` points, so that
-//! dashboards need no heavy queries. The same figures answer `GET /api/kpi`.
+//! dashboards need no heavy queries. The same figures answer `GET /api/kpi` (`intactness`,
+//! `response`, `arrival`, `repair` — the three steps as `{day, month}` with the same inner
+//! shape — and `heating`).
 //!
 //! - `intactness` (site, scope = site/category/building, scope_id): `instant` (the count form,
 //!   from the engine's current states), `rate_day`, `rate_month`, `intact`, `total` (counts);
-//! - `response` (site, category, severity; month to date): `timely_rate`, `p50_s`, `p90_s`,
-//!   `max_s`, `count`;
+//! - `response` (site, category, severity, step; month to date): `timely_rate`, `p50_s`,
+//!   `p90_s`, `max_s`, `count`; one point per (category, severity) for each of the three
+//!   graded steps (DESIGN §4), `step` = `response` (acknowledged, 响应及时率), `arrival` (on
+//!   site, 到场及时率) or `repair` (cleared, 修复及时率 / 零修急修及时率); a class with no
+//!   target for a step (e.g. `minor` has no on-site target) has no point for that step;
 //! - `heating` (site, building; in season only; month to date): `compliance`, `coverage`,
 //!   `min_indoor_c`, `avg_indoor_c`.
 //!
@@ -31,6 +36,7 @@ use tracing::warn;
 use super::figures::{compute, FigureSettings, Figures};
 use crate::clock::Clock;
 use crate::core::kpi::instant_rate;
+use crate::core::response::{ResponseSummary, Step};
 use crate::encode::line::{series_key, Field, FieldWriter};
 use crate::journal::Journal;
 use crate::model::event::DeviceState;
@@ -246,28 +252,7 @@ impl KpiTask {
                 n += 1;
             }
         }
-        for ((category, severity), r) in &mtd.response_by_class {
-            let key = series_key(
-                "response",
-                &[
-                    ("category", category),
-                    ("severity", severity),
-                    ("site", &self.site),
-                ],
-            );
-            let fields = [
-                ("timely_rate", r.timely_rate),
-                ("p50_s", r.p50_s),
-                ("p90_s", r.p90_s),
-                ("max_s", r.max_s),
-            ]
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, Field::F64(v))))
-            .chain([("count", Field::U64(r.count))]);
-            if w.line(&mut buf, &key, fields, now) {
-                n += 1;
-            }
-        }
+        n += response_lines(&self.site, mtd, now, &mut w, &mut buf);
         if in_season {
             for (building, h) in &mtd.heating_by_building {
                 let key = series_key("heating", &[("building", building), ("site", &self.site)]);
@@ -322,18 +307,7 @@ impl KpiTask {
             .cloned()
             .unwrap_or_default();
         let (intact, total, instant) = instant_rate(site_states, policy);
-        let response = |f: &Figures| {
-            json!({
-                "timely_rate": f.response.timely_rate, "count": f.response.count,
-                "transient": f.response.transient, "pending": f.response.pending,
-                "p50_s": f.response.p50_s, "p90_s": f.response.p90_s, "max_s": f.response.max_s,
-                "by_category": f.response_by_category.iter().map(|(k, r)| (k.clone(), json!({
-                    "timely_rate": r.timely_rate, "count": r.count, "transient": r.transient,
-                    "p50_s": r.p50_s, "p90_s": r.p90_s, "max_s": r.max_s,
-                }))).collect::<serde_json::Map<String, Json>>(),
-            })
-        };
-        json!({
+        let mut out = json!({
             "site": self.site,
             "ts": now,
             "day_from_ts": today.from_ms,
@@ -344,7 +318,6 @@ impl KpiTask {
                 "by_category": scope("category", &today.intactness_by_category, &mtd.intactness_by_category),
                 "by_building": scope("building", &today.intactness_by_building, &mtd.intactness_by_building),
             },
-            "response": {"day": response(today), "month": response(mtd)},
             "heating": {
                 "in_season": in_season,
                 "min_indoor_c": self.settings.min_indoor_c,
@@ -358,8 +331,93 @@ impl KpiTask {
                     "avg_indoor_c": h.avg_indoor_c, "sensors": h.sensors,
                 }))).collect::<serde_json::Map<String, Json>>(),
             },
-        })
+        });
+        for (k, v) in steps_json(today, mtd) {
+            out[k] = v;
+        }
+        out
     }
+}
+
+/// The `response` points of `f`: one per (category, severity, step) for the three graded
+/// steps, leaving out a (class, step) whose class has no target for the step. Returns how
+/// many lines were written.
+fn response_lines(
+    site: &str,
+    f: &Figures,
+    now: i64,
+    w: &mut FieldWriter,
+    buf: &mut Vec<u8>,
+) -> usize {
+    let mut n = 0;
+    let steps = [
+        (Step::Response, &f.response_by_class),
+        (Step::Arrival, &f.arrival.by_class),
+        (Step::Repair, &f.repair.by_class),
+    ];
+    for (step, by_class) in steps {
+        for ((category, severity), r) in by_class {
+            if r.no_target > 0 && r.count + r.transient + r.pending == 0 {
+                continue; // the class has no target for this step: nothing graded
+            }
+            let key = series_key(
+                "response",
+                &[
+                    ("category", category),
+                    ("severity", severity),
+                    ("site", site),
+                    ("step", step.as_str()),
+                ],
+            );
+            let fields = [
+                ("timely_rate", r.timely_rate),
+                ("p50_s", r.p50_s),
+                ("p90_s", r.p90_s),
+                ("max_s", r.max_s),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, Field::F64(v))))
+            .chain([("count", Field::U64(r.count))]);
+            if w.line(buf, &key, fields, now) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// One step's figures for `GET /api/kpi`: the same inner shape for response, arrival and
+/// repair.
+fn step_json(overall: &ResponseSummary, by_category: &BTreeMap<String, ResponseSummary>) -> Json {
+    json!({
+        "timely_rate": overall.timely_rate, "count": overall.count,
+        "transient": overall.transient, "pending": overall.pending,
+        "no_target": overall.no_target,
+        "p50_s": overall.p50_s, "p90_s": overall.p90_s, "max_s": overall.max_s,
+        "by_category": by_category.iter().map(|(k, r)| (k.clone(), json!({
+            "timely_rate": r.timely_rate, "count": r.count, "transient": r.transient,
+            "p50_s": r.p50_s, "p90_s": r.p90_s, "max_s": r.max_s,
+        }))).collect::<serde_json::Map<String, Json>>(),
+    })
+}
+
+/// `response`, `arrival` and `repair` of `/api/kpi`, each `{day, month}`.
+fn steps_json(today: &Figures, mtd: &Figures) -> [(&'static str, Json); 3] {
+    let pair = |g: fn(&Figures) -> Json| json!({"day": g(today), "month": g(mtd)});
+    [
+        (
+            "response",
+            pair(|f| step_json(&f.response, &f.response_by_category)),
+        ),
+        (
+            "arrival",
+            pair(|f| step_json(&f.arrival.overall, &f.arrival.by_category)),
+        ),
+        (
+            "repair",
+            pair(|f| step_json(&f.repair.overall, &f.repair.by_category)),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -441,5 +499,104 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.lines().count(), card.kpis.len());
+    }
+
+    /// The `response` points carry a `step` tag: one line per (category, severity, step);
+    /// a class with no target for a step (minor: no on-site target) has no line for it.
+    #[test]
+    fn response_points_have_one_line_per_class_and_step() {
+        let class = |c: &str, s: &str| (c.to_owned(), s.to_owned());
+        let summary = |timely: u64, late: u64| ResponseSummary {
+            count: timely + late,
+            timely,
+            late,
+            timely_rate: Some(timely as f64 / (timely + late) as f64),
+            p50_s: Some(60.0),
+            p90_s: Some(120.0),
+            max_s: Some(120.0),
+            ..Default::default()
+        };
+        let mut f = Figures::default();
+        f.response_by_class
+            .insert(class("elevator", "critical"), summary(3, 1));
+        f.response_by_class
+            .insert(class("elevator", "minor"), summary(1, 0));
+        f.arrival
+            .by_class
+            .insert(class("elevator", "critical"), summary(1, 1));
+        f.arrival.by_class.insert(
+            class("elevator", "minor"),
+            ResponseSummary {
+                no_target: 1,
+                ..Default::default()
+            },
+        );
+        f.repair
+            .by_class
+            .insert(class("elevator", "critical"), summary(2, 2));
+        let (mut w, mut buf) = (FieldWriter::default(), Vec::new());
+        let n = response_lines("jinxiu", &f, 1_000, &mut w, &mut buf);
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(n, 4, "{text}");
+        assert_eq!(
+            lines,
+            [
+                "response,category=elevator,severity=critical,site=jinxiu,step=response timely_rate=0.75,p50_s=60,p90_s=120,max_s=120,count=4u 1000",
+                "response,category=elevator,severity=minor,site=jinxiu,step=response timely_rate=1,p50_s=60,p90_s=120,max_s=120,count=1u 1000",
+                "response,category=elevator,severity=critical,site=jinxiu,step=arrival timely_rate=0.5,p50_s=60,p90_s=120,max_s=120,count=2u 1000",
+                "response,category=elevator,severity=critical,site=jinxiu,step=repair timely_rate=0.5,p50_s=60,p90_s=120,max_s=120,count=4u 1000",
+            ]
+        );
+    }
+
+    /// `/api/kpi` has `response`, `arrival` and `repair`, each `{day, month}` of one shape.
+    #[test]
+    fn the_kpi_json_has_the_three_steps_with_one_shape() {
+        let mut today = Figures::default();
+        today.arrival.overall = ResponseSummary {
+            count: 4,
+            timely: 3,
+            late: 1,
+            transient: 1,
+            timely_rate: Some(0.75),
+            ..Default::default()
+        };
+        today.repair.overall.no_target = 2;
+        let v: serde_json::Map<String, Json> = steps_json(&today, &Figures::default())
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let keys = |v: &Json| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        for step in ["response", "arrival", "repair"] {
+            assert_eq!(keys(&v[step]), ["day", "month"], "{step}");
+            assert_eq!(
+                keys(&v[step]["day"]),
+                keys(&v["response"]["month"]),
+                "{step}"
+            );
+        }
+        assert_eq!(
+            keys(&v["response"]["day"]),
+            [
+                "by_category",
+                "count",
+                "max_s",
+                "no_target",
+                "p50_s",
+                "p90_s",
+                "pending",
+                "timely_rate",
+                "transient"
+            ]
+        );
+        assert_eq!(v["arrival"]["day"]["timely_rate"], 0.75);
+        assert_eq!(v["arrival"]["day"]["transient"], 1);
+        assert_eq!(v["repair"]["day"]["no_target"], 2);
+        assert!(v["arrival"]["month"]["timely_rate"].is_null());
     }
 }
