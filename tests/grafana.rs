@@ -780,6 +780,64 @@ fn the_dashboards_use_the_measurements_they_are_for() {
     assert_eq!(used("assessment.json"), set(&["assessment"]));
 }
 
+/// `response` points come one per step (response, arrival, repair; DESIGN §4): every query on
+/// them selects its steps in the filter that names the measurement (`r.step == "…"` or
+/// `contains(value: r.step, set: [...])`), so no panel mixes acknowledgment, arrival and
+/// repair figures; and the control room shows all three steps.
+#[test]
+fn response_queries_select_their_step() {
+    let steps = ["response", "arrival", "repair"];
+    let mut shown = BTreeSet::new();
+    let mut errs = Vec::new();
+    for (file, text) in dashboard_files() {
+        let d: Value = serde_json::from_str(&text).unwrap();
+        for (p, _) in all_panels(d["panels"].as_array().unwrap()) {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let q = t["query"].as_str().unwrap_or_default();
+                let toks = tokenize(q);
+                let mut i = 0;
+                while i < toks.len() {
+                    if is_word(toks.get(i), "filter") && is_punct(toks.get(i + 1), "(") {
+                        let end = closing(&toks, i + 1).min(toks.len() - 1);
+                        let span = &toks[i + 1..=end];
+                        if literals_of(span, "_measurement")
+                            .iter()
+                            .any(|m| m == "response")
+                        {
+                            let named = literals_of(span, "step");
+                            let at = format!(
+                                "{file} › panel {} › target {}",
+                                p["title"],
+                                t["refId"].as_str().unwrap_or("?")
+                            );
+                            if named.is_empty() {
+                                errs.push(format!("{at}: a response query without a step filter"));
+                            }
+                            for s in named {
+                                if steps.contains(&s.as_str()) {
+                                    shown.insert(s);
+                                } else {
+                                    errs.push(format!("{at}: unknown step `{s}`"));
+                                }
+                            }
+                        }
+                        i = end;
+                    }
+                    i += 1;
+                }
+            }
+        }
+    }
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+    assert_eq!(
+        shown,
+        steps
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<BTreeSet<_>>()
+    );
+}
+
 /// A typo in a measurement, a field or a tag is reported naming the dashboard, the panel and
 /// the name — the failure a schema change would cause.
 #[test]

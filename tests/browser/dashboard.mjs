@@ -1,7 +1,8 @@
 // The dashboard in a real browser (run by tests/dashboard.rs, which starts mosquitto, the store
 // and the gateway and publishes a few readings first): Debian's chromium, headless, driven by
 // playwright-core. Checks that
-//   - the overview's figures are exactly those /api/kpi answered;
+//   - the overview's figures are exactly those /api/kpi answered, among them the three graded
+//     steps (response, arrival 到场及时率, repair 修复及时率) of the month;
 //   - an alarm raised while the page is open (an elevator entrapment, published here with
 //     mosquitto_pub) is on the alarms page within 2 s;
 //   - acknowledging it from the page (name + token in the dialog; a wrong token first gets
@@ -119,7 +120,9 @@ try {
       if (it.text !== want) fail(`overview shows ${JSON.stringify(it.text)} for ${it.path.join('.')}, /api/kpi says ${JSON.stringify(want)} (${JSON.stringify(at(k, it.path))})`);
     }
     const paths = items.map((it) => it.path.join('.'));
-    const must = ['intactness.instant', 'intactness.rate_month', 'intactness.intact', 'intactness.total', 'response.month.timely_rate'];
+    // The three graded steps (DESIGN §4): response, arrival (到场及时率), repair (修复及时率).
+    const must = ['intactness.instant', 'intactness.rate_month', 'intactness.intact', 'intactness.total'];
+    for (const s of ['response', 'arrival', 'repair']) must.push(`${s}.month.timely_rate`, `${s}.month.count`);
     if (k.heating.in_season) must.push('heating.compliance_month', 'heating.coverage_month');
     for (const c of Object.keys(k.intactness.by_category)) must.push(`intactness.by_category.${c}.instant`, `intactness.by_category.${c}.rate_month`);
     for (const m of must) if (!paths.includes(m)) fail(`the overview does not show ${m}; it shows ${paths.join(', ')}`);
@@ -129,6 +132,10 @@ try {
   const direct = await getJson('/api/kpi');
   if (direct.intactness.total !== compared.k.intactness.total) fail(`device totals differ: page ${compared.k.intactness.total}, API ${direct.intactness.total}`);
   step(`overview: ${compared.n} figures equal /api/kpi (ts ${compared.k.ts})`);
+  for (const [id, label] of [['#tile-arrival', '到场及时率'], ['#tile-repair', '修复及时率']]) {
+    const text = await page.textContent(`${id} .label`);
+    if (!text.includes(label)) fail(`${id} is labelled ${JSON.stringify(text)}, not ${label}`);
+  }
   await page.waitForSelector('#conn[data-state="ok"]');
   await shot('overview');
 
@@ -226,6 +233,10 @@ try {
   const nav = await page.textContent('#nav-alarms');
   if (!nav.includes('Alarms')) fail(`English is not remembered after a reload: ${nav}`);
   await page.waitForSelector('#conn[data-state="ok"]');
+  for (const [id, label] of [['#tile-arrival', 'Arrival'], ['#tile-repair', 'Repair']]) {
+    const text = await page.textContent(`${id} .label`);
+    if (!text.includes(label)) fail(`in English ${id} is labelled ${JSON.stringify(text)}, not ${label}`);
+  }
   await shot('overview-en');
   await page.click('#lang');
   await page.waitForFunction(() => document.querySelector('#nav-alarms').textContent.includes('告警'));

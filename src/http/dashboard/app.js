@@ -19,12 +19,14 @@
       'sev.critical': '紧急', 'sev.major': '重要', 'sev.minor': '一般',
       'ov.intact_now': '设施设备完好率（实时）', 'ov.intact_month': '完好率（本月）',
       'ov.response': '响应及时率（本月）', 'ov.heating': '供暖达标率（本月）', 'ov.active': '活动告警',
-      'ov.by_category': '分类完好率', 'ov.by_building': '分楼栋完好率', 'ov.response_detail': '告警响应（本月）',
+      'ov.arrival': '到场及时率（本月）', 'ov.repair': '修复及时率（本月）', 'ov.reported': '仅报告',
+      'ov.by_category': '分类完好率', 'ov.by_building': '分楼栋完好率', 'ov.response_detail': '告警处理及时率（本月）：响应、到场、修复',
       'ov.computing': '考核数据计算中，几秒后刷新…', 'ov.data_at': '数据时间', 'ov.devices': '台设备完好',
       'ov.counted': '条计入', 'ov.not_season': '非供暖季', 'ov.coverage': '覆盖率', 'ov.target': '目标',
       'ov.no_alarms': '无活动告警', 'ov.unacked': '未确认',
       'col.category': '类别', 'col.building': '楼栋', 'col.now': '实时', 'col.intact_total': '完好/总数',
-      'col.today': '今日', 'col.month': '本月', 'col.target': '目标', 'col.count': '计入', 'col.timely': '及时率',
+      'col.today': '今日', 'col.month': '本月', 'col.target': '目标', 'col.count': '计入', 'col.timely': '响应及时率',
+      'col.arrival': '到场及时率', 'col.repair': '修复及时率',
       'col.p50': '响应中位数', 'col.p90': 'P90 响应', 'col.max': '最长响应', 'col.transient': '自行消除', 'col.pending': '未到时限',
       'col.severity': '级别', 'col.alarm': '告警', 'col.raised': '发生时间', 'col.age': '持续', 'col.deadline': '响应时限',
       'col.handling': '处理', 'col.cleared': '消除时间', 'col.response': '响应用时', 'col.restore': '恢复用时',
@@ -60,12 +62,14 @@
       'sev.critical': 'Critical', 'sev.major': 'Major', 'sev.minor': 'Minor',
       'ov.intact_now': 'Intactness now', 'ov.intact_month': 'Intactness, month to date',
       'ov.response': 'Response timeliness (month)', 'ov.heating': 'Heating compliance (month)', 'ov.active': 'Active alarms',
-      'ov.by_category': 'Intactness by category', 'ov.by_building': 'Intactness by building', 'ov.response_detail': 'Alarm response (month)',
+      'ov.arrival': 'Arrival timeliness (month)', 'ov.repair': 'Repair timeliness (month)', 'ov.reported': 'reported only',
+      'ov.by_category': 'Intactness by category', 'ov.by_building': 'Intactness by building', 'ov.response_detail': 'Alarm handling timeliness (month): response, arrival, repair',
       'ov.computing': 'The figures are being computed; refreshing in a few seconds…', 'ov.data_at': 'Figures as of', 'ov.devices': 'devices intact',
       'ov.counted': 'counted', 'ov.not_season': 'Outside the heating season', 'ov.coverage': 'coverage', 'ov.target': 'target',
       'ov.no_alarms': 'No active alarms', 'ov.unacked': 'unacknowledged',
       'col.category': 'Category', 'col.building': 'Building', 'col.now': 'Now', 'col.intact_total': 'Intact/total',
-      'col.today': 'Today', 'col.month': 'Month', 'col.target': 'Target', 'col.count': 'Counted', 'col.timely': 'Timely',
+      'col.today': 'Today', 'col.month': 'Month', 'col.target': 'Target', 'col.count': 'Counted', 'col.timely': 'Response',
+      'col.arrival': 'Arrival', 'col.repair': 'Repair',
       'col.p50': 'Median response', 'col.p90': 'P90 response', 'col.max': 'Longest', 'col.transient': 'Transient', 'col.pending': 'Pending',
       'col.severity': 'Severity', 'col.alarm': 'Alarm', 'col.raised': 'Raised', 'col.age': 'Age', 'col.deadline': 'Response target',
       'col.handling': 'Handling', 'col.cleared': 'Cleared', 'col.response': 'Response', 'col.restore': 'Restore',
@@ -102,6 +106,7 @@
   const EN_KPI = {
     fire_intactness: 'Fire equipment intactness', electromechanical_intactness: 'Electromechanical intactness',
     response_timeliness: 'Response timeliness', heating_compliance: 'Heating compliance',
+    repair_timeliness: 'Repair timeliness', arrival_timeliness: 'Arrival timeliness',
   };
   const EN_GRADE = { '优秀': 'Excellent', '良好': 'Good', '合格': 'Pass', '不合格': 'Fail' };
 
@@ -184,18 +189,21 @@
     return `<div class="bar ${st === 'ok' ? '' : st}"><i style="width:${w.toFixed(1)}%"></i></div>`;
   }
 
-  // Targets of /api/assessment: which KPI grades a category, response, heating.
+  // Targets of /api/assessment: which KPI grades a category, response, arrival, repair, heating.
+  const STEPS = ['response', 'arrival', 'repair'];
   function targetOf(kind, category) {
     const kpis = S.assessment?.kpis || [];
     for (const k of kpis) {
       if (k.figure.kind !== kind) continue;
       if (kind === 'heating') return k.target;
       const cats = k.figure.categories || [];
-      if (kind === 'response' && !k.figure.severity && cats.length === 0) return k.target;
+      if (STEPS.includes(kind) && !k.figure.severity && cats.length === 0) return k.target;
       if (kind === 'intactness' && !k.figure.building && (cats.length === 0 || (category && cats.includes(category)))) return k.target;
     }
     return null;
   }
+  // Whether the site-wide KPI of a step is weighted (arrival is reported only by default).
+  const weighted = (kind) => (S.assessment?.kpis || []).some((k) => k.figure.kind === kind && !(k.figure.categories || []).length && !k.figure.severity && k.weight > 0);
   const minIntactTarget = () => {
     const ts = (S.assessment?.kpis || []).filter((k) => k.figure.kind === 'intactness').map((k) => k.target);
     return ts.length ? Math.min(...ts) : null;
@@ -409,6 +417,9 @@
     const resp = k.response.month;
     const respT = targetOf('response');
     const respSt = status(resp.timely_rate, respT);
+    // Arrival and repair (DESIGN §4): the same rule over the other two steps.
+    const arr = k.arrival?.month || {}, rep = k.repair?.month || {};
+    const arrT = targetOf('arrival'), repT = targetOf('repair');
     const h = k.heating;
     const heatT = targetOf('heating');
     const heatSt = h.in_season ? status(h.compliance_month, heatT) : 'none';
@@ -425,6 +436,10 @@
       `${esc(t('col.today'))} ${kv(['intactness', 'rate_day'], 'pct')}${esc(tgt(siteT))}`, 'tile-month');
     out += tile(respSt, t('ov.response'), kv(['response', 'month', 'timely_rate'], 'pct'),
       `${kv(['response', 'month', 'count'], 'int')} ${esc(t('ov.counted'))}${esc(tgt(respT))}`, 'tile-response');
+    const stepTile = (step, label, r, tg, id) => tile(status(r.timely_rate, tg), label, kv([step, 'month', 'timely_rate'], 'pct'),
+      `${kv([step, 'month', 'count'], 'int')} ${esc(t('ov.counted'))}${esc(tgt(tg))}${S.assessment && !weighted(step) ? ' · ' + esc(t('ov.reported')) : ''}`, id);
+    out += stepTile('arrival', t('ov.arrival'), arr, arrT, 'tile-arrival');
+    out += stepTile('repair', t('ov.repair'), rep, repT, 'tile-repair');
     out += h.in_season
       ? tile(heatSt, t('ov.heating'), kv(['heating', 'compliance_month'], 'pct'),
         `${esc(t('ov.coverage'))} ${kv(['heating', 'coverage_month'], 'pct')}${esc(tgt(heatT))}`, 'tile-heating')
@@ -470,13 +485,22 @@
     // Response timeliness of the month, in all and per category.
     out += '<div class="panel section"><h2>' + esc(t('ov.response_detail')) + '</h2><table id="response"><thead><tr>'
       + `<th>${esc(t('col.category'))}</th><th class="num">${esc(t('col.timely'))}</th><th class="num">${esc(t('col.count'))}</th><th class="num">${esc(t('col.transient'))}</th>`
-      + `<th class="num">${esc(t('col.p50'))}</th><th class="num">${esc(t('col.p90'))}</th><th class="num">${esc(t('col.max'))}</th></tr></thead><tbody>`;
-    const respRow = (label, path, r) => `<tr><td>${esc(label)}</td>`
-      + `<td class="num">${kv([...path, 'timely_rate'], 'pct', statusClass(status(r.timely_rate, respT)))}</td>`
-      + `<td class="num">${kv([...path, 'count'], 'int')}</td><td class="num">${kv([...path, 'transient'], 'int')}</td>`
-      + `<td class="num">${esc(fmtDur(r.p50_s))}</td><td class="num">${esc(fmtDur(r.p90_s))}</td><td class="num">${esc(fmtDur(r.max_s))}</td></tr>`;
-    out += respRow(t('site'), ['response', 'month'], resp);
-    for (const [c, r] of Object.entries(resp.by_category || {})) out += respRow(catLabel(c), ['response', 'month', 'by_category', c], r);
+      + `<th class="num">${esc(t('col.p50'))}</th><th class="num">${esc(t('col.p90'))}</th><th class="num">${esc(t('col.max'))}</th>`
+      + `<th class="num">${esc(t('col.arrival'))}</th><th class="num">${esc(t('col.count'))}</th><th class="num">${esc(t('col.repair'))}</th><th class="num">${esc(t('col.count'))}</th></tr></thead><tbody>`;
+    // One row per scope (the site, each category): response with its times, then arrival and repair.
+    const stepCells = (step, tail, r, tg) => {
+      const path = [step, 'month', ...tail];
+      return `<td class="num">${kv([...path, 'timely_rate'], 'pct', statusClass(status(r?.timely_rate, tg)))}</td><td class="num">${kv([...path, 'count'], 'int')}</td>`;
+    };
+    const respRow = (label, tail, r, a, p) => `<tr data-scope="${esc(tail.length ? tail[1] : 'site')}"><td>${esc(label)}</td>`
+      + `<td class="num">${kv(['response', 'month', ...tail, 'timely_rate'], 'pct', statusClass(status(r.timely_rate, respT)))}</td>`
+      + `<td class="num">${kv(['response', 'month', ...tail, 'count'], 'int')}</td><td class="num">${kv(['response', 'month', ...tail, 'transient'], 'int')}</td>`
+      + `<td class="num">${esc(fmtDur(r.p50_s))}</td><td class="num">${esc(fmtDur(r.p90_s))}</td><td class="num">${esc(fmtDur(r.max_s))}</td>`
+      + stepCells('arrival', tail, a, arrT) + stepCells('repair', tail, p, repT) + '</tr>';
+    out += respRow(t('site'), [], resp, arr, rep);
+    for (const [c, r] of Object.entries(resp.by_category || {})) {
+      out += respRow(catLabel(c), ['by_category', c], r, arr.by_category?.[c], rep.by_category?.[c]);
+    }
     out += '</tbody></table>';
     out += `<div class="note">${esc(t('ov.data_at'))} ${esc(fmtTime(k.ts))}</div></div>`;
     // The most urgent active alarms, read-only: the alarms page is where they are handled.
