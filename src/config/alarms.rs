@@ -469,6 +469,129 @@ on_site_target = "20m"
         assert_eq!(cfg.profiles["pump"].rules.alarms[0].class, "lift_rescue");
     }
 
+    /// DESIGN §4 repair targets: entrapment freed ≤ 30 min, 急修 (urgent, fire) ≤ 24 h, 零修
+    /// (minor) ≤ 72 h.
+    #[test]
+    fn default_repair_targets_per_class() {
+        let cfg = load_text("[gateway]\nsite = \"a\"\n", &[], &[]).expect("valid");
+        let c = &cfg.alarms.classes;
+        let repair = |n: &str| c[n].repair_target_ms;
+        assert_eq!(repair("entrapment"), Some(30 * 60_000));
+        assert_eq!(repair("urgent"), Some(24 * 3_600_000));
+        assert_eq!(repair("fire"), Some(24 * 3_600_000));
+        assert_eq!(repair("minor"), Some(72 * 3_600_000));
+        assert!(c["minor"].source.contains("72 h"), "{}", c["minor"].source);
+        assert!(cfg.alarms.three_minute_promise.is_empty());
+    }
+
+    #[test]
+    fn repair_target_is_parsed_or_none() {
+        let cfg = load_text(
+            r#"
+[gateway]
+site = "a"
+[alarms.classes.urgent]
+repair_target = "2h"
+[alarms.classes.minor]
+repair_target = "none"
+[alarms.classes.lift_rescue]
+ack_target = "2m"
+repair_target = "45m"
+"#,
+            &[],
+            &[],
+        )
+        .expect("valid");
+        let c = &cfg.alarms.classes;
+        assert_eq!(c["urgent"].repair_target_ms, Some(2 * 3_600_000));
+        // The other targets of an overridden class keep their defaults.
+        assert_eq!(
+            (c["urgent"].ack_target_ms, c["urgent"].on_site_target_ms),
+            (180_000, Some(1_800_000))
+        );
+        assert!(c["urgent"].source.starts_with("set in "));
+        assert_eq!(c["minor"].repair_target_ms, None);
+        assert_eq!(c["lift_rescue"].repair_target_ms, Some(45 * 60_000));
+        // A new class without one has no repair target (not graded for repair).
+        let cfg = load_text(
+            "[alarms.classes.lift_rescue]\nack_target = \"2m\"\n",
+            &[],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(cfg.alarms.classes["lift_rescue"].repair_target_ms, None);
+
+        let all = errors(
+            "[alarms.classes.urgent]\nrepair_target = \"0s\"\n[alarms.classes.minor]\nrepair_target = \"soon\"\n",
+            &[],
+            &[],
+        );
+        assert_has(
+            &all,
+            &[
+                "alarms.classes.urgent.repair_target: must be more than 0",
+                "alarms.classes.minor.repair_target: `soon` is not a duration",
+            ],
+        );
+    }
+
+    /// `three_minute_promise` (三分钟服务承诺) for every site and per site: the classes it names
+    /// (the engine sets their on-site target to 180 s).
+    #[test]
+    fn three_minute_promise_for_all_sites_and_per_site() {
+        let cfg = load_text(
+            r#"
+[gateway]
+site = "a"
+[alarms]
+three_minute_promise = ["urgent", "entrapment"]
+[alarms.sites.jinxiu]
+three_minute_promise = ["fire"]
+[alarms.sites.huafu]
+three_minute_promise = []
+"#,
+            &[],
+            &[],
+        )
+        .expect("valid");
+        let p = &cfg.alarms.three_minute_promise;
+        assert_eq!(p[""], ["urgent", "entrapment"]);
+        assert_eq!(p["jinxiu"], ["fire"]);
+        // An empty list is no entry: the site follows the all-sites list.
+        assert!(!p.contains_key("huafu"), "{p:?}");
+        assert_eq!(p.len(), 2);
+        // The classes themselves are unchanged: the promise is applied per site.
+        assert_eq!(
+            cfg.alarms.classes["urgent"].on_site_target_ms,
+            Some(1_800_000)
+        );
+    }
+
+    #[test]
+    fn an_unknown_class_in_three_minute_promise_names_its_key() {
+        let all = errors(
+            "[alarms]\nthree_minute_promise = [\"urgnet\"]\n[alarms.sites.jinxiu]\nthree_minute_promise = [\"lift\", \"fire\"]\n",
+            &[],
+            &[],
+        );
+        assert_has(
+            &all,
+            &[
+                "alarms.three_minute_promise[0]: `urgnet` is not a response class; known: entrapment, fire, minor, urgent",
+                "alarms.sites.jinxiu.three_minute_promise[0]: `lift` is not a response class; known: entrapment, fire, minor, urgent",
+            ],
+        );
+        assert_eq!(all.lines().count(), 2, "{all}");
+        // A class defined in the same file may be promised.
+        let cfg = load_text(
+            "[alarms]\nthree_minute_promise = [\"lift_rescue\"]\n[alarms.classes.lift_rescue]\nack_target = \"1m\"\n",
+            &[],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(cfg.alarms.three_minute_promise[""], ["lift_rescue"]);
+    }
+
     #[test]
     fn webhook_url_from_the_environment_or_a_file_and_hidden_in_debug() {
         let url = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=SECRET";
