@@ -79,13 +79,15 @@ fn empty_journal_gives_a_scorecard_of_na_values() {
     assert_eq!(
         keys,
         [
+            "fire_alarms",
             "from",
             "heating",
             "intactness",
             "response",
             "score",
             "site",
-            "to"
+            "to",
+            "worst_devices"
         ]
     );
     assert_eq!(v["from"], "2025-10-01T00:00:00+08:00");
@@ -260,12 +262,21 @@ fn report_on_a_real_run_equals_the_library_call() {
         cfg.assessment.offline,
     );
     let labels = Default::default();
+    let (now, (from_ms, to_ms)) = (now_ms(), (period.from_ms, period.to_ms));
+    let sections = report::Sections {
+        worst_devices: report::device::worst_devices(
+            &journal, SITE, from_ms, to_ms, now, &settings, 10,
+        )
+        .unwrap(),
+        fire_alarms: report::fire::fire_alarms(&journal, SITE, from_ms, to_ms, now).unwrap(),
+    };
     let lib = report::format::Report {
         figures: &figures,
         scorecard: &card,
         period: &period,
         tz: &season.tz,
         category_labels: &labels,
+        sections: &sections.list(),
     }
     .json();
     assert_eq!(cli, lib);
