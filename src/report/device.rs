@@ -342,11 +342,11 @@ fn columns(head: &[&str], rows: &[Vec<String>], left: usize, indent: &str) -> St
 /// The device's figures for a terminal, bilingual like the site report.
 pub fn device_table(f: &DeviceFigures, period: &Period, tz: &TimeZone) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
+    let head = format!(
         "设备指标 Device figures · 站点 site {} · 设备 device {} {}",
         f.site, f.device, f.name
     );
+    let _ = writeln!(out, "{}", head.trim_end());
     let _ = writeln!(
         out,
         "楼栋 building {} · 类别 category {}",
@@ -594,5 +594,343 @@ pub fn resolve_site(
             "device `{id}` exists at several sites ({}); add --site to say which",
             many.join(", ")
         )),
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::core::kpi::OfflinePolicy;
+    use crate::core::season::Season;
+    use crate::model::event::{
+        Alarm, AlarmEvent, AlarmEventKind, Event, MaintenanceWindow, Reason, StateChange,
+    };
+    use crate::model::rules::Severity;
+    use crate::model::{DeviceIdx, Inventory, Profile};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use DeviceState::*;
+
+    pub(crate) const H: i64 = 3_600_000;
+    pub(crate) const DAY: i64 = 24 * H;
+
+    pub(crate) fn dev(site: &str, id: &str, building: &str, category: &str) -> Device {
+        let p = Arc::new(Profile::new(
+            category.into(),
+            "x".into(),
+            Duration::from_secs(30),
+            Vec::new(),
+        ));
+        Device {
+            id: id.into(),
+            name: format!("{building}{id}"),
+            site: site.into(),
+            building: building.into(),
+            category: category.into(),
+            rules: p.rules.clone(),
+            profile: p,
+            interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(90),
+            polled: false,
+        }
+    }
+
+    pub(crate) fn st(device: DeviceIdx, ts_ms: i64, to: DeviceState) -> Event {
+        Event::State(StateChange {
+            device,
+            ts_ms,
+            from: None,
+            to,
+            reason: Reason::Reading,
+        })
+    }
+
+    /// An alarm as finally journaled: `rule`, raised at `raised`, acknowledged and cleared
+    /// `ack`/`clear` ms later.
+    pub(crate) fn alarm(
+        seq: u64,
+        device: DeviceIdx,
+        rule: &str,
+        raised: i64,
+        ack: Option<i64>,
+        clear: Option<i64>,
+    ) -> Event {
+        Event::Alarm(AlarmEvent {
+            kind: AlarmEventKind::Raised,
+            ts_ms: raised,
+            by: String::new(),
+            alarm: Alarm {
+                id: format!("s-{seq}"),
+                device,
+                rule: rule.into(),
+                severity: Severity::Critical,
+                class: "c".into(),
+                message: "m".into(),
+                raised_ms: raised,
+                acknowledged: ack.map(|d| Stamp {
+                    ts_ms: raised + d,
+                    by: "张工".into(),
+                }),
+                on_site: None,
+                cleared_ms: clear.map(|d| raised + d),
+                ack_target_ms: 180_000,
+                on_site_target_ms: None,
+            },
+        })
+    }
+
+    pub(crate) fn journal(devices: Vec<Device>, events: &[Event]) -> (tempfile::TempDir, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.append(&Inventory::new(devices), events).unwrap();
+        (dir, j)
+    }
+
+    pub(crate) fn settings(offline: OfflinePolicy) -> FigureSettings {
+        FigureSettings {
+            offline,
+            season: Season::beijing(),
+            min_indoor_c: 18.0,
+        }
+    }
+
+    /// 2026-06-01 00:00 Asia/Shanghai.
+    pub(crate) fn june() -> i64 {
+        jiff::civil::date(2026, 6, 1)
+            .to_zoned(TimeZone::get("Asia/Shanghai").unwrap())
+            .unwrap()
+            .timestamp()
+            .as_millisecond()
+    }
+
+    /// One elevator over one day D (24 h), intact before it:
+    ///   02:00–04:00 fault, 06:00–07:00 offline, 10:00–13:00 planned window (年检),
+    ///   15:00–16:00 fault, intact otherwise
+    ///   → fault 3 h, offline 1 h, maintenance 3 h, intact 24 − 7 = 17 h;
+    ///     rate 17 / (24 − 3) = 17/21 (offline excluded: 17/20); 2 transitions into fault.
+    /// Alarms: a1 raised 02:00, acknowledged after 60 s, cleared after 2 h (7200 s);
+    ///   a2 raised 15:00, cleared after 30 min (1800 s); a3 raised 20:00, cleared only the
+    ///   next day (open at the end: not restored); a4 raised the day before; a5 another
+    ///   device's. → 3 alarms, 2 restored, MTTR (7200 + 1800) / 2 = 4500 s.
+    #[test]
+    fn one_device_over_a_known_day() {
+        let d = june();
+        let w = MaintenanceWindow {
+            id: "s-M1".into(),
+            device: 0,
+            start_ms: d + 10 * H,
+            end_ms: d + 13 * H,
+            reason: "年检".into(),
+            by: "张工".into(),
+            entered_ms: d,
+        };
+        let ev = [
+            st(0, d - H, Intact),
+            st(0, d + 2 * H, Fault),
+            st(0, d + 4 * H, Intact),
+            st(0, d + 6 * H, Offline),
+            st(0, d + 7 * H, Intact),
+            Event::Maintenance(w),
+            st(0, d + 15 * H, Fault),
+            st(0, d + 16 * H, Intact),
+            st(1, d - H, Intact),
+            st(1, d + H, Fault),
+            alarm(1, 0, "fault", d + 2 * H, Some(60_000), Some(2 * H)),
+            alarm(2, 0, "fault", d + 15 * H, None, Some(H / 2)),
+            alarm(3, 0, "entrapment", d + 20 * H, None, Some(5 * H)),
+            alarm(4, 0, "fault", d - 2 * H, None, Some(H)),
+            alarm(5, 1, "fault", d + 3 * H, None, Some(H)),
+        ];
+        let devices = vec![
+            dev("s", "EL-1", "1号楼", "elevator"),
+            dev("s", "EL-2", "2号楼", "elevator"),
+        ];
+        let (_dir, j) = journal(devices.clone(), &ev);
+        let s = settings(OfflinePolicy::NotIntact);
+        let f = device_figures(&j, "s", "EL-1", d, d + DAY, d + 2 * DAY, &s).unwrap();
+        assert_eq!(
+            (
+                f.time.intact,
+                f.time.fault,
+                f.time.offline,
+                f.time.maintenance,
+                f.time.unmonitored
+            ),
+            (17 * H, 3 * H, H, 3 * H, 0)
+        );
+        assert_eq!(f.intactness, Some(17.0 / 21.0));
+        assert_eq!(f.time_s.intact, 17.0 * 3600.0);
+        assert_eq!(f.fault_count, 2);
+        assert_eq!((f.alarm_count, f.restored), (3, 2));
+        assert_eq!(f.mttr_s, Some(4500.0));
+        let ids: Vec<&str> = f.alarms.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["s-1", "s-2", "s-3"]);
+        assert_eq!(
+            f.alarms[0].acknowledged,
+            Some(Step {
+                ts: d + 2 * H + 60_000,
+                by: "张工".into()
+            })
+        );
+        assert_eq!(f.alarms[0].restore_s, Some(7200.0));
+        assert_eq!(
+            (f.alarms[2].cleared_ts, f.alarms[2].restore_s),
+            (None, None)
+        );
+        assert_eq!(
+            (f.building.as_str(), f.category.as_str()),
+            ("1号楼", "elevator")
+        );
+        assert!(!f.partial);
+
+        // Offline excluded: 17 / 20.
+        let x = device_figures(
+            &j,
+            "s",
+            "EL-1",
+            d,
+            d + DAY,
+            d + 2 * DAY,
+            &settings(OfflinePolicy::Excluded),
+        )
+        .unwrap();
+        assert_eq!(x.intactness, Some(17.0 / 20.0));
+
+        // Seen at 15:10 (partial): the second fault is on, a2 not cleared yet, a3 not raised.
+        let p = device_figures(&j, "s", "EL-1", d, d + DAY, d + 15 * H + 600_000, &s).unwrap();
+        assert!(p.partial);
+        assert_eq!(p.fault_count, 2);
+        assert_eq!((p.alarm_count, p.restored, p.mttr_s), (2, 1, Some(7200.0)));
+        assert_eq!(p.alarms[1].cleared_ts, None);
+
+        // A device the journal never saw: all unmonitored, no rate; the inventory fills in.
+        let n = device_figures(&j, "s", "EL-9", d, d + DAY, d + 2 * DAY, &s)
+            .unwrap()
+            .with_device(&dev("s", "EL-9", "9号楼", "elevator"));
+        assert_eq!((n.time.unmonitored, n.intactness), (DAY, None));
+        assert_eq!(
+            (n.building.as_str(), n.name.as_str()),
+            ("9号楼", "9号楼EL-9")
+        );
+
+        // The JSON form: the fields plus `from`/`to` in the site's zone.
+        let v = device_json(&f, &s.season.tz);
+        assert_eq!(v["from"], "2026-06-01T00:00:00+08:00");
+        assert_eq!(v["time_s"]["fault"], 10800.0);
+        assert_eq!(v["mttr_s"], 4500.0);
+        assert_eq!(v["alarms"][0]["acknowledged"]["by"], "张工");
+        assert!(v.get("time").is_none());
+        let period = Period {
+            label: "2026-06-01".into(),
+            from_ms: d,
+            to_ms: d + DAY,
+        };
+        let csv = device_csv(&f, &period, &s.season.tz);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 2, "{csv}");
+        assert!(
+            lines[1].starts_with("s,EL-1,2026-06-01,2026-06-01T00:00:00+08:00,2026-06-02T00:00:00+08:00,0.8095238095238095,61200,10800,3600,10800,0,2,3,4500,false"),
+            "{csv}"
+        );
+        let t = device_table(&f, &period, &s.season.tz);
+        for n in [
+            "完好率 Intactness",
+            "80.95%",
+            "3.00 h",
+            "75.0 min (2 restored",
+            "s-3",
+        ] {
+            assert!(t.contains(n), "missing {n:?} in:\n{t}");
+        }
+    }
+
+    /// Twelve devices over one day: D00..D09 in fault for 1..10 h, D10 offline for 10 h, D11
+    /// intact. Worst ten (most lost first, ties by id): D09 (10 h), D10 (10 h), D08 (9 h), …,
+    /// D01 (2 h); D00 (1 h) is eleventh, D11 lost nothing. With offline excluded D10 lost
+    /// nothing: D09 … D00.
+    #[test]
+    fn worst_ten_most_lost_first_ties_by_id() {
+        let d = june();
+        let mut devices = Vec::new();
+        let mut ev = Vec::new();
+        for i in 0..12u32 {
+            devices.push(dev("s", &format!("D{i:02}"), "B", "elevator"));
+            let i = i as DeviceIdx;
+            ev.push(st(i, d - H, Intact));
+            let lost = i64::from(i % 10 + 1) * H;
+            match i {
+                0..=9 => ev.push(st(i, d + H, Fault)),
+                10 => ev.push(st(i, d + H, Offline)),
+                _ => continue,
+            }
+            let back = if i == 10 { 10 * H } else { lost };
+            ev.push(st(i, d + H + back, Intact));
+        }
+        let (_dir, j) = journal(devices, &ev);
+        let run = |p| {
+            worst_devices(&j, "s", d, d + DAY, d + DAY, &settings(p), WORST_N)
+                .unwrap()
+                .0
+        };
+        let w = run(OfflinePolicy::NotIntact);
+        let ids: Vec<&str> = w.iter().map(|w| w.device.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["D09", "D10", "D08", "D07", "D06", "D05", "D04", "D03", "D02", "D01"]
+        );
+        assert_eq!(w[0].lost_h, 10.0);
+        assert_eq!(w[0].rate, Some(14.0 / 24.0));
+        assert_eq!(w[9].lost_h, 2.0);
+        assert_eq!(
+            (w[1].category.as_str(), w[1].building.as_str()),
+            ("elevator", "B")
+        );
+        let x = run(OfflinePolicy::Excluded);
+        let ids: Vec<&str> = x.iter().map(|w| w.device.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["D09", "D08", "D07", "D06", "D05", "D04", "D03", "D02", "D01", "D00"]
+        );
+        // As a report section: the JSON key and the table.
+        let mut doc = Map::new();
+        Section::json(&WorstDevices(w.clone()), &mut doc);
+        assert_eq!(doc["worst_devices"][0]["device"], "D09");
+        assert_eq!(doc["worst_devices"][0]["lost_h"], 10.0);
+        let mut keys: Vec<&str> = doc["worst_devices"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["building", "category", "device", "lost_h", "rate"]);
+    }
+
+    #[test]
+    fn cli_sites_resolve_to_the_asked_own_or_only_one() {
+        let devices = [
+            dev("huafu", "E-1", "1号楼", "elevator"),
+            dev("north", "E-1", "1号楼", "elevator"),
+            dev("north", "T-9", "9号楼", "indoor_sensor"),
+            dev("east", "E-1", "1号楼", "elevator"),
+        ];
+        assert_eq!(
+            resolve_site(&devices, "huafu", "E-1", None).unwrap(),
+            "huafu"
+        );
+        assert_eq!(
+            resolve_site(&devices, "huafu", "E-1", Some("north")).unwrap(),
+            "north"
+        );
+        assert_eq!(
+            resolve_site(&devices, "huafu", "T-9", None).unwrap(),
+            "north"
+        );
+        let e = resolve_site(&devices, "huafu", "T-9", Some("huafu")).unwrap_err();
+        assert!(e.contains("it is at: north"), "{e}");
+        let e = resolve_site(&devices, "west", "E-1", None).unwrap_err();
+        assert!(e.contains("several sites (east, huafu, north)"), "{e}");
+        let e = resolve_site(&devices, "huafu", "X", None).unwrap_err();
+        assert!(e.contains("no device `X`"), "{e}");
     }
 }
