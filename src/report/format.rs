@@ -27,12 +27,13 @@ pub struct Report<'a> {
     pub tz: &'a TimeZone,
     /// Category → its Chinese label (the profiles' `label`), for the table.
     pub category_labels: &'a BTreeMap<String, String>,
-    /// More sections (`report::sections`: worst devices, fire alarms), each adding its own
-    /// top-level JSON keys and its table after the others; `&[]` for none.
+    /// More sections (`report::Sections::list`: worst devices, fire alarms), each adding its
+    /// own top-level JSON keys and its table after the others; `&[]` for none.
     pub sections: &'a [&'a dyn Section],
 }
 
-/// A section of a report that renders itself (issue 14: `report::sections`).
+/// A section of a report that renders itself (issue 14: `report::device::WorstDevices`,
+/// `report::fire::FireAlarms`).
 pub trait Section: std::fmt::Debug {
     /// Adds its top-level keys to the JSON document.
     fn json(&self, doc: &mut Map<String, Value>);
