@@ -133,8 +133,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
         /// Also write the scorecard as `assessment` points to the configured [store].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "device")]
         publish: bool,
+        /// One device's figures instead of the site's: intactness, time in each state, faults,
+        /// alarms, MTTR and its alarm list (--site picks among devices with the same id).
+        #[arg(long)]
+        device: Option<String>,
     },
 }
 
@@ -217,6 +221,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             to,
             format,
             publish,
+            device,
         } => report(ReportArgs {
             config,
             site,
@@ -225,6 +230,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             to,
             format,
             publish,
+            device,
         }),
         Command::Demo {
             http,
@@ -354,6 +360,7 @@ struct ReportArgs {
     to: Option<String>,
     format: ReportFormat,
     publish: bool,
+    device: Option<String>,
 }
 
 /// `report`: exit 2 for a bad configuration or arguments, 1 when the journal cannot be read or
@@ -361,7 +368,16 @@ struct ReportArgs {
 fn report(a: ReportArgs) -> anyhow::Result<()> {
     use estate_gateway::report::{self, format::Report, Period};
     let cfg = load(&a.config)?;
-    let site = a.site.unwrap_or_else(|| cfg.gateway.site.clone());
+    let site = match &a.device {
+        Some(id) => report::device::resolve_site(
+            cfg.inventory.devices(),
+            &cfg.gateway.site,
+            id,
+            a.site.as_deref(),
+        )
+        .map_err(Usage::message)?,
+        None => a.site.unwrap_or_else(|| cfg.gateway.site.clone()),
+    };
     let sites = cfg.inventory.sites();
     if site.is_empty() {
         return Err(Usage::message(format!(
@@ -408,7 +424,10 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         .data_dir
         .join(estate_gateway::journal::FILE_NAME);
     let settings = report::FigureSettings::for_site(&cfg.heating, cfg.assessment.offline, &site);
-    let (figures, card) = report::score(
+    if let Some(id) = &a.device {
+        return report_device(a.format, &cfg, &path, &site, id, &period, now, &settings);
+    }
+    let (figures, card, sections) = report::score_with_sections(
         &path,
         &site,
         &period,
@@ -428,6 +447,7 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         period: &period,
         tz: &season.tz,
         category_labels: &labels,
+        sections: &sections.list(),
     };
     match a.format {
         ReportFormat::Table => print!("{}", r.table()),
@@ -444,6 +464,46 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
             "published {n} assessment points for {site} {} to {}",
             period.label, store.url
         );
+    }
+    Ok(())
+}
+
+/// `report --device`: one device's figures in the chosen format.
+#[allow(clippy::too_many_arguments)] // the report's arguments, as `report` resolved them
+fn report_device(
+    format: ReportFormat,
+    cfg: &Config,
+    path: &Path,
+    site: &str,
+    id: &str,
+    period: &estate_gateway::report::Period,
+    now: i64,
+    settings: &estate_gateway::report::FigureSettings,
+) -> anyhow::Result<()> {
+    use estate_gateway::report::device;
+    let journal = estate_gateway::journal::Journal::open_read_only(path)?;
+    let mut f = device::device_figures(
+        &journal,
+        site,
+        id,
+        period.from_ms,
+        period.to_ms,
+        now,
+        settings,
+    )
+    .map_err(|e| anyhow!("reading the journal {}: {e:#}", path.display()))?;
+    if let Some(d) = cfg.inventory.lookup(site, id) {
+        f = f.with_device(cfg.inventory.get(d));
+    }
+    let tz = &settings.season.tz;
+    match format {
+        ReportFormat::Table => print!("{}", device::device_table(&f, period, tz)),
+        ReportFormat::Csv => print!("{}", device::device_csv(&f, period, tz)),
+        ReportFormat::Json => {
+            let s = serde_json::to_string_pretty(&device::device_json(&f, tz))
+                .map_err(|e| anyhow!("{e}"))?;
+            println!("{s}");
+        }
     }
     Ok(())
 }

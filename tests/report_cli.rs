@@ -82,6 +82,7 @@ fn empty_journal_gives_a_scorecard_of_na_values() {
         keys,
         [
             "arrival",
+            "fire_alarms",
             "from",
             "heating",
             "intactness",
@@ -89,7 +90,8 @@ fn empty_journal_gives_a_scorecard_of_na_values() {
             "response",
             "score",
             "site",
-            "to"
+            "to",
+            "worst_devices"
         ]
     );
     assert_eq!(v["from"], "2025-10-01T00:00:00+08:00");
@@ -264,12 +266,21 @@ fn report_on_a_real_run_equals_the_library_call() {
         cfg.assessment.offline,
     );
     let labels = Default::default();
+    let (now, (from_ms, to_ms)) = (now_ms(), (period.from_ms, period.to_ms));
+    let sections = report::Sections {
+        worst_devices: report::device::worst_devices(
+            &journal, SITE, from_ms, to_ms, now, &settings, 10,
+        )
+        .unwrap(),
+        fire_alarms: report::fire::fire_alarms(&journal, SITE, from_ms, to_ms, now).unwrap(),
+    };
     let lib = report::format::Report {
         figures: &figures,
         scorecard: &card,
         period: &period,
         tz: &season.tz,
         category_labels: &labels,
+        sections: &sections.list(),
     }
     .json();
     assert_eq!(cli, lib);
@@ -344,4 +355,84 @@ fn periodic_kpi_points_and_the_kpi_api() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// `report --device`: one device's figures, in the three formats; an unknown device or
+/// `--publish` with it is a usage error (exit 2).
+#[test]
+fn device_figures_in_three_formats() {
+    let (_dir, path) = setup(true, "");
+    let (code, out, err) = report(
+        &path,
+        &[
+            "--device", "E-1-1", "--period", "2025-11", "--format", "json",
+        ],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "alarm_count",
+            "alarms",
+            "building",
+            "category",
+            "device",
+            "fault_count",
+            "from",
+            "from_ts",
+            "intactness",
+            "mttr_s",
+            "name",
+            "partial",
+            "restored",
+            "site",
+            "time_s",
+            "to",
+            "to_ts"
+        ]
+    );
+    assert_eq!(v["site"], "huafu");
+    assert_eq!(v["device"], "E-1-1");
+    assert_eq!(v["category"], "elevator");
+    assert_eq!(v["from"], "2025-11-01T00:00:00+08:00");
+    assert_eq!(v["to"], "2025-12-01T00:00:00+08:00");
+    // An empty journal: the whole month unmonitored, nothing to rate.
+    assert_eq!(v["intactness"], serde_json::Value::Null);
+    assert_eq!(v["time_s"]["unmonitored"], 30.0 * 86_400.0);
+    assert_eq!(v["alarms"], serde_json::json!([]));
+
+    let (code, out, err) = report(&path, &["--device", "E-1-1", "--period", "2025-11"]);
+    assert_eq!(code, 0, "{err}");
+    for n in [
+        "设备指标 Device figures · 站点 site huafu · 设备 device E-1-1",
+        "完好率 Intactness",
+        "平均修复时长 MTTR",
+        "(none 无)",
+    ] {
+        assert!(out.contains(n), "missing {n:?} in:\n{out}");
+    }
+    let (code, out, err) = report(
+        &path,
+        &[
+            "--device", "E-1-1", "--period", "2025-11", "--format", "csv",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.starts_with("site,device,period,from,to,intactness,"),
+        "{out}"
+    );
+
+    let (code, _, err) = report(&path, &["--device", "NOPE", "--period", "2025-11"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no device `NOPE`"), "{err}");
+    let (code, _, err) = report(
+        &path,
+        &["--device", "E-1-1", "--period", "2025-11", "--publish"],
+    );
+    assert_eq!(code, 2, "{err}");
 }

@@ -10,6 +10,7 @@
 //! - `auth`: the bearer-token check (constant-time);
 //! - `body`: reading JSON request bodies field by field (errors name the field);
 //! - `devices`: the device list with states, one device, and the write endpoint;
+//! - `device_figures`: one device's graded figures over a period (`report::device`);
 //! - `alarms`: the alarm list, one alarm, acknowledge and on site;
 //! - `maintenance`: operator-set maintenance windows;
 //! - `events`: the live stream (`GET /api/events`, Server-Sent Events);
@@ -25,6 +26,7 @@ mod alarms;
 mod auth;
 mod body;
 mod dashboard;
+mod device_figures;
 mod devices;
 mod events;
 mod maintenance;
@@ -180,6 +182,7 @@ pub fn router(settings: &HttpSettings, state: AppState, closing: CancellationTok
         .route("/metrics", get(metrics::handler))
         .route("/api/devices", get(devices::list))
         .route("/api/devices/{id}", get(devices::one))
+        .route("/api/devices/{id}/figures", get(device_figures::figures))
         .route("/api/devices/{id}/write", post(devices::write))
         .route("/api/devices/{id}/maintenance", post(maintenance::add))
         .route("/api/alarms", get(alarms::list))

@@ -6,10 +6,10 @@
 //!   targets and the categories' labels. Static for a running gateway.
 //! - `GET /api/report?period=2026-11` (or `?from=&to=`, `?site=`): the scorecard of a period
 //!   as `estate-gateway report --format json` prints it, by the same code path
-//!   (`report::Period`, `report::compute` over a read-only journal on a blocking thread,
-//!   `report::scorecard`, `report::format::Report::json`). `period=month` and
-//!   `period=quarter` (or no period at all: the month) mean the current one in the site's
-//!   time zone.
+//!   (`report::Period`, `report::score_with_sections` over a read-only journal on a blocking
+//!   thread, `report::format::Report::json`), with the `worst_devices` and `fire_alarms`
+//!   sections. `period=month` and `period=quarter` (or no period at all: the month) mean the
+//!   current one in the site's time zone.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -142,6 +142,43 @@ fn current(which: &str, now_ms: i64, tz: &jiff::tz::TimeZone) -> String {
     }
 }
 
+/// The period of `?period=` or `?from=&to=` (none: the current month) in the site's time
+/// zone, judged at `now`; 400 with what is valid, or when it starts in the future.
+pub(super) fn period_of(
+    period: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    now: i64,
+    settings: &FigureSettings,
+) -> Result<Period, ApiError> {
+    let tz = &settings.season.tz;
+    let period = match (period, from, to) {
+        (Some(p), None, None) => {
+            let p = match p.trim() {
+                w @ ("month" | "quarter") => current(w, now, tz),
+                other => other.to_owned(),
+            };
+            Period::parse(&p, &settings.season)
+        }
+        (None, Some(f), Some(t)) => Period::between(&f, &t, tz),
+        (None, None, None) => Period::parse(&current("month", now, tz), &settings.season),
+        _ => {
+            return Err(bad(
+                "give `period` (2026-11, 2026Q4, 2026, heating-2026, month, quarter), or both `from` and `to`, not both kinds".into(),
+            ))
+        }
+    }
+    .map_err(|e| bad(e.to_string()))?;
+    if period.from_ms >= now {
+        return Err(bad(format!(
+            "the period {} starts at {}, which is in the future; nothing to report yet",
+            period.label,
+            report::format::rfc3339(period.from_ms, tz)
+        )));
+    }
+    Ok(period)
+}
+
 /// `GET /api/report`: the report's JSON (see the module docs).
 pub(super) async fn report(
     State(ctx): State<Arc<Ctx>>,
@@ -163,34 +200,16 @@ pub(super) async fn report(
     }
     let r = ctx.app.report.clone();
     let settings = r.figure_settings(&site);
-    let tz = settings.season.tz.clone();
     let now = ctx.app.clock.now_ms();
-    let period = match (nonempty(q.period), nonempty(q.from), nonempty(q.to)) {
-        (Some(p), None, None) => {
-            let p = match p.trim() {
-                w @ ("month" | "quarter") => current(w, now, &tz),
-                other => other.to_owned(),
-            };
-            Period::parse(&p, &settings.season)
-        }
-        (None, Some(f), Some(t)) => Period::between(&f, &t, &tz),
-        (None, None, None) => Period::parse(&current("month", now, &tz), &settings.season),
-        _ => {
-            return Err(bad(
-                "give `period` (2026-11, 2026Q4, 2026, heating-2026, month, quarter), or both `from` and `to`, not both kinds".into(),
-            ))
-        }
-    }
-    .map_err(|e| bad(e.to_string()))?;
-    if period.from_ms >= now {
-        return Err(bad(format!(
-            "the period {} starts at {}, which is in the future; nothing to report yet",
-            period.label,
-            report::format::rfc3339(period.from_ms, &tz)
-        )));
-    }
+    let period = period_of(
+        nonempty(q.period),
+        nonempty(q.from),
+        nonempty(q.to),
+        now,
+        &settings,
+    )?;
     let body = tokio::task::spawn_blocking(move || -> anyhow::Result<Json> {
-        let (figures, card) = report::score(
+        let (figures, card, sections) = report::score_with_sections(
             &r.journal,
             &site,
             &period,
@@ -205,6 +224,7 @@ pub(super) async fn report(
             period: &period,
             tz: &settings.season.tz,
             category_labels: &r.category_labels,
+            sections: &sections.list(),
         }
         .json())
     })

@@ -183,16 +183,7 @@ pub fn compute(
 
     // Intactness: one pass over the site's transitions, grouped by device.
     let transitions = journal.transitions_for_site(site, from_ms, end)?;
-    let mut histories = histories(&transitions, from_ms);
-    let mut windows: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
-    for (device, start, stop) in journal.windows_for_site(site, from_ms, end)? {
-        windows.entry(device).or_default().push((start, stop));
-    }
-    for h in &mut histories {
-        if let Some(w) = windows.get(h.device) {
-            h.overlay_windows(from_ms, w);
-        }
-    }
+    let histories = rated_histories(journal, site, &transitions, from_ms, end)?;
     let mut instant: Vec<Option<DeviceState>> = Vec::with_capacity(histories.len());
     let mut instant_cat: BTreeMap<&str, Vec<Option<DeviceState>>> = BTreeMap::new();
     let mut instant_bld: BTreeMap<&str, Vec<Option<DeviceState>>> = BTreeMap::new();
@@ -443,14 +434,37 @@ fn step_figures(alarms: &[(&AlarmRecord, AlarmTimes)], step: Step, judged: i64) 
 pub const SUPPLY_SIGNAL: &str = "supply_temp_c";
 pub const RETURN_SIGNAL: &str = "return_temp_c";
 
+/// Each device's timeline over [from_ms, end) as the intactness figures rate it: `histories`
+/// of `transitions` (a `transitions_for_site` answer, or one device's rows of it) with the
+/// site's maintenance windows overlaid. Shared with `report::device`.
+pub(crate) fn rated_histories<'a>(
+    journal: &Journal,
+    site: &str,
+    transitions: &'a [TransitionRecord],
+    from_ms: i64,
+    end: i64,
+) -> anyhow::Result<Vec<History<'a>>> {
+    let mut histories = histories(transitions, from_ms);
+    let mut windows: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+    for (device, start, stop) in journal.windows_for_site(site, from_ms, end)? {
+        windows.entry(device).or_default().push((start, stop));
+    }
+    for h in &mut histories {
+        if let Some(w) = windows.get(h.device) {
+            h.overlay_windows(from_ms, w);
+        }
+    }
+    Ok(histories)
+}
+
 /// One device's rows of a `transitions_for_site` answer: its state at `from` and its changes.
-struct History<'a> {
-    device: &'a str,
+pub(crate) struct History<'a> {
+    pub(crate) device: &'a str,
     /// Of the device's latest row (at the end of the period).
-    building: &'a str,
-    category: &'a str,
-    initial: Option<DeviceState>,
-    changes: Vec<(i64, DeviceState)>,
+    pub(crate) building: &'a str,
+    pub(crate) category: &'a str,
+    pub(crate) initial: Option<DeviceState>,
+    pub(crate) changes: Vec<(i64, DeviceState)>,
 }
 
 impl History<'_> {

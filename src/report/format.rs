@@ -27,6 +27,18 @@ pub struct Report<'a> {
     pub tz: &'a TimeZone,
     /// Category → its Chinese label (the profiles' `label`), for the table.
     pub category_labels: &'a BTreeMap<String, String>,
+    /// More sections (`report::Sections::list`: worst devices, fire alarms), each adding its
+    /// own top-level JSON keys and its table after the others; `&[]` for none.
+    pub sections: &'a [&'a dyn Section],
+}
+
+/// A section of a report that renders itself (issue 14: `report::device::WorstDevices`,
+/// `report::fire::FireAlarms`).
+pub trait Section: std::fmt::Debug {
+    /// Adds its top-level keys to the JSON document.
+    fn json(&self, doc: &mut Map<String, Value>);
+    /// Its table, printed after the report's own.
+    fn table(&self, report: &Report<'_>) -> String;
 }
 
 /// `ms` as RFC 3339 with the offset of `tz` at that instant (`2026-11-01T00:00:00+08:00`).
@@ -95,7 +107,7 @@ impl Report<'_> {
         );
         let step =
             |s: &super::figures::StepFigures| step_json(&s.overall, &s.by_category, &s.by_building);
-        json!({
+        let mut doc = json!({
             "site": f.site,
             "from": rfc3339(f.from_ms, self.tz),
             "to": rfc3339(f.to_ms, self.tz),
@@ -130,7 +142,11 @@ impl Report<'_> {
                     "to": rfc3339(self.period.to_ms, self.tz),
                 },
             },
-        })
+        });
+        if let Value::Object(m) = &mut doc {
+            self.sections.iter().for_each(|s| s.json(m));
+        }
+        doc
     }
 
     /// CSV: a header and one row per KPI.
@@ -301,16 +317,19 @@ impl Report<'_> {
             pct(f.heating.compliance),
             pct(f.heating.coverage)
         );
+        self.sections
+            .iter()
+            .for_each(|s| out.push_str(&s.table(self)));
         out
     }
 }
 
-fn na() -> String {
+pub(super) fn na() -> String {
     "n/a".into()
 }
 
 /// A fraction as a percentage with two decimals.
-fn pct(v: Option<f64>) -> String {
+pub(super) fn pct(v: Option<f64>) -> String {
     v.map(|x| format!("{:.2}%", x * 100.0)).unwrap_or_else(na)
 }
 
@@ -324,7 +343,7 @@ fn num(x: f64) -> String {
 }
 
 /// Terminal columns of `s`: CJK and full-width characters take two.
-fn width(s: &str) -> usize {
+pub(super) fn width(s: &str) -> usize {
     s.chars()
         .map(|c| match c as u32 {
             0x1100..=0x115F
@@ -343,11 +362,11 @@ fn width(s: &str) -> usize {
         .sum()
 }
 
-fn pad_right(s: &str, w: usize) -> String {
+pub(super) fn pad_right(s: &str, w: usize) -> String {
     format!("{s}{}", " ".repeat(w.saturating_sub(width(s))))
 }
 
-fn pad_left(s: &str, w: usize) -> String {
+pub(super) fn pad_left(s: &str, w: usize) -> String {
     format!("{}{s}", " ".repeat(w.saturating_sub(width(s))))
 }
 
@@ -420,6 +439,7 @@ mod tests {
             period,
             tz: &tz,
             category_labels: &labels,
+            sections: &[],
         })
     }
 

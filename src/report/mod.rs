@@ -9,9 +9,14 @@
 //! - `scorecard`: KPIs with targets, weights and deductions, grade bands;
 //! - `format`: table, JSON and CSV output;
 //! - `publish`: `assessment` points for the store (`report --publish`);
-//! - `live`: the periodic `intactness`, `response`, `heating` points and `GET /api/kpi`.
+//! - `live`: the periodic `intactness`, `response`, `heating` points and `GET /api/kpi`;
+//! - `device`: one device's figures (`report --device`, `GET /api/devices/{id}/figures`) and
+//!   the site report's worst devices;
+//! - `fire`: the site report's fire alarm counts.
 
+pub mod device;
 pub mod figures;
+pub mod fire;
 pub mod format;
 pub mod live;
 pub mod period;
@@ -28,6 +33,7 @@ use anyhow::Context as _;
 
 use crate::config::{Grade, HeatingSettings, KpiSettings};
 use crate::core::kpi::OfflinePolicy;
+use crate::journal::Journal;
 
 impl FigureSettings {
     /// A site's settings: its season and minimum indoor temperature (`[heating]`, or its
@@ -54,9 +60,61 @@ pub fn score(
     kpis: &[KpiSettings],
     grades: &[Grade],
 ) -> anyhow::Result<(Figures, Scorecard)> {
-    let journal = crate::journal::Journal::open_read_only(path)?;
+    let journal = Journal::open_read_only(path)?;
+    score_in(&journal, site, period, now_ms, settings, kpis, grades)
+}
+
+/// The site report's sections after the scorecard: the worst devices and the fire alarms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sections {
+    pub worst_devices: device::WorstDevices,
+    pub fire_alarms: fire::FireAlarms,
+}
+
+impl Sections {
+    /// For `format::Report::sections`.
+    pub fn list(&self) -> [&dyn format::Section; 2] {
+        [&self.worst_devices, &self.fire_alarms]
+    }
+}
+
+/// `score` and the report's `Sections`, from one read-only open of the journal at `path`:
+/// what `report` and `GET /api/report` print.
+pub fn score_with_sections(
+    path: &Path,
+    site: &str,
+    period: &Period,
+    now_ms: i64,
+    settings: &FigureSettings,
+    kpis: &[KpiSettings],
+    grades: &[Grade],
+) -> anyhow::Result<(Figures, Scorecard, Sections)> {
+    let journal = Journal::open_read_only(path)?;
+    let (figures, card) = score_in(&journal, site, period, now_ms, settings, kpis, grades)?;
+    let (from, to) = (period.from_ms, period.to_ms);
+    let (worst_devices, fire_alarms) =
+        device::worst_devices(&journal, site, from, to, now_ms, settings, device::WORST_N)
+            .and_then(|w| Ok((w, fire::fire_alarms(&journal, site, from, to, now_ms)?)))
+            .with_context(|| format!("reading the journal {}", path.display()))?;
+    let sections = Sections {
+        worst_devices,
+        fire_alarms,
+    };
+    Ok((figures, card, sections))
+}
+
+fn score_in(
+    journal: &Journal,
+    site: &str,
+    period: &Period,
+    now_ms: i64,
+    settings: &FigureSettings,
+    kpis: &[KpiSettings],
+    grades: &[Grade],
+) -> anyhow::Result<(Figures, Scorecard)> {
+    let path = journal.path();
     let figures = compute(
-        &journal,
+        journal,
         site,
         period.from_ms,
         period.to_ms,

@@ -202,6 +202,10 @@ try {
   await page.click(`a.dev[data-device="${ELEVATOR}"]`);
   await page.waitForSelector('#device #values');
   await page.waitForSelector('#device #device-alarms');
+  // This month's figures of the device (GET /api/devices/{id}/figures).
+  await page.waitForSelector('#device #device-figures');
+  const figs = await page.textContent('#device-figures');
+  if (!figs.includes('完好率') || !figs.includes('告警数')) fail(`the device page's figures table is incomplete: ${figs}`);
   const hist = await page.textContent('#device-alarms');
   if (!hist.includes(id)) fail(`the device page's alarm history does not list ${id}`);
   const vals = await page.textContent('#values');

@@ -2,7 +2,7 @@
 // network beyond the gateway itself (control rooms are often offline).
 //
 // Data: /api/kpi (figures, refreshed by the gateway every assessment.kpi_interval),
-// /api/assessment (targets), /api/alarms, /api/devices, /api/devices/{id}, /api/report, and
+// /api/assessment (targets), /api/alarms, /api/devices, /api/devices/{id}[/figures], /api/report, and
 // the live stream /api/events (SSE): alarm and state events update the page at once; on
 // `lagged` or on (re)connect the lists are fetched again, so a gateway restart is survived.
 // Everything a device or an operator named is escaped before it reaches the page.
@@ -45,6 +45,8 @@
       'dev.alarms': '告警记录', 'dev.active_alarms': '活动告警', 'dev.maintenance': '检修窗口', 'dev.no_windows': '无检修窗口',
       'dev.no_alarms': '无告警记录', 'dev.since': '状态起始', 'dev.last_seen': '最后上报', 'dev.never': '从未',
       'dev.source': '接入', 'dev.not_found': '没有这台设备', 'dev.none': '没有符合条件的设备',
+      'dev.figures': '本月指标', 'fig.rate': '完好率', 'fig.intact': '完好', 'fig.fault': '故障', 'fig.offline': '离线',
+      'fig.maintenance': '检修', 'fig.faults': '故障次数', 'fig.alarms': '告警数', 'fig.mttr': '平均修复时长',
       'ht.by_building': '分楼栋室温达标率（本月）', 'ht.hist': '室温分布（各传感器最新读数）', 'ht.min': '达标线',
       'ht.loops': '供暖回路', 'ht.no_sensors': '暂无室温读数', 'ht.reporting': '个传感器有读数', 'ht.below': '低于达标线',
       'ht.no_buildings': '本月暂无达标率数据', 'ht.no_loops': '没有供暖回路', 'pump.on': '运行', 'pump.off': '停止',
@@ -88,6 +90,8 @@
       'dev.alarms': 'Alarm history', 'dev.active_alarms': 'Active alarms', 'dev.maintenance': 'Maintenance windows', 'dev.no_windows': 'No maintenance windows',
       'dev.no_alarms': 'No alarms', 'dev.since': 'In this state since', 'dev.last_seen': 'Last report', 'dev.never': 'never',
       'dev.source': 'Source', 'dev.not_found': 'No such device', 'dev.none': 'No device matches',
+      'dev.figures': 'This month', 'fig.rate': 'Intactness', 'fig.intact': 'Intact', 'fig.fault': 'Fault', 'fig.offline': 'Offline',
+      'fig.maintenance': 'Maintenance', 'fig.faults': 'Faults', 'fig.alarms': 'Alarms', 'fig.mttr': 'MTTR',
       'ht.by_building': 'Indoor compliance by building (month)', 'ht.hist': 'Indoor temperatures (latest reading of each sensor)', 'ht.min': 'Minimum',
       'ht.loops': 'Heating loops', 'ht.no_sensors': 'No indoor readings yet', 'ht.reporting': 'sensors reporting', 'ht.below': 'below the minimum',
       'ht.no_buildings': 'No compliance figures this month yet', 'ht.no_loops': 'No heating loops', 'pump.on': 'running', 'pump.off': 'stopped',
@@ -120,7 +124,7 @@
     alarms: new Map(), alarmsLoaded: false,
     devices: [], devicesLoaded: false, devicesError: null,
     heating: { sensors: [], loops: [], error: null, loaded: false },
-    device: null, deviceAlarms: [], deviceError: null, deviceKey: null,
+    device: null, deviceAlarms: [], deviceError: null, deviceKey: null, deviceFigures: null,
     reports: { month: null, quarter: null },
     offset: 0,               // gateway clock − browser clock, ms
     fresh: new Set(),        // alarm ids raised while the page was open (highlighted once)
@@ -276,9 +280,10 @@
   async function loadDevice(site, id) {
     const key = site + '\u0000' + id;
     const q = `?site=${encodeURIComponent(site)}`;
-    const [d, a] = await Promise.all([
+    const [d, a, f] = await Promise.all([
       api(`/api/devices/${encodeURIComponent(id)}${q}`),
       api(`/api/alarms?device=${encodeURIComponent(id)}&site=${encodeURIComponent(site)}&limit=200`),
+      api(`/api/devices/${encodeURIComponent(id)}/figures${q}`),
     ]);
     const rt = route();
     if (rt.page !== 'device' || rt.site + '\u0000' + rt.id !== key) return;
@@ -286,6 +291,7 @@
     S.device = d.ok ? d.body : null;
     S.deviceError = d.ok ? null : d.error;
     S.deviceAlarms = a.ok ? a.body : [];
+    S.deviceFigures = f.ok ? f.body : null;
     render();
   }
   async function loadReports() {
@@ -645,6 +651,7 @@
       out += `<tr><td>${label}</td><td class="num">${fmtValue(d.values?.[s.name], s.unit)}</td></tr>`;
     }
     out += '</tbody></table></div></div>';
+    out += deviceFigures();
     out += `<div class="panel section"><h2>${esc(t('dev.alarms'))}</h2>`;
     if (!S.deviceAlarms.length) out += `<div class="empty">${esc(t('dev.no_alarms'))}</div>`;
     else {
@@ -665,6 +672,21 @@
       out += '</tbody></table>';
     }
     return out + '</div></section>';
+  }
+
+  // This month's figures of the device (GET /api/devices/{id}/figures).
+  function deviceFigures() {
+    const f = S.deviceFigures;
+    if (!f) return '';
+    const h = (s) => (s == null ? '—' : (s / 3600).toFixed(2) + ' ' + t('unit.h'));
+    const cells = [
+      ['fig.rate', pct(f.intactness)], ['fig.intact', h(f.time_s.intact)], ['fig.fault', h(f.time_s.fault)],
+      ['fig.offline', h(f.time_s.offline)], ['fig.maintenance', h(f.time_s.maintenance)],
+      ['fig.faults', String(f.fault_count)], ['fig.alarms', String(f.alarm_count)], ['fig.mttr', fmtDur(f.mttr_s)],
+    ];
+    return `<div class="panel section"><h2>${esc(t('dev.figures'))}</h2><table id="device-figures"><thead><tr>`
+      + cells.map(([k]) => `<th class="num">${esc(t(k))}</th>`).join('')
+      + '</tr></thead><tbody><tr>' + cells.map(([, v]) => `<td class="num">${esc(v)}</td>`).join('') + '</tr></tbody></table></div>';
   }
 
   // ----- heating
