@@ -26,7 +26,8 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Subscribe
 
 use common::{
     clk_tck, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, median, now_ms,
-    secs, store_query, temp_dir, ticks_s, wait_for, write_file, Service, READY_TIMEOUT,
+    publish_counting_acks, secs, store_query, temp_dir, ticks_s, wait_for, write_file, Service,
+    READY_TIMEOUT,
 };
 
 const FULL_MESSAGES: usize = 200_000;
@@ -512,38 +513,15 @@ async fn publish_all(port: u16, load: Arc<Load>, timeout: Duration) -> Result<Pu
 
     let n = load.len();
     let started = Instant::now();
-    let feeder = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            for (device, payload) in &load.messages {
-                let topic = load.topics[*device].clone();
-                if let Err(e) = client
-                    .publish_bytes(topic, QoS::AtLeastOnce, false, payload.clone())
-                    .await
-                {
-                    return Err(format!("publisher: cannot queue a publish: {e}"));
-                }
-            }
-            Ok(())
+    let messages = {
+        let load = load.clone();
+        (0..n).map(move |i| {
+            let (device, payload) = &load.messages[i];
+            (load.topics[*device].clone(), payload.clone())
         })
     };
-    let mut acked = 0;
-    while acked < n {
-        let ev = tokio::time::timeout_at(deadline, eventloop.poll())
-            .await
-            .map_err(|_| {
-                format!("publisher: {acked} of {n} publishes acknowledged by {timeout:?}")
-            })?
-            .map_err(|e| format!("publisher: connection failed after {acked} PUBACKs: {e}"))?;
-        if matches!(ev, Event::Incoming(Packet::PubAck(_))) {
-            acked += 1;
-        }
-    }
-    let done = Instant::now();
-    feeder
-        .await
-        .map_err(|e| format!("publisher feeder task: {e}"))??;
-    disconnect(&client, &mut eventloop).await;
+    let done =
+        publish_counting_acks(&client, &mut eventloop, n, messages, deadline, timeout).await?;
     Ok(Published {
         started,
         done,

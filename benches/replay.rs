@@ -39,12 +39,12 @@ use estate_gateway::replay::scenario::{self, SITE};
 use estate_gateway::replay::{parse_line, Fact, ReplaySummary, Replayer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use serde_json::Value as Json;
 
 use common::{
-    clk_tck, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, http_get, median,
-    now_ms, secs, temp_dir, ticks_s, wait_for, write_file, Service, READY_TIMEOUT,
+    clk_tck, cpu_ticks, env_number, fmt_num, full_run, gateway_bin, http_get, median, now_ms,
+    publish_counting_acks, secs, temp_dir, ticks_s, wait_for, write_file, Service, READY_TIMEOUT,
 };
 
 /// 2026-12-01T00:00:00+08:00: inside the Beijing heating season (as in the replay tests).
@@ -769,38 +769,15 @@ async fn publish_all(
 
     let n = load.messages.len();
     let _ = started.send(Instant::now());
-    let feeder = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            for (device, payload) in &load.messages {
-                let topic = load.topics[*device].clone();
-                if let Err(e) = client
-                    .publish_bytes(topic, QoS::AtLeastOnce, false, payload.clone())
-                    .await
-                {
-                    return Err(format!("publisher: cannot queue a publish: {e}"));
-                }
-            }
-            Ok(())
+    let messages = {
+        let load = load.clone();
+        (0..n).map(move |i| {
+            let (device, payload) = &load.messages[i];
+            (load.topics[*device].clone(), payload.clone())
         })
     };
-    let mut acked = 0;
-    while acked < n {
-        let ev = tokio::time::timeout_at(deadline, eventloop.poll())
-            .await
-            .map_err(|_| {
-                format!("publisher: {acked} of {n} publishes acknowledged by {timeout:?}")
-            })?
-            .map_err(|e| format!("publisher: connection failed after {acked} PUBACKs: {e}"))?;
-        if matches!(ev, Event::Incoming(Packet::PubAck(_))) {
-            acked += 1;
-        }
-    }
-    let done = Instant::now();
-    feeder
-        .await
-        .map_err(|e| format!("publisher feeder task: {e}"))??;
-    disconnect(&client, &mut eventloop).await;
+    let done =
+        publish_counting_acks(&client, &mut eventloop, n, messages, deadline, timeout).await?;
     Ok(done)
 }
 

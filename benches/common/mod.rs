@@ -532,6 +532,52 @@ pub(crate) async fn wait_for(
     }
 }
 
+/// Publishes `n` messages (topic, payload) at QoS 1 from `client` as fast as the broker takes
+/// them, polling `eventloop` until every PUBACK has arrived (by `deadline`); returns when the
+/// last one did. Disconnects at the end.
+pub(crate) async fn publish_counting_acks(
+    client: &rumqttc::AsyncClient,
+    eventloop: &mut rumqttc::EventLoop,
+    n: usize,
+    messages: impl Iterator<Item = (String, bytes::Bytes)> + Send + 'static,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<Instant, String> {
+    use rumqttc::{Event, Packet, QoS};
+    let feeder = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for (topic, payload) in messages {
+                if let Err(e) = client
+                    .publish_bytes(topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                {
+                    return Err(format!("publisher: cannot queue a publish: {e}"));
+                }
+            }
+            Ok(())
+        })
+    };
+    let mut acked = 0;
+    while acked < n {
+        let ev = tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .map_err(|_| {
+                format!("publisher: {acked} of {n} publishes acknowledged by {timeout:?}")
+            })?
+            .map_err(|e| format!("publisher: connection failed after {acked} PUBACKs: {e}"))?;
+        if matches!(ev, Event::Incoming(Packet::PubAck(_))) {
+            acked += 1;
+        }
+    }
+    let done = Instant::now();
+    feeder
+        .await
+        .map_err(|e| format!("publisher feeder task: {e}"))??;
+    disconnect(client, eventloop).await;
+    Ok(done)
+}
+
 /// Sends what is queued (e.g. the last PUBACKs) and disconnects, within a second.
 pub(crate) async fn disconnect(client: &rumqttc::AsyncClient, eventloop: &mut rumqttc::EventLoop) {
     let _ = client.try_disconnect();
