@@ -242,6 +242,16 @@ fn a_live_gateway_with_two_restarts_equals_replay() {
             );
         }
         assert_eq!(live.1, expected.1, "seed {seed}: alarms");
+        // For the record (`--nocapture`): what the restarts did to the figures — nothing.
+        eprintln!(
+            "seed {seed}: {} transitions, {} alarms, identical with two restarts; {}",
+            live.0.len(),
+            live.1.len(),
+            live.2
+                .split(", intactness_by_category")
+                .next()
+                .unwrap_or("")
+        );
         assert_eq!(live.2, expected.2, "seed {seed}: figures");
     }
 }
