@@ -30,7 +30,6 @@
 //! facts must be in `ts` order on the tape (they are, when recorded); devices may interleave
 //! in any way.
 
-use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -583,26 +582,6 @@ fn value_json(v: &Value) -> Json {
         Value::Bool(x) => Json::from(*x),
         Value::Str(x) => Json::from(x.as_str()),
     }
-}
-
-/// Per device, the facts in the order given; used by tests to interleave devices differently.
-pub fn by_device(facts: &[Fact]) -> HashMap<String, Vec<Fact>> {
-    let mut m: HashMap<String, Vec<Fact>> = HashMap::new();
-    for f in facts {
-        let key = match f {
-            Fact::Reading { site, device, .. }
-            | Fact::Status { site, device, .. }
-            | Fact::Maintenance { site, device, .. } => format!("{site}/{device}"),
-            Fact::Ack(a) | Fact::OnSite(a) => format!(
-                "{}/{}",
-                a.site.clone().unwrap_or_default(),
-                a.device.clone().unwrap_or_default()
-            ),
-            Fact::Start { .. } | Fact::MaintenanceEnd { .. } => String::new(),
-        };
-        m.entry(key).or_default().push(f.clone());
-    }
-    m
 }
 
 pub mod scenario;

@@ -44,7 +44,8 @@
 //!   compliance (`Event::Compliance`): site, device, building, category, `ts_ms`, `compliant`
 //!   (1, 0, or NULL when no temperature is known).
 //! - **`hourly`** (version 2) — one row per (site, device, signal, hour): `n` readings, their
-//!   `sum`, `min` and `max` (`Event::Hourly`, added up when an hour comes in parts).
+//!   `sum`, `min` and `max` (`Event::Hourly`, the whole hour so far: the row is replaced, so an
+//!   hour written at a stop and again after the restart is counted once).
 //!
 //! Sequences: the next alarm (window) sequence is `MAX(seq) + 1` over all rows ever stored, so
 //! ids stay unique across restarts. Later schema versions add a step to `MIGRATIONS`; opening

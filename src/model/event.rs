@@ -250,8 +250,8 @@ pub struct ComplianceChange {
     pub compliant: Option<bool>,
 }
 
-/// Readings of one device's `hourly` signals within one hour (by event time). A late reading
-/// for an earlier hour comes as its own small `HourlyStats`; the journal adds them up.
+/// Readings of one device's `hourly` signals within one hour (by event time), always the whole
+/// hour so far: the journal replaces the hour's row with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HourlyStats {
     pub device: DeviceIdx,

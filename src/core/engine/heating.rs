@@ -41,7 +41,7 @@ impl Engine {
     }
 
     /// Adds the reading's `hourly` signals to the device's hour; a reading in a later hour
-    /// closes the current one.
+    /// closes the current one. (Readings come in `ts` order, so never for an earlier hour.)
     pub(super) fn hourly(
         &mut self,
         device: DeviceIdx,
@@ -56,13 +56,8 @@ impl Engine {
         let hour_ms = ts_ms.div_euclid(HOUR_MS) * HOUR_MS;
         let empty = || vec![(0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY); hourly.len()];
         let dev = &mut self.devs[device as usize];
-        let mut late = None;
         let target = match &mut dev.hour {
             Some(h) if h.hour_ms == hour_ms => h,
-            Some(h) if h.hour_ms > hour_ms => late.insert(Hour {
-                hour_ms,
-                acc: empty(),
-            }),
             cur => {
                 if let Some(h) = cur.take() {
                     out.push(hourly_event(device, hourly, &h));
@@ -81,9 +76,6 @@ impl Engine {
                 a.2 = a.2.min(*x);
                 a.3 = a.3.max(*x);
             }
-        }
-        if let Some(h) = late {
-            out.push(hourly_event(device, hourly, &h));
         }
     }
 
