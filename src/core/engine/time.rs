@@ -56,12 +56,7 @@ impl Engine {
             return Applied::Late;
         }
         self.advance(device, ts_ms, false, out);
-        let dev = &mut self.devs[device as usize];
-        if !dev.started && ts_ms > dev.entered_ms {
-            // Never heard from: offline from the moment it entered the inventory.
-            let entered = dev.entered_ms;
-            self.update(device, entered, Reason::Start, out);
-        }
+        self.start_before(device, ts_ms, out);
         let dev = &mut self.devs[device as usize];
         dev.anchor = (ts_ms, now_ms);
         dev.applied_ms = dev.applied_ms.max(ts_ms);
@@ -199,10 +194,7 @@ impl Engine {
         }
         match due {
             Due::Heartbeat => {
-                if !self.devs[device as usize].started {
-                    let entered = self.devs[device as usize].entered_ms;
-                    self.update(device, entered, Reason::Start, out);
-                }
+                self.start_before(device, t, out);
                 self.devs[device as usize].heartbeat_expired = true;
                 self.update(device, t, Reason::Heartbeat, out);
             }
@@ -215,12 +207,7 @@ impl Engine {
                         w.ended = true;
                     }
                 }
-                let dev = &self.devs[device as usize];
-                if !dev.started && t >= dev.entered_ms {
-                    // Never heard from: offline from the moment it entered the inventory.
-                    let entered = dev.entered_ms;
-                    self.update(device, entered, Reason::Start, out);
-                }
+                self.start_before(device, t, out);
                 if self.devs[device as usize].started {
                     self.update(device, t, Reason::Window, out);
                 }
@@ -252,6 +239,17 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+
+    /// A device never heard from whose entry into the inventory lies before `t` (the moment a
+    /// reading or timer of it is applied) gets its first state first: offline from that entry
+    /// (reason `start`). One that entered later begins with what happens at `t`.
+    fn start_before(&mut self, device: DeviceIdx, t: i64, out: &mut Vec<Event>) {
+        let dev = &self.devs[device as usize];
+        if !dev.started && dev.entered_ms < t {
+            let entered = dev.entered_ms;
+            self.update(device, entered, Reason::Start, out);
         }
     }
 
