@@ -22,7 +22,7 @@ use super::body::MAX_BY_CHARS;
 use super::{auth, json, remote, ApiError, Ctx};
 use crate::encode::json as forms;
 use crate::model::event::DeviceState;
-use crate::model::{Device, Value};
+use crate::model::{Device, SiteOf, Value};
 use crate::source::modbus::poller::WriteError;
 use crate::source::modbus::Binding;
 
@@ -394,41 +394,26 @@ fn parse_body(body: &[u8]) -> Result<(String, Value, String), String> {
 /// The site of device `id`: the one asked for, else the gateway's own site if it has the id,
 /// else the only site that has it.
 pub(super) fn resolve_site(ctx: &Ctx, id: &str, asked: Option<&str>) -> Result<String, ApiError> {
-    let inv = &ctx.app.inventory;
-    if let Some(site) = asked.filter(|s| !s.is_empty()) {
-        return match inv.lookup(site, id) {
-            Some(_) => Ok(site.to_owned()),
-            None => Err(ApiError::new(
+    ctx.app
+        .inventory
+        .site_of(id, &ctx.app.site, asked)
+        .map_err(|e| match e {
+            SiteOf::NotAt { site, .. } => ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no device `{id}` at site `{site}`"),
-            )),
-        };
-    }
-    if inv.lookup(&ctx.app.site, id).is_some() {
-        return Ok(ctx.app.site.clone());
-    }
-    let mut sites: Vec<&str> = inv
-        .devices()
-        .iter()
-        .filter(|d| d.id == id)
-        .map(|d| d.site.as_str())
-        .collect();
-    sites.sort_unstable();
-    sites.dedup();
-    match sites.as_slice() {
-        [] => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no device `{id}`; GET /api/devices lists them"),
-        )),
-        [one] => Ok((*one).to_owned()),
-        many => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "device `{id}` exists at several sites ({}); add ?site= to say which",
-                many.join(", ")
             ),
-        )),
-    }
+            SiteOf::Nowhere => ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no device `{id}`; GET /api/devices lists them"),
+            ),
+            SiteOf::Several(many) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "device `{id}` exists at several sites ({}); add ?site= to say which",
+                    many.join(", ")
+                ),
+            ),
+        })
 }
 
 pub(super) async fn write(

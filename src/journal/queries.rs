@@ -49,6 +49,21 @@ pub struct AlarmRecord {
     pub repair_target_ms: Option<i64>,
 }
 
+impl From<&AlarmRecord> for crate::core::response::AlarmTimes {
+    /// What the timeliness figures need of a stored alarm (as `From<&Alarm>` for a live one).
+    fn from(a: &AlarmRecord) -> Self {
+        crate::core::response::AlarmTimes {
+            raised_ms: a.raised_ms,
+            acknowledged_ms: a.acknowledged.as_ref().map(|s| s.ts_ms),
+            cleared_ms: a.cleared_ms,
+            ack_target_ms: a.ack_target_ms,
+            on_site_ms: a.on_site.as_ref().map(|s| s.ts_ms),
+            on_site_target_ms: a.on_site_target_ms,
+            repair_target_ms: a.repair_target_ms,
+        }
+    }
+}
+
 /// One state transition as stored, with its device's strings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransitionRecord {

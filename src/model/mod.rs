@@ -106,6 +106,48 @@ pub struct Device {
     pub rules: Arc<rules::Rules>,
 }
 
+/// The site of device `id` when a caller may name one: `asked` if it has the device, else
+/// `own` (the gateway's site) if it has it, else the only site that has it.
+pub fn site_of(
+    devices: &[Device],
+    id: &str,
+    own: &str,
+    asked: Option<&str>,
+) -> Result<String, SiteOf> {
+    let mut sites: Vec<&str> = devices
+        .iter()
+        .filter(|d| d.id == id)
+        .map(|d| d.site.as_str())
+        .collect();
+    sites.sort_unstable();
+    sites.dedup();
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+    match asked.filter(|s| !s.is_empty()) {
+        Some(s) if sites.contains(&s) => Ok(s.to_owned()),
+        Some(s) => Err(SiteOf::NotAt {
+            site: s.to_owned(),
+            sites: owned(&sites),
+        }),
+        None if sites.contains(&own) => Ok(own.to_owned()),
+        None => match sites.as_slice() {
+            [] => Err(SiteOf::Nowhere),
+            [one] => Ok((*one).to_owned()),
+            many => Err(SiteOf::Several(owned(many))),
+        },
+    }
+}
+
+/// Why `Inventory::site_of` found no one site for a device id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteOf {
+    /// The asked site has no such device (`sites`: those that have it).
+    NotAt { site: String, sites: Vec<String> },
+    /// No site has it.
+    Nowhere,
+    /// Several sites have it and none was asked for.
+    Several(Vec<String>),
+}
+
 /// Index of a device in its `Inventory`.
 pub type DeviceIdx = u32;
 
@@ -151,6 +193,11 @@ impl Inventory {
 
     pub fn devices(&self) -> &[Device] {
         &self.devices
+    }
+
+    /// The site of device `id` when a caller may name one (see `site_of`).
+    pub fn site_of(&self, id: &str, own: &str, asked: Option<&str>) -> Result<String, SiteOf> {
+        site_of(&self.devices, id, own, asked)
     }
 
     /// The sites that have devices, sorted, each once.

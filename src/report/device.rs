@@ -41,7 +41,7 @@ use super::period::Period;
 use crate::core::kpi::{self, StateTime};
 use crate::journal::{AlarmRecord, Journal, TransitionRecord};
 use crate::model::event::{DeviceState, Stamp};
-use crate::model::Device;
+use crate::model::{site_of, Device, SiteOf};
 
 /// How many devices the site report's worst-devices table lists.
 pub const WORST_N: usize = 10;
@@ -561,40 +561,23 @@ pub fn resolve_site(
     id: &str,
     asked: Option<&str>,
 ) -> Result<String, String> {
-    let mut sites: Vec<&str> = devices
-        .iter()
-        .filter(|d| d.id == id)
-        .map(|d| d.site.as_str())
-        .collect();
-    sites.sort_unstable();
-    sites.dedup();
-    match asked.filter(|s| !s.is_empty()) {
-        Some(s) if sites.contains(&s) => return Ok(s.to_owned()),
-        Some(s) => {
-            return Err(format!(
-                "no device `{id}` at site `{s}`{}",
-                if sites.is_empty() {
-                    String::new()
-                } else {
-                    format!("; it is at: {}", sites.join(", "))
-                }
-            ))
-        }
-        None => {}
-    }
-    if sites.contains(&own) {
-        return Ok(own.to_owned());
-    }
-    match sites.as_slice() {
-        [] => Err(format!(
+    site_of(devices, id, own, asked).map_err(|e| match e {
+        SiteOf::NotAt { site, sites } => format!(
+            "no device `{id}` at site `{site}`{}",
+            if sites.is_empty() {
+                String::new()
+            } else {
+                format!("; it is at: {}", sites.join(", "))
+            }
+        ),
+        SiteOf::Nowhere => format!(
             "no device `{id}` in the inventory; `estate-gateway check-config --verbose` lists the devices"
-        )),
-        [one] => Ok((*one).to_owned()),
-        many => Err(format!(
+        ),
+        SiteOf::Several(many) => format!(
             "device `{id}` exists at several sites ({}); add --site to say which",
             many.join(", ")
-        )),
-    }
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -227,23 +227,8 @@ pub fn compute(
 
     // Response, arrival and repair: the alarms raised in [from, to), judged at min(to, now).
     let alarms = journal.alarms_raised_for_site(site, from_ms, to_ms)?;
-    let times: Vec<(&AlarmRecord, AlarmTimes)> = alarms
-        .iter()
-        .map(|a| {
-            (
-                a,
-                AlarmTimes {
-                    raised_ms: a.raised_ms,
-                    acknowledged_ms: a.acknowledged.as_ref().map(|s| s.ts_ms),
-                    cleared_ms: a.cleared_ms,
-                    ack_target_ms: a.ack_target_ms,
-                    on_site_ms: a.on_site.as_ref().map(|s| s.ts_ms),
-                    on_site_target_ms: a.on_site_target_ms,
-                    repair_target_ms: a.repair_target_ms,
-                },
-            )
-        })
-        .collect();
+    let times: Vec<(&AlarmRecord, AlarmTimes)> =
+        alarms.iter().map(|a| (a, AlarmTimes::from(a))).collect();
     let [response, arrival, repair] = Step::ALL.map(|step| step_figures(&times, step, judged));
     f.response = response.overall;
     f.response_by_category = response.by_category;
