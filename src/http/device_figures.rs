@@ -17,9 +17,9 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::devices::resolve_site;
-use super::report::period_of;
-use super::{json, ApiError, Ctx};
-use crate::report::{device, FigureSettings};
+use super::report::{from_journal, period_of};
+use super::{ApiError, Ctx};
+use crate::report::device;
 
 /// `?from=&to=&period=&site=`.
 #[derive(Debug, Default, Deserialize)]
@@ -77,7 +77,7 @@ pub(super) async fn figures(
     })?;
     let d = inv.get(idx).clone();
     let r = ctx.app.report.clone();
-    let settings = FigureSettings::for_site(&r.heating, r.assessment.offline, &site);
+    let settings = r.figure_settings(&site);
     let now = ctx.app.clock.now_ms();
     let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     let period = period_of(
@@ -87,7 +87,7 @@ pub(super) async fn figures(
         now,
         &settings,
     )?;
-    let body = tokio::task::spawn_blocking(move || -> anyhow::Result<serde_json::Value> {
+    from_journal("the figures", move || {
         let journal = crate::journal::Journal::open_read_only(&r.journal)?;
         let f = device::device_figures(
             &journal,
@@ -102,19 +102,6 @@ pub(super) async fn figures(
         Ok(device::device_json(&f, &settings.season.tz))
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the figures failed: {e}"),
-        )
-    })?
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot read the journal: {e:#}"),
-        )
-    })?;
-    Ok(json(StatusCode::OK, &body))
 }
 
 #[cfg(test)]

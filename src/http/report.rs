@@ -60,7 +60,7 @@ impl ReportContext {
         }
     }
 
-    fn figure_settings(&self, site: &str) -> FigureSettings {
+    pub(super) fn figure_settings(&self, site: &str) -> FigureSettings {
         FigureSettings::for_site(&self.heating, self.assessment.offline, site)
     }
 }
@@ -208,7 +208,7 @@ pub(super) async fn report(
         now,
         &settings,
     )?;
-    let body = tokio::task::spawn_blocking(move || -> anyhow::Result<Json> {
+    from_journal("the report", move || {
         let (figures, card, sections) = report::score_with_sections(
             &r.journal,
             &site,
@@ -229,18 +229,28 @@ pub(super) async fn report(
         .json())
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the report failed: {e}"),
-        )
-    })?
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot read the journal: {e:#}"),
-        )
-    })?;
+}
+
+/// Runs `read` (blocking: SQLite) off the async workers and answers its JSON; a journal that
+/// cannot be read is 503 with the cause, a task that failed 500 naming `what`.
+pub(super) async fn from_journal(
+    what: &'static str,
+    read: impl FnOnce() -> anyhow::Result<Json> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let body = tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{what} failed: {e}"),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the journal: {e:#}"),
+            )
+        })?;
     Ok(json(StatusCode::OK, &body))
 }
 
