@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use common::{
     clk_tck, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, http_get, now_ms,
     secs, store_query, temp_dir, ticks_s, url_encode, wait_for, write_file, Service,
+    CLIENT_CAPACITY, GATEWAY_CLIENT_ID, STOP_TIMEOUT, SUBSCRIBED_LOG,
 };
 
 const SITE: &str = "bench";
@@ -59,20 +60,12 @@ const RULE: &str = "entrapment";
 const ALARM_FILTER: &str = "estate/+/alarms/#";
 const PROBE_PREFIX: &str = "bench/probe/";
 const PROBE_FILTER: &str = "bench/probe/#";
-/// The gateway's MQTT client id (its persistent session on the broker).
-const GATEWAY_CLIENT_ID: &str = "estate-gateway-bench";
-/// Logged by the gateway once the broker granted its subscriptions.
-const SUBSCRIBED_LOG: &str = "Subscribed to telemetry and status topics.";
 
-/// Time the gateway has to exit after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on waiting for the warm-up alarms, for a phase's last events, for the store to hold
 /// the background load, and for the background publisher's last PUBACKs.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// QoS 1 publishes the background publisher keeps in flight (it stands for many devices).
 const BACKGROUND_INFLIGHT: u16 = 1000;
-/// rumqttc request channel capacity of the bench's clients.
-const CLIENT_CAPACITY: usize = 10_000;
 /// The background publisher's pacing tick, and the most it catches up in one tick.
 const PACE_TICK: Duration = Duration::from_millis(1);
 const MAX_CATCH_UP: Duration = Duration::from_millis(10);

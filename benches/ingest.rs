@@ -27,7 +27,8 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Subscribe
 use common::{
     clk_tck, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, median, now_ms,
     publish_counting_acks, secs, store_query, temp_dir, ticks_s, wait_for, write_file, Service,
-    READY_TIMEOUT,
+    CLIENT_CAPACITY, GATEWAY_CLIENT_ID, PUBLISH_INFLIGHT, READY_TIMEOUT, STOPPED_LOG, STOP_TIMEOUT,
+    SUBSCRIBED_LOG,
 };
 
 const FULL_MESSAGES: usize = 200_000;
@@ -40,25 +41,13 @@ const SITE: &str = "bench";
 const CATEGORY: &str = "heating_loop";
 /// The filters the gateway subscribes to with its default topic patterns.
 const FILTERS: [&str; 2] = ["estate/+/+/+/telemetry", "estate/+/+/+/status"];
-/// The gateway's MQTT client id (its persistent session on the broker).
-const GATEWAY_CLIENT_ID: &str = "estate-gateway-bench";
-/// Logged by the gateway once the broker granted its subscriptions.
-const SUBSCRIBED_LOG: &str = "Subscribed to telemetry and status topics.";
-/// Logged by the gateway as the last line of a clean shutdown (with its counters).
-const STOPPED_LOG: &str = "estate-gateway stopped.";
 /// One store series per signal; this one counts readings (every payload carries it).
 const COUNTED_METRIC: &str = "telemetry_supply_temp_c";
 
-/// Time the gateway has to exit after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the store is asked how many points it holds.
 const COUNT_POLL: Duration = Duration::from_millis(50);
 /// Spacing of one device's `ts` values (one reading a second, all in the past).
 const TS_STEP_MS: i64 = 1000;
-/// QoS 1 publishes the load generator keeps in flight (it stands for many devices).
-const PUBLISH_INFLIGHT: u16 = 1000;
-/// rumqttc request channel capacity of the bench's own clients.
-const CLIENT_CAPACITY: usize = 10_000;
 
 fn main() {
     let p = Params::from_env();

@@ -52,8 +52,9 @@ use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::Slave;
 
 use common::{
-    clk_tck, cpu_ticks, env_number, fmt_num, full_run, gateway_bin, http_get, median, now_ms, secs,
-    temp_dir, ticks_s, url_encode, write_file, Service, READY_TIMEOUT,
+    clk_tck, cpu_ticks, env_number, fmt_num, full_run, gateway_bin, http_get, http_port, median,
+    now_ms, secs, temp_dir, ticks_s, url_encode, write_file, Service, HTTP_LOG, READY_TIMEOUT,
+    STOPPED_LOG, STOP_TIMEOUT,
 };
 
 const FULL_DEVICES: usize = 1000;
@@ -78,13 +79,6 @@ const ON_TIME: Duration = Duration::from_millis(100);
 const CAPACITY_INTERVAL: &str = "1ms";
 /// Simulated values move this seldom: never during a run.
 const SIM_TICK: &str = "1h";
-
-/// Logged by the gateway once its HTTP API is bound (with `listen=ADDR`).
-const HTTP_LOG: &str = "HTTP API listening.";
-/// Logged by the gateway as the last line of a clean shutdown.
-const STOPPED_LOG: &str = "estate-gateway stopped.";
-/// Time the gateway has to exit after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The bench model's category profile (in `gateway.profiles_dir`).
 const PROFILE_TOML: &str = r#"# The benchmark's device: 12 signals in 20 holding registers.
@@ -737,13 +731,7 @@ fn gateway_phase(
         let t = Instant::now();
         loop {
             let log = gw.log();
-            let port = log
-                .lines()
-                .find(|l| l.contains(HTTP_LOG))
-                .and_then(|l| l.split("listen=").nth(1))
-                .and_then(|a| a.split_whitespace().next())
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-                .map(|a| a.port());
+            let port = http_port(&log);
             if let Some(port) = port {
                 break port;
             }

@@ -29,7 +29,6 @@ mod common;
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,8 +42,10 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use serde_json::Value as Json;
 
 use common::{
-    clk_tck, cpu_ticks, env_number, fmt_num, full_run, gateway_bin, http_get, median, now_ms,
-    publish_counting_acks, secs, temp_dir, ticks_s, wait_for, write_file, Service, READY_TIMEOUT,
+    clk_tck, cpu_ticks, env_number, fmt_num, full_run, gateway_bin, http_get, http_port, median,
+    now_ms, publish_counting_acks, secs, temp_dir, ticks_s, wait_for, write_file, Service,
+    CLIENT_CAPACITY, GATEWAY_CLIENT_ID, HTTP_LOG, PUBLISH_INFLIGHT, READY_TIMEOUT, STOPPED_LOG,
+    STOP_TIMEOUT, SUBSCRIBED_LOG,
 };
 
 /// 2026-12-01T00:00:00+08:00: inside the Beijing heating season (as in the replay tests).
@@ -67,24 +68,12 @@ const P_FAULT: f64 = 1.0 / 5_000.0;
 const P_GAP: f64 = 1.0 / 10_000.0;
 const SEED: u64 = 20_261_201;
 
-/// The gateway's MQTT client id.
-const GATEWAY_CLIENT_ID: &str = "estate-gateway-bench";
-/// Logged by the gateway once the broker granted its subscriptions.
-const SUBSCRIBED_LOG: &str = "Subscribed to telemetry and status topics.";
-/// Logged by the gateway once its HTTP API is bound (with `listen=ADDR`).
-const HTTP_LOG: &str = "HTTP API listening.";
-/// Logged by the gateway as the last line of a clean shutdown.
-const STOPPED_LOG: &str = "estate-gateway stopped.";
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the gateway's `/metrics` are read while waiting for the last reading.
 const COUNT_POLL: Duration = Duration::from_millis(20);
 /// Spacing of one device's `ts` in the live load: all in the past when publishing starts,
 /// none before the gateway started (a reading older than the moment the gateway concluded
 /// for its device would be `late` and skip the engine).
 const LIVE_TS_STEP_MS: i64 = 10;
-/// QoS 1 publishes the load generator keeps in flight (it stands for many devices).
-const PUBLISH_INFLIGHT: u16 = 1000;
-const CLIENT_CAPACITY: usize = 10_000;
 
 fn main() {
     let p = Params::from_env();
@@ -606,13 +595,7 @@ fn gateway_ready(gw: &mut Service) -> Result<u16, String> {
     let t = Instant::now();
     loop {
         let log = gw.log();
-        let port = log
-            .lines()
-            .find(|l| l.contains(HTTP_LOG))
-            .and_then(|l| l.split("listen=").nth(1))
-            .and_then(|a| a.split_whitespace().next())
-            .and_then(|a| a.parse::<SocketAddr>().ok())
-            .map(|a| a.port());
+        let port = http_port(&log);
         if let (Some(port), true) = (port, log.contains(SUBSCRIBED_LOG)) {
             return Ok(port);
         }

@@ -17,6 +17,31 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
+/// The gateway's MQTT client id in the benches (its persistent session on the broker).
+pub(crate) const GATEWAY_CLIENT_ID: &str = "estate-gateway-bench";
+/// Logged by the gateway once the broker granted its subscriptions.
+pub(crate) const SUBSCRIBED_LOG: &str = "Subscribed to telemetry and status topics.";
+/// Logged by the gateway once its HTTP API is bound (with `listen=ADDR`).
+pub(crate) const HTTP_LOG: &str = "HTTP API listening.";
+/// Logged by the gateway as the last line of a clean shutdown (with its counters).
+pub(crate) const STOPPED_LOG: &str = "estate-gateway stopped.";
+/// Time the gateway has to exit after SIGTERM before it is killed.
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// QoS 1 publishes a load generator keeps in flight (it stands for many devices).
+pub(crate) const PUBLISH_INFLIGHT: u16 = 1000;
+/// rumqttc request channel capacity of the benches' own clients.
+pub(crate) const CLIENT_CAPACITY: usize = 10_000;
+
+/// The gateway's HTTP port, from its `HTTP API listening. listen=ADDR` log line.
+pub(crate) fn http_port(log: &str) -> Option<u16> {
+    log.lines()
+        .find(|l| l.contains(HTTP_LOG))
+        .and_then(|l| l.split("listen=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+}
+
 /// Time a service (broker, store, gateway, simulator) has to become ready.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
