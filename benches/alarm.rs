@@ -38,14 +38,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS, SubscribeFilter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use common::{
-    clk_tck, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, http_get, now_ms,
-    secs, store_query, temp_dir, ticks_s, url_encode, wait_for, write_file, Service,
-    CLIENT_CAPACITY, GATEWAY_CLIENT_ID, STOP_TIMEOUT, SUBSCRIBED_LOG,
+    clk_tck, connect, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, http_get,
+    now_ms, secs, store_query, temp_dir, ticks_s, url_encode, wait_for, write_file, Service,
+    GATEWAY_CLIENT_ID, STOP_TIMEOUT, SUBSCRIBED_LOG,
 };
 
 const SITE: &str = "bench";
@@ -434,19 +434,8 @@ async fn subscriber(
     ),
     String,
 > {
-    let mut o = MqttOptions::new(
-        format!("bench-alarm-subscriber-{}", std::process::id()),
-        "127.0.0.1",
-        port,
-    );
-    o.set_clean_session(true)
-        .set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(o, CLIENT_CAPACITY);
     let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
-    wait_for(&mut eventloop, deadline, "subscriber", |ev| {
-        matches!(ev, Event::Incoming(Packet::ConnAck(_)))
-    })
-    .await?;
+    let (client, mut eventloop) = connect(port, "bench-alarm-subscriber", None, deadline).await?;
     client
         .try_subscribe_many(
             [ALARM_FILTER, PROBE_FILTER]
@@ -540,19 +529,8 @@ impl Triggers {
         devices: Arc<Devices>,
         arrivals: mpsc::UnboundedReceiver<Arrival>,
     ) -> Result<Triggers, String> {
-        let mut o = MqttOptions::new(
-            format!("bench-alarm-triggers-{}", std::process::id()),
-            "127.0.0.1",
-            port,
-        );
-        o.set_clean_session(true)
-            .set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(o, CLIENT_CAPACITY);
         let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
-        wait_for(&mut eventloop, deadline, "trigger publisher", |ev| {
-            matches!(ev, Event::Incoming(Packet::ConnAck(_)))
-        })
-        .await?;
+        let (client, mut eventloop) = connect(port, "bench-alarm-triggers", None, deadline).await?;
         let conn = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
@@ -818,19 +796,13 @@ async fn background(
     stop: CancellationToken,
     acked: Arc<AtomicU64>,
 ) -> Result<u64, String> {
-    let mut o = MqttOptions::new(
-        format!("bench-alarm-background-{}", std::process::id()),
-        "127.0.0.1",
-        port,
-    );
-    o.set_clean_session(true)
-        .set_keep_alive(Duration::from_secs(30))
-        .set_inflight(BACKGROUND_INFLIGHT);
-    let (client, mut eventloop) = AsyncClient::new(o, CLIENT_CAPACITY);
     let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
-    wait_for(&mut eventloop, deadline, "background publisher", |ev| {
-        matches!(ev, Event::Incoming(Packet::ConnAck(_)))
-    })
+    let (client, mut eventloop) = connect(
+        port,
+        "bench-alarm-background",
+        Some(BACKGROUND_INFLIGHT),
+        deadline,
+    )
     .await?;
     let done = CancellationToken::new();
     let conn = tokio::spawn({

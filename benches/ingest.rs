@@ -25,10 +25,10 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
 
 use common::{
-    clk_tck, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, median, now_ms,
-    publish_counting_acks, secs, store_query, temp_dir, ticks_s, wait_for, write_file, Service,
-    CLIENT_CAPACITY, GATEWAY_CLIENT_ID, PUBLISH_INFLIGHT, READY_TIMEOUT, STOPPED_LOG, STOP_TIMEOUT,
-    SUBSCRIBED_LOG,
+    clk_tck, connect, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, median,
+    now_ms, publish_counting_acks, secs, store_query, temp_dir, ticks_s, wait_for, write_file,
+    Service, CLIENT_CAPACITY, GATEWAY_CLIENT_ID, PUBLISH_INFLIGHT, READY_TIMEOUT, STOPPED_LOG,
+    STOP_TIMEOUT, SUBSCRIBED_LOG,
 };
 
 const FULL_MESSAGES: usize = 200_000;
@@ -485,20 +485,9 @@ impl Published {
 /// Publishes every message of `load` with QoS 1 over one connection and waits for all the
 /// broker's PUBACKs.
 async fn publish_all(port: u16, load: Arc<Load>, timeout: Duration) -> Result<Published, String> {
-    let mut o = MqttOptions::new(
-        format!("bench-publisher-{}", std::process::id()),
-        "127.0.0.1",
-        port,
-    );
-    o.set_clean_session(true)
-        .set_keep_alive(Duration::from_secs(30))
-        .set_inflight(PUBLISH_INFLIGHT);
-    let (client, mut eventloop) = AsyncClient::new(o, CLIENT_CAPACITY);
     let deadline = tokio::time::Instant::now() + timeout;
-    wait_for(&mut eventloop, deadline, "publisher", |ev| {
-        matches!(ev, Event::Incoming(Packet::ConnAck(_)))
-    })
-    .await?;
+    let (client, mut eventloop) =
+        connect(port, "bench-publisher", Some(PUBLISH_INFLIGHT), deadline).await?;
 
     let n = load.len();
     let started = Instant::now();

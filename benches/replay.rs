@@ -38,14 +38,13 @@ use estate_gateway::replay::scenario::{self, SITE};
 use estate_gateway::replay::{parse_line, Fact, ReplaySummary, Replayer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use serde_json::Value as Json;
 
 use common::{
-    clk_tck, cpu_ticks, env_number, fmt_num, full_run, gateway_bin, http_get, http_port, median,
-    now_ms, publish_counting_acks, secs, temp_dir, ticks_s, wait_for, write_file, Service,
-    CLIENT_CAPACITY, GATEWAY_CLIENT_ID, HTTP_LOG, PUBLISH_INFLIGHT, READY_TIMEOUT, STOPPED_LOG,
-    STOP_TIMEOUT, SUBSCRIBED_LOG,
+    clk_tck, connect, cpu_ticks, env_number, fmt_num, full_run, gateway_bin, http_get, http_port,
+    median, now_ms, publish_counting_acks, secs, temp_dir, ticks_s, write_file, Service,
+    GATEWAY_CLIENT_ID, HTTP_LOG, PUBLISH_INFLIGHT, READY_TIMEOUT, STOPPED_LOG, STOP_TIMEOUT,
+    SUBSCRIBED_LOG,
 };
 
 /// 2026-12-01T00:00:00+08:00: inside the Beijing heating season (as in the replay tests).
@@ -735,20 +734,9 @@ async fn publish_all(
     timeout: Duration,
     started: std::sync::mpsc::Sender<Instant>,
 ) -> Result<Instant, String> {
-    let mut o = MqttOptions::new(
-        format!("bench-publisher-{}", std::process::id()),
-        "127.0.0.1",
-        port,
-    );
-    o.set_clean_session(true)
-        .set_keep_alive(Duration::from_secs(30))
-        .set_inflight(PUBLISH_INFLIGHT);
-    let (client, mut eventloop) = AsyncClient::new(o, CLIENT_CAPACITY);
     let deadline = tokio::time::Instant::now() + timeout;
-    wait_for(&mut eventloop, deadline, "publisher", |ev| {
-        matches!(ev, Event::Incoming(Packet::ConnAck(_)))
-    })
-    .await?;
+    let (client, mut eventloop) =
+        connect(port, "bench-publisher", Some(PUBLISH_INFLIGHT), deadline).await?;
 
     let n = load.messages.len();
     let _ = started.send(Instant::now());

@@ -539,6 +539,29 @@ pub(crate) fn fmt_num(v: f64, decimals: usize) -> String {
 
 // MQTT helpers shared by the benches.
 
+/// A bench client (`{name}-{pid}`, clean session) connected to the broker on 127.0.0.1:`port`,
+/// its CONNACK received by `deadline`; `inflight`: QoS 1 publishes it keeps in flight.
+pub(crate) async fn connect(
+    port: u16,
+    name: &str,
+    inflight: Option<u16>,
+    deadline: tokio::time::Instant,
+) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), String> {
+    let mut o =
+        rumqttc::MqttOptions::new(format!("{name}-{}", std::process::id()), "127.0.0.1", port);
+    o.set_clean_session(true)
+        .set_keep_alive(Duration::from_secs(30));
+    if let Some(n) = inflight {
+        o.set_inflight(n);
+    }
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(o, CLIENT_CAPACITY);
+    wait_for(&mut eventloop, deadline, name, |ev| {
+        matches!(ev, rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))
+    })
+    .await?;
+    Ok((client, eventloop))
+}
+
 /// Polls `eventloop` until `done` accepts an event.
 pub(crate) async fn wait_for(
     eventloop: &mut rumqttc::EventLoop,
