@@ -584,49 +584,13 @@ pub fn resolve_site(
 pub(super) mod tests {
     use super::*;
     use crate::core::kpi::OfflinePolicy;
-    use crate::core::season::Season;
-    use crate::model::event::{
-        Alarm, AlarmEvent, AlarmEventKind, Event, MaintenanceWindow, Reason, StateChange,
-    };
+    use crate::model::event::{Alarm, AlarmEvent, AlarmEventKind, Event, MaintenanceWindow};
     use crate::model::rules::Severity;
-    use crate::model::{DeviceIdx, Inventory, Profile};
-    use std::sync::Arc;
-    use std::time::Duration;
+    use crate::model::DeviceIdx;
     use DeviceState::*;
 
-    pub(crate) const H: i64 = 3_600_000;
-    pub(crate) const DAY: i64 = 24 * H;
-
-    pub(crate) fn dev(site: &str, id: &str, building: &str, category: &str) -> Device {
-        let p = Arc::new(Profile::new(
-            category.into(),
-            "x".into(),
-            Duration::from_secs(30),
-            Vec::new(),
-        ));
-        Device {
-            id: id.into(),
-            name: format!("{building}{id}"),
-            site: site.into(),
-            building: building.into(),
-            category: category.into(),
-            rules: p.rules.clone(),
-            profile: p,
-            interval: Duration::from_secs(30),
-            heartbeat_timeout: Duration::from_secs(90),
-            polled: false,
-        }
-    }
-
-    pub(crate) fn st(device: DeviceIdx, ts_ms: i64, to: DeviceState) -> Event {
-        Event::State(StateChange {
-            device,
-            ts_ms,
-            from: None,
-            to,
-            reason: Reason::Reading,
-        })
-    }
+    // The fixtures the site figures' tests use (fire.rs takes them from here too).
+    pub(crate) use crate::report::figures::tests::{dev, journal, june, settings, st, DAY, H};
 
     /// An alarm as finally journaled: `rule`, raised at `raised`, acknowledged and cleared
     /// `ack`/`clear` ms later.
@@ -661,30 +625,6 @@ pub(super) mod tests {
                 repair_target_ms: None,
             },
         })
-    }
-
-    pub(crate) fn journal(devices: Vec<Device>, events: &[Event]) -> (tempfile::TempDir, Journal) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(dir.path()).unwrap();
-        j.append(&Inventory::new(devices), events).unwrap();
-        (dir, j)
-    }
-
-    pub(crate) fn settings(offline: OfflinePolicy) -> FigureSettings {
-        FigureSettings {
-            offline,
-            season: Season::beijing(),
-            min_indoor_c: 18.0,
-        }
-    }
-
-    /// 2026-06-01 00:00 Asia/Shanghai.
-    pub(crate) fn june() -> i64 {
-        jiff::civil::date(2026, 6, 1)
-            .to_zoned(TimeZone::get("Asia/Shanghai").unwrap())
-            .unwrap()
-            .timestamp()
-            .as_millisecond()
     }
 
     /// One elevator over one day D (24 h), intact before it:

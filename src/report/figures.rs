@@ -592,7 +592,7 @@ impl Mean {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::season::MonthDay;
     use crate::model::event::{
@@ -609,11 +609,11 @@ mod tests {
     use DeviceState::*;
 
     const MIN: i64 = 60_000;
-    const H: i64 = 3_600_000;
-    const DAY: i64 = 24 * H;
+    pub(crate) const H: i64 = 3_600_000;
+    pub(crate) const DAY: i64 = 24 * H;
 
     /// Signals 0: indoor_temp_c, 1: supply_temp_c, 2: return_temp_c (every test profile).
-    fn dev(site: &str, id: &str, building: &str, category: &str) -> Device {
+    pub(crate) fn dev(site: &str, id: &str, building: &str, category: &str) -> Device {
         let sig = |name: &str| Signal {
             name: name.into(),
             ty: SignalType::Float,
@@ -644,7 +644,7 @@ mod tests {
         }
     }
 
-    fn st(device: DeviceIdx, ts_ms: i64, to: DeviceState) -> Event {
+    pub(crate) fn st(device: DeviceIdx, ts_ms: i64, to: DeviceState) -> Event {
         st_why(device, ts_ms, to, Reason::Reading)
     }
 
@@ -712,14 +712,14 @@ mod tests {
         })
     }
 
-    fn journal(devices: Vec<Device>, events: &[Event]) -> (tempfile::TempDir, Journal) {
+    pub(crate) fn journal(devices: Vec<Device>, events: &[Event]) -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path()).unwrap();
         j.append(&Inventory::new(devices), events).unwrap();
         (dir, j)
     }
 
-    fn settings(offline: OfflinePolicy) -> FigureSettings {
+    pub(crate) fn settings(offline: OfflinePolicy) -> FigureSettings {
         FigureSettings {
             offline,
             season: Season::beijing(),
@@ -737,7 +737,7 @@ mod tests {
     }
 
     /// 2026-06-01 00:00 Asia/Shanghai (out of the heating season).
-    fn june() -> i64 {
+    pub(crate) fn june() -> i64 {
         midnight("Asia/Shanghai", 2026, 6, 1)
     }
 
