@@ -45,13 +45,12 @@ impl Engine {
         now_ms: i64,
         out: &mut Vec<Event>,
     ) {
-        let Some(dev) = self.devs.get(p.device as usize) else {
+        if (p.device as usize) >= self.devs.len() {
             return;
-        };
+        }
         let d = self.inventory.get(p.device);
         let id = format!("config:{}:{}:{}", d.site, d.id, p.start_ms);
-        if self.windows.iter().any(|w| w.w.id == id) || (dev.started && p.end_ms <= dev.applied_ms)
-        {
+        if self.windows.iter().any(|w| w.w.id == id) || p.end_ms <= self.position(p.device) {
             return;
         }
         let w = MaintenanceWindow {
@@ -67,23 +66,31 @@ impl Engine {
         self.push_window(w);
     }
 
-    fn push_window(&mut self, w: MaintenanceWindow) {
-        let dev = &self.devs[w.device as usize];
-        let pos = if dev.started {
+    /// Where a device stands in event time (before its first state: nowhere yet).
+    fn position(&self, device: DeviceIdx) -> i64 {
+        let dev = &self.devs[device as usize];
+        if dev.started {
             dev.applied_ms
         } else {
             i64::MIN
-        };
-        let start_at = w.start_ms.max(pos);
-        let past = w.end_ms <= pos;
-        if !past {
-            self.windows.push(Win {
-                start_at,
-                w,
-                started: false,
-                ended: false,
-            });
         }
+    }
+
+    /// Keeps a window that has not ended where its device stands; applied from its start, or
+    /// from that position when it began before (the moment returned).
+    fn push_window(&mut self, w: MaintenanceWindow) -> Option<i64> {
+        let pos = self.position(w.device);
+        if w.end_ms <= pos {
+            return None;
+        }
+        let start_at = w.start_ms.max(pos);
+        self.windows.push(Win {
+            start_at,
+            w,
+            started: false,
+            ended: false,
+        });
+        Some(start_at)
     }
 
     /// Adds an operator-entered maintenance window `[start_ms, end_ms)` for a device, entered
@@ -124,13 +131,9 @@ impl Engine {
         };
         self.next_window_seq += 1;
         out.push(Event::Maintenance(w.clone()));
-        self.push_window(w.clone());
-        if start_ms <= now_ms {
+        if let Some(at) = self.push_window(w.clone()).filter(|_| start_ms <= now_ms) {
             // Begun already: in force from now on (or from where the device stands).
-            let at = self.windows.last().map_or(start_ms, |x| x.start_at);
-            if self.windows.last().is_some_and(|x| x.w.id == w.id) {
-                self.advance(device, at, true, out);
-            }
+            self.advance(device, at, true, out);
         }
         Ok(w)
     }
@@ -149,12 +152,7 @@ impl Engine {
             )));
         };
         let device = self.windows[i].w.device;
-        let dev = &self.devs[device as usize];
-        let pos = if dev.started {
-            dev.applied_ms
-        } else {
-            i64::MIN
-        };
+        let pos = self.position(device);
         let win = &mut self.windows[i];
         let begun = win.started || win.start_at <= now_ms;
         let end = if begun {
