@@ -23,11 +23,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::core::Engine;
 use crate::journal::Journal;
-use crate::model::{OperatorCommand, Reading};
-use crate::sink::store::{StoreItem, StoreSink};
+use crate::intake::{Intake, IntakeInputs};
+use crate::model::{Ack, OperatorCommand, Reading};
+use crate::sink::store::{LogFeed, StoreItem, StoreSink};
 use crate::source::modbus::poller::{self, ModbusHandle};
 use crate::source::mqtt::MqttSource;
-use crate::stage::{CoreHandle, Inputs, Outputs};
+use crate::stage::{Command, CoreHandle, Inputs, Logged, Outputs};
 use crate::stats::Stats;
 
 /// A started gateway.
@@ -50,6 +51,8 @@ pub struct Running {
     event_sinks: Vec<JoinHandle<()>>,
     /// The periodic KPI points; holds a store sender, so it ends before the store sink.
     kpi_task: Option<JoinHandle<()>>,
+    /// The input log's intake: ends when the sources have stopped, before the core stage.
+    intake: Option<JoinHandle<()>>,
     http: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -76,9 +79,14 @@ pub async fn start_with_clock(
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel::<Reading>(cfg.ingest.channel_capacity);
     let (store_tx, store_rx) = mpsc::channel::<StoreItem>(cfg.ingest.channel_capacity);
-    // Acknowledgments and on-site reports from the MQTT source, to the core stage.
+    // Acknowledgments and on-site reports from the MQTT source, to the input log.
     let (operator_tx, operator_rx) =
-        mpsc::channel::<OperatorCommand>(crate::stage::OPERATOR_CAPACITY);
+        mpsc::channel::<(OperatorCommand, Ack)>(crate::stage::OPERATOR_CAPACITY);
+    // The API's fact commands, to the input log; logged facts, to the core stage.
+    let (facts_tx, facts_rx) = mpsc::channel::<Command>(crate::stage::OPERATOR_CAPACITY);
+    let (logged_tx, logged_rx) = mpsc::channel::<Logged>(cfg.ingest.channel_capacity);
+    // Cancelled when the intake has committed and acknowledged everything (the MQTT source
+    // keeps its connection until then, to send the PUBACKs).
     let taken = CancellationToken::new();
 
     // The journal first: a data_dir that cannot be used stops the start, before any message
@@ -91,6 +99,17 @@ pub async fn start_with_clock(
           states = restored.states.len(), alarms = restored.alarms.iter().filter(|a| a.is_active()).count(),
           "Journal opened; states and active alarms restored.");
     journal.begin_run(now, &cfg.gateway.host, env!("CARGO_PKG_VERSION"))?;
+    // The input log next: what it holds beyond the journal's position is replayed first.
+    let log_settings = cfg.log.clone();
+    let store_pos = crate::wal::read_position(&log_settings.dir.join(crate::wal::STORE_POS_FILE));
+    let intake = Intake::open(
+        log_settings.clone(),
+        journal.engine_position()?,
+        if cfg.store.is_some() { store_pos } else { 0 },
+        cfg.inventory.clone(),
+        clock.clone(),
+        stats.clone(),
+    )?;
     let mut start_events = Vec::new();
     let engine = Engine::new(
         cfg.inventory.clone(),
@@ -111,20 +130,20 @@ pub async fn start_with_clock(
                 stats.clone(),
                 clock.clone(),
                 store_rx,
-                taken.clone(),
+                LogFeed {
+                    dir: log_settings.dir.clone(),
+                    head: intake.head(),
+                    dead_letter: cfg.gateway.data_dir.join("dead-letter"),
+                },
             )?)
         }
         None => {
-            warn!("No [store] configured: readings are acknowledged and discarded.");
-            let taken = taken.clone();
+            warn!("No [store] configured: readings are logged and applied, and not written anywhere else.");
+            // No store consumer holds the log back.
+            stats.log.store_pos.store(u64::MAX, Relaxed);
             tokio::spawn(async move {
                 let mut rx = store_rx;
-                while let Some(item) = rx.recv().await {
-                    if let StoreItem::Reading(r) = item {
-                        r.ack.settle();
-                    }
-                }
-                taken.cancel();
+                while rx.recv().await.is_some() {}
             });
             None
         }
@@ -166,13 +185,13 @@ pub async fn start_with_clock(
         start_events,
         journal,
         Inputs {
-            readings: rx,
-            operator: operator_rx,
+            facts: logged_rx,
             record: match &cfg.record {
                 Some(path) => Some(crate::replay::Recorder::open(path, cfg.inventory.clone())?),
                 None => None,
             },
         },
+        facts_tx,
         Outputs {
             store: store_tx,
             mqtt: mqtt_events,
@@ -181,6 +200,21 @@ pub async fn start_with_clock(
         stats.clone(),
         clock.clone(),
     );
+    let intake_task = {
+        let task = intake.spawn(
+            IntakeInputs {
+                readings: rx,
+                operator: operator_rx,
+                commands: facts_rx,
+            },
+            logged_tx,
+        );
+        let taken = taken.clone();
+        tokio::spawn(async move {
+            let _ = task.await;
+            taken.cancel();
+        })
+    };
 
     let modbus_devices = cfg.modbus.bindings.len();
     let (modbus, pollers) = if modbus_devices > 0 {
@@ -247,6 +281,7 @@ pub async fn start_with_clock(
             })
         }),
         event_sinks,
+        intake: Some(intake_task),
         kpi_task: Some(kpi_task),
         stop: stop.clone(),
         pollers,
@@ -335,6 +370,9 @@ impl Running {
         }
         if let Some(s) = self.source {
             let _ = s.await;
+        }
+        if let Some(i) = self.intake {
+            let _ = i.await;
         }
         if let Some(c) = self.core_task {
             let _ = c.await;

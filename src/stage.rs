@@ -81,11 +81,11 @@ pub enum Command {
         end_ms: i64,
         reason: String,
         by: String,
-        reply: Reply<MaintenanceWindow>,
+        reply: Option<Reply<MaintenanceWindow>>,
     },
     EndMaintenance {
         id: String,
-        reply: Reply<MaintenanceWindow>,
+        reply: Option<Reply<MaintenanceWindow>>,
     },
     /// Every device's state, in inventory order, and with `values` its latest values
     /// (profile order; empty without) — one round trip however many devices.
@@ -132,10 +132,29 @@ impl From<OperatorCommand> for Command {
     }
 }
 
-/// How the API talks to the core stage; cheap to clone.
+/// A fact as the core stage takes it: from the input log (`intake`), in log order, with its
+/// lsn (0: not logged) and the gateway's time when it was accepted (the engine's "now" for it,
+/// live and when the log is replayed after a crash alike).
+#[derive(Debug)]
+pub struct Logged {
+    pub lsn: u64,
+    pub now_ms: i64,
+    pub fact: LoggedFact,
+}
+
+#[derive(Debug)]
+pub enum LoggedFact {
+    Reading(Reading),
+    Command(Command),
+}
+
+/// How the API talks to the core stage; cheap to clone. Commands that are facts (acknowledge,
+/// on site, maintenance) go through the input log first (`facts`); questions go straight to
+/// the stage.
 #[derive(Debug, Clone)]
 pub struct CoreHandle {
     tx: mpsc::Sender<Command>,
+    facts: mpsc::Sender<Command>,
     live: broadcast::Sender<LiveEvent>,
     pub inventory: Arc<Inventory>,
 }
@@ -153,6 +172,19 @@ impl CoreHandle {
         rx.await.map_err(|_| HandleError::Unavailable)
     }
 
+    /// Sends a fact through the input log and waits for the engine's answer.
+    async fn tell<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, HandleError> {
+        let (tx, rx) = oneshot::channel();
+        self.facts
+            .send(make(tx))
+            .await
+            .map_err(|_| HandleError::Unavailable)?;
+        rx.await.map_err(|_| HandleError::Unavailable)
+    }
+
     /// Acknowledges an alarm; `ts_ms` is the operator's own time (an app that was offline).
     pub async fn acknowledge(
         &self,
@@ -161,7 +193,7 @@ impl CoreHandle {
         ts_ms: Option<i64>,
     ) -> Result<Alarm, HandleError> {
         Ok(self
-            .ask(|reply| Command::Acknowledge {
+            .tell(|reply| Command::Acknowledge {
                 id,
                 by,
                 ts_ms,
@@ -178,7 +210,7 @@ impl CoreHandle {
         ts_ms: Option<i64>,
     ) -> Result<Alarm, HandleError> {
         Ok(self
-            .ask(|reply| Command::OnSite {
+            .tell(|reply| Command::OnSite {
                 id,
                 by,
                 ts_ms,
@@ -196,20 +228,23 @@ impl CoreHandle {
         by: String,
     ) -> Result<MaintenanceWindow, HandleError> {
         Ok(self
-            .ask(|reply| Command::AddMaintenance {
+            .tell(|reply| Command::AddMaintenance {
                 device,
                 start_ms,
                 end_ms,
                 reason,
                 by,
-                reply,
+                reply: Some(reply),
             })
             .await??)
     }
 
     pub async fn end_maintenance(&self, id: String) -> Result<MaintenanceWindow, HandleError> {
         Ok(self
-            .ask(|reply| Command::EndMaintenance { id, reply })
+            .tell(|reply| Command::EndMaintenance {
+                id,
+                reply: Some(reply),
+            })
             .await??)
     }
 
@@ -258,13 +293,11 @@ impl CoreHandle {
     }
 }
 
-/// What the stage takes in besides the `CoreHandle`'s commands.
+/// What the stage takes in besides the `CoreHandle`'s questions.
 pub struct Inputs {
-    /// Readings from every source; the stage runs until this closes.
-    pub readings: mpsc::Receiver<Reading>,
-    /// Acknowledgments and on-site reports from the sources (MQTT), applied in order with the
-    /// readings and answered nowhere (refusals are counted and logged).
-    pub operator: mpsc::Receiver<OperatorCommand>,
+    /// Facts from the input log (readings, acknowledgments, on-site reports, maintenance), in
+    /// log order; the stage runs until this closes.
+    pub facts: mpsc::Receiver<Logged>,
     /// `run --record`: every fact the engine takes is also written to this tape.
     pub record: Option<crate::replay::Recorder>,
 }
@@ -289,12 +322,15 @@ pub struct CoreStage {
 }
 
 /// Starts the stage: opens nothing itself (the journal is opened and restored by the caller,
-/// who built `engine` from it) and runs until `inputs.readings` closes.
+/// who built `engine` from it) and runs until `inputs.facts` closes. `facts` is where the
+/// handle's fact commands go (the intake, which logs them and passes them on in `inputs`).
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     engine: Engine,
     start_events: Vec<Event>,
     journal: Journal,
     inputs: Inputs,
+    facts: mpsc::Sender<Command>,
     outputs: Outputs,
     stats: Arc<Stats>,
     clock: Arc<dyn Clock>,
@@ -303,6 +339,7 @@ pub fn spawn(
     let (live, _) = broadcast::channel(LIVE_CAPACITY);
     let handle = CoreHandle {
         tx,
+        facts,
         live: live.clone(),
         inventory: engine.inventory().clone(),
     };
@@ -317,6 +354,7 @@ pub fn spawn(
         logs: LogLimiter::new(5, 60_000),
         last_alive_ms: i64::MIN,
         record: None,
+        position: None,
     };
     let task = tokio::spawn(stage.run(inputs, commands));
     CoreStage { handle, task }
@@ -333,15 +371,13 @@ struct Stage {
     logs: LogLimiter<&'static str>,
     last_alive_ms: i64,
     record: Option<crate::replay::Recorder>,
+    /// The input log position reached and not yet committed to the journal (next lsn).
+    position: Option<u64>,
 }
 
 impl Stage {
     async fn run(mut self, inputs: Inputs, mut commands: mpsc::Receiver<Command>) {
-        let Inputs {
-            mut readings,
-            mut operator,
-            record,
-        } = inputs;
+        let Inputs { mut facts, record } = inputs;
         self.record = record;
         if let Some(r) = &mut self.record {
             r.start(self.clock.now_ms());
@@ -349,42 +385,44 @@ impl Stage {
         self.emit().await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(READING_BATCH);
         loop {
             tokio::select! {
                 biased;
-                r = readings.recv() => match r {
-                    Some(r) => {
-                        // The readings already queued go through the engine together, then
-                        // their events are journaled and published in one batch: a backlog
-                        // (after an outage) is applied at its own pace, and an alarm raised
-                        // and cleared inside it reaches the sinks as such (`mark_backlog`).
-                        let mut batch = Vec::with_capacity(16);
-                        batch.push(r);
+                f = facts.recv() => match f {
+                    Some(f) => {
+                        // The facts already queued go through the engine together, then their
+                        // events are journaled and published in one batch: a backlog (after an
+                        // outage) is applied at its own pace, and an alarm raised and cleared
+                        // inside it reaches the sinks as such (`mark_backlog`). A command ends
+                        // the batch (its answer follows the readings before it).
+                        batch.push(f);
                         while batch.len() < READING_BATCH {
-                            match readings.try_recv() {
-                                Ok(r) => batch.push(r),
+                            match facts.try_recv() {
+                                Ok(f) => batch.push(f),
                                 Err(_) => break,
                             }
                         }
-                        let now = self.clock.now_ms();
-                        for r in &batch {
-                            self.apply(r, now);
-                        }
-                        self.emit().await;
-                        for r in batch {
-                            if self.outputs.store.send(StoreItem::Reading(r)).await.is_err() {
-                                error!("The store sink stopped; readings are no longer written.");
+                        for f in batch.drain(..) {
+                            if f.lsn > 0 {
+                                self.position = Some(f.lsn + 1);
+                                self.stats.log.applied.store(f.lsn + 1, Relaxed);
+                            }
+                            match f.fact {
+                                LoggedFact::Reading(r) => self.apply(&r, f.now_ms),
+                                LoggedFact::Command(c) => {
+                                    self.emit().await;
+                                    self.command(c, f.now_ms);
+                                }
                             }
                         }
+                        self.emit().await;
                     }
                     None => break,
                 },
-                Some(c) = operator.recv() => {
-                    self.command(c.into());
-                    self.emit().await;
-                }
                 Some(c) = commands.recv() => {
-                    self.command(c);
+                    let now = self.clock.now_ms();
+                    self.command(c, now);
                     self.emit().await;
                 }
                 _ = tick.tick() => {
@@ -404,14 +442,11 @@ impl Stage {
                 }
             }
         }
-        // Shutdown: the sources are done. Answer what is still queued, record the stop.
-        operator.close();
-        while let Ok(c) = operator.try_recv() {
-            self.command(c.into());
-        }
+        // Shutdown: the intake is done. Answer what is still queued, record the stop.
         commands.close();
         while let Ok(c) = commands.try_recv() {
-            self.command(c);
+            let now = self.clock.now_ms();
+            self.command(c, now);
         }
         let now = self.clock.now_ms();
         self.engine.tick(now, &mut self.out);
@@ -452,8 +487,7 @@ impl Stage {
         }
     }
 
-    fn command(&mut self, c: Command) {
-        let now = self.clock.now_ms();
+    fn command(&mut self, c: Command, now: i64) {
         let e = &mut self.engine;
         let out = &mut self.out;
         let on_site = matches!(c, Command::OnSite { .. });
@@ -512,14 +546,21 @@ impl Stage {
                 if let (Some(rec), Ok(w)) = (&mut self.record, &r) {
                     rec.maintenance(w);
                 }
-                let _ = reply.send(r);
+                if let Err(err) = &r {
+                    info!(error = %err, "Maintenance window refused.");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
             }
             Command::EndMaintenance { id, reply } => {
                 let r = e.end_maintenance(&id, now, out);
                 if let (Some(rec), Ok(_)) = (&mut self.record, &r) {
                     rec.maintenance_end(&id, now);
                 }
-                let _ = reply.send(r);
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
             }
             Command::Devices { values, reply } => {
                 let n = e.inventory().len() as DeviceIdx;
@@ -556,11 +597,23 @@ impl Stage {
     /// a restart goes on from there.
     fn save_progress(&mut self) {
         let progress = self.engine.take_progress();
-        if let Err(e) = self
+        let position = self.position;
+        match self
             .journal
-            .save_progress(self.engine.inventory(), &progress)
+            .commit(self.engine.inventory(), &[], &progress, position)
         {
-            self.journal_error(e);
+            Ok(()) => self.committed(position),
+            Err(e) => self.journal_error(e),
+        }
+    }
+
+    /// The journal holds everything below `position` now.
+    fn committed(&mut self, position: Option<u64>) {
+        if let Some(p) = position {
+            self.stats.log.engine_pos.store(p, Relaxed);
+            if self.position == Some(p) {
+                self.position = None;
+            }
         }
     }
 
@@ -570,8 +623,16 @@ impl Stage {
             return;
         }
         let mut events = std::mem::take(&mut self.out);
-        if let Err(e) = self.journal.append(self.engine.inventory(), &events) {
-            self.journal_error(e);
+        // The events, the devices' positions and the log position that produced them, in one
+        // transaction: after a crash the log replays exactly what the journal lacks.
+        let progress = self.engine.take_progress();
+        let position = self.position;
+        match self
+            .journal
+            .commit(self.engine.inventory(), &events, &progress, position)
+        {
+            Ok(()) => self.committed(position),
+            Err(e) => self.journal_error(e),
         }
         let engine = &self.engine;
         mark_backlog(&mut events, |id| {

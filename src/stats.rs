@@ -362,7 +362,11 @@ pub const METRICS: &[Metric] = &[
         kind: MetricKind::Counter,
         help: "Lost data, whatever the source: rejected input, lines the store never got, and Modbus values whose raw value did not decode.",
         read: Read::Value(|s| {
-            s.rejected_total() + s.store_dropped.load(Relaxed) + s.modbus.decode_errors.load(Relaxed)
+            s.rejected_total()
+                + s.store_dropped.load(Relaxed)
+                + s.log.dropped.load(Relaxed)
+                + s.log.dead_letter.load(Relaxed)
+                + s.modbus.decode_errors.load(Relaxed)
         }),
     },
     counter(
@@ -591,6 +595,78 @@ pub const METRICS: &[Metric] = &[
         "Readings that arrived after a later moment of their device was concluded (forwarded, no state changed).",
         |s| s.core.late.load(Relaxed),
     ),
+    counter(
+        "log_records",
+        "estate_gateway_log_records_total",
+        "Facts appended to the input log (made durable before acknowledgment).",
+        |s| s.log.records.load(Relaxed),
+    ),
+    counter(
+        "log_commits",
+        "estate_gateway_log_commits_total",
+        "Group commits of the input log (one fsync each).",
+        |s| s.log.commits.load(Relaxed),
+    ),
+    gauge(
+        "log_commit_p99_us",
+        "estate_gateway_log_commit_p99_microseconds",
+        "99th percentile of the input log's commit time (write and fsync) over the last 256 commits.",
+        |s| s.log.commit_p99_us.load(Relaxed),
+    ),
+    gauge(
+        "log_bytes",
+        "estate_gateway_log_bytes",
+        "Bytes in the input log now.",
+        |s| s.log.bytes.load(Relaxed),
+    ),
+    counter(
+        "log_duplicates",
+        "estate_gateway_log_duplicates_total",
+        "Redelivered MQTT messages recognised as already logged (acknowledged, not applied twice).",
+        |s| s.log.duplicates.load(Relaxed),
+    ),
+    counter(
+        "log_truncations",
+        "estate_gateway_log_truncations_total",
+        "Torn records cut off the input log's end at start (the gateway was killed mid-write).",
+        |s| s.log.truncations.load(Relaxed),
+    ),
+    counter(
+        "log_dropped",
+        "estate_gateway_log_dropped_total",
+        "Records the input log deleted at its bound (log.max_bytes) before the store had them.",
+        |s| s.log.dropped.load(Relaxed),
+    ),
+    counter(
+        "log_errors",
+        "estate_gateway_log_errors_total",
+        "Failed input log commits (disk full, I/O error); each retry counts.",
+        |s| s.log.errors.load(Relaxed),
+    ),
+    gauge(
+        "store_backlog",
+        "estate_gateway_store_backlog_records",
+        "Records in the input log the store has not received yet.",
+        |s| s.log.head.load(Relaxed).saturating_sub(s.log.store_pos.load(Relaxed)),
+    ),
+    gauge(
+        "store_lag_s",
+        "estate_gateway_store_lag_seconds",
+        "Age of the oldest record the store has not received yet (0: caught up).",
+        |s| s.log.store_lag_s.load(Relaxed),
+    ),
+    gauge(
+        "engine_backlog",
+        "estate_gateway_engine_backlog_records",
+        "Records in the input log not yet committed to the journal by the engine.",
+        |s| s.log.head.load(Relaxed).saturating_sub(s.log.engine_pos.load(Relaxed)),
+    ),
+    counter(
+        "store_dead_letter",
+        "estate_gateway_store_dead_letter_total",
+        "Lines the store refused as malformed, kept in the dead-letter directory.",
+        |s| s.log.dead_letter.load(Relaxed),
+    ),
     Metric {
         field: "poll_latency_ms",
         prometheus: Some("estate_gateway_modbus_request_latency_seconds"),
@@ -625,6 +701,42 @@ pub struct Stats {
     pub modbus: ModbusStats,
     /// The core stage's counters (states, alarms, journal, event sinks).
     pub core: CoreStats,
+    /// The input log's counters and the consumers' positions.
+    pub log: LogStats,
+}
+
+/// The input log (`wal`, `intake`) and its consumers.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Records appended (facts made durable).
+    pub records: AtomicU64,
+    /// Group commits (one fsync each).
+    pub commits: AtomicU64,
+    /// Commit latency (write + fsync) over the last 256 commits, microseconds.
+    pub commit_p50_us: AtomicU64,
+    pub commit_p99_us: AtomicU64,
+    /// Bytes and segment files in the log now.
+    pub bytes: AtomicU64,
+    pub segments: AtomicU64,
+    /// Redelivered messages recognised and not applied twice.
+    pub duplicates: AtomicU64,
+    /// Torn tails cut off at start.
+    pub truncations: AtomicU64,
+    /// Records deleted by the bound (`log.max_bytes`) before the store had them.
+    pub dropped: AtomicU64,
+    /// Failed commits (each retry counts); `failing` is 1 while the last one failed.
+    pub errors: AtomicU64,
+    pub failing: AtomicU64,
+    /// The lsn the next record gets, and each consumer's committed position (next lsn it needs).
+    pub head: AtomicU64,
+    /// The next lsn the engine applies (in memory; `engine_pos` is what the journal has).
+    pub applied: AtomicU64,
+    pub engine_pos: AtomicU64,
+    pub store_pos: AtomicU64,
+    /// Age of the oldest record the store has not yet received, seconds (0: caught up).
+    pub store_lag_s: AtomicU64,
+    /// Lines the store refused as malformed (400), written to the dead-letter directory.
+    pub dead_letter: AtomicU64,
 }
 
 /// Counters of the core stage and the event sinks.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::alarms::AlarmSettings;
 use super::check::{check_name, resolve, secret, Secret};
 use super::heating::HeatingSettings;
-use super::raw::{RawConfig, RawGateway, RawHttp, RawIngest, RawMqtt, RawStore};
+use super::raw::{RawConfig, RawGateway, RawHttp, RawIngest, RawLog, RawMqtt, RawStore};
 use super::{alarms, heating, inventory, maintenance, models, profiles, Errors};
 use crate::model::event::PlannedMaintenance;
 use crate::model::{Inventory, Profile};
@@ -24,6 +24,8 @@ pub struct Config {
     pub mqtt: Option<MqttSettings>,
     pub store: Option<StoreSettings>,
     pub ingest: IngestSettings,
+    /// The input log (`[log]`, in `data_dir/log`).
+    pub log: crate::intake::LogSettings,
     /// The HTTP API (`[http]`); `None` = no server runs.
     pub http: Option<HttpSettings>,
     pub profiles: BTreeMap<String, Arc<Profile>>,
@@ -174,6 +176,7 @@ pub(super) fn build(
         .as_ref()
         .map(|s| build_store(s, base_dir, env, errs));
     let ingest = build_ingest(&raw.ingest, errs);
+    let log = build_log(&raw.log, &gateway.data_dir, errs);
     let http = raw
         .http
         .as_ref()
@@ -223,6 +226,7 @@ pub(super) fn build(
         mqtt,
         store,
         ingest,
+        log,
         http,
         profiles,
         modbus,
@@ -680,6 +684,34 @@ fn build_http(
         api_token,
         api_token_env: h.api_token_env.clone(),
     }
+}
+
+fn build_log(l: &RawLog, data_dir: &Path, errs: &mut Errors) -> crate::intake::LogSettings {
+    let mut s = crate::intake::LogSettings::in_data_dir(data_dir);
+    if let Some(b) = errs.bytes("log.max_bytes", &l.max_bytes) {
+        s.max_bytes = b;
+    }
+    if let Some(b) = errs.bytes("log.segment_bytes", &l.segment_bytes) {
+        s.segment_bytes = b;
+    }
+    s.retention = errs.duration("log.retention", &l.retention);
+    s.commit_batch = l.commit_batch;
+    if s.commit_batch == 0 {
+        errs.push("log.commit_batch", "must be more than 0 (default 4096)");
+    }
+    if s.segment_bytes < 4096 {
+        errs.push("log.segment_bytes", "must be at least 4KiB (default 64MiB)");
+    }
+    if s.max_bytes < 2 * s.segment_bytes {
+        errs.push(
+            "log.max_bytes",
+            format!(
+                "must be at least two segments (2 × log.segment_bytes = {} bytes; default 2GiB)",
+                2 * s.segment_bytes
+            ),
+        );
+    }
+    s
 }
 
 fn build_ingest(i: &RawIngest, errs: &mut Errors) -> IngestSettings {

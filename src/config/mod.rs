@@ -139,6 +139,32 @@ impl Errors {
         self.list.extend(other.list);
     }
 
+    /// Parses a size such as `512MiB`, `2GiB`, `64KiB`, `1000000` (bytes); on error records
+    /// it and returns `None`.
+    pub(crate) fn bytes(&mut self, key: &str, value: &str) -> Option<u64> {
+        let v = value.trim();
+        let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+        let (num, unit) = v.split_at(split);
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            _ => 0,
+        };
+        match num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
+            Some(b) if mult > 0 => Some(b),
+            _ => {
+                self.push(
+                    key,
+                    format!("`{value}` is not a size; write e.g. `512MiB`, `2GiB`, or a number of bytes"),
+                );
+                None
+            }
+        }
+    }
+
     /// Parses a duration such as `500ms`, `30s`, `5m`, `7d`; on error records it and
     /// returns zero (the caller's result is discarded anyway once an error is recorded).
     pub(crate) fn duration(&mut self, key: &str, value: &str) -> Duration {

@@ -17,6 +17,8 @@ pub(crate) struct RawConfig {
     pub mqtt: Option<RawMqtt>,
     pub store: Option<RawStore>,
     pub ingest: RawIngest,
+    /// The input log (`data_dir/log`): bound, retention, group commit.
+    pub log: RawLog,
     pub modbus: Option<RawModbus>,
     /// The HTTP API; absent = no server runs.
     pub http: Option<RawHttp>,
@@ -162,7 +164,7 @@ impl Default for RawStore {
             queue_lines: 1_000_000,
             timeout: "10s".into(),
             retry_min: "200ms".into(),
-            retry_max: "30s".into(),
+            retry_max: "1s".into(),
             gzip: true,
         }
     }
@@ -215,6 +217,31 @@ impl Default for RawIngest {
             channel_capacity: 10_000,
             log_burst: 5,
             log_window: "60s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawLog {
+    /// The log's bound (`512MiB`, `2GiB`, or bytes): over it, the oldest records go even if
+    /// the store has not had them (counted, logged with their period).
+    pub max_bytes: String,
+    /// Records every consumer has are still kept this long (for `replay`).
+    pub retention: String,
+    /// Records per group commit (one fsync) at most.
+    pub commit_batch: usize,
+    /// Size of one segment file.
+    pub segment_bytes: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            max_bytes: "2GiB".into(),
+            retention: "24h".into(),
+            commit_batch: 4096,
+            segment_bytes: "64MiB".into(),
         }
     }
 }

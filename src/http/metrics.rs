@@ -231,6 +231,9 @@ mod tests {
         s.core.alarms_raised.store(3, Relaxed);
         s.core.alarms_active.store(2, Relaxed);
         s.core.commands_refused.store(1, Relaxed);
+        s.log.head.store(120, Relaxed);
+        s.log.store_pos.store(100, Relaxed);
+        s.log.duplicates.store(4, Relaxed);
         let m = parse(&render(&s, Some(4096)));
         for (series, want) in [
             ("estate_gateway_messages_total", 7.0),
@@ -264,15 +267,16 @@ mod tests {
             ("estate_gateway_alarm_commands_refused_total", 1.0),
             ("estate_gateway_state_transitions_total", 0.0),
             ("estate_gateway_webhook_failed_total", 0.0),
+            ("estate_gateway_store_backlog_records", 20.0),
+            ("estate_gateway_log_duplicates_total", 4.0),
         ] {
             assert_eq!(m.get(series), Some(&want), "{series}");
         }
         // Every scalar, reason and exception code, the core's 13 counters (out_of_order and
-        // late among them), the summary's two
-        // series, and rss.
+        // late among them), the input log's 12, the summary's two series, and rss.
         assert_eq!(
             m.len(),
-            20 + Reject::ALL.len() + ModbusException::ALL.len() + 13 + 2 + 1
+            20 + Reject::ALL.len() + ModbusException::ALL.len() + 13 + 12 + 2 + 1
         );
         // Without rss (not Linux), the rest is there.
         assert_eq!(parse(&render(&s, None)).len(), m.len() - 1);

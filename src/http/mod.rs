@@ -736,7 +736,13 @@ category = "indoor_sensor"
                 ack: Ack::None,
             };
             let tx = self.readings.as_ref().expect("the core is running");
+            // The lsn this reading gets (nothing else is being fed): wait until the engine
+            // has applied it.
+            let lsn = self.stats.log.head.load(std::sync::atomic::Ordering::SeqCst);
             tx.send(r).await.expect("the core stage takes readings");
+            while self.stats.log.applied.load(std::sync::atomic::Ordering::SeqCst) <= lsn {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
             self.state.core.devices().await.expect("the core answers");
         }
 
@@ -785,16 +791,37 @@ category = "indoor_sensor"
         let (tx, rx) = mpsc::channel(64);
         let (store_tx, mut store_rx) = mpsc::channel(1024);
         tokio::spawn(async move { while store_rx.recv().await.is_some() {} });
+        // The real input log in the fixture's directory, as `run` wires it.
+        let intake = crate::intake::Intake::open(
+            crate::intake::LogSettings::in_data_dir(dir.path()),
+            journal.engine_position().expect("position"),
+            0,
+            cfg.inventory.clone(),
+            clock.clone(),
+            stats.clone(),
+        )
+        .expect("input log");
+        let (facts_tx, facts_rx) = mpsc::channel(64);
+        let (logged_tx, logged_rx) = mpsc::channel(64);
+        // The API's tests send no operator commands from a source.
+        let (_operator_tx, operator_rx) = mpsc::channel(1);
+        intake.spawn(
+            crate::intake::IntakeInputs {
+                readings: rx,
+                operator: operator_rx,
+                commands: facts_rx,
+            },
+            logged_tx,
+        );
         let stage = crate::stage::spawn(
             engine,
             start,
             journal,
             Inputs {
-                readings: rx,
-                // The API's tests send no operator commands from a source.
-                operator: mpsc::channel(1).1,
+                facts: logged_rx,
                 record: None,
             },
+            facts_tx,
             Outputs {
                 store: store_tx,
                 mqtt: None,

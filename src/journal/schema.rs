@@ -47,6 +47,10 @@
 //!   `sum`, `min` and `max` (`Event::Hourly`, the whole hour so far: the row is replaced, so an
 //!   hour written at a stop and again after the restart is counted once).
 //!
+//! - **`consumers`** (version 5) — `name` TEXT PRIMARY KEY, `lsn`: a consumer's committed
+//!   position in the input log (`data_dir/log`). `engine`: every fact with a lower lsn is in
+//!   this journal (committed in the same transaction as the rows it produced).
+//!
 //! Sequences: the next alarm (window) sequence is `MAX(seq) + 1` over all rows ever stored, so
 //! ids stay unique across restarts. Later schema versions add a step to `MIGRATIONS`; opening
 //! an older file migrates it in one transaction, a newer file is refused.
@@ -59,7 +63,7 @@ use super::error::{JournalError, SqlContext};
 
 /// Schema migrations: step `i` takes the file from version `i` to `i + 1`. Append steps; never
 /// edit a released one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -199,6 +203,16 @@ ALTER TABLE windows ADD COLUMN entered_ms INTEGER;
 /// none and are not graded for repair).
 const SCHEMA_V4: &str = "
 ALTER TABLE alarms ADD COLUMN repair_target_ms INTEGER;
+";
+
+/// Version 5: the input log (DESIGN §6). Each consumer's committed position: `engine` is the
+/// lsn below which every fact is reflected in this journal, written in the same transaction
+/// as the events and progress it produced.
+const SCHEMA_V5: &str = "
+CREATE TABLE consumers (
+    name        TEXT PRIMARY KEY,
+    lsn         INTEGER NOT NULL
+);
 ";
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {

@@ -22,42 +22,63 @@ impl Journal {
         if progress.is_empty() {
             return Ok(());
         }
-        let doing = "keeping the devices' positions in the journal";
+        self.commit(inventory, &[], progress, None)
+    }
+
+    /// Events, the devices' positions and the engine's position in the input log, in one
+    /// transaction (all or nothing): after a crash the journal is exactly what the engine made
+    /// of the facts up to `position`, and the log replays the rest once (DESIGN §6).
+    pub fn commit(
+        &mut self,
+        inventory: &Inventory,
+        events: &[Event],
+        progress: &[DeviceProgress],
+        position: Option<u64>,
+    ) -> Result<(), JournalError> {
+        if events.is_empty() && progress.is_empty() && position.is_none() {
+            return Ok(());
+        }
+        let doing = "appending to the journal";
         self.writable(doing)?;
         let path = &self.path;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .sql(path, doing)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO progress (site, device, last_ts_ms, applied_ms, entered_ms, \
-                     flags, vals, pending) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                     ON CONFLICT (site, device) DO UPDATE SET last_ts_ms = excluded.last_ts_ms, \
-                     applied_ms = excluded.applied_ms, entered_ms = excluded.entered_ms, \
-                     flags = excluded.flags, vals = excluded.vals, pending = excluded.pending",
-                )
-                .sql(path, doing)?;
-            for p in progress {
-                let d = device(inventory, p.device)?;
-                let flags = i64::from(p.heartbeat_expired) | (i64::from(p.status_offline) << 1);
-                let pending = encode_pending(p);
-                stmt.execute(params![
-                    d.site,
-                    d.id,
-                    p.last_ts_ms,
-                    p.applied_ms,
-                    p.entered_ms,
-                    flags,
-                    encode_values(&p.values),
-                    pending
-                ])
-                .sql(path, doing)?;
-            }
+        if !events.is_empty() {
+            write_events(&tx, path, doing, inventory, events)?;
+        }
+        if !progress.is_empty() {
+            write_progress(&tx, path, doing, inventory, progress)?;
+        }
+        if let Some(lsn) = position {
+            tx.prepare_cached(
+                "INSERT INTO consumers (name, lsn) VALUES ('engine', ?1) \
+                 ON CONFLICT (name) DO UPDATE SET lsn = excluded.lsn",
+            )
+            .and_then(|mut st| st.execute(params![lsn as i64]))
+            .sql(path, doing)?;
         }
         tx.commit().sql(path, doing)?;
         Ok(())
+    }
+
+    /// The engine's committed position in the input log: every fact below it is in the
+    /// journal (0: none yet).
+    pub fn engine_position(&self) -> Result<u64, JournalError> {
+        let doing = "reading the engine's position in the input log";
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT lsn FROM consumers WHERE name = 'engine'", [], |r| {
+                r.get(0)
+            })
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .sql(&self.path, doing)?;
+        Ok(v.map_or(0, |v| v.max(0) as u64))
     }
 
     /// Records the start of a run (host and version strings for the record); `alive` and
@@ -113,177 +134,217 @@ impl Journal {
     /// a row in `alarm_events`; `Event::Maintenance` → the window upserted in `windows` (an
     /// early end rewrites `end_ms`). Devices are `inventory` indexes; their strings are stored.
     pub fn append(&mut self, inventory: &Inventory, events: &[Event]) -> Result<(), JournalError> {
-        let doing = "appending to the journal";
-        self.writable(doing)?;
-        let path = &self.path;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .sql(path, doing)?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.commit(inventory, events, &[], None)
+    }
+}
+
+fn write_events(
+    tx: &rusqlite::Transaction<'_>,
+    path: &std::path::Path,
+    doing: &str,
+    inventory: &Inventory,
+    events: &[Event],
+) -> Result<(), JournalError> {
         {
-            let mut transition = tx
-                .prepare_cached(
-                    "INSERT INTO transitions (site, device, building, category, ts_ms, \
-                     from_state, to_state, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .sql(path, doing)?;
-            let mut alarm = tx
-                .prepare_cached(
-                    "INSERT INTO alarms (id, seq, site, device, building, category, rule, \
-                     severity, class, message, raised_ms, ack_ms, ack_by, on_site_ms, \
-                     on_site_by, cleared_ms, ack_target_ms, on_site_target_ms, \
-                     repair_target_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                     ?15, ?16, ?17, ?18, ?19) \
-                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, site = excluded.site, \
-                     device = excluded.device, building = excluded.building, \
-                     category = excluded.category, rule = excluded.rule, \
-                     severity = excluded.severity, class = excluded.class, \
-                     message = excluded.message, raised_ms = excluded.raised_ms, \
-                     ack_ms = excluded.ack_ms, ack_by = excluded.ack_by, \
-                     on_site_ms = excluded.on_site_ms, on_site_by = excluded.on_site_by, \
-                     cleared_ms = excluded.cleared_ms, ack_target_ms = excluded.ack_target_ms, \
-                     on_site_target_ms = excluded.on_site_target_ms, \
-                     repair_target_ms = excluded.repair_target_ms",
-                )
-                .sql(path, doing)?;
-            let mut alarm_event = tx
-                .prepare_cached(
-                    "INSERT INTO alarm_events (alarm_id, site, device, building, category, \
-                     kind, ts_ms, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .sql(path, doing)?;
-            let mut window = tx
-                .prepare_cached(
-                    "INSERT INTO windows (id, seq, site, device, building, category, \
-                     start_ms, end_ms, reason, actor, entered_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, site = excluded.site, \
-                     device = excluded.device, building = excluded.building, \
-                     category = excluded.category, start_ms = excluded.start_ms, \
-                     end_ms = excluded.end_ms, reason = excluded.reason, actor = excluded.actor, \
-                     entered_ms = COALESCE(windows.entered_ms, excluded.entered_ms)",
-                )
-                .sql(path, doing)?;
-            let mut compliance = tx
-                .prepare_cached(
-                    "INSERT INTO compliance (site, device, building, category, ts_ms, compliant) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .sql(path, doing)?;
-            let mut hourly = tx
-                .prepare_cached(
-                    "INSERT INTO hourly (site, device, building, category, signal, hour_ms, \
-                     n, sum, min, max) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                     ON CONFLICT (site, device, signal, hour_ms) DO UPDATE SET \
-                     n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max",
-                )
-                .sql(path, doing)?;
-            for event in events {
-                match event {
-                    Event::Compliance(c) => {
-                        let d = device(inventory, c.device)?;
-                        compliance
+        let mut transition = tx
+            .prepare_cached(
+                "INSERT INTO transitions (site, device, building, category, ts_ms, \
+                 from_state, to_state, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .sql(path, doing)?;
+        let mut alarm = tx
+            .prepare_cached(
+                "INSERT INTO alarms (id, seq, site, device, building, category, rule, \
+                 severity, class, message, raised_ms, ack_ms, ack_by, on_site_ms, \
+                 on_site_by, cleared_ms, ack_target_ms, on_site_target_ms, \
+                 repair_target_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                 ?15, ?16, ?17, ?18, ?19) \
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, site = excluded.site, \
+                 device = excluded.device, building = excluded.building, \
+                 category = excluded.category, rule = excluded.rule, \
+                 severity = excluded.severity, class = excluded.class, \
+                 message = excluded.message, raised_ms = excluded.raised_ms, \
+                 ack_ms = excluded.ack_ms, ack_by = excluded.ack_by, \
+                 on_site_ms = excluded.on_site_ms, on_site_by = excluded.on_site_by, \
+                 cleared_ms = excluded.cleared_ms, ack_target_ms = excluded.ack_target_ms, \
+                 on_site_target_ms = excluded.on_site_target_ms, \
+                 repair_target_ms = excluded.repair_target_ms",
+            )
+            .sql(path, doing)?;
+        let mut alarm_event = tx
+            .prepare_cached(
+                "INSERT INTO alarm_events (alarm_id, site, device, building, category, \
+                 kind, ts_ms, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .sql(path, doing)?;
+        let mut window = tx
+            .prepare_cached(
+                "INSERT INTO windows (id, seq, site, device, building, category, \
+                 start_ms, end_ms, reason, actor, entered_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, site = excluded.site, \
+                 device = excluded.device, building = excluded.building, \
+                 category = excluded.category, start_ms = excluded.start_ms, \
+                 end_ms = excluded.end_ms, reason = excluded.reason, actor = excluded.actor, \
+                 entered_ms = COALESCE(windows.entered_ms, excluded.entered_ms)",
+            )
+            .sql(path, doing)?;
+        let mut compliance = tx
+            .prepare_cached(
+                "INSERT INTO compliance (site, device, building, category, ts_ms, compliant) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .sql(path, doing)?;
+        let mut hourly = tx
+            .prepare_cached(
+                "INSERT INTO hourly (site, device, building, category, signal, hour_ms, \
+                 n, sum, min, max) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT (site, device, signal, hour_ms) DO UPDATE SET \
+                 n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max",
+            )
+            .sql(path, doing)?;
+        for event in events {
+            match event {
+                Event::Compliance(c) => {
+                    let d = device(inventory, c.device)?;
+                    compliance
+                        .execute(params![
+                            d.site,
+                            d.id,
+                            d.building,
+                            d.category,
+                            c.ts_ms,
+                            c.compliant
+                        ])
+                        .sql(path, doing)?;
+                }
+                Event::Hourly(h) => {
+                    let d = device(inventory, h.device)?;
+                    for (sig, n, sum, min, max) in &h.signals {
+                        let name = &d.profile.signal(*sig).name;
+                        hourly
                             .execute(params![
-                                d.site,
-                                d.id,
-                                d.building,
-                                d.category,
-                                c.ts_ms,
-                                c.compliant
-                            ])
-                            .sql(path, doing)?;
-                    }
-                    Event::Hourly(h) => {
-                        let d = device(inventory, h.device)?;
-                        for (sig, n, sum, min, max) in &h.signals {
-                            let name = &d.profile.signal(*sig).name;
-                            hourly
-                                .execute(params![
-                                    d.site, d.id, d.building, d.category, name, h.hour_ms,
-                                    *n as i64, sum, min, max
-                                ])
-                                .sql(path, doing)?;
-                        }
-                    }
-                    Event::State(s) => {
-                        let d = device(inventory, s.device)?;
-                        transition
-                            .execute(params![
-                                d.site,
-                                d.id,
-                                d.building,
-                                d.category,
-                                s.ts_ms,
-                                s.from.map(DeviceState::as_str),
-                                s.to.as_str(),
-                                s.reason.as_str(),
-                            ])
-                            .sql(path, doing)?;
-                    }
-                    Event::Alarm(e) => {
-                        let a = &e.alarm;
-                        let d = device(inventory, a.device)?;
-                        alarm
-                            .execute(params![
-                                a.id,
-                                seq_of(&a.id, "alarm"),
-                                d.site,
-                                d.id,
-                                d.building,
-                                d.category,
-                                a.rule,
-                                a.severity.as_str(),
-                                a.class,
-                                a.message,
-                                a.raised_ms,
-                                a.acknowledged.as_ref().map(|s| s.ts_ms),
-                                a.acknowledged.as_ref().map(|s| s.by.as_str()),
-                                a.on_site.as_ref().map(|s| s.ts_ms),
-                                a.on_site.as_ref().map(|s| s.by.as_str()),
-                                a.cleared_ms,
-                                a.ack_target_ms,
-                                a.on_site_target_ms,
-                                a.repair_target_ms,
-                            ])
-                            .sql(path, doing)?;
-                        alarm_event
-                            .execute(params![
-                                a.id,
-                                d.site,
-                                d.id,
-                                d.building,
-                                d.category,
-                                e.kind.as_str(),
-                                e.ts_ms,
-                                e.by,
-                            ])
-                            .sql(path, doing)?;
-                    }
-                    Event::Maintenance(w) => {
-                        let d = device(inventory, w.device)?;
-                        window
-                            .execute(params![
-                                w.id,
-                                seq_of(&w.id, "maintenance window"),
-                                d.site,
-                                d.id,
-                                d.building,
-                                d.category,
-                                w.start_ms,
-                                w.end_ms,
-                                w.reason,
-                                w.by,
-                                w.entered_ms,
+                                d.site, d.id, d.building, d.category, name, h.hour_ms,
+                                *n as i64, sum, min, max
                             ])
                             .sql(path, doing)?;
                     }
                 }
+                Event::State(s) => {
+                    let d = device(inventory, s.device)?;
+                    transition
+                        .execute(params![
+                            d.site,
+                            d.id,
+                            d.building,
+                            d.category,
+                            s.ts_ms,
+                            s.from.map(DeviceState::as_str),
+                            s.to.as_str(),
+                            s.reason.as_str(),
+                        ])
+                        .sql(path, doing)?;
+                }
+                Event::Alarm(e) => {
+                    let a = &e.alarm;
+                    let d = device(inventory, a.device)?;
+                    alarm
+                        .execute(params![
+                            a.id,
+                            seq_of(&a.id, "alarm"),
+                            d.site,
+                            d.id,
+                            d.building,
+                            d.category,
+                            a.rule,
+                            a.severity.as_str(),
+                            a.class,
+                            a.message,
+                            a.raised_ms,
+                            a.acknowledged.as_ref().map(|s| s.ts_ms),
+                            a.acknowledged.as_ref().map(|s| s.by.as_str()),
+                            a.on_site.as_ref().map(|s| s.ts_ms),
+                            a.on_site.as_ref().map(|s| s.by.as_str()),
+                            a.cleared_ms,
+                            a.ack_target_ms,
+                            a.on_site_target_ms,
+                            a.repair_target_ms,
+                        ])
+                        .sql(path, doing)?;
+                    alarm_event
+                        .execute(params![
+                            a.id,
+                            d.site,
+                            d.id,
+                            d.building,
+                            d.category,
+                            e.kind.as_str(),
+                            e.ts_ms,
+                            e.by,
+                        ])
+                        .sql(path, doing)?;
+                }
+                Event::Maintenance(w) => {
+                    let d = device(inventory, w.device)?;
+                    window
+                        .execute(params![
+                            w.id,
+                            seq_of(&w.id, "maintenance window"),
+                            d.site,
+                            d.id,
+                            d.building,
+                            d.category,
+                            w.start_ms,
+                            w.end_ms,
+                            w.reason,
+                            w.by,
+                            w.entered_ms,
+                        ])
+                        .sql(path, doing)?;
+                }
             }
         }
-        tx.commit().sql(path, doing)?;
-        Ok(())
     }
+    Ok(())
+}
+
+fn write_progress(
+    tx: &rusqlite::Transaction<'_>,
+    path: &std::path::Path,
+    doing: &str,
+    inventory: &Inventory,
+    progress: &[DeviceProgress],
+) -> Result<(), JournalError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO progress (site, device, last_ts_ms, applied_ms, entered_ms, \
+             flags, vals, pending) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (site, device) DO UPDATE SET last_ts_ms = excluded.last_ts_ms, \
+             applied_ms = excluded.applied_ms, entered_ms = excluded.entered_ms, \
+             flags = excluded.flags, vals = excluded.vals, pending = excluded.pending",
+        )
+        .sql(path, doing)?;
+    for p in progress {
+        let d = device(inventory, p.device)?;
+        let flags = i64::from(p.heartbeat_expired) | (i64::from(p.status_offline) << 1);
+        let pending = encode_pending(p);
+        stmt.execute(params![
+            d.site,
+            d.id,
+            p.last_ts_ms,
+            p.applied_ms,
+            p.entered_ms,
+            flags,
+            encode_values(&p.values),
+            pending
+        ])
+        .sql(path, doing)?;
+    }
+    Ok(())
 }
 
 /// A device's pending delays and open hour as JSON: `{"p": [since or null, …], "h": [hour_ms,

@@ -1,24 +1,23 @@
-//! The store sink: readings → `telemetry` lines → batches → InfluxDB v2 write API (with the
-//! `influxdb2` crate, gzip on, rustls), plus the `gateway` self-measurement.
+//! The store sink: readings from the input log → `telemetry` lines, plus the core's events
+//! and the KPI points → batches → InfluxDB v2 write API (with the `influxdb2` crate, gzip on,
+//! rustls), plus the `gateway` self-measurement.
 //!
-//! Two tasks joined by a bounded queue of batches:
-//! - the **batcher** takes readings from its channel, encodes them into the current batch and
-//!   settles each reading's `Ack` once it is in the batch; a batch is closed at `batch_lines`
-//!   lines or after `batch_interval`. It never waits for the store.
-//! - the **writer** sends batches in order, retrying connection errors, 5xx, 429, and
-//!   401/403/404 (the last three logged as configuration problems: token, org, bucket) with
-//!   capped exponential backoff and jitter; any other 4xx means the batch itself is refused,
-//!   so it is dropped, counted and logged with the store's answer.
+//! Two tasks:
+//! - the **batcher** encodes what the core hands over in memory — events (`device_state`,
+//!   `alarm`), KPI lines, the `gateway` points — into batches on a bounded queue (the oldest
+//!   dropped and counted when full: these are all in the journal too);
+//! - the **writer** is a consumer of the input log (`wal`): from its committed position
+//!   (`data_dir/log/store.pos`) it reads readings, encodes them, adds the queued event lines,
+//!   and writes a request of up to `batch_lines` lines (waiting up to `batch_interval` for a
+//!   fuller one). Only after the store answered 2xx does its position move. An outage of any
+//!   length within the log's bound costs no memory: the writer just lags, retrying with
+//!   capped backoff (`retry_max`, default 1 s, so a recovered store is written to within
+//!   about a second), and catches up oldest first. A batch the store refuses as malformed
+//!   (400, 413, 422) is split until the refused lines are found; those go to the dead-letter
+//!   directory (`data_dir/dead-letter/`), logged and counted, and the rest is written.
 //!
-//! Backpressure: when the queue holds `queue_lines` lines (store slow or down), the *oldest*
-//! batch is dropped and counted (`store_dropped`): a control room needs the newest data first.
-//! The queue is in memory (there is no disk spool): what it drops, and what it still holds
-//! when the process is killed, is lost, though those readings' acks were settled when they
-//! entered a batch.
-//!
-//! Shutdown: when the readings channel closes, the batcher closes its last batch; the writer
-//! keeps trying to deliver what is queued until `shutdown_grace` has passed, then reports
-//! how many lines it could not write.
+//! Shutdown: the writer stops at once when the store is not answering (nothing is lost: the
+//! log holds it, the next start sends it); otherwise it finishes the request in hand.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -27,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use influxdb2::api::write::TimestampPrecision;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -36,11 +35,13 @@ use crate::clock::Clock;
 use crate::config::{GatewaySettings, StoreSettings};
 use crate::encode::line::{gateway_key, EventEncoder, Field, FieldWriter, TelemetryEncoder};
 use crate::model::event::Event;
-use crate::model::{Inventory, Reading};
+use crate::model::Inventory;
+use crate::wal::Head;
 use crate::stats::{GatewayValue, Stats};
 
-/// Time the writer keeps trying to deliver queued batches after shutdown begins.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often, at most, the writer's committed position is written to its file (a crash
+/// re-sends at most this much: the same points again, harmless).
+const POSITION_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Debug)]
 struct Batch {
@@ -99,7 +100,17 @@ impl Queue {
         self.notify.notify_one();
     }
 
+    /// The next batch if one is queued.
+    fn try_pop(&self, stats: &Stats) -> Option<Batch> {
+        let mut q = self.lock();
+        let b = q.batches.pop_front()?;
+        q.lines -= b.lines;
+        stats.store_queue_lines.store(q.lines as u64, Relaxed);
+        Some(b)
+    }
+
     /// The next batch; `None` once closed and empty.
+    #[cfg(test)]
     async fn pop(&self, stats: &Stats) -> Option<Batch> {
         loop {
             {
@@ -118,11 +129,10 @@ impl Queue {
     }
 }
 
-/// What the store sink takes: readings (`telemetry`) and core events (`device_state`,
-/// `alarm`), in the order the core stage handled them.
+/// What the store sink takes in memory: core events (`device_state`, `alarm`), in the order the
+/// core stage handled them (readings come from the input log).
 #[derive(Debug)]
 pub enum StoreItem {
-    Reading(Reading),
     Event(Arc<Event>),
     /// Lines encoded elsewhere (the periodic KPI points), with their count.
     Lines(Vec<u8>, usize),
@@ -135,18 +145,28 @@ pub struct StoreSink {
     writer: tokio::task::JoinHandle<()>,
 }
 
+/// Where the writer reads readings: the input log, its head, where refused lines go.
+#[derive(Debug)]
+pub struct LogFeed {
+    pub dir: std::path::PathBuf,
+    pub head: watch::Receiver<Head>,
+    /// Where to keep refused lines (`data_dir/dead-letter`).
+    pub dead_letter: std::path::PathBuf,
+}
+
 impl StoreSink {
-    /// Starts the batcher and the writer. The sink runs until `readings` closes; `taken`
-    /// is cancelled once every reading sent before the close has been taken and acked.
-    /// `clock` stamps the `gateway` self-measurement.
+    /// Starts the batcher and the writer. The sink runs until `items` closes (the writer then
+    /// finishes what it can without waiting for an unreachable store). `clock` stamps the
+    /// `gateway` self-measurement.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         store: StoreSettings,
         gateway: GatewaySettings,
         inventory: Arc<Inventory>,
         stats: Arc<Stats>,
         clock: Arc<dyn Clock>,
-        readings: mpsc::Receiver<StoreItem>,
-        taken: CancellationToken,
+        items: mpsc::Receiver<StoreItem>,
+        feed: LogFeed,
     ) -> anyhow::Result<Self> {
         let client = client(&store)?;
         let queue = Arc::new(Queue {
@@ -156,30 +176,43 @@ impl StoreSink {
             closing: CancellationToken::new(),
         });
         let batcher = Batcher {
-            enc: TelemetryEncoder::new(&inventory),
             events: EventEncoder::default(),
             fields: FieldWriter::default(),
             gateway_key: gateway_key(&gateway.site, &gateway.host),
-            inventory,
+            inventory: inventory.clone(),
             stats: stats.clone(),
             queue: queue.clone(),
-            buf: Vec::with_capacity(store.batch_lines * 128),
+            buf: Vec::with_capacity(16 * 1024),
             lines: 0,
             batch_lines: store.batch_lines,
             started: Instant::now(),
-            clock,
+            clock: clock.clone(),
         };
-        let batcher = tokio::spawn(batcher.run(
-            readings,
-            store.batch_interval,
-            gateway.stats_interval,
-            taken,
-        ));
-        let writer = tokio::spawn(write_loop(client, store, queue, stats));
+        let batcher = tokio::spawn(batcher.run(items, store.batch_interval, gateway.stats_interval));
+        let pos_path = feed.dir.join(crate::wal::STORE_POS_FILE);
+        let position = crate::wal::read_position(&pos_path).max(feed.head.borrow().first_kept);
+        stats.log.store_pos.store(position, Relaxed);
+        let writer = Writer {
+            client,
+            reader: crate::wal::Reader::open(&feed.dir, position),
+            feed,
+            pos_path,
+            position,
+            saved_position: position,
+            saved_at: Instant::now(),
+            enc: TelemetryEncoder::new(&inventory),
+            inventory,
+            store,
+            queue,
+            stats,
+            clock,
+            logs: crate::stats::LogLimiter::new(5, 60_000),
+        };
+        let writer = tokio::spawn(writer.run());
         Ok(StoreSink { batcher, writer })
     }
 
-    /// Waits until both tasks have finished (after the readings channel closed).
+    /// Waits until both tasks have finished (after the items channel closed).
     pub async fn join(self) {
         let _ = self.batcher.await;
         let _ = self.writer.await;
@@ -246,7 +279,6 @@ fn gzip(body: &[u8]) -> Bytes {
 }
 
 struct Batcher {
-    enc: TelemetryEncoder,
     events: EventEncoder,
     fields: FieldWriter,
     gateway_key: Vec<u8>,
@@ -267,7 +299,6 @@ impl Batcher {
         mut readings: mpsc::Receiver<StoreItem>,
         batch_interval: Duration,
         stats_interval: Duration,
-        taken: CancellationToken,
     ) {
         let mut flush = tokio::time::interval(batch_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,7 +329,6 @@ impl Batcher {
                 _ = stats_tick.tick() => self.gateway_point(),
             }
         }
-        taken.cancel();
         self.gateway_point();
         self.close_batch();
         self.queue.close();
@@ -307,12 +337,6 @@ impl Batcher {
 
     fn take(&mut self, item: StoreItem) {
         match item {
-            StoreItem::Reading(r) => {
-                if self.enc.encode(&self.inventory, &r, &mut self.buf) {
-                    self.lines += 1;
-                }
-                r.ack.settle();
-            }
             StoreItem::Event(e) => {
                 if self.events.encode(&self.inventory, &e, &mut self.buf) {
                     self.lines += 1;
@@ -331,7 +355,7 @@ impl Batcher {
         }
         let body = Bytes::from(std::mem::replace(
             &mut self.buf,
-            Vec::with_capacity(self.batch_lines * 128),
+            Vec::with_capacity(16 * 1024),
         ));
         let lines = std::mem::take(&mut self.lines);
         let dropped = self.queue.push(Batch { body, lines }, &self.stats);
@@ -339,7 +363,7 @@ impl Batcher {
             self.stats.store_dropped.fetch_add(dropped as u64, Relaxed);
             warn!(
                 dropped_lines = dropped,
-                "Store queue full (store slow or down); dropped the oldest lines."
+                "Store event queue full (store slow or down); dropped the oldest event lines (the journal has them)."
             );
         }
     }
@@ -409,83 +433,357 @@ async fn write_once(
     }
 }
 
-async fn write_loop(
+/// The log consumer that writes to the store.
+struct Writer {
     client: influxdb2::Client,
+    feed: LogFeed,
+    reader: crate::wal::Reader,
+    pos_path: std::path::PathBuf,
+    /// Every record below this lsn is in the store.
+    position: u64,
+    saved_position: u64,
+    saved_at: Instant,
+    enc: TelemetryEncoder,
+    inventory: Arc<Inventory>,
     store: StoreSettings,
     queue: Arc<Queue>,
     stats: Arc<Stats>,
-) {
-    let mut backoff = Backoff::new(store.retry_min, store.retry_max);
-    let mut deadline: Option<Instant> = None;
-    let mut failing_since: Option<Instant> = None;
-    while let Some(batch) = queue.pop(&stats).await {
-        // Compressed once, sent as often as it takes.
-        let body = if store.gzip {
-            gzip(&batch.body)
-        } else {
-            batch.body.clone()
-        };
+    clock: Arc<dyn Clock>,
+    logs: crate::stats::LogLimiter<&'static str>,
+}
+
+/// A request being assembled.
+#[derive(Default)]
+struct Pending {
+    body: Vec<u8>,
+    lines: usize,
+    /// Lines from the in-memory event queue (not in the log).
+    event_lines: usize,
+    /// The lsn after the last log record in it (`None`: no record).
+    end: Option<u64>,
+    /// Arrival time of its oldest record.
+    oldest_ms: Option<i64>,
+}
+
+enum Wait {
+    More,
+    Closed,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut backoff = Backoff::new(self.store.retry_min, self.store.retry_max);
+        let mut failing_since: Option<Instant> = None;
         loop {
-            if deadline.is_none() && queue.lock().closed {
-                deadline = Some(Instant::now() + SHUTDOWN_GRACE);
-            }
-            match write_once(&client, &store, &body).await {
-                Ok(()) => {
-                    stats.store_lines.fetch_add(batch.lines as u64, Relaxed);
-                    if let Some(since) = failing_since.take() {
-                        info!(
-                            outage_s = since.elapsed().as_secs(),
-                            "Store writes succeed again."
-                        );
+            let Some(batch) = self.assemble().await else {
+                break;
+            };
+            // Compressed once, sent as often as it takes.
+            let body = Bytes::from(batch.body);
+            let wire = if self.store.gzip {
+                gzip(&body)
+            } else {
+                body.clone()
+            };
+            loop {
+                match write_once(&self.client, &self.store, &wire).await {
+                    Ok(()) => {
+                        self.stats.store_lines.fetch_add(batch.lines as u64, Relaxed);
+                        if let Some(since) = failing_since.take() {
+                            info!(
+                                outage_s = since.elapsed().as_secs(),
+                                "Store writes succeed again."
+                            );
+                        }
+                        backoff.reset();
+                        break;
                     }
-                    backoff.reset();
-                    break;
-                }
-                Err(WriteError::Refused(msg)) => {
-                    stats.store_errors.fetch_add(1, Relaxed);
-                    stats.store_dropped.fetch_add(batch.lines as u64, Relaxed);
-                    error!(lines = batch.lines, error = %msg, "Store refused a batch; dropped it.");
-                    break;
-                }
-                Err(WriteError::Retry(msg)) => {
-                    stats.store_errors.fetch_add(1, Relaxed);
-                    let delay = backoff.next_delay();
-                    if failing_since.is_none() {
-                        failing_since = Some(Instant::now());
-                        error!(error = %msg, retry_in_ms = delay.as_millis() as u64, "Store write failed; retrying with backoff.");
-                    } else {
-                        debug!(error = %msg, retry_in_ms = delay.as_millis() as u64, "Store write failed again.");
+                    Err(WriteError::Refused(msg)) => {
+                        self.stats.store_errors.fetch_add(1, Relaxed);
+                        self.refused(&body, batch.lines, &msg).await;
+                        break;
                     }
-                    if let Some(d) = deadline {
-                        if Instant::now() + delay > d {
-                            give_up(&queue, &stats, batch.lines);
-                            return;
+                    Err(WriteError::Retry(msg)) => {
+                        self.stats.store_errors.fetch_add(1, Relaxed);
+                        let delay = backoff.next_delay();
+                        if failing_since.is_none() {
+                            failing_since = Some(Instant::now());
+                            error!(error = %msg, retry_in_ms = delay.as_millis() as u64, "Store write failed; retrying with backoff (readings wait in the input log).");
+                        } else {
+                            debug!(error = %msg, retry_in_ms = delay.as_millis() as u64, "Store write failed again.");
+                        }
+                        self.note_lag(batch.oldest_ms);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = self.queue.closing.cancelled() => {
+                                self.stop_unwritten(batch.event_lines);
+                                return;
+                            }
                         }
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        // Shutdown began while waiting: retry now, within the grace period.
-                        _ = queue.closing.cancelled(), if deadline.is_none() => {}
+                }
+            }
+            if let Some(end) = batch.end {
+                self.position = end;
+                self.stats.log.store_pos.store(end, Relaxed);
+            }
+            self.save_position(false);
+        }
+        self.save_position(true);
+        debug!("Store writer finished.");
+    }
+
+    /// The next request: queued event lines and readings from the log, up to `batch_lines`,
+    /// waiting up to `batch_interval` for a fuller one. `None` once shutting down with nothing
+    /// left in memory (the log keeps the rest for the next start).
+    async fn assemble(&mut self) -> Option<Pending> {
+        let mut p = Pending::default();
+        let mut started: Option<Instant> = None;
+        loop {
+            let before = p.lines;
+            self.fill(&mut p);
+            if p.lines > 0 && started.is_none() {
+                started = Some(Instant::now());
+            }
+            if p.lines >= self.store.batch_lines {
+                return Some(p);
+            }
+            let closed = self.queue.lock().closed;
+            if closed {
+                // Shutting down: send what is in hand once; what the log holds waits.
+                return (p.lines > 0 && p.lines > before || p.lines > 0).then_some(p);
+            }
+            let remaining = match started {
+                Some(t) => match self.store.batch_interval.checked_sub(t.elapsed()) {
+                    Some(r) if !r.is_zero() => Some(r),
+                    _ => return Some(p),
+                },
+                None => None,
+            };
+            self.note_lag(p.oldest_ms);
+            match self.wait(remaining).await {
+                Wait::More => {}
+                Wait::Closed => {
+                    if p.lines > 0 {
+                        return Some(p);
                     }
+                    // One last look at what is in memory.
+                    self.fill(&mut p);
+                    return (p.lines > 0).then_some(p);
                 }
             }
         }
     }
-    debug!("Store writer finished.");
-}
 
-/// Shutdown while the store is unreachable: count and report what cannot be written.
-fn give_up(queue: &Queue, stats: &Stats, in_hand: usize) {
-    let mut q = queue.lock();
-    let lost = in_hand + q.lines;
-    q.batches.clear();
-    q.lines = 0;
-    stats.store_queue_lines.store(0, Relaxed);
-    stats.store_dropped.fetch_add(lost as u64, Relaxed);
-    error!(
-        lines = lost,
-        "Shutting down while the store is unreachable; these lines were not written."
-    );
+    /// Waits for new log records, queued events, the end of `remaining`, or shutdown.
+    async fn wait(&mut self, remaining: Option<Duration>) -> Wait {
+        let sleep = tokio::time::sleep(remaining.unwrap_or(Duration::from_secs(3600)));
+        tokio::select! {
+            r = self.feed.head.changed() => {
+                if r.is_err() {
+                    // The intake is gone: shutting down.
+                    return if self.queue.lock().closed { Wait::Closed } else {
+                        self.queue.notify.notified().await;
+                        Wait::More
+                    };
+                }
+                Wait::More
+            }
+            _ = self.queue.notify.notified() => Wait::More,
+            _ = self.queue.closing.cancelled() => Wait::Closed,
+            _ = sleep => Wait::More,
+        }
+    }
+
+    /// Adds queued event lines and log records to `p` up to `batch_lines`.
+    fn fill(&mut self, p: &mut Pending) {
+        let max = self.store.batch_lines;
+        while p.lines < max {
+            match self.queue.try_pop(&self.stats) {
+                Some(b) => {
+                    p.body.extend_from_slice(&b.body);
+                    p.lines += b.lines;
+                    p.event_lines += b.lines;
+                }
+                None => break,
+            }
+        }
+        let head = *self.feed.head.borrow();
+        while p.lines < max {
+            let body = match self.reader.next(&head) {
+                Ok(Some(body)) => body,
+                Ok(None) => break,
+                Err(e) => {
+                    if let Some(n) = self.logs.allow("corrupt", self.clock.now_ms()) {
+                        error!(error = %e, suppressed = n, "Input log: a corrupt record; skipping the rest of its segment.");
+                    }
+                    if self.reader.skip_segment().is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let rec = match crate::wal::record::decode(body) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    if let Some(n) = self.logs.allow("decode", self.clock.now_ms()) {
+                        error!(error = %e, suppressed = n, "Input log: a record that does not decode; skipped.");
+                    }
+                    continue;
+                }
+            };
+            p.end = Some(rec.lsn + 1);
+            p.oldest_ms.get_or_insert(rec.arrival_ms);
+            if let Some(r) = rec.fact.reading(&self.inventory) {
+                if self.enc.encode(&self.inventory, &r, &mut p.body) {
+                    p.lines += 1;
+                }
+            }
+        }
+        let skipped = self.reader.take_skipped();
+        if skipped > 0 {
+            self.stats.log.dropped.fetch_add(skipped, Relaxed);
+            error!(
+                records = skipped,
+                "The store never received these readings: the input log deleted them at its bound (log.max_bytes)."
+            );
+        }
+        if p.end.is_none() && p.lines == 0 {
+            // Caught up (or nothing yet): the reader's position is the store's.
+            let at = self.reader.next_lsn();
+            if at > self.position {
+                self.position = at;
+                self.stats.log.store_pos.store(at, Relaxed);
+            }
+        }
+    }
+
+    fn note_lag(&self, oldest_ms: Option<i64>) {
+        let lag = oldest_ms.map_or(0, |t| (self.clock.now_ms() - t).max(0) / 1000);
+        self.stats.log.store_lag_s.store(lag as u64, Relaxed);
+    }
+
+    fn save_position(&mut self, force: bool) {
+        if self.position == self.saved_position {
+            if self.stats.log.store_lag_s.load(Relaxed) > 0 && self.reader.next_lsn() >= self.feed.head.borrow().next_lsn {
+                self.stats.log.store_lag_s.store(0, Relaxed);
+            }
+            return;
+        }
+        if !force && self.saved_at.elapsed() < POSITION_EVERY {
+            return;
+        }
+        match crate::wal::write_position(&self.pos_path, self.position) {
+            Ok(()) => {
+                self.saved_position = self.position;
+                self.saved_at = Instant::now();
+            }
+            Err(e) => {
+                if let Some(n) = self.logs.allow("position", self.clock.now_ms()) {
+                    warn!(error = %e, path = %self.pos_path.display(), suppressed = n,
+                          "Could not save the store's position in the input log; after a restart some points are written again (harmless).");
+                }
+            }
+        }
+    }
+
+    /// The store refused a batch as malformed: split it until the refused lines are found;
+    /// write the rest, keep those in the dead-letter directory.
+    async fn refused(&mut self, body: &[u8], lines: usize, msg: &str) {
+        let all: Vec<&[u8]> = body
+            .split_inclusive(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut bad: Vec<&[u8]> = Vec::new();
+        let mut stack: Vec<&[&[u8]]> = Vec::new();
+        if all.len() > 1 {
+            let (a, b) = all.split_at(all.len() / 2);
+            stack.push(b);
+            stack.push(a);
+        } else {
+            bad.extend(all.iter().copied());
+        }
+        let mut written = 0usize;
+        while let Some(part) = stack.pop() {
+            let mut chunk = Vec::with_capacity(part.iter().map(|l| l.len()).sum());
+            for l in part {
+                chunk.extend_from_slice(l);
+            }
+            let chunk = Bytes::from(chunk);
+            let wire = if self.store.gzip {
+                gzip(&chunk)
+            } else {
+                chunk.clone()
+            };
+            match write_once(&self.client, &self.store, &wire).await {
+                Ok(()) => written += part.len(),
+                Err(WriteError::Refused(_)) if part.len() > 1 => {
+                    let (a, b) = part.split_at(part.len() / 2);
+                    stack.push(b);
+                    stack.push(a);
+                }
+                Err(WriteError::Refused(_)) => bad.extend(part.iter().copied()),
+                // The store went away while splitting: keep the rest as refused rather than
+                // block the log on one malformed batch.
+                Err(WriteError::Retry(_)) => bad.extend(part.iter().copied()),
+            }
+        }
+        self.stats.store_lines.fetch_add(written as u64, Relaxed);
+        self.stats.log.dead_letter.fetch_add(bad.len() as u64, Relaxed);
+        let file = self.dead_letter(&bad);
+        error!(lines, written, refused = bad.len(), error = %msg, file = %file,
+               "The store refused lines as malformed; wrote the rest and kept the refused lines in the dead-letter file.");
+    }
+
+    /// Appends lines to today's dead-letter file; returns its path for the log.
+    fn dead_letter(&self, lines: &[&[u8]]) -> String {
+        use std::io::Write;
+        let dir = &self.feed.dead_letter;
+        let day = jiff::Timestamp::from_millisecond(self.clock.now_ms())
+            .map(|t| t.strftime("%Y-%m-%d").to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let path = dir.join(format!("{day}.lp"));
+        let res = std::fs::create_dir_all(dir).and_then(|()| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            for l in lines {
+                f.write_all(l)?;
+            }
+            f.sync_data()
+        });
+        if let Err(e) = res {
+            error!(error = %e, path = %path.display(), "Could not write the dead-letter file.");
+        }
+        path.display().to_string()
+    }
+
+    /// Shutdown while the store is unreachable: the readings wait in the log; queued event
+    /// lines (also in the journal) are not written.
+    fn stop_unwritten(&mut self, in_hand_events: usize) {
+        self.save_position(true);
+        let mut q = self.queue.lock();
+        let lost = in_hand_events + q.lines;
+        q.batches.clear();
+        q.lines = 0;
+        self.stats.store_queue_lines.store(0, Relaxed);
+        drop(q);
+        if lost > 0 {
+            self.stats.store_dropped.fetch_add(lost as u64, Relaxed);
+        }
+        let backlog = self
+            .feed
+            .head
+            .borrow()
+            .next_lsn
+            .saturating_sub(self.position);
+        warn!(
+            readings_waiting = backlog,
+            event_lines_lost = lost,
+            "Shutting down while the store is unreachable: the readings wait in the input log and are written after the next start; the event lines (kept in the journal) are not."
+        );
+    }
 }
 
 #[cfg(test)]
@@ -541,7 +839,6 @@ mod tests {
         const AT: i64 = 1_800_000_000_123;
         let inventory = Arc::new(Inventory::new(Vec::new()));
         let mut b = Batcher {
-            enc: TelemetryEncoder::new(&inventory),
             events: EventEncoder::default(),
             fields: FieldWriter::default(),
             gateway_key: gateway_key("a", "h"),

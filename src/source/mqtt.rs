@@ -53,7 +53,7 @@ pub struct MqttSource {
     /// Where acknowledgments and on-site reports (`mqtt.ack_topic`, `mqtt.on_site_topic`) go
     /// (the core stage applies them in order with the readings); `None`: those topics are not
     /// subscribed.
-    pub commands: Option<mpsc::Sender<OperatorCommand>>,
+    pub commands: Option<mpsc::Sender<(OperatorCommand, Ack)>>,
 }
 
 impl MqttSource {
@@ -255,8 +255,15 @@ impl Handler<'_> {
         };
         if let Some(commands) = &src.commands {
             if let Some(kind) = self.command_kind(&p.topic) {
-                self.command(commands, kind, &p, now);
-                ack.settle();
+                match self.command(kind, &p, now) {
+                    // Acknowledged once the input log has it.
+                    Some(c) => {
+                        if commands.send((c, ack)).await.is_err() {
+                            debug!("Operator command channel closed.");
+                        }
+                    }
+                    None => ack.settle(),
+                }
                 return;
             }
         }
@@ -382,16 +389,10 @@ impl Handler<'_> {
         }
     }
 
-    /// Decodes `{"id": "...", "by": "...", "ts": <unix ms, optional>}` and queues it for the
-    /// core stage without waiting (refusals — unknown id, twice — are counted and logged
-    /// there; a full or closed queue is counted as refused here).
-    fn command(
-        &mut self,
-        commands: &mpsc::Sender<OperatorCommand>,
-        kind: OperatorCommandKind,
-        p: &Publish,
-        now: i64,
-    ) {
+    /// Decodes `{"id": "...", "by": "...", "ts": <unix ms, optional>}` (refusals — unknown id,
+    /// twice — are counted and logged by the core stage); `None` when malformed (counted and
+    /// logged here).
+    fn command(&mut self, kind: OperatorCommandKind, p: &Publish, now: i64) -> Option<OperatorCommand> {
         #[derive(serde::Deserialize)]
         struct Body {
             id: String,
@@ -406,26 +407,22 @@ impl Handler<'_> {
         if p.payload.len() > self.limits.max_payload_bytes {
             let n = p.payload.len();
             self.reject(&p.topic, now, bad(format!("payload is {n} bytes")));
-            return;
+            return None;
         }
         let body: Body = match serde_json::from_slice(&p.payload) {
             Ok(b) => b,
             Err(e) => {
                 let detail = format!("expected {{\"id\": \"<alarm id>\", \"by\": \"<operator>\", \"ts\": <unix ms, optional>}}: {e}");
                 self.reject(&p.topic, now, bad(detail));
-                return;
+                return None;
             }
         };
-        let c = OperatorCommand {
+        Some(OperatorCommand {
             kind,
             id: body.id,
             by: body.by,
             ts_ms: body.ts,
-        };
-        if commands.try_send(c).is_err() {
-            self.src.stats.core.commands_refused.fetch_add(1, Relaxed);
-            warn!(topic = %p.topic, "The core stage is busy or stopped; acknowledgment dropped.");
-        }
+        })
     }
 
     fn reject(&mut self, topic: &str, now: i64, p: Problem) {
