@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
+pub use crate::config::LogSettings;
 use crate::model::{Ack, Inventory, OperatorCommand, OperatorCommandKind, Reading};
 use crate::stage::{Command, Logged, LoggedFact};
 use crate::stats::{LogLimiter, Stats};
@@ -37,34 +38,6 @@ use crate::wal::{self, record, CommandFact, Head, Writer};
 const RECENT: usize = 65_536;
 /// Wait before retrying a commit that failed (disk full, I/O error).
 const RETRY: Duration = Duration::from_secs(1);
-
-/// `[log]`, built.
-#[derive(Debug, Clone)]
-pub struct LogSettings {
-    /// The log directory (`data_dir/log`).
-    pub dir: PathBuf,
-    /// The log's bound: over it, the oldest segments go even if the store has not had them
-    /// (counted and logged).
-    pub max_bytes: u64,
-    /// Consumed records are kept at least this long (for `replay`).
-    pub retention: Duration,
-    /// Records per group commit at most.
-    pub commit_batch: usize,
-    /// A segment file's size before the next one starts.
-    pub segment_bytes: u64,
-}
-
-impl LogSettings {
-    pub fn in_data_dir(data_dir: &std::path::Path) -> LogSettings {
-        LogSettings {
-            dir: data_dir.join(wal::DIR_NAME),
-            max_bytes: 2 << 30,
-            retention: Duration::from_secs(86_400),
-            commit_batch: 4096,
-            segment_bytes: 64 << 20,
-        }
-    }
-}
 
 /// What feeds the intake.
 pub struct IntakeInputs {
@@ -157,9 +130,15 @@ impl Intake {
         let (head_tx, _) = watch::channel(head);
         stats.log.head.store(head.next_lsn, Relaxed);
         stats.log.bytes.store(writer.bytes(), Relaxed);
-        stats.log.segments.store(writer.segment_count() as u64, Relaxed);
+        stats
+            .log
+            .segments
+            .store(writer.segment_count() as u64, Relaxed);
         stats.log.engine_pos.store(engine_from, Relaxed);
-        stats.log.store_pos.store(store_pos.max(head.first_kept), Relaxed);
+        stats
+            .log
+            .store_pos
+            .store(store_pos.max(head.first_kept), Relaxed);
         info!(dir = %settings.dir.display(), next = head.next_lsn, engine_from,
               "Input log open.");
         Ok(Intake {
@@ -200,6 +179,7 @@ impl Intake {
         let max = self.settings.commit_batch.max(1);
         let mut next_lsn = self.lock().next_lsn();
         let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
         let mut pending: Vec<Pending> = Vec::with_capacity(max);
         let mut first_arrival = i64::MAX;
         let mut inflight: Option<Inflight> = None;
@@ -211,7 +191,7 @@ impl Intake {
                     .filter(|p| !matches!(p.item, Item::Duplicate(_)))
                     .count() as u64;
                 inflight = Some(self.commit(
-                    std::mem::take(&mut buf),
+                    std::mem::replace(&mut buf, std::mem::take(&mut spare)),
                     std::mem::replace(&mut pending, Vec::with_capacity(max)),
                     records,
                     std::mem::replace(&mut first_arrival, i64::MAX),
@@ -228,9 +208,11 @@ impl Intake {
                 {
                     let Some(f) = inflight.take() else { continue };
                     match done {
-                        Ok((b, Ok(()), took)) => {
-                            buf = b;
-                            buf.clear();
+                        Ok((mut b, Ok(()), took)) => {
+                            // The written buffer becomes the spare for the next commit (the
+                            // records that arrived meanwhile are in `buf`).
+                            b.clear();
+                            spare = b;
                             self.committed(f.items, f.records, took, &out).await;
                         }
                         Ok((b, Err(e), _)) => {
@@ -406,7 +388,13 @@ impl Intake {
 
     /// A batch is durable: acknowledge its messages, hand its facts to the stage, publish the
     /// new head, trim the log.
-    async fn committed(&mut self, items: Vec<Pending>, records: u64, took: Duration, out: &mpsc::Sender<Logged>) {
+    async fn committed(
+        &mut self,
+        items: Vec<Pending>,
+        records: u64,
+        took: Duration,
+        out: &mpsc::Sender<Logged>,
+    ) {
         let stats = self.stats.clone();
         let s = &stats.log;
         s.failing.store(0, Relaxed);
@@ -508,7 +496,9 @@ impl Intake {
                 continue;
             };
             let fact = match &rec.fact {
-                wal::Fact::Reading { .. } => rec.fact.reading(&self.inventory).map(LoggedFact::Reading),
+                wal::Fact::Reading { .. } => {
+                    rec.fact.reading(&self.inventory).map(LoggedFact::Reading)
+                }
                 wal::Fact::Command(c) => command_of(&self.inventory, c).map(LoggedFact::Command),
             };
             let Some(fact) = fact else {

@@ -40,7 +40,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     // The core stage, the sinks, the journal, and the replay of the tape into a journal (the
     // stage records the tape with `replay::Recorder`).
-    ("stage and sinks", &["stage", "sink", "journal", "replay", "wal", "intake"]),
+    (
+        "stage and sinks",
+        &["stage", "sink", "journal", "replay", "wal", "intake"],
+    ),
     ("http and report", &["http", "report"]),
     ("wiring", &["run"]),
     ("demo and simulator", &["demo", "sim"]),

@@ -25,7 +25,7 @@ pub struct Config {
     pub store: Option<StoreSettings>,
     pub ingest: IngestSettings,
     /// The input log (`[log]`, in `data_dir/log`).
-    pub log: crate::intake::LogSettings,
+    pub log: LogSettings,
     /// The HTTP API (`[http]`); `None` = no server runs.
     pub http: Option<HttpSettings>,
     pub profiles: BTreeMap<String, Arc<Profile>>,
@@ -123,6 +123,37 @@ pub struct HttpSettings {
     pub api_token: Secret,
     /// The environment variable the token is read from, for the "how to set it" messages.
     pub api_token_env: String,
+}
+
+/// The input log's directory inside `data_dir` (`wal::DIR_NAME` is the same name).
+pub const LOG_DIR_NAME: &str = "log";
+
+/// `[log]`, built.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// The log directory (`data_dir/log`).
+    pub dir: PathBuf,
+    /// The log's bound: over it, the oldest segments go even if the store has not had them
+    /// (counted and logged).
+    pub max_bytes: u64,
+    /// Consumed records are kept at least this long (for `replay`).
+    pub retention: Duration,
+    /// Records per group commit at most.
+    pub commit_batch: usize,
+    /// A segment file's size before the next one starts.
+    pub segment_bytes: u64,
+}
+
+impl LogSettings {
+    pub fn in_data_dir(data_dir: &std::path::Path) -> LogSettings {
+        LogSettings {
+            dir: data_dir.join(LOG_DIR_NAME),
+            max_bytes: 2 << 30,
+            retention: Duration::from_secs(86_400),
+            commit_batch: 4096,
+            segment_bytes: 64 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -686,8 +717,8 @@ fn build_http(
     }
 }
 
-fn build_log(l: &RawLog, data_dir: &Path, errs: &mut Errors) -> crate::intake::LogSettings {
-    let mut s = crate::intake::LogSettings::in_data_dir(data_dir);
+fn build_log(l: &RawLog, data_dir: &Path, errs: &mut Errors) -> LogSettings {
+    let mut s = LogSettings::in_data_dir(data_dir);
     if let Some(b) = errs.bytes("log.max_bytes", &l.max_bytes) {
         s.max_bytes = b;
     }

@@ -34,7 +34,8 @@ pub use assessment::{
     default_grades, default_kpis, AssessmentSettings, Grade, KpiFigure, KpiSettings,
 };
 pub use build::{
-    Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, MqttSettings, StoreSettings,
+    Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, LogSettings, MqttSettings,
+    StoreSettings, LOG_DIR_NAME,
 };
 pub use check::Secret;
 pub use heating::{HeatingSettings, SiteHeating};

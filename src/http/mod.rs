@@ -738,9 +738,19 @@ category = "indoor_sensor"
             let tx = self.readings.as_ref().expect("the core is running");
             // The lsn this reading gets (nothing else is being fed): wait until the engine
             // has applied it.
-            let lsn = self.stats.log.head.load(std::sync::atomic::Ordering::SeqCst);
+            let lsn = self
+                .stats
+                .log
+                .head
+                .load(std::sync::atomic::Ordering::SeqCst);
             tx.send(r).await.expect("the core stage takes readings");
-            while self.stats.log.applied.load(std::sync::atomic::Ordering::SeqCst) <= lsn {
+            while self
+                .stats
+                .log
+                .applied
+                .load(std::sync::atomic::Ordering::SeqCst)
+                <= lsn
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
             self.state.core.devices().await.expect("the core answers");

@@ -148,7 +148,7 @@ fn write_events(
     inventory: &Inventory,
     events: &[Event],
 ) -> Result<(), JournalError> {
-        {
+    {
         let mut transition = tx
             .prepare_cached(
                 "INSERT INTO transitions (site, device, building, category, ts_ms, \
@@ -228,8 +228,8 @@ fn write_events(
                         let name = &d.profile.signal(*sig).name;
                         hourly
                             .execute(params![
-                                d.site, d.id, d.building, d.category, name, h.hour_ms,
-                                *n as i64, sum, min, max
+                                d.site, d.id, d.building, d.category, name, h.hour_ms, *n as i64,
+                                sum, min, max
                             ])
                             .sql(path, doing)?;
                     }

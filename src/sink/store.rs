@@ -36,8 +36,8 @@ use crate::config::{GatewaySettings, StoreSettings};
 use crate::encode::line::{gateway_key, EventEncoder, Field, FieldWriter, TelemetryEncoder};
 use crate::model::event::Event;
 use crate::model::Inventory;
-use crate::wal::Head;
 use crate::stats::{GatewayValue, Stats};
+use crate::wal::Head;
 
 /// How often, at most, the writer's committed position is written to its file (a crash
 /// re-sends at most this much: the same points again, harmless).
@@ -188,7 +188,8 @@ impl StoreSink {
             started: Instant::now(),
             clock: clock.clone(),
         };
-        let batcher = tokio::spawn(batcher.run(items, store.batch_interval, gateway.stats_interval));
+        let batcher =
+            tokio::spawn(batcher.run(items, store.batch_interval, gateway.stats_interval));
         let pos_path = feed.dir.join(crate::wal::STORE_POS_FILE);
         let position = crate::wal::read_position(&pos_path).max(feed.head.borrow().first_kept);
         stats.log.store_pos.store(position, Relaxed);
@@ -488,7 +489,9 @@ impl Writer {
             loop {
                 match write_once(&self.client, &self.store, &wire).await {
                     Ok(()) => {
-                        self.stats.store_lines.fetch_add(batch.lines as u64, Relaxed);
+                        self.stats
+                            .store_lines
+                            .fetch_add(batch.lines as u64, Relaxed);
                         if let Some(since) = failing_since.take() {
                             info!(
                                 outage_s = since.elapsed().as_secs(),
@@ -608,7 +611,7 @@ impl Writer {
                 None => break,
             }
         }
-        let head = *self.feed.head.borrow();
+        let head = *self.feed.head.borrow_and_update();
         while p.lines < max {
             let body = match self.reader.next(&head) {
                 Ok(Some(body)) => body,
@@ -665,7 +668,9 @@ impl Writer {
 
     fn save_position(&mut self, force: bool) {
         if self.position == self.saved_position {
-            if self.stats.log.store_lag_s.load(Relaxed) > 0 && self.reader.next_lsn() >= self.feed.head.borrow().next_lsn {
+            if self.stats.log.store_lag_s.load(Relaxed) > 0
+                && self.reader.next_lsn() >= self.feed.head.borrow().next_lsn
+            {
                 self.stats.log.store_lag_s.store(0, Relaxed);
             }
             return;
@@ -729,10 +734,18 @@ impl Writer {
             }
         }
         self.stats.store_lines.fetch_add(written as u64, Relaxed);
-        self.stats.log.dead_letter.fetch_add(bad.len() as u64, Relaxed);
+        self.stats
+            .log
+            .dead_letter
+            .fetch_add(bad.len() as u64, Relaxed);
+        if bad.is_empty() {
+            warn!(lines, error = %msg,
+                  "The store refused a batch as malformed, then accepted each of its parts: nothing was lost.");
+            return;
+        }
         let file = self.dead_letter(&bad);
         error!(lines, written, refused = bad.len(), error = %msg, file = %file,
-               "The store refused lines as malformed; wrote the rest and kept the refused lines in the dead-letter file.");
+               "The store refused a batch as malformed; wrote the lines it accepts and kept the refused lines in the dead-letter file.");
     }
 
     /// Appends lines to today's dead-letter file; returns its path for the log.

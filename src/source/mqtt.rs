@@ -392,7 +392,12 @@ impl Handler<'_> {
     /// Decodes `{"id": "...", "by": "...", "ts": <unix ms, optional>}` (refusals — unknown id,
     /// twice — are counted and logged by the core stage); `None` when malformed (counted and
     /// logged here).
-    fn command(&mut self, kind: OperatorCommandKind, p: &Publish, now: i64) -> Option<OperatorCommand> {
+    fn command(
+        &mut self,
+        kind: OperatorCommandKind,
+        p: &Publish,
+        now: i64,
+    ) -> Option<OperatorCommand> {
         #[derive(serde::Deserialize)]
         struct Body {
             id: String,

@@ -27,7 +27,7 @@ pub use reader::Reader;
 pub use record::{CommandFact, Fact, Record};
 
 /// The log directory's name inside `data_dir`.
-pub const DIR_NAME: &str = "log";
+pub const DIR_NAME: &str = crate::config::LOG_DIR_NAME;
 /// The store sink's committed position, inside the log directory.
 pub const STORE_POS_FILE: &str = "store.pos";
 

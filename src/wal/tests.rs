@@ -61,7 +61,10 @@ fn a_torn_tail_is_cut_off_counted_and_never_read() {
     // A crash in the middle of the next record: its header and half its body.
     let mut next = Vec::new();
     record::encode_command(&mut next, 5, 300, &cmd(5));
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     f.write_all(&next[..next.len() / 2]).unwrap();
     drop(f);
     let o = Writer::open(dir.path(), 0, 1 << 20, 10).unwrap();

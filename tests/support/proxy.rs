@@ -97,6 +97,9 @@ struct Failure {
 struct ProxyState {
     upstream: Option<String>,
     failure: Option<Failure>,
+    /// Requests whose (decoded) body contains this are refused with 400, as a store refuses
+    /// a malformed line.
+    refuse_containing: Option<String>,
     delay: Duration,
     requests: Vec<RecordedRequest>,
     rejected: usize,
@@ -206,8 +209,15 @@ impl RecordingProxy {
     }
 
     /// Ends any injected failure.
+    /// Refuses (400) every request whose body contains `needle`, until healed.
+    pub(crate) fn refuse_containing(&self, needle: &str) {
+        lock(&self.shared).refuse_containing = Some(needle.to_string());
+    }
+
     pub(crate) fn heal(&self) {
-        lock(&self.shared).failure = None;
+        let mut st = lock(&self.shared);
+        st.failure = None;
+        st.refuse_containing = None;
     }
 
     /// Delays every answer (writes and health) by `delay`; `Duration::ZERO` to stop.
@@ -407,6 +417,12 @@ async fn write(State(shared): State<Shared>, uri: Uri, headers: HeaderMap, raw: 
         ) {
             st.failure = None;
         }
+        let injected = injected.or_else(|| {
+            let needle = st.refuse_containing.as_deref()?;
+            String::from_utf8_lossy(&rec.body)
+                .contains(needle)
+                .then_some(400)
+        });
         (injected, st.delay, st.upstream.clone())
     };
     if !delay.is_zero() {

@@ -1,0 +1,259 @@
+//! The fault suite of the input log (DESIGN §6 "No data loss"): real mosquitto, a real store,
+//! the gateway binary really killed. Each case publishes a known set of QoS 1 readings and
+//! checks that the store holds exactly that set (a point written twice is the same point: the
+//! store keeps one value per series and time) and that the engine applied each reading exactly
+//! once (the journal's hourly counts add up to the number published).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::fixture::{now_ms, start_gateway, Estate};
+use crate::support::{wait_until, FieldVal, MqttClient};
+
+/// A long wait: catching up after kills and outages.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// `n` indoor sensors `S-000`… as TOML.
+fn sensors(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[devices]]\nid = \"S-{i:03}\"\nname = \"传感器{i}\"\nbuilding = \"2号楼\"\ncategory = \"indoor_sensor\"\n\n"
+            )
+        })
+        .collect()
+}
+
+/// Publishes `rounds` readings of each of `devices` sensors (round `r` of sensor `d` at
+/// `t0 + r * 10` ms), at about `per_s` messages a second; returns every (device, ts).
+fn publish(
+    client: &MqttClient,
+    devices: usize,
+    rounds: std::ops::Range<usize>,
+    t0: i64,
+    per_s: u32,
+) -> BTreeSet<(String, i64)> {
+    let mut sent = BTreeSet::new();
+    let started = Instant::now();
+    let mut n = 0u32;
+    for r in rounds {
+        for d in 0..devices {
+            let id = format!("S-{d:03}");
+            let ts = t0 + r as i64 * 10;
+            let payload = format!(r#"{{"ts": {ts}, "indoor_temp_c": {}.5}}"#, 15 + d % 10);
+            client.publish(&Estate::telemetry_topic("indoor_sensor", &id), payload, 1);
+            sent.insert((id, ts));
+            n += 1;
+            // Pace the stream: a steady rate, not one burst.
+            let due = started + Duration::from_secs_f64(f64::from(n) / f64::from(per_s));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    sent
+}
+
+/// The (device, ts) of every telemetry point of the sensors the store accepted, and how many
+/// lines that took (more than the set's size: some were written twice).
+fn stored(estate: &Estate) -> (BTreeSet<(String, i64)>, usize) {
+    let lines: Vec<_> = estate
+        .telemetry_lines()
+        .into_iter()
+        .filter(|p| p.tags.get("device").is_some_and(|d| d.starts_with("S-")))
+        .collect();
+    let set = lines
+        .iter()
+        .map(|p| (p.tags["device"].clone(), p.timestamp.expect("ts")))
+        .collect();
+    (set, lines.len())
+}
+
+fn wait_for_set(estate: &Estate, want: &BTreeSet<(String, i64)>) -> BTreeSet<(String, i64)> {
+    let mut got = BTreeSet::new();
+    wait_until(CATCH_UP, Duration::from_millis(200), || {
+        got = stored(estate).0;
+        got.len() >= want.len()
+    });
+    got
+}
+
+/// Readings the engine applied to the sensors, from the journal's hourly rows (after a stop,
+/// every open hour is written).
+fn applied(estate: &Estate) -> i64 {
+    let conn = rusqlite::Connection::open_with_flags(
+        estate.journal_path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open journal");
+    conn.query_row(
+        "SELECT COALESCE(SUM(n), 0) FROM hourly WHERE device LIKE 'S-%' AND signal = 'indoor_temp_c'",
+        [],
+        |r| r.get(0),
+    )
+    .expect("hourly")
+}
+
+fn field(p: &crate::support::ParsedPoint, name: &str) -> u64 {
+    match p.fields.get(name) {
+        Some(FieldVal::U64(n)) => *n,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+fn missing(want: &BTreeSet<(String, i64)>, got: &BTreeSet<(String, i64)>) -> String {
+    let m: Vec<_> = want.difference(got).take(10).collect();
+    format!("{} missing, e.g. {m:?}", want.difference(got).count())
+}
+
+#[test]
+fn sigkill_three_times_mid_stream_loses_nothing_and_applies_each_reading_once() {
+    let mut estate = Estate::start_with("", &sensors(100));
+    let t0 = now_ms() - 600_000;
+    let publisher = {
+        let port = estate.mqtt.port();
+        std::thread::spawn(move || {
+            let client = MqttClient::connect(port);
+            let sent = publish(&client, 100, 0..60, t0, 1_000);
+            // Let the client's last QoS 1 publishes reach the broker before it disconnects.
+            std::thread::sleep(Duration::from_millis(500));
+            sent
+        })
+    };
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1_200));
+        estate.gateway.kill();
+        estate.gateway = start_gateway(&estate.config, &estate.mqtt);
+    }
+    let want = publisher.join().expect("publisher");
+    assert_eq!(want.len(), 6_000);
+    let got = wait_for_set(&estate, &want);
+    assert!(
+        got == want,
+        "{}\n{}",
+        missing(&want, &got),
+        estate.gateway.log()
+    );
+    let status = estate.gateway.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(applied(&estate), 6_000, "each reading applied exactly once");
+}
+
+#[test]
+fn sigkill_and_sigterm_during_a_store_outage_lose_nothing() {
+    let mut estate = Estate::start_with("", &sensors(20));
+    let t0 = now_ms() - 600_000;
+    let client = MqttClient::connect(estate.mqtt.port());
+    estate.vm.stop();
+    let mut want = publish(&client, 20, 0..50, t0, 2_000);
+    assert!(
+        wait_until(CATCH_UP, Duration::from_millis(50), || estate
+            .gateway
+            .log()
+            .contains("Store write failed; retrying with backoff")),
+        "{}",
+        estate.gateway.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    estate.gateway.kill();
+    estate.gateway = start_gateway(&estate.config, &estate.mqtt);
+    want.extend(publish(&client, 20, 50..100, t0, 2_000));
+    std::thread::sleep(Duration::from_millis(1_000));
+    // SIGTERM with the store still down: out quickly and cleanly, nothing waits for the store.
+    let asked = Instant::now();
+    let status = estate.gateway.terminate();
+    assert!(status.success(), "{status}:\n{}", estate.gateway.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        estate
+            .gateway
+            .log()
+            .contains("the readings wait in the input log"),
+        "{}",
+        estate.gateway.log()
+    );
+    estate.vm.start_again();
+    estate.gateway = start_gateway(&estate.config, &estate.mqtt);
+    let got = wait_for_set(&estate, &want);
+    assert!(
+        got == want,
+        "{}\n{}",
+        missing(&want, &got),
+        estate.gateway.log()
+    );
+    let status = estate.gateway.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(applied(&estate), 2_000);
+}
+
+#[test]
+fn the_store_back_after_an_outage_is_written_within_two_seconds() {
+    let estate = Estate::start_with("", &sensors(5));
+    let t0 = now_ms() - 600_000;
+    let client = MqttClient::connect(estate.mqtt.port());
+    // 503 for 8 s: long enough for the backoff to reach its cap.
+    estate.proxy.fail_with(503, None);
+    let want = publish(&client, 5, 0..20, t0, 500);
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(stored(&estate).0.is_empty());
+    let healed = Instant::now();
+    estate.proxy.heal();
+    let got = wait_for_set(&estate, &want);
+    let took = healed.elapsed();
+    assert!(got == want, "{}", missing(&want, &got));
+    assert!(
+        took < Duration::from_secs(3),
+        "first write {took:?} after the store came back"
+    );
+}
+
+#[test]
+fn a_log_bound_that_overflows_loses_exactly_what_it_counts() {
+    let mut estate = Estate::start_with(
+        "",
+        &format!(
+            "[log]\nmax_bytes = \"64KiB\"\nsegment_bytes = \"8KiB\"\n\n{}",
+            sensors(10)
+        ),
+    );
+    let t0 = now_ms() - 600_000;
+    let client = MqttClient::connect(estate.mqtt.port());
+    estate.vm.stop();
+    let want = publish(&client, 10, 0..300, t0, 2_000);
+    assert!(
+        wait_until(CATCH_UP, Duration::from_millis(100), || estate
+            .gateway
+            .log()
+            .contains("The input log reached log.max_bytes")),
+        "{}",
+        estate.gateway.log()
+    );
+    estate.vm.start_again();
+    // Caught up: the gateway point says nothing is left for the store.
+    let mut point = None;
+    let caught_up = wait_until(CATCH_UP, Duration::from_millis(200), || {
+        point = estate.last_gateway_point();
+        point.as_ref().is_some_and(|p| {
+            field(p, "store_backlog") == 0 && field(p, "log_records") >= want.len() as u64
+        })
+    });
+    assert!(caught_up, "{:?}\n{}", point, estate.gateway.log());
+    let p = point.expect("a gateway point");
+    let dropped = field(&p, "log_dropped");
+    let (got, _) = stored(&estate);
+    assert!(dropped > 0, "the bound was reached");
+    assert!(got.is_subset(&want));
+    assert_eq!(
+        got.len() as u64 + dropped,
+        want.len() as u64,
+        "stored + counted as dropped = published"
+    );
+    let status = estate.gateway.terminate();
+    assert!(status.success());
+    // The engine is not bounded by the store: it applied every reading.
+    assert_eq!(applied(&estate), 3_000);
+}
