@@ -543,7 +543,6 @@ impl Writer {
         let mut p = Pending::default();
         let mut started: Option<Instant> = None;
         loop {
-            let before = p.lines;
             self.fill(&mut p);
             if p.lines > 0 && started.is_none() {
                 started = Some(Instant::now());
@@ -554,7 +553,7 @@ impl Writer {
             let closed = self.queue.lock().closed;
             if closed {
                 // Shutting down: send what is in hand once; what the log holds waits.
-                return (p.lines > 0 && p.lines > before || p.lines > 0).then_some(p);
+                return (p.lines > 0).then_some(p);
             }
             let remaining = match started {
                 Some(t) => match self.store.batch_interval.checked_sub(t.elapsed()) {

@@ -113,9 +113,12 @@ pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(v)
 }
 
-/// Reads a segment's records into `(lsn, arrival_ms, content hash, end offset)` and where the
-/// valid records end (a torn or corrupt record stops the scan).
-fn scan(path: &Path, first_lsn: u64) -> io::Result<(Vec<(u64, i64, u64)>, u64)> {
+/// A scanned record: lsn, arrival time, content hash.
+type Scanned = (u64, i64, u64);
+
+/// Reads a segment's records and where the valid records end (a torn or corrupt record stops
+/// the scan).
+fn scan(path: &Path, first_lsn: u64) -> io::Result<(Vec<Scanned>, u64)> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
     let mut out = Vec::new();
