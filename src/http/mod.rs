@@ -794,11 +794,13 @@ category = "indoor_sensor"
                 // The API's tests send no operator commands from a source.
                 operator: mpsc::channel(1).1,
                 record: None,
+                escalations: crate::stage::Escalations::none(),
             },
             Outputs {
                 store: store_tx,
                 mqtt: None,
                 webhook: None,
+                targets: Default::default(),
             },
             stats.clone(),
             clock.clone(),

@@ -70,6 +70,7 @@ fn alarm(seq: u64, device: DeviceIdx, raised_ms: i64) -> Alarm {
         ack_target_ms: 180_000,
         on_site_target_ms: Some(1_800_000),
         repair_target_ms: None,
+        escalations: Vec::new(),
     }
 }
 
