@@ -824,6 +824,148 @@ three_minute_promise = []
         );
     }
 
+    /// The README's example chain for entrapment: named robots beside the one
+    /// `[alarms.webhook]` (which keeps working), an MQTT step, the default message.
+    #[test]
+    fn escalation_chains_and_named_webhooks() {
+        let cfg = load_text(
+            r#"
+[gateway]
+site = "a"
+[mqtt]
+[alarms.webhook]
+url = "https://robot.example/send?key=main"
+[alarms.webhooks.duty_manager]
+url_env = "DUTY"
+format = "text"
+[alarms.webhooks.company]
+url = "https://oapi.dingtalk.com/robot/send?access_token=c"
+retries = 2
+[[alarms.classes.entrapment.escalation]]
+after = "60s"
+notify = "webhook:duty_manager"
+message = "{name}（{building}）困人已 {elapsed} 未确认"
+[[alarms.classes.entrapment.escalation]]
+after = "15m"
+until = "on_site"
+notify = "webhook:company"
+[[alarms.classes.fire.escalation]]
+after = "2m"
+notify = "mqtt:estate/a/escalations"
+"#,
+            &[],
+            &[(
+                "DUTY",
+                "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=d",
+            )],
+        )
+        .expect("valid");
+        let a = &cfg.alarms;
+        assert_eq!(
+            a.webhook.as_ref().map(|w| w.severities.clone()),
+            Some(vec![Severity::Critical])
+        );
+        let duty = &a.webhooks["duty_manager"];
+        assert_eq!(
+            (duty.url.as_str(), duty.format, duty.severities.len()),
+            (
+                "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=d",
+                WebhookFormat::Text,
+                0
+            )
+        );
+        assert_eq!(
+            (a.webhooks["company"].format, a.webhooks["company"].retries),
+            (WebhookFormat::Json, 2)
+        );
+        let e = &a.escalation["entrapment"];
+        assert_eq!(
+            e[0],
+            Step {
+                after_ms: 60_000,
+                until: Until::Ack,
+                notify: Target::Webhook("duty_manager".into()),
+                message: "{name}（{building}）困人已 {elapsed} 未确认".into(),
+            }
+        );
+        assert_eq!(
+            (e[1].after_ms, e[1].until, &e[1].notify),
+            (900_000, Until::OnSite, &Target::Webhook("company".into()))
+        );
+        assert_eq!(e[1].message, crate::core::escalation::DEFAULT_MESSAGE);
+        assert_eq!(
+            a.escalation["fire"][0].notify,
+            Target::Mqtt("estate/a/escalations".into())
+        );
+        assert_eq!(a.escalation.len(), 2);
+        // The class keeps its targets and their source.
+        assert_eq!(a.classes["entrapment"], default_classes()["entrapment"]);
+    }
+
+    /// Bad chains fail at start, all at once, each with its key and what would be valid.
+    #[test]
+    fn bad_escalation_chains_name_key_and_what_is_valid() {
+        let all = errors(
+            r#"
+[alarms.webhooks.duty_manager]
+url = "https://robot.example/send"
+format = "markdown"
+severities = ["critical"]
+[alarms.webhooks.Boss]
+url = "https://robot.example/boss"
+[[alarms.classes.entrapment.escalation]]
+after = "a minute"
+notify = "webhook:duty_manger"
+[[alarms.classes.entrapment.escalation]]
+after = "15m"
+until = "arrival"
+notify = "email:boss@example.com"
+message = "{device} 未到场"
+[[alarms.classes.entrapment.escalation]]
+notify = "mqtt:estate/+/escalations"
+colour = "red"
+[[alarms.classes.fire.escalation]]
+after = "1m"
+notify = "mqtt:estate/escalations"
+message = "{name 困人"
+[[alarms.classes.urgent.escalation]]
+after = "1m"
+"#,
+            &[],
+            &[],
+        );
+        assert_has(
+            &all,
+            &[
+                "alarms.webhooks.duty_manager.format: `markdown` is not a webhook format; valid: json (the alarm event), text",
+                "alarms.webhooks.duty_manager.severities: unknown key; valid keys here: url, url_file, url_env, format, timeout, retries, retry_max",
+                "alarms.webhooks.Boss: `Boss` is not a valid webhook name",
+                "alarms.classes.entrapment.escalation[0].after: `a minute` is not a duration",
+                "alarms.classes.entrapment.escalation[0].notify: `webhook:duty_manger` names no [alarms.webhooks.duty_manger]; defined: Boss, duty_manager",
+                "alarms.classes.entrapment.escalation[1].until: `arrival` is not a stop condition; valid: ack (stops once acknowledged), on_site (stops once someone is on site)",
+                "alarms.classes.entrapment.escalation[1].notify: `email:boss@example.com` is not a target; write `webhook:<name>` (a [alarms.webhooks.<name>]) or `mqtt:<topic>`",
+                "alarms.classes.entrapment.escalation[1].message: `{device}` is not a placeholder; valid: {name} {id} {building} {message} {alarm} {severity} {raised} {elapsed} {until} {step}",
+                "alarms.classes.entrapment.escalation[2].after: is missing; write how long after the raise the step is due, e.g. after = \"60s\"",
+                "alarms.classes.entrapment.escalation[2].notify: `mqtt:estate/+/escalations`: a topic to publish to has no wildcards",
+                "alarms.classes.entrapment.escalation[2].colour: unknown key; valid keys here: after, until, notify, message",
+                "alarms.classes.fire.escalation[0].notify: `mqtt:estate/escalations` needs [mqtt]",
+                "alarms.classes.fire.escalation[0].message: `{name 困人` has a `{` without `}`",
+                "alarms.classes.urgent.escalation[0].notify: is missing; write `webhook:<name>` (a [alarms.webhooks.<name>]) or `mqtt:<topic>`",
+            ],
+        );
+        assert_eq!(all.lines().count(), 14, "{all}");
+        // Without any named webhook, the error says so.
+        let all = errors(
+            "[[alarms.classes.entrapment.escalation]]\nafter = \"1m\"\nnotify = \"webhook:duty\"\n",
+            &[],
+            &[],
+        );
+        assert_has(
+            &all,
+            &["alarms.classes.entrapment.escalation[0].notify: `webhook:duty` names no [alarms.webhooks.duty]; none are defined"],
+        );
+    }
+
     #[test]
     fn overrides_apply_to_one_device_only() {
         let cfg = load_text(DEVICES, &[], &[]).expect("valid");
