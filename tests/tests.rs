@@ -10,6 +10,7 @@ mod config_errors;
 mod dashboard;
 mod demo;
 mod e2e;
+mod escalation;
 mod event_time;
 mod fixture;
 mod grafana;
