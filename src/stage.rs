@@ -33,9 +33,10 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::core::engine::{Applied, Engine};
 use crate::journal::{Journal, JournalError};
-use crate::model::escalation::{Escalation, EscalationEvent, Step, Target};
+use crate::model::escalation::{Escalation, Step, Target};
 use crate::model::event::{
-    Alarm, AlarmEventKind, CommandError, DeviceState, DeviceView, Event, MaintenanceWindow,
+    Alarm, AlarmEventKind, CommandError, DeviceState, DeviceView, EscalationEvent, Event,
+    MaintenanceWindow,
 };
 use crate::model::{DeviceIdx, Inventory, OperatorCommand, OperatorCommandKind, Reading, Value};
 use crate::sink::store::StoreItem;

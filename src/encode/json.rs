@@ -15,10 +15,10 @@
 use serde_json::{json, Value as Json};
 
 use crate::core::response::{classify, AlarmTimes};
-use crate::model::escalation::{Escalation, EscalationEvent};
+use crate::model::escalation::Escalation;
 use crate::model::event::DeviceView;
 use crate::model::event::{
-    Alarm, AlarmEvent, AlarmEventKind, Event, MaintenanceWindow, StateChange,
+    Alarm, AlarmEvent, AlarmEventKind, EscalationEvent, Event, MaintenanceWindow, StateChange,
 };
 use crate::model::Inventory;
 

@@ -809,7 +809,8 @@ fn errors_are_variants_callers_can_match() {
 }
 
 fn escalated(a: &Alarm, step: u32, ts_ms: i64, notify: &str) -> Event {
-    use crate::model::escalation::{Escalation, EscalationEvent, Target, Until};
+    use crate::model::escalation::{Escalation, Target, Until};
+    use crate::model::event::EscalationEvent;
     Event::Escalation(EscalationEvent {
         escalation: Escalation {
             step,

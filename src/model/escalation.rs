@@ -96,10 +96,3 @@ pub struct Escalation {
     /// The rendered message.
     pub message: String,
 }
-
-/// A fired step and its alarm as it is then (`alarm.escalations` includes this one).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EscalationEvent {
-    pub escalation: Escalation,
-    pub alarm: super::event::Alarm,
-}

@@ -232,6 +232,13 @@ pub struct AlarmEvent {
     pub alarm: Alarm,
 }
 
+/// A fired escalation step and its alarm as it is then (`alarm.escalations` includes this one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationEvent {
+    pub escalation: crate::model::escalation::Escalation,
+    pub alarm: Alarm,
+}
+
 /// Everything the core emits, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -244,7 +251,7 @@ pub enum Event {
     /// An hour of a device's `hourly` signals (mean, minimum, maximum) for the journal.
     Hourly(HourlyStats),
     /// An escalation step fired (emitted by the core stage, never by the engine).
-    Escalation(crate::model::escalation::EscalationEvent),
+    Escalation(EscalationEvent),
 }
 
 /// Whether an indoor sensor is at or above the minimum temperature, from `ts_ms` on
