@@ -1,6 +1,8 @@
-//! `[alarms]`: response classes, retention of cleared alarms, the webhook: what the alarm
-//! engine and its sinks need beyond the profiles' rules (`[heating]` is in `heating`,
-//! `[[maintenance]]` in `maintenance`).
+//! `[alarms]`: response classes, retention of cleared alarms, the webhook, and the escalation
+//! of unanswered alarms (`[[alarms.classes.<class>.escalation]]` chains and the named webhooks
+//! `[alarms.webhooks.<name>]` they notify): what the alarm engine, the core stage and the sinks
+//! need beyond the profiles' rules (`[heating]` is in `heating`, `[[maintenance]]` in
+//! `maintenance`).
 //!
 //! The default response classes and their targets (DESIGN §4), each with its source:
 //! - `fire` 火警: acknowledged (confirmed) ≤ 60 s, on site ≤ 180 s. GB 25506-2010
