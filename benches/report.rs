@@ -211,6 +211,7 @@ fn build(j: &mut Journal, inv: &Inventory, p: &Params, from: i64, to: i64) -> Wr
                 ack_target_ms: 180_000,
                 on_site_target_ms: Some(1_800_000),
                 repair_target_ms: None,
+                escalations: Vec::new(),
             },
         }));
         w.alarms += 1;

@@ -98,6 +98,8 @@ pub async fn start_with_clock(
     info!(journal = %journal.path().display(), last_alive_ms = restored.last_alive_ms,
           states = restored.states.len(), alarms = restored.alarms.iter().filter(|a| a.is_active()).count(),
           "Journal opened; states and active alarms restored.");
+    // The escalation steps already fired for those alarms: none is sent again.
+    let fired = journal.restore_escalations(now, settings.retain_cleared_ms)?;
     journal.begin_run(now, &cfg.gateway.host, env!("CARGO_PKG_VERSION"))?;
     // The input log next: what it holds beyond the journal's position is replayed first.
     let log_settings = cfg.log.clone();
@@ -178,6 +180,19 @@ pub async fn start_with_clock(
         }
         None => None,
     };
+    // One sink per named webhook: the escalation steps that name it.
+    let mut targets = std::collections::HashMap::new();
+    for (name, w) in &cfg.alarms.webhooks {
+        let (tx, rx) = mpsc::channel(crate::sink::webhook::CAPACITY);
+        event_sinks.push(crate::sink::webhook::spawn(
+            w.clone(),
+            cfg.heating.season.tz.clone(),
+            cfg.inventory.clone(),
+            stats.clone(),
+            rx,
+        )?);
+        targets.insert(name.clone(), tx);
+    }
     let journal_path = journal.path().to_path_buf();
     let kpi_store = sink.is_some().then(|| store_tx.clone());
     let core = crate::stage::spawn(
@@ -190,12 +205,18 @@ pub async fn start_with_clock(
                 Some(path) => Some(crate::replay::Recorder::open(path, cfg.inventory.clone())?),
                 None => None,
             },
+            escalations: crate::stage::Escalations::new(
+                cfg.alarms.escalation.clone(),
+                fired,
+                cfg.heating.season.tz.clone(),
+            ),
         },
         facts_tx,
         Outputs {
             store: store_tx,
             mqtt: mqtt_events,
             webhook,
+            targets,
         },
         stats.clone(),
         clock.clone(),

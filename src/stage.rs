@@ -13,7 +13,15 @@
 //! each command is applied by the engine in order with the readings, so an acknowledgment
 //! never races the reading that raised the alarm. Time comes from the injected `Clock`; a 100 ms
 //! tick lets the engine notice heartbeat timeouts, alarm delays and window boundaries.
+//!
+//! The same tick escalates unanswered alarms (issue 14): outside the engine, on the gateway's
+//! clock (`core::escalation` says which steps are due), each fired step an
+//! `Event::Escalation` that is journaled like the others before it goes to its target (a
+//! named webhook's sink, or the MQTT sink for an `mqtt:` topic) and to the live stream. The
+//! steps fired for an alarm are shown on it (`Alarm::escalations`, filled in here for every
+//! alarm the stage publishes or answers with).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +33,10 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::core::engine::{Applied, Engine};
 use crate::journal::{Journal, JournalError};
+use crate::model::escalation::{Escalation, Step, Target};
 use crate::model::event::{
-    Alarm, AlarmEventKind, CommandError, DeviceState, DeviceView, Event, MaintenanceWindow,
+    Alarm, AlarmEventKind, CommandError, DeviceState, DeviceView, EscalationEvent, Event,
+    MaintenanceWindow,
 };
 use crate::model::{DeviceIdx, Inventory, OperatorCommand, OperatorCommandKind, Reading, Value};
 use crate::sink::store::StoreItem;
@@ -300,6 +310,52 @@ pub struct Inputs {
     pub facts: mpsc::Receiver<Logged>,
     /// `run --record`: every fact the engine takes is also written to this tape.
     pub record: Option<crate::replay::Recorder>,
+    /// The escalation chains and the steps already fired (from the journal).
+    pub escalations: Escalations,
+}
+
+/// Escalation of unanswered alarms: per response class its chain of steps, and per alarm the
+/// steps that fired (restored from the journal at start, so none is sent twice).
+#[derive(Debug, Clone)]
+pub struct Escalations {
+    pub chains: HashMap<String, Vec<Step>>,
+    pub fired: HashMap<String, Vec<Escalation>>,
+    /// The time zone of `{raised}` in messages.
+    pub tz: jiff::tz::TimeZone,
+}
+
+impl Escalations {
+    /// `chains` by class; `fired`: (alarm id, step) as `Journal::restore_escalations` gives them.
+    pub fn new(
+        chains: HashMap<String, Vec<Step>>,
+        fired: Vec<(String, Escalation)>,
+        tz: jiff::tz::TimeZone,
+    ) -> Self {
+        let mut by_alarm: HashMap<String, Vec<Escalation>> = HashMap::new();
+        for (id, e) in fired {
+            by_alarm.entry(id).or_default().push(e);
+        }
+        for list in by_alarm.values_mut() {
+            list.sort_by_key(|e| e.step);
+        }
+        Escalations {
+            chains,
+            fired: by_alarm,
+            tz,
+        }
+    }
+
+    /// No chains: nothing escalates.
+    pub fn none() -> Self {
+        Self::new(HashMap::new(), Vec::new(), jiff::tz::TimeZone::UTC)
+    }
+
+    /// Shows the steps fired for `a` on it.
+    fn show(&self, a: &mut Alarm) {
+        if let Some(f) = self.fired.get(&a.id) {
+            a.escalations.clone_from(f);
+        }
+    }
 }
 
 /// Queued operator commands from the sources (a full queue refuses and counts).
@@ -313,6 +369,9 @@ pub struct Outputs {
     pub mqtt: Option<mpsc::Sender<Arc<Event>>>,
     /// Events for the webhook (it filters by severity itself).
     pub webhook: Option<mpsc::Sender<Arc<Event>>>,
+    /// The named webhooks' sinks (`[alarms.webhooks.<name>]`): the escalation steps that name
+    /// them.
+    pub targets: HashMap<String, mpsc::Sender<Arc<Event>>>,
 }
 
 /// A started core stage.
@@ -355,6 +414,7 @@ pub fn spawn(
         last_alive_ms: i64::MIN,
         record: None,
         position: None,
+        escalations: Escalations::none(),
     };
     let task = tokio::spawn(stage.run(inputs, commands));
     CoreStage { handle, task }
@@ -373,12 +433,18 @@ struct Stage {
     record: Option<crate::replay::Recorder>,
     /// The input log position reached and not yet committed to the journal (next lsn).
     position: Option<u64>,
+    escalations: Escalations,
 }
 
 impl Stage {
     async fn run(mut self, inputs: Inputs, mut commands: mpsc::Receiver<Command>) {
-        let Inputs { mut facts, record } = inputs;
+        let Inputs {
+            mut facts,
+            record,
+            escalations,
+        } = inputs;
         self.record = record;
+        self.escalations = escalations;
         if let Some(r) = &mut self.record {
             r.start(self.clock.now_ms());
         }
@@ -428,6 +494,7 @@ impl Stage {
                 _ = tick.tick() => {
                     let now = self.clock.now_ms();
                     self.engine.tick(now, &mut self.out);
+                    self.escalate(now);
                     self.emit().await;
                     self.save_progress();
                     if let Some(r) = &mut self.record {
@@ -438,6 +505,11 @@ impl Stage {
                         if let Err(e) = self.journal.alive(now) {
                             self.journal_error(e);
                         }
+                        // Forget the steps of alarms the engine no longer keeps.
+                        let engine = &self.engine;
+                        self.escalations
+                            .fired
+                            .retain(|id, _| engine.alarm(id).is_some());
                     }
                 }
             }
@@ -531,6 +603,10 @@ impl Stage {
                     info!(alarm = %id, %by, error = %err, "{what} refused.");
                 }
                 if let Some(reply) = reply {
+                    let r = r.map(|mut a| {
+                        self.escalations.show(&mut a);
+                        a
+                    });
                     let _ = reply.send(r);
                 }
             }
@@ -584,11 +660,52 @@ impl Stage {
             }
             Command::Alarms { reply } => {
                 let mut v: Vec<Alarm> = e.alarms().cloned().collect();
+                for a in &mut v {
+                    self.escalations.show(a);
+                }
                 v.sort_by(|a, b| b.raised_ms.cmp(&a.raised_ms).then_with(|| b.id.cmp(&a.id)));
                 let _ = reply.send((v, now));
             }
             Command::Windows { reply } => {
                 let _ = reply.send(e.windows().cloned().collect());
+            }
+        }
+    }
+
+    /// The escalation steps due at `now` (the gateway's clock) for the engine's alarms, as
+    /// events in `out` (oldest alarm first), each recorded as fired.
+    fn escalate(&mut self, now: i64) {
+        if self.escalations.chains.is_empty() {
+            return;
+        }
+        let esc = &mut self.escalations;
+        let mut alarms: Vec<&Alarm> = self
+            .engine
+            .alarms()
+            .filter(|a| a.is_active() && esc.chains.contains_key(&a.class))
+            .collect();
+        alarms.sort_by(|a, b| a.raised_ms.cmp(&b.raised_ms).then_with(|| a.id.cmp(&b.id)));
+        let inv = self.engine.inventory();
+        for a in alarms {
+            let Some(chain) = esc.chains.get(&a.class) else {
+                continue;
+            };
+            let fired = esc.fired.get(&a.id).map(Vec::as_slice).unwrap_or(&[]);
+            for i in crate::core::escalation::due(chain, a, fired, now) {
+                let Some(x) =
+                    crate::core::escalation::fire(chain, i, a, inv.get(a.device), now, &esc.tz)
+                else {
+                    continue;
+                };
+                let list = esc.fired.entry(a.id.clone()).or_default();
+                list.push(x.clone());
+                list.sort_by_key(|e| e.step);
+                let mut alarm = a.clone();
+                alarm.escalations.clone_from(list);
+                self.out.push(Event::Escalation(EscalationEvent {
+                    escalation: x,
+                    alarm,
+                }));
             }
         }
     }
@@ -638,6 +755,11 @@ impl Stage {
         mark_backlog(&mut events, |id| {
             engine.alarm(id).and_then(|a| a.cleared_ms)
         });
+        for ev in &mut events {
+            if let Event::Alarm(a) = ev {
+                self.escalations.show(&mut a.alarm);
+            }
+        }
         let inv = self.engine.inventory().clone();
         let core = &self.stats.core;
         for ev in events {
@@ -667,6 +789,12 @@ impl Stage {
                         info!(alarm = %a.alarm.id, event = a.kind.as_str(), by = %a.by, "Alarm updated.");
                     }
                 },
+                Event::Escalation(x) => {
+                    let d = inv.get(x.alarm.device);
+                    warn!(alarm = %x.alarm.id, device = %d.id, step = x.escalation.step,
+                          notify = %x.escalation.notify, message = %x.escalation.message,
+                          "Alarm escalated.");
+                }
                 Event::Maintenance(_) => {}
                 // Journal-only facts (heating figures): no sink wants them.
                 Event::Compliance(_) | Event::Hourly(_) => continue,
@@ -675,7 +803,9 @@ impl Stage {
             if self.live.receiver_count() > 0 {
                 let kind = match &*ev {
                     Event::State(_) => "state",
-                    Event::Alarm(_) => "alarm",
+                    // An escalation is the alarm event `escalated`: the dashboard updates the
+                    // alarm from it like from any other step.
+                    Event::Alarm(_) | Event::Escalation(_) => "alarm",
                     _ => "maintenance",
                 };
                 let json = crate::encode::json::event(&inv, &ev).to_string();
@@ -683,6 +813,17 @@ impl Stage {
                     kind,
                     json: json.into(),
                 });
+            }
+            if let Event::Escalation(x) = &*ev {
+                // To its target only; the store has no point for it.
+                let tx = match &x.escalation.notify {
+                    Target::Mqtt(_) => self.outputs.mqtt.as_ref(),
+                    Target::Webhook(name) => self.outputs.targets.get(name),
+                };
+                if tx.is_none_or(|tx| tx.try_send(ev.clone()).is_err()) {
+                    core.events_dropped.fetch_add(1, Relaxed);
+                }
+                continue;
             }
             for tx in [&self.outputs.mqtt, &self.outputs.webhook]
                 .into_iter()
@@ -771,6 +912,7 @@ mod tests {
                 ack_target_ms: 180_000,
                 on_site_target_ms: None,
                 repair_target_ms: None,
+                escalations: Vec::new(),
             },
         })
     }

@@ -58,8 +58,12 @@ fn dashboard_in_a_real_browser() {
     require_browser_tools(&browser_dir);
     let screenshots = repo_path("target/screenshots");
 
-    // KPI figures every second, so the overview the browser sees is fresh.
-    let estate = Estate::start_with_api("", "[assessment]\nkpi_interval = \"1s\"\n");
+    // KPI figures every second, so the overview the browser sees is fresh. An entrapment
+    // escalates at once (to an MQTT topic nobody reads), so the alarm row shows 已升级 1 次.
+    let estate = Estate::start_with_api(
+        "",
+        "[assessment]\nkpi_interval = \"1s\"\n\n[[alarms.classes.entrapment.escalation]]\nafter = \"0s\"\nnotify = \"mqtt:estate/escalations\"\n",
+    );
     let api = estate.api();
 
     // A few readings: an elevator and a gate in order, a heating loop, an indoor sensor.

@@ -11,6 +11,7 @@ mod dashboard;
 mod demo;
 mod durability;
 mod e2e;
+mod escalation;
 mod event_time;
 mod fixture;
 mod grafana;

@@ -1,6 +1,8 @@
-//! `[alarms]`: response classes, retention of cleared alarms, the webhook: what the alarm
-//! engine and its sinks need beyond the profiles' rules (`[heating]` is in `heating`,
-//! `[[maintenance]]` in `maintenance`).
+//! `[alarms]`: response classes, retention of cleared alarms, the webhook, and the escalation
+//! of unanswered alarms (`[[alarms.classes.<class>.escalation]]` chains and the named webhooks
+//! `[alarms.webhooks.<name>]` they notify): what the alarm engine, the core stage and the sinks
+//! need beyond the profiles' rules (`[heating]` is in `heating`, `[[maintenance]]` in
+//! `maintenance`).
 //!
 //! The default response classes and their targets (DESIGN §4), each with its source:
 //! - `fire` 火警: acknowledged (confirmed) ≤ 60 s, on site ≤ 180 s. GB 25506-2010
@@ -17,14 +19,15 @@
 //! A site's `three_minute_promise` (三分钟服务承诺: staff at the place within three minutes
 //! of a request) sets the on-site target of the classes it names to 180 s.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use super::check::{is_identifier, secret};
-use super::raw::{RawAlarms, RawClass, RawWebhook};
+use super::raw::{RawAlarms, RawClass, RawEscalationStep, RawWebhook, RawWebhookTarget};
 use super::Errors;
+use crate::model::escalation::{Step, Target, Until};
 use crate::model::rules::{ResponseClass, Severity};
 
 /// The `[alarms]` section, built.
@@ -37,6 +40,12 @@ pub struct AlarmSettings {
     pub retain_cleared: Duration,
     /// Alarm notifications over HTTP (`[alarms.webhook]`); `None` = none are sent.
     pub webhook: Option<WebhookSettings>,
+    /// Named webhook targets of escalation steps (`[alarms.webhooks.<name>]`; their
+    /// `severities` are empty: they get only the escalations that name them).
+    pub webhooks: BTreeMap<String, WebhookSettings>,
+    /// Per response class, its chain of escalation steps
+    /// (`[[alarms.classes.<name>.escalation]]`); classes without one are absent.
+    pub escalation: HashMap<String, Vec<Step>>,
     /// Per site (`""`: every site without its own entry), the classes whose on-site target is
     /// three minutes (`three_minute_promise`, 三分钟服务承诺).
     pub three_minute_promise: HashMap<String, Vec<String>>,
@@ -48,6 +57,8 @@ impl Default for AlarmSettings {
             classes: default_classes(),
             retain_cleared: Duration::from_secs(7 * 86_400),
             webhook: None,
+            webhooks: BTreeMap::new(),
+            escalation: HashMap::new(),
             three_minute_promise: HashMap::new(),
         }
     }
@@ -153,8 +164,10 @@ pub fn default_classes() -> HashMap<String, ResponseClass> {
     .collect()
 }
 
+/// `mqtt`: whether `[mqtt]` is configured (an `mqtt:` escalation target needs it).
 pub(super) fn build_alarms(
     a: &RawAlarms,
+    mqtt: bool,
     base_dir: &Path,
     env: &HashMap<String, String>,
     errs: &mut Errors,
@@ -170,6 +183,37 @@ pub(super) fn build_alarms(
         .webhook
         .as_ref()
         .map(|w| build_webhook(w, base_dir, env, errs));
+    let mut webhooks = BTreeMap::new();
+    for (name, w) in &a.webhooks {
+        let key = format!("alarms.webhooks.{name}");
+        if !is_identifier(name) {
+            errs.push(
+                &key,
+                format!("`{name}` is not a valid webhook name; use lower-case letters, digits and `_`, e.g. `duty_manager`"),
+            );
+        }
+        let fields = target_fields(w);
+        webhooks.insert(
+            name.clone(),
+            build_target(&key, &fields, base_dir, env, errs),
+        );
+    }
+    let mut escalation = HashMap::new();
+    for (name, c) in &a.classes {
+        if c.escalation.is_empty() {
+            continue;
+        }
+        let key = format!("alarms.classes.{name}.escalation");
+        let chain: Vec<Step> = c
+            .escalation
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| build_step(&format!("{key}[{i}]"), s, a, mqtt, errs))
+            .collect();
+        if chain.len() == c.escalation.len() {
+            escalation.insert(name.clone(), chain);
+        }
+    }
     let mut three_minute_promise = HashMap::new();
     let mut promise = |key: String, site: String, list: &[String]| {
         for (i, c) in list.iter().enumerate() {
@@ -202,7 +246,116 @@ pub(super) fn build_alarms(
         classes,
         retain_cleared,
         webhook,
+        webhooks,
+        escalation,
         three_minute_promise,
+    }
+}
+
+/// One escalation step; `None` (errors recorded under `key`) when it is not valid.
+fn build_step(
+    key: &str,
+    s: &RawEscalationStep,
+    a: &RawAlarms,
+    mqtt: bool,
+    errs: &mut Errors,
+) -> Option<Step> {
+    let before = errs.len();
+    let after_ms = match &s.after {
+        Some(d) => errs.duration(&format!("{key}.after"), d).as_millis() as i64,
+        None => {
+            errs.push(
+                format!("{key}.after"),
+                "is missing; write how long after the raise the step is due, e.g. after = \"60s\"",
+            );
+            0
+        }
+    };
+    let until = match s.until.as_deref().map(str::trim) {
+        None => Until::Ack,
+        Some(u) => Until::parse(u).unwrap_or_else(|| {
+            errs.push(
+                format!("{key}.until"),
+                format!("`{u}` is not a stop condition; valid: ack (stops once acknowledged), on_site (stops once someone is on site)"),
+            );
+            Until::Ack
+        }),
+    };
+    let nkey = format!("{key}.notify");
+    let notify = match s.notify.as_deref().map(str::trim) {
+        None | Some("") => {
+            errs.push(
+                &nkey,
+                "is missing; write `webhook:<name>` (a [alarms.webhooks.<name>]) or `mqtt:<topic>`, e.g. notify = \"webhook:duty_manager\"",
+            );
+            None
+        }
+        Some(n) => match Target::parse(n) {
+            Some(Target::Webhook(name)) if a.webhooks.contains_key(&name) => {
+                Some(Target::Webhook(name))
+            }
+            Some(Target::Webhook(name)) => {
+                let known: Vec<&str> = a.webhooks.keys().map(String::as_str).collect();
+                let defined = if known.is_empty() {
+                    "none are defined".to_owned()
+                } else {
+                    format!("defined: {}", known.join(", "))
+                };
+                errs.push(
+                    &nkey,
+                    format!("`{n}` names no [alarms.webhooks.{name}]; {defined} (add one with its url, url_file or url_env)"),
+                );
+                None
+            }
+            Some(Target::Mqtt(topic)) => {
+                if let Some(problem) = topic_problem(&topic) {
+                    errs.push(&nkey, format!("`{n}`: {problem}"));
+                } else if !mqtt {
+                    errs.push(
+                        &nkey,
+                        format!("`{n}` needs [mqtt] (the gateway publishes escalations on its MQTT connection); configure [mqtt] or use a webhook target"),
+                    );
+                }
+                Some(Target::Mqtt(topic))
+            }
+            None => {
+                errs.push(
+                    &nkey,
+                    format!("`{n}` is not a target; write `webhook:<name>` (a [alarms.webhooks.<name>]) or `mqtt:<topic>`"),
+                );
+                None
+            }
+        },
+    };
+    let message = match &s.message {
+        Some(m) => {
+            if let Err(e) = crate::core::escalation::check_template(m) {
+                errs.push(format!("{key}.message"), e);
+            }
+            m.clone()
+        }
+        None => crate::core::escalation::DEFAULT_MESSAGE.to_owned(),
+    };
+    (errs.len() == before).then_some(Step {
+        after_ms,
+        until,
+        notify: notify?,
+        message,
+    })
+}
+
+/// Why `topic` cannot be published to, if it cannot.
+fn topic_problem(topic: &str) -> Option<&'static str> {
+    if topic.is_empty() {
+        Some("the topic is empty; write e.g. `mqtt:estate/escalations`")
+    } else if topic.contains(['+', '#']) {
+        Some("a topic to publish to has no wildcards (`+`, `#`)")
+    } else if topic.chars().any(char::is_control) {
+        Some("the topic has control characters")
+    } else if topic.len() > 65_535 {
+        Some("the topic is longer than 65535 bytes")
+    } else {
+        None
     }
 }
 
@@ -269,12 +422,74 @@ fn build_class(
     })
 }
 
+/// The keys `[alarms.webhook]` and `[alarms.webhooks.<name>]` share.
+struct TargetFields<'a> {
+    url: &'a Option<String>,
+    url_file: &'a Option<String>,
+    url_env: &'a Option<String>,
+    format: &'a str,
+    timeout: &'a str,
+    retries: u32,
+    retry_max: &'a str,
+}
+
+fn target_fields(w: &RawWebhookTarget) -> TargetFields<'_> {
+    TargetFields {
+        url: &w.url,
+        url_file: &w.url_file,
+        url_env: &w.url_env,
+        format: &w.format,
+        timeout: &w.timeout,
+        retries: w.retries,
+        retry_max: &w.retry_max,
+    }
+}
+
 fn build_webhook(
     w: &RawWebhook,
     base_dir: &Path,
     env: &HashMap<String, String>,
     errs: &mut Errors,
 ) -> WebhookSettings {
+    let fields = TargetFields {
+        url: &w.url,
+        url_file: &w.url_file,
+        url_env: &w.url_env,
+        format: &w.format,
+        timeout: &w.timeout,
+        retries: w.retries,
+        retry_max: &w.retry_max,
+    };
+    let mut settings = build_target("alarms.webhook", &fields, base_dir, env, errs);
+    for (i, s) in w.severities.iter().enumerate() {
+        match Severity::parse(s) {
+            Some(sev) if !settings.severities.contains(&sev) => settings.severities.push(sev),
+            Some(_) => {}
+            None => errs.push(
+                format!("alarms.webhook.severities[{i}]"),
+                format!("`{s}` is not a severity; valid: critical, major, minor"),
+            ),
+        }
+    }
+    if w.severities.is_empty() {
+        errs.push(
+            "alarms.webhook.severities",
+            "is empty; list the severities to send, e.g. [\"critical\", \"major\"], or remove [alarms.webhook]",
+        );
+    }
+    settings
+}
+
+/// A webhook's URL, format, timeout and retries (`prefix`: `alarms.webhook` or
+/// `alarms.webhooks.<name>`); `severities` empty.
+fn build_target(
+    prefix: &str,
+    w: &TargetFields<'_>,
+    base_dir: &Path,
+    env: &HashMap<String, String>,
+    errs: &mut Errors,
+) -> WebhookSettings {
+    let k = |field: &str| format!("{prefix}.{field}");
     let set: Vec<&str> = [
         ("url", w.url.is_some()),
         ("url_file", w.url_file.is_some()),
@@ -283,18 +498,19 @@ fn build_webhook(
     .into_iter()
     .filter_map(|(k, s)| s.then_some(k))
     .collect();
-    let (key, url) = match (set.len(), &w.url, &w.url_file, &w.url_env) {
+    let (key, url) = match (set.len(), w.url, w.url_file, w.url_env) {
         (0, ..) => {
             errs.push(
-                "alarms.webhook.url",
+                k("url"),
                 "is missing; set `url_file` (a file holding the robot URL) or `url_env` (the environment variable holding it), or `url`",
             );
-            ("alarms.webhook.url", String::new())
+            (k("url"), String::new())
         }
-        (1, Some(u), _, _) => ("alarms.webhook.url", u.trim().to_owned()),
+        (1, Some(u), _, _) => (k("url"), u.trim().to_owned()),
         (1, _, Some(f), _) => {
-            let s = secret(errs, "alarms.webhook.url_file", Some(f), "", base_dir, env);
-            ("alarms.webhook.url_file", s.expose().to_owned())
+            let key = k("url_file");
+            let s = secret(errs, &key, Some(f), "", base_dir, env);
+            (key, s.expose().to_owned())
         }
         (1, _, _, Some(name)) => {
             let v = env
@@ -303,25 +519,25 @@ fn build_webhook(
                 .unwrap_or_default();
             if v.is_empty() {
                 errs.push(
-                    "alarms.webhook.url_env",
+                    k("url_env"),
                     format!("the environment variable `{name}` is not set or empty; set it to the webhook URL, or use `url_file`"),
                 );
             }
-            ("alarms.webhook.url_env", v)
+            (k("url_env"), v)
         }
         _ => {
             errs.push(
-                format!("alarms.webhook.{}", set[1]),
+                k(set[1]),
                 format!(
                     "is set together with `{}`; give the URL one way: url, url_file or url_env",
                     set[0]
                 ),
             );
-            ("alarms.webhook.url", String::new())
+            (k("url"), String::new())
         }
     };
     if !url.is_empty() {
-        let shown = if key == "alarms.webhook.url" {
+        let shown = if key == k("url") {
             format!("`{url}`")
         } else {
             "the URL".to_owned()
@@ -338,49 +554,29 @@ fn build_webhook(
             ),
         }
     }
-    let format = match w.format.as_str() {
+    let format = match w.format {
         "json" => WebhookFormat::Json,
         "text" => WebhookFormat::Text,
         other => {
             errs.push(
-                "alarms.webhook.format",
+                k("format"),
                 format!("`{other}` is not a webhook format; valid: json (the alarm event), text (WeCom/DingTalk robot text message)"),
             );
             WebhookFormat::Json
         }
     };
-    let mut severities = Vec::new();
-    for (i, s) in w.severities.iter().enumerate() {
-        match Severity::parse(s) {
-            Some(sev) if !severities.contains(&sev) => severities.push(sev),
-            Some(_) => {}
-            None => errs.push(
-                format!("alarms.webhook.severities[{i}]"),
-                format!("`{s}` is not a severity; valid: critical, major, minor"),
-            ),
-        }
+    let timeout = errs.duration(&k("timeout"), w.timeout);
+    if timeout.is_zero() && !errs.has_key(&k("timeout")) {
+        errs.push(k("timeout"), "must be more than 0 (default 5s)");
     }
-    if w.severities.is_empty() {
-        errs.push(
-            "alarms.webhook.severities",
-            "is empty; list the severities to send, e.g. [\"critical\", \"major\"], or remove [alarms.webhook]",
-        );
-    }
-    let timeout = errs.duration("alarms.webhook.timeout", &w.timeout);
-    if timeout.is_zero() && !errs.has_key("alarms.webhook.timeout") {
-        errs.push("alarms.webhook.timeout", "must be more than 0 (default 5s)");
-    }
-    let retry_max = errs.duration("alarms.webhook.retry_max", &w.retry_max);
-    if retry_max.is_zero() && !errs.has_key("alarms.webhook.retry_max") {
-        errs.push(
-            "alarms.webhook.retry_max",
-            "must be more than 0 (default 60s)",
-        );
+    let retry_max = errs.duration(&k("retry_max"), w.retry_max);
+    if retry_max.is_zero() && !errs.has_key(&k("retry_max")) {
+        errs.push(k("retry_max"), "must be more than 0 (default 60s)");
     }
     WebhookSettings {
         url,
         format,
-        severities,
+        severities: Vec::new(),
         timeout,
         retries: w.retries,
         retry_max,
@@ -627,6 +823,148 @@ three_minute_promise = []
         assert_eq!(
             (w.format, w.severities.as_slice()),
             (WebhookFormat::Json, &[Severity::Critical][..])
+        );
+    }
+
+    /// The README's example chain for entrapment: named robots beside the one
+    /// `[alarms.webhook]` (which keeps working), an MQTT step, the default message.
+    #[test]
+    fn escalation_chains_and_named_webhooks() {
+        let cfg = load_text(
+            r#"
+[gateway]
+site = "a"
+[mqtt]
+[alarms.webhook]
+url = "https://robot.example/send?key=main"
+[alarms.webhooks.duty_manager]
+url_env = "DUTY"
+format = "text"
+[alarms.webhooks.company]
+url = "https://oapi.dingtalk.com/robot/send?access_token=c"
+retries = 2
+[[alarms.classes.entrapment.escalation]]
+after = "60s"
+notify = "webhook:duty_manager"
+message = "{name}（{building}）困人已 {elapsed} 未确认"
+[[alarms.classes.entrapment.escalation]]
+after = "15m"
+until = "on_site"
+notify = "webhook:company"
+[[alarms.classes.fire.escalation]]
+after = "2m"
+notify = "mqtt:estate/a/escalations"
+"#,
+            &[],
+            &[(
+                "DUTY",
+                "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=d",
+            )],
+        )
+        .expect("valid");
+        let a = &cfg.alarms;
+        assert_eq!(
+            a.webhook.as_ref().map(|w| w.severities.clone()),
+            Some(vec![Severity::Critical])
+        );
+        let duty = &a.webhooks["duty_manager"];
+        assert_eq!(
+            (duty.url.as_str(), duty.format, duty.severities.len()),
+            (
+                "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=d",
+                WebhookFormat::Text,
+                0
+            )
+        );
+        assert_eq!(
+            (a.webhooks["company"].format, a.webhooks["company"].retries),
+            (WebhookFormat::Json, 2)
+        );
+        let e = &a.escalation["entrapment"];
+        assert_eq!(
+            e[0],
+            Step {
+                after_ms: 60_000,
+                until: Until::Ack,
+                notify: Target::Webhook("duty_manager".into()),
+                message: "{name}（{building}）困人已 {elapsed} 未确认".into(),
+            }
+        );
+        assert_eq!(
+            (e[1].after_ms, e[1].until, &e[1].notify),
+            (900_000, Until::OnSite, &Target::Webhook("company".into()))
+        );
+        assert_eq!(e[1].message, crate::core::escalation::DEFAULT_MESSAGE);
+        assert_eq!(
+            a.escalation["fire"][0].notify,
+            Target::Mqtt("estate/a/escalations".into())
+        );
+        assert_eq!(a.escalation.len(), 2);
+        // The class keeps its targets and their source.
+        assert_eq!(a.classes["entrapment"], default_classes()["entrapment"]);
+    }
+
+    /// Bad chains fail at start, all at once, each with its key and what would be valid.
+    #[test]
+    fn bad_escalation_chains_name_key_and_what_is_valid() {
+        let all = errors(
+            r#"
+[alarms.webhooks.duty_manager]
+url = "https://robot.example/send"
+format = "markdown"
+severities = ["critical"]
+[alarms.webhooks.Boss]
+url = "https://robot.example/boss"
+[[alarms.classes.entrapment.escalation]]
+after = "a minute"
+notify = "webhook:duty_manger"
+[[alarms.classes.entrapment.escalation]]
+after = "15m"
+until = "arrival"
+notify = "email:boss@example.com"
+message = "{device} 未到场"
+[[alarms.classes.entrapment.escalation]]
+notify = "mqtt:estate/+/escalations"
+colour = "red"
+[[alarms.classes.fire.escalation]]
+after = "1m"
+notify = "mqtt:estate/escalations"
+message = "{name 困人"
+[[alarms.classes.urgent.escalation]]
+after = "1m"
+"#,
+            &[],
+            &[],
+        );
+        assert_has(
+            &all,
+            &[
+                "alarms.webhooks.duty_manager.format: `markdown` is not a webhook format; valid: json (the alarm event), text",
+                "alarms.webhooks.duty_manager.severities: unknown key; valid keys here: url, url_file, url_env, format, timeout, retries, retry_max",
+                "alarms.webhooks.Boss: `Boss` is not a valid webhook name",
+                "alarms.classes.entrapment.escalation[0].after: `a minute` is not a duration",
+                "alarms.classes.entrapment.escalation[0].notify: `webhook:duty_manger` names no [alarms.webhooks.duty_manger]; defined: Boss, duty_manager",
+                "alarms.classes.entrapment.escalation[1].until: `arrival` is not a stop condition; valid: ack (stops once acknowledged), on_site (stops once someone is on site)",
+                "alarms.classes.entrapment.escalation[1].notify: `email:boss@example.com` is not a target; write `webhook:<name>` (a [alarms.webhooks.<name>]) or `mqtt:<topic>`",
+                "alarms.classes.entrapment.escalation[1].message: `{device}` is not a placeholder; valid: {name} {id} {building} {message} {alarm} {severity} {raised} {elapsed} {until} {step}",
+                "alarms.classes.entrapment.escalation[2].after: is missing; write how long after the raise the step is due, e.g. after = \"60s\"",
+                "alarms.classes.entrapment.escalation[2].notify: `mqtt:estate/+/escalations`: a topic to publish to has no wildcards",
+                "alarms.classes.entrapment.escalation[2].colour: unknown key; valid keys here: after, until, notify, message",
+                "alarms.classes.fire.escalation[0].notify: `mqtt:estate/escalations` needs [mqtt]",
+                "alarms.classes.fire.escalation[0].message: `{name 困人` has a `{` without `}`",
+                "alarms.classes.urgent.escalation[0].notify: is missing; write `webhook:<name>` (a [alarms.webhooks.<name>]) or `mqtt:<topic>`",
+            ],
+        );
+        assert_eq!(all.lines().count(), 14, "{all}");
+        // Without any named webhook, the error says so.
+        let all = errors(
+            "[[alarms.classes.entrapment.escalation]]\nafter = \"1m\"\nnotify = \"webhook:duty\"\n",
+            &[],
+            &[],
+        );
+        assert_has(
+            &all,
+            &["alarms.classes.entrapment.escalation[0].notify: `webhook:duty` names no [alarms.webhooks.duty]; none are defined"],
         );
     }
 

@@ -188,7 +188,7 @@ pub(super) fn build(
     errs: &mut Errors,
 ) -> Config {
     let gateway = build_gateway(&raw.gateway, base_dir, env, errs);
-    let alarm_settings = alarms::build_alarms(&raw.alarms, base_dir, env, errs);
+    let alarm_settings = alarms::build_alarms(&raw.alarms, raw.mqtt.is_some(), base_dir, env, errs);
     let heating = heating::build_heating(&raw.heating, errs);
     let profiles = profiles::load(
         raw.gateway

@@ -388,9 +388,25 @@ fn unknown_key_hint(key: &str) -> String {
         ],
         "modbus" => &["offline_after", "models_dir", "endpoints"],
         "http" => &["listen", "api_token_env", "api_token_file"],
-        "alarms" if key.starts_with("alarms.classes.") => {
-            &["ack_target", "on_site_target", "repair_target", "source"]
+        "alarms" if key.starts_with("alarms.classes.") && key.contains(".escalation[") => {
+            &["after", "until", "notify", "message"]
         }
+        "alarms" if key.starts_with("alarms.classes.") => &[
+            "ack_target",
+            "on_site_target",
+            "repair_target",
+            "source",
+            "escalation",
+        ],
+        "alarms" if key.starts_with("alarms.webhooks.") => &[
+            "url",
+            "url_file",
+            "url_env",
+            "format",
+            "timeout",
+            "retries",
+            "retry_max",
+        ],
         "alarms" if key.starts_with("alarms.sites.") => &["three_minute_promise"],
         "alarms" if key.starts_with("alarms.webhook.") => &[
             "url",
@@ -406,6 +422,7 @@ fn unknown_key_hint(key: &str) -> String {
             "classes",
             "retain_cleared",
             "webhook",
+            "webhooks",
             "three_minute_promise",
             "sites",
         ],

@@ -562,6 +562,8 @@ pub(crate) struct RawAlarms {
     /// How long cleared alarms stay in memory (API, late acknowledgment).
     pub retain_cleared: String,
     pub webhook: Option<RawWebhook>,
+    /// Named webhook targets of escalation steps (`notify = "webhook:<name>"`).
+    pub webhooks: BTreeMap<String, RawWebhookTarget>,
     /// 三分钟服务承诺: the classes whose on-site target is 180 s, for every site without its
     /// own `[alarms.sites.<site>]`.
     pub three_minute_promise: Vec<String>,
@@ -582,6 +584,7 @@ impl Default for RawAlarms {
             classes: BTreeMap::new(),
             retain_cleared: "7d".into(),
             webhook: None,
+            webhooks: BTreeMap::new(),
             three_minute_promise: Vec::new(),
             sites: BTreeMap::new(),
         }
@@ -599,6 +602,22 @@ pub(crate) struct RawClass {
     pub repair_target: Option<String>,
     /// Where the targets come from (a regulation, a contract), shown by `check-config`.
     pub source: Option<String>,
+    /// `[[alarms.classes.<name>.escalation]]`: the chain of escalation steps.
+    pub escalation: Vec<RawEscalationStep>,
+}
+
+/// `[[alarms.classes.<name>.escalation]]`: one escalation step.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawEscalationStep {
+    /// Since the alarm was raised (required).
+    pub after: Option<String>,
+    /// `ack` (default) or `on_site`.
+    pub until: Option<String>,
+    /// `webhook:<name>` or `mqtt:<topic>` (required).
+    pub notify: Option<String>,
+    /// The message template; default `core::escalation::DEFAULT_MESSAGE`.
+    pub message: Option<String>,
 }
 
 /// `[alarms.webhook]`: a chat robot (WeCom/DingTalk) or any HTTP endpoint.
@@ -616,6 +635,35 @@ pub(crate) struct RawWebhook {
     pub timeout: String,
     pub retries: u32,
     pub retry_max: String,
+}
+
+/// `[alarms.webhooks.<name>]`: a target of escalation steps; `[alarms.webhook]`'s keys but
+/// `severities` (it gets the escalations that name it, nothing else).
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawWebhookTarget {
+    pub url: Option<String>,
+    pub url_file: Option<String>,
+    pub url_env: Option<String>,
+    pub format: String,
+    pub timeout: String,
+    pub retries: u32,
+    pub retry_max: String,
+}
+
+impl Default for RawWebhookTarget {
+    fn default() -> Self {
+        let w = RawWebhook::default();
+        RawWebhookTarget {
+            url: None,
+            url_file: None,
+            url_env: None,
+            format: w.format,
+            timeout: w.timeout,
+            retries: w.retries,
+            retry_max: w.retry_max,
+        }
+    }
 }
 
 impl Default for RawWebhook {

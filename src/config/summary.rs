@@ -115,6 +115,32 @@ pub fn summary(cfg: &Config, verbose: bool) -> String {
             None => "none".into(),
         }
     ));
+    // Escalation chains, one line per class: step by step, `after → target (until)`.
+    let mut chains: Vec<(&String, &Vec<crate::model::escalation::Step>)> =
+        cfg.alarms.escalation.iter().collect();
+    chains.sort_by(|a, b| a.0.cmp(b.0));
+    for (class, chain) in chains {
+        let steps: Vec<String> = chain
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} → {} (until {})",
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        s.after_ms.max(0) as u64
+                    )),
+                    s.notify,
+                    s.until.as_str()
+                )
+            })
+            .collect();
+        out.push_str(&format!("escalation {class}: {}\n", steps.join("; ")));
+    }
+    for (name, w) in &cfg.alarms.webhooks {
+        out.push_str(&format!(
+            "webhook {name}: {}\n",
+            format!("{} ({:?})", w.redacted_url(), w.format).to_lowercase()
+        ));
+    }
     let season = &cfg.heating.season;
     out.push_str(&format!(
         "heating: season {} → {} ({}), min {} °C; planned maintenance: {} window{}\n",

@@ -5,9 +5,12 @@
 //!
 //! - `season`: the heating season in the site's time zone;
 //! - `engine`: the state model and the alarm engine, one `Engine` per gateway;
-//! - `response`: response times and timeliness (DESIGN §4).
+//! - `response`: response times and timeliness (DESIGN §4);
+//! - `escalation`: which escalation steps of an unanswered alarm are due, and their messages
+//!   (operational, on the gateway's clock; not part of the engine).
 
 pub mod engine;
+pub mod escalation;
 pub mod kpi;
 pub mod response;
 pub mod season;

@@ -6,13 +6,19 @@
 //! An alarm event is the alarm as it is after the step, flattened, plus `type: "alarm"`,
 //! `event` (`raised`, `acknowledged`, `on_site`, `cleared`), `ts` (when the step happened)
 //! and `by` (the operator, `device` for an on-site signal, empty otherwise).
+//!
+//! An alarm carries `escalations`: the escalation steps fired for it, in order, each
+//! `{"step", "ts", "due_ts", "until", "notify", "message"}` (see `escalation`). A fired step is
+//! published as an alarm event with `event: "escalated"`, `ts` (when it fired) and the step as
+//! `escalation`.
 
 use serde_json::{json, Value as Json};
 
 use crate::core::response::{classify, AlarmTimes};
+use crate::model::escalation::Escalation;
 use crate::model::event::DeviceView;
 use crate::model::event::{
-    Alarm, AlarmEvent, AlarmEventKind, Event, MaintenanceWindow, StateChange,
+    Alarm, AlarmEvent, AlarmEventKind, EscalationEvent, Event, MaintenanceWindow, StateChange,
 };
 use crate::model::Inventory;
 
@@ -45,7 +51,37 @@ pub fn alarm(inv: &Inventory, a: &Alarm, now_ms: i64) -> Json {
         "ack_target_s": a.ack_target_ms as f64 / 1000.0,
         "on_site_target_s": a.on_site_target_ms.map(|t| t as f64 / 1000.0),
         "timeliness": classify(&AlarmTimes::from(a), now_ms).as_str(),
+        "escalations": a.escalations.iter().map(escalation).collect::<Vec<_>>(),
     })
+}
+
+/// One fired escalation step: its number in the class's chain (from 1), when it fired (`ts`,
+/// the gateway's clock) and was due (`due_ts`: raise + `after`), its `until` (`ack`,
+/// `on_site`), its target (`webhook:<name>`, `mqtt:<topic>`) and the message sent.
+pub fn escalation(e: &Escalation) -> Json {
+    json!({
+        "step": e.step,
+        "ts": e.ts_ms,
+        "due_ts": e.due_ms,
+        "until": e.until.as_str(),
+        "notify": e.notify.to_string(),
+        "message": e.message,
+    })
+}
+
+/// A fired escalation step: the alarm (with its `escalations` so far) as an alarm event
+/// `escalated`, the step as `escalation`.
+pub fn escalation_event(inv: &Inventory, e: &EscalationEvent) -> Json {
+    let mut v = alarm(inv, &e.alarm, e.escalation.ts_ms);
+    if let Json::Object(m) = &mut v {
+        m.insert("type".into(), json!("alarm"));
+        m.insert("event".into(), json!("escalated"));
+        m.insert("ts".into(), json!(e.escalation.ts_ms));
+        m.insert("by".into(), json!(""));
+        m.insert("backlog".into(), json!(false));
+        m.insert("escalation".into(), escalation(&e.escalation));
+    }
+    v
 }
 
 /// A lifecycle step (see the module docs).
@@ -102,6 +138,7 @@ pub fn event(inv: &Inventory, e: &Event) -> Json {
     match e {
         Event::State(s) => state_change(inv, s),
         Event::Alarm(a) => alarm_event(inv, a),
+        Event::Escalation(e) => escalation_event(inv, e),
         Event::Maintenance(w) => maintenance(inv, w),
         Event::Compliance(c) => {
             let d = inv.get(c.device);

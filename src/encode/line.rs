@@ -208,7 +208,12 @@ impl EventEncoder {
                 );
                 self.fields.line(out, &key, fields, ev.ts_ms)
             }
-            Event::Maintenance(_) | Event::Compliance(_) | Event::Hourly(_) => false,
+            // Escalations are operational (the journal, the API, their targets), not a
+            // point of the store schema.
+            Event::Maintenance(_)
+            | Event::Compliance(_)
+            | Event::Hourly(_)
+            | Event::Escalation(_) => false,
         }
     }
 }

@@ -830,12 +830,14 @@ category = "indoor_sensor"
             Inputs {
                 facts: logged_rx,
                 record: None,
+                escalations: crate::stage::Escalations::none(),
             },
             facts_tx,
             Outputs {
                 store: store_tx,
                 mqtt: None,
                 webhook: None,
+                targets: Default::default(),
             },
             stats.clone(),
             clock.clone(),

@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, Row};
 
 use super::error::{explain, JournalError, SqlContext};
 use super::Journal;
+use crate::model::escalation::{Escalation, Target, Until};
 use crate::model::event::{DeviceState, Reason, Stamp};
 use crate::model::rules::Severity;
 
@@ -18,6 +19,9 @@ pub(super) const ALARM_COLUMNS: &str =
     "id, site, device, building, category, rule, severity, class, \
      message, raised_ms, ack_ms, ack_by, on_site_ms, on_site_by, cleared_ms, ack_target_ms, \
      on_site_target_ms, repair_target_ms";
+
+pub(super) const ESCALATION_COLUMNS: &str =
+    "e.alarm_id, e.step, e.ts_ms, e.due_ms, e.until, e.notify, e.message";
 
 pub(super) const WINDOW_COLUMNS: &str =
     "id, site, device, start_ms, end_ms, reason, actor, COALESCE(entered_ms, start_ms)";
@@ -119,6 +123,22 @@ pub struct RunRecord {
 }
 
 impl Journal {
+    /// The escalation steps fired for alarm `alarm_id`, in step order.
+    pub fn escalations_of(&self, alarm_id: &str) -> Result<Vec<Escalation>, JournalError> {
+        let path = &self.path;
+        let doing = "reading escalations from the journal";
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ESCALATION_COLUMNS} FROM escalations e WHERE e.alarm_id = ?1 \
+                 ORDER BY e.step"
+            ))
+            .sql(path, doing)?;
+        collect(&mut stmt, [alarm_id], path, doing, |row| {
+            escalation_record(row, path).map(|(_, e)| e)
+        })
+    }
+
     /// Alarms raised in `[from_ms, to_ms)`, oldest first (ties by sequence), whatever their
     /// devices are today.
     pub fn alarms_raised(
@@ -630,6 +650,30 @@ pub(super) fn alarm_record(row: &Row<'_>, path: &Path) -> Result<AlarmRecord, Jo
         repair_target_ms: row.get(17).sql(path, doing)?,
         id,
     })
+}
+
+/// An `escalations` row selected with `ESCALATION_COLUMNS`: its alarm id and the step.
+pub(super) fn escalation_record(
+    row: &Row<'_>,
+    path: &Path,
+) -> Result<(String, Escalation), JournalError> {
+    let doing = "reading an escalation from the journal";
+    let alarm: String = row.get(0).sql(path, doing)?;
+    let step: u32 = row.get(1).sql(path, doing)?;
+    let until: String = row.get(4).sql(path, doing)?;
+    let notify: String = row.get(5).sql(path, doing)?;
+    let at = format!("alarm {alarm:?}, step {step}");
+    Ok((
+        alarm.clone(),
+        Escalation {
+            step,
+            ts_ms: row.get(2).sql(path, doing)?,
+            due_ms: row.get(3).sql(path, doing)?,
+            until: parse(path, "escalations", &at, "until", &until, Until::parse)?,
+            notify: parse(path, "escalations", &at, "notify", &notify, Target::parse)?,
+            message: row.get(6).sql(path, doing)?,
+        },
+    ))
 }
 
 /// Parses an enumeration string read from the file; an unknown one names where it is.

@@ -7,8 +7,12 @@ use rusqlite::Connection;
 use tracing::warn;
 
 use super::error::{JournalError, SqlContext};
-use super::queries::{alarm_record, last_transitions, ALARM_COLUMNS, WINDOW_COLUMNS};
+use super::queries::{
+    alarm_record, escalation_record, last_transitions, ALARM_COLUMNS, ESCALATION_COLUMNS,
+    WINDOW_COLUMNS,
+};
 use super::Journal;
+use crate::model::escalation::Escalation;
 use crate::model::event::{Alarm, MaintenanceWindow};
 use crate::model::restore::{DeviceProgress, Restored, RestoredState};
 use crate::model::{Inventory, Value};
@@ -87,6 +91,7 @@ impl Journal {
                         ack_target_ms: r.ack_target_ms,
                         on_site_target_ms: r.on_site_target_ms,
                         repair_target_ms: r.repair_target_ms,
+                        escalations: Vec::new(),
                     }),
                     None => unknown_alarms += 1,
                 }
@@ -175,6 +180,35 @@ impl Journal {
             next_alarm_seq: next_seq(&tx, path, "alarms")?,
             next_window_seq: next_seq(&tx, path, "windows")?,
         })
+    }
+}
+
+impl Journal {
+    /// The escalation steps fired for the alarms `restore` brings back (active, or cleared at
+    /// or after `now_ms - retain_cleared_ms`), as (alarm id, step), by alarm and step: the
+    /// core stage sends none of them again.
+    pub fn restore_escalations(
+        &self,
+        now_ms: i64,
+        retain_cleared_ms: i64,
+    ) -> Result<Vec<(String, Escalation)>, JournalError> {
+        let path = &self.path;
+        let doing = "restoring escalations from the journal";
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {ESCALATION_COLUMNS} FROM escalations e JOIN alarms a ON a.id = e.alarm_id \
+                 WHERE a.cleared_ms IS NULL OR a.cleared_ms >= ?1 ORDER BY e.alarm_id, e.step"
+            ))
+            .sql(path, doing)?;
+        let mut rows = stmt
+            .query([now_ms.saturating_sub(retain_cleared_ms)])
+            .sql(path, doing)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().sql(path, doing)? {
+            out.push(escalation_record(row, path)?);
+        }
+        Ok(out)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The journal's schema and its migrations.
 //!
-//! # Schema (version 1, in `PRAGMA user_version`)
+//! # Schema (version 5, in `PRAGMA user_version`; each table says the version that added it)
 //!
 //! All times are unix milliseconds (UTC), columns named `*_ms`. Every row about a device
 //! carries the device's `site`, `device` (its id), `building` and `category` strings as they
@@ -46,8 +46,15 @@
 //! - **`hourly`** (version 2) — one row per (site, device, signal, hour): `n` readings, their
 //!   `sum`, `min` and `max` (`Event::Hourly`, the whole hour so far: the row is replaced, so an
 //!   hour written at a stop and again after the restart is counted once).
+//! - **`escalations`** (version 5) — one row per escalation step fired for an alarm
+//!   (`Event::Escalation`; written before the step is sent, so a restart never sends it
+//!   again). `id` INTEGER PRIMARY KEY (insertion order); `alarm_id` (→ `alarms.id`); `step`
+//!   (its position in the class's chain, from 1; UNIQUE with `alarm_id`); `site`, `device`,
+//!   `building`, `category`; `class`; `ts_ms` (when it fired, on the gateway's clock);
+//!   `due_ms` (the alarm's `raised_ms` + the step's `after`); `until` (`ack` or `on_site`);
+//!   `notify` (`webhook:<name>` or `mqtt:<topic>`); `message` (as sent). Index: (`ts_ms`).
 //!
-//! - **`consumers`** (version 5) — `name` TEXT PRIMARY KEY, `lsn`: a consumer's committed
+//! - **`consumers`** (version 6) — `name` TEXT PRIMARY KEY, `lsn`: a consumer's committed
 //!   position in the input log (`data_dir/log`). `engine`: every fact with a lower lsn is in
 //!   this journal (committed in the same transaction as the rows it produced).
 //!
@@ -63,7 +70,9 @@ use super::error::{JournalError, SqlContext};
 
 /// Schema migrations: step `i` takes the file from version `i` to `i + 1`. Append steps; never
 /// edit a released one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -205,10 +214,32 @@ const SCHEMA_V4: &str = "
 ALTER TABLE alarms ADD COLUMN repair_target_ms INTEGER;
 ";
 
-/// Version 5: the input log (DESIGN §6). Each consumer's committed position: `engine` is the
+/// Version 5: the escalation steps fired for each alarm (issue 14), so a restart neither
+/// forgets nor repeats them.
+const SCHEMA_V5: &str = "
+CREATE TABLE escalations (
+    id          INTEGER PRIMARY KEY,
+    alarm_id    TEXT NOT NULL,
+    step        INTEGER NOT NULL,
+    site        TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    building    TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    class       TEXT NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    due_ms      INTEGER NOT NULL,
+    until       TEXT NOT NULL,
+    notify      TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    UNIQUE (alarm_id, step)
+);
+CREATE INDEX escalations_ts ON escalations (ts_ms);
+";
+
+/// Version 6: the input log (DESIGN §6). Each consumer's committed position: `engine` is the
 /// lsn below which every fact is reflected in this journal, written in the same transaction
 /// as the events and progress it produced.
-const SCHEMA_V5: &str = "
+const SCHEMA_V6: &str = "
 CREATE TABLE consumers (
     name        TEXT PRIMARY KEY,
     lsn         INTEGER NOT NULL

@@ -70,6 +70,7 @@ fn alarm(seq: u64, device: DeviceIdx, raised_ms: i64) -> Alarm {
         ack_target_ms: 180_000,
         on_site_target_ms: Some(1_800_000),
         repair_target_ms: None,
+        escalations: Vec::new(),
     }
 }
 
@@ -805,4 +806,77 @@ fn errors_are_variants_callers_can_match() {
             if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
         "{e:?}"
     );
+}
+
+fn escalated(a: &Alarm, step: u32, ts_ms: i64, notify: &str) -> Event {
+    use crate::model::escalation::{Escalation, Target, Until};
+    use crate::model::event::EscalationEvent;
+    Event::Escalation(EscalationEvent {
+        escalation: Escalation {
+            step,
+            ts_ms,
+            due_ms: a.raised_ms + MIN,
+            until: if step == 1 { Until::Ack } else { Until::OnSite },
+            notify: Target::parse(notify).unwrap(),
+            message: format!("第{step}级 {}", a.message),
+        },
+        alarm: a.clone(),
+    })
+}
+
+/// Version 5: fired escalation steps are kept per alarm and step (a step written twice stays
+/// as first written), read back for one alarm, and restored for the alarms `restore` brings
+/// back (not for one cleared before the retention time).
+#[test]
+fn escalations_round_trip_and_are_restored_with_their_alarms() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory();
+    let mut j = Journal::open(dir.path()).unwrap();
+    let active = alarm(1, 0, T0);
+    let mut old = alarm(2, 0, T0 - 3 * 60 * MIN);
+    old.cleared_ms = Some(T0 - 2 * 60 * MIN);
+    j.append(
+        &inv,
+        &[
+            alarm_event(AlarmEventKind::Raised, T0, "", &active),
+            escalated(&active, 1, T0 + MIN, "webhook:duty_manager"),
+            alarm_event(AlarmEventKind::Raised, old.raised_ms, "", &old),
+            escalated(&old, 1, old.raised_ms + MIN, "webhook:duty_manager"),
+            alarm_event(AlarmEventKind::Cleared, T0 - 2 * 60 * MIN, "", &old),
+        ],
+    )
+    .unwrap();
+    j.append(
+        &inv,
+        &[
+            escalated(&active, 2, T0 + 15 * MIN, "mqtt:estate/jinxiu/escalations"),
+            // The same step again (it cannot happen, but would not be a second row).
+            escalated(&active, 1, T0 + 2 * MIN, "webhook:other"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(count(&j, "escalations"), 3);
+    let got = j.escalations_of("jinxiu-1").unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].step, got[0].ts_ms, got[0].notify.to_string()),
+        (1, T0 + MIN, "webhook:duty_manager".to_owned())
+    );
+    assert_eq!(got[0].message, "第1级 3号楼EL-1 困人");
+    assert_eq!(
+        (
+            got[1].step,
+            got[1].until.as_str(),
+            got[1].notify.to_string()
+        ),
+        (2, "on_site", "mqtt:estate/jinxiu/escalations".to_owned())
+    );
+    drop(j);
+    let j = Journal::open(dir.path()).unwrap();
+    let restored = j.restore_escalations(T0 + 20 * MIN, 60 * MIN).unwrap();
+    let steps: Vec<(&str, u32)> = restored.iter().map(|(a, e)| (a.as_str(), e.step)).collect();
+    assert_eq!(steps, [("jinxiu-1", 1), ("jinxiu-1", 2)]);
+    // With a longer retention the cleared alarm's step comes back too.
+    let restored = j.restore_escalations(T0 + 20 * MIN, 24 * 60 * MIN).unwrap();
+    assert_eq!(restored.len(), 3);
 }

@@ -132,7 +132,9 @@ impl Journal {
     /// Appends events in order, in one transaction (all or nothing): `Event::State` → a row in
     /// `transitions`; `Event::Alarm` → the alarm's full current row upserted in `alarms` plus
     /// a row in `alarm_events`; `Event::Maintenance` → the window upserted in `windows` (an
-    /// early end rewrites `end_ms`). Devices are `inventory` indexes; their strings are stored.
+    /// early end rewrites `end_ms`); `Event::Escalation` → a row in `escalations` (a step
+    /// already there is kept as it was). Devices are `inventory` indexes; their strings are
+    /// stored.
     pub fn append(&mut self, inventory: &Inventory, events: &[Event]) -> Result<(), JournalError> {
         if events.is_empty() {
             return Ok(());
@@ -207,8 +209,36 @@ fn write_events(
                  n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max",
             )
             .sql(path, doing)?;
+        let mut escalation = tx
+            .prepare_cached(
+                "INSERT INTO escalations (alarm_id, step, site, device, building, category, \
+                 class, ts_ms, due_ms, until, notify, message) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 ON CONFLICT (alarm_id, step) DO NOTHING",
+            )
+            .sql(path, doing)?;
         for event in events {
             match event {
+                Event::Escalation(e) => {
+                    let (a, x) = (&e.alarm, &e.escalation);
+                    let d = device(inventory, a.device)?;
+                    escalation
+                        .execute(params![
+                            a.id,
+                            x.step,
+                            d.site,
+                            d.id,
+                            d.building,
+                            d.category,
+                            a.class,
+                            x.ts_ms,
+                            x.due_ms,
+                            x.until.as_str(),
+                            x.notify.to_string(),
+                            x.message,
+                        ])
+                        .sql(path, doing)?;
+                }
                 Event::Compliance(c) => {
                     let d = device(inventory, c.device)?;
                     compliance

@@ -162,6 +162,10 @@ pub struct Alarm {
     /// Cleared (restored) within this long counts as a timely repair (修复及时率); `None`:
     /// not graded for repair (no target, or a journal of an earlier version).
     pub repair_target_ms: Option<i64>,
+    /// The escalation steps fired for it, in order. Filled in by the core stage for what it
+    /// publishes and answers; the engine never sets or reads it (escalation runs on the
+    /// gateway's clock, the engine in event time).
+    pub escalations: Vec<crate::model::escalation::Escalation>,
 }
 
 impl Alarm {
@@ -228,6 +232,13 @@ pub struct AlarmEvent {
     pub alarm: Alarm,
 }
 
+/// A fired escalation step and its alarm as it is then (`alarm.escalations` includes this one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationEvent {
+    pub escalation: crate::model::escalation::Escalation,
+    pub alarm: Alarm,
+}
+
 /// Everything the core emits, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -239,6 +250,8 @@ pub enum Event {
     Compliance(ComplianceChange),
     /// An hour of a device's `hourly` signals (mean, minimum, maximum) for the journal.
     Hourly(HourlyStats),
+    /// An escalation step fired (emitted by the core stage, never by the engine).
+    Escalation(EscalationEvent),
 }
 
 /// Whether an indoor sensor is at or above the minimum temperature, from `ts_ms` on

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 mod ack;
 mod command;
+pub mod escalation;
 pub mod event;
 pub mod restore;
 pub mod rules;

@@ -623,6 +623,7 @@ pub(super) mod tests {
                 ack_target_ms: 180_000,
                 on_site_target_ms: None,
                 repair_target_ms: None,
+                escalations: Vec::new(),
             },
         })
     }

@@ -708,6 +708,7 @@ pub(crate) mod tests {
                 ack_target_ms: target_ms,
                 on_site_target_ms: None,
                 repair_target_ms: None,
+                escalations: Vec::new(),
             },
         })
     }

@@ -1,7 +1,8 @@
 //! The MQTT event sink (DESIGN §6, "out"): alarm lifecycle events on
 //! `estate/{site}/alarms/{category}/{device}` (QoS 1) and each device's current state,
 //! retained, on `estate/{site}/state/{category}/{device}` (QoS 1), so a control-room client
-//! that connects later sees every state at once.
+//! that connects later sees every state at once. Escalation steps with an `mqtt:<topic>` target
+//! go to their topic (QoS 1, not retained) as the alarm event `escalated`.
 //!
 //! It uses its own connection (client id `<mqtt.client_id>-events`, clean session): the
 //! source's persistent session stays a pure subscriber, and a slow publish never delays
@@ -20,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::MqttSettings;
+use crate::model::escalation::Target;
 use crate::model::event::Event;
 use crate::model::Inventory;
 use crate::mqtt::topic::TopicPattern;
@@ -84,6 +86,16 @@ async fn publish_loop(
                     true,
                 )
             }
+            // An escalation step whose target is an MQTT topic (the core stage sends only
+            // those here): the alarm event `escalated`, not retained.
+            Event::Escalation(x) => match &x.escalation.notify {
+                Target::Mqtt(topic) => (
+                    topic.clone(),
+                    crate::encode::json::escalation_event(&inventory, x),
+                    false,
+                ),
+                Target::Webhook(_) => continue,
+            },
             Event::Maintenance(_) | Event::Compliance(_) | Event::Hourly(_) => continue,
         };
         let body = payload.to_string().into_bytes();

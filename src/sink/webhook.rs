@@ -4,6 +4,11 @@
 //! which both accept). Raised and cleared events are sent; acknowledgments are not (the
 //! group sees them in the control room).
 //!
+//! The same sink serves each named escalation target (`[alarms.webhooks.<name>]`, no
+//! severities): it gets only the escalation steps that name it (the core stage routes them)
+//! and sends each as the target's format — the alarm event `escalated` (JSON) or the step's
+//! rendered message as the robot's text.
+//!
 //! Deliveries are in order, one at a time, each retried with exponential backoff (1 s, or
 //! `retry_max` if shorter, doubling up to `retry_max`) up to `retries` times on a connection error, a non-2xx answer or a robot's
 //! non-zero `errcode` (its rate limit); then given up, counted (`webhook_failed`) and logged.
@@ -42,6 +47,24 @@ pub fn spawn(
         .build()?;
     Ok(tokio::spawn(async move {
         while let Some(e) = events.recv().await {
+            if let Event::Escalation(x) = &*e {
+                let body = match settings.format {
+                    WebhookFormat::Json => crate::encode::json::escalation_event(&inventory, x),
+                    WebhookFormat::Text => json!({
+                        "msgtype": "text",
+                        "text": {"content": x.escalation.message},
+                    }),
+                };
+                if deliver(&client, &settings, &body).await {
+                    stats.core.webhook_sent.fetch_add(1, Relaxed);
+                } else {
+                    stats.core.webhook_failed.fetch_add(1, Relaxed);
+                    error!(alarm = %x.alarm.id, step = x.escalation.step, notify = %x.escalation.notify,
+                           retries = settings.retries,
+                           "Escalation delivery failed after all retries; it is in the journal and on the alarm.");
+                }
+                continue;
+            }
             let Event::Alarm(a) = &*e else { continue };
             if !matches!(a.kind, AlarmEventKind::Raised | AlarmEventKind::Cleared)
                 || !settings.severities.contains(&a.alarm.severity)
@@ -217,6 +240,7 @@ mod tests {
                 ack_target_ms: 180_000,
                 on_site_target_ms: None,
                 repair_target_ms: None,
+                escalations: Vec::new(),
             },
         }))
     }

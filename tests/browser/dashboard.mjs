@@ -5,6 +5,8 @@
 //     steps (response, arrival 到场及时率, repair 修复及时率) of the month;
 //   - an alarm raised while the page is open (an elevator entrapment, published here with
 //     mosquitto_pub) is on the alarms page within 2 s;
+//   - its escalation (the test's chain escalates an entrapment at once) shows as 已升级 1 次 on
+//     its row, as the API has it;
 //   - acknowledging it from the page (name + token in the dialog; a wrong token first gets
 //     the 401 message and a second chance) acknowledges it in the API, and so does "on site";
 //   - the English switch changes the labels and is remembered;
@@ -161,6 +163,13 @@ try {
     .catch(() => fail('the acknowledgment countdown does not show the time left'));
   await page.waitForFunction(([sel, before]) => document.querySelector(sel)?.textContent !== before, [`${row} [data-age]`, age1], { timeout: 3000 })
     .catch(async () => fail(`the age counter does not run (${age1}): ${await page.innerHTML(row)}; gateway time ${await page.textContent('#clock')}`));
+  // Escalated at once (the test's chain: after = "0s"): 已升级 1 次 on the row, as in the API.
+  const escalated = `${row} .escalated[data-escalations="1"]`;
+  await page.waitForSelector(escalated, { timeout: 3000 })
+    .catch(async () => fail(`the alarm's escalation is not shown on its row: ${await page.innerHTML(row)}`));
+  if ((await page.textContent(escalated)).trim() !== '已升级 1 次') fail(`the escalation reads ${JSON.stringify(await page.textContent(escalated))}, not 已升级 1 次`);
+  const esc1 = (await getJson(`/api/alarms/${encodeURIComponent(id)}`)).escalations;
+  if (esc1?.length !== 1 || esc1[0].step !== 1) fail(`the API shows escalations ${JSON.stringify(esc1)}, not step 1`);
   await shot('alarms-raised');
 
   // ---- acknowledge from the page: wrong token first (401, asked again), then the right one.

@@ -282,6 +282,7 @@ impl Engine {
             ack_target_ms,
             on_site_target_ms,
             repair_target_ms,
+            escalations: Vec::new(),
         };
         self.next_alarm_seq += 1;
         let rs = &mut self.devs[device as usize].rules[ri];
@@ -336,6 +337,7 @@ impl Alarm {
             ack_target_ms: 0,
             on_site_target_ms: None,
             repair_target_ms: None,
+            escalations: Vec::new(),
         }
     }
 }

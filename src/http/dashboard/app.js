@@ -37,6 +37,7 @@
       'all': '全部', 'site': '全站', 'na': 'n/a',
       'al.active': '活动告警', 'al.cleared': '最近消除', 'al.none': '当前没有活动告警', 'al.none_cleared': '最近没有消除的告警',
       'al.left': '剩余', 'al.overdue': '已超时', 'al.acked': '已确认', 'al.on_site': '已到场', 'al.late': '超时',
+      'al.escalated': '已升级 {n} 次', 'al.step': '第{n}级',
       'btn.ack': '确认', 'btn.on_site': '到场',
       'dlg.ack': '确认告警', 'dlg.on_site': '报告到场', 'dlg.name': '值班员姓名', 'dlg.token': 'API 令牌',
       'dlg.cancel': '取消', 'dlg.ok': '确定', 'err.name': '请填写值班员姓名。', 'err.token': '请输入 API 令牌。',
@@ -82,6 +83,7 @@
       'all': 'All', 'site': 'Whole site', 'na': 'n/a',
       'al.active': 'Active alarms', 'al.cleared': 'Recently cleared', 'al.none': 'No active alarms', 'al.none_cleared': 'Nothing cleared recently',
       'al.left': 'left', 'al.overdue': 'overdue', 'al.acked': 'Acknowledged', 'al.on_site': 'On site', 'al.late': 'late',
+      'al.escalated': 'Escalated {n}×', 'al.step': 'step {n}',
       'btn.ack': 'Acknowledge', 'btn.on_site': 'On site',
       'dlg.ack': 'Acknowledge alarm', 'dlg.on_site': 'Report on site', 'dlg.name': 'Operator name', 'dlg.token': 'API token',
       'dlg.cancel': 'Cancel', 'dlg.ok': 'OK', 'err.name': 'Enter the operator\'s name.', 'err.token': 'Enter the API token.',
@@ -561,6 +563,12 @@
     const parts = [];
     if (a.acknowledged) parts.push(`<span class="${a.response_s > a.ack_target_s ? 's-warn' : 's-ok'}" data-acked-by="${esc(a.acknowledged.by)}">${esc(t('al.acked'))} · ${esc(a.acknowledged.by)}</span>`);
     if (a.on_site) parts.push(`<span class="s-ok">${esc(t('al.on_site'))} · ${esc(a.on_site.by)}</span>`);
+    // Escalation steps fired for it (unanswered too long): how many, and each in the tooltip.
+    const x = a.escalations || [];
+    if (x.length) {
+      const title = x.map((e) => `${t('al.step').replace('{n}', e.step)} · ${fmtTime(e.ts)} · ${e.notify}\n${e.message}`).join('\n\n');
+      parts.push(`<span class="s-bad escalated" data-escalations="${x.length}" title="${esc(title)}">${esc(t('al.escalated').replace('{n}', x.length))}</span>`);
+    }
     return parts.join('<br>') || '<span class="muted">—</span>';
   }
   function alarmRow(a) {
