@@ -46,7 +46,8 @@ enum Command {
         /// The gateway's TOML file (inventory, profiles, targets; its data_dir is not used).
         #[arg(short, long, default_value = "configs/gateway.toml")]
         config: PathBuf,
-        /// The tape: one JSON fact a line (`run --record` writes one).
+        /// The tape: one JSON fact a line (`run --record` writes one), or a gateway's input log
+        /// directory (`<data_dir>/log`).
         #[arg(long)]
         input: PathBuf,
         /// Where the journal is written (created if missing; an existing journal is
@@ -541,11 +542,20 @@ fn replay(config: &Path, input: &Path, data_dir: &Path, until: Option<&str>) -> 
                 .as_millisecond(),
         }),
     };
-    let file = std::fs::File::open(input)
-        .map_err(|e| anyhow!("cannot read the tape {}: {e}", input.display()))?;
     let started = std::time::Instant::now();
-    let (summary, errors) =
-        estate_gateway::replay::replay(&cfg, std::io::BufReader::new(file), data_dir, until_ms)?;
+    let (summary, errors) = if input.is_dir() {
+        // A gateway's input log (`data_dir/log`): the tape it keeps by itself.
+        estate_gateway::replay::replay(
+            &cfg,
+            estate_gateway::replay::log_tape(input),
+            data_dir,
+            until_ms,
+        )?
+    } else {
+        let file = std::fs::File::open(input)
+            .map_err(|e| anyhow!("cannot read the tape {}: {e}", input.display()))?;
+        estate_gateway::replay::replay(&cfg, std::io::BufReader::new(file), data_dir, until_ms)?
+    };
     let secs = started.elapsed().as_secs_f64();
     for e in errors.iter().take(20) {
         eprintln!("{}:{}: {}", input.display(), e.line, e.message);

@@ -461,6 +461,139 @@ pub fn replay(
     Ok((summary, errors))
 }
 
+/// An input log directory (`data_dir/log`) read as a tape: each record becomes the JSON line of
+/// its fact (a reading by names with its values, a status, an acknowledgment or on-site report
+/// by alarm id, a maintenance command at its arrival time), streamed. The log is the tape a
+/// gateway keeps by itself; `replay --input DATA_DIR/log` reads it.
+pub fn log_tape(dir: &Path) -> impl BufRead {
+    std::io::BufReader::new(LogTape {
+        reader: crate::wal::Reader::open(dir, 0),
+        pending: Vec::new(),
+        at: 0,
+    })
+}
+
+struct LogTape {
+    reader: crate::wal::Reader,
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for LogTape {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Everything the files hold, to their end.
+        let head = crate::wal::Head {
+            next_lsn: u64::MAX,
+            segment: u64::MAX,
+            offset: u64::MAX,
+            first_kept: 0,
+        };
+        while self.at >= self.pending.len() {
+            self.pending.clear();
+            self.at = 0;
+            let Some(body) = self.reader.next(&head)? else {
+                return Ok(0);
+            };
+            let rec = crate::wal::record::decode(body)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let fact = fact_of(rec);
+            serde_json::to_writer(&mut self.pending, &fact)?;
+            self.pending.push(b'\n');
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// A log record as the tape's fact.
+fn fact_of(rec: crate::wal::Record) -> Fact {
+    use crate::wal::{CommandFact, Fact as Logged};
+    let at = rec.arrival_ms;
+    match rec.fact {
+        Logged::Reading {
+            site,
+            device,
+            ts_ms,
+            status: Some(st),
+            ..
+        } => Fact::Status {
+            site,
+            device,
+            ts: ts_ms,
+            status: match st {
+                Status::Online => "online",
+                Status::Offline => "offline",
+            }
+            .into(),
+        },
+        Logged::Reading {
+            site,
+            device,
+            ts_ms,
+            values,
+            ..
+        } => Fact::Reading {
+            site,
+            device,
+            ts: ts_ms,
+            values: values
+                .into_iter()
+                .map(|(k, v)| {
+                    let j = match v {
+                        Value::Float(x) => {
+                            serde_json::Number::from_f64(x).map_or(Json::Null, Json::Number)
+                        }
+                        Value::Int(x) => Json::from(x),
+                        Value::Bool(x) => Json::Bool(x),
+                        Value::Str(x) => Json::String(x),
+                    };
+                    (k, j)
+                })
+                .collect(),
+        },
+        Logged::Command(CommandFact::Alarm {
+            on_site,
+            id,
+            by,
+            ts_ms,
+        }) => {
+            let r = AlarmRef {
+                id: Some(id),
+                site: None,
+                device: None,
+                rule: None,
+                raised: None,
+                by,
+                ts: ts_ms.unwrap_or(at),
+            };
+            if on_site {
+                Fact::OnSite(r)
+            } else {
+                Fact::Ack(r)
+            }
+        }
+        Logged::Command(CommandFact::Maintenance {
+            site,
+            device,
+            start_ms,
+            end_ms,
+            reason,
+            by,
+        }) => Fact::Maintenance {
+            site,
+            device,
+            start: start_ms,
+            end: end_ms,
+            reason,
+            by,
+            ts: at,
+        },
+        Logged::Command(CommandFact::MaintenanceEnd { id }) => Fact::MaintenanceEnd { id, ts: at },
+    }
+}
+
 /// Writes the facts a live gateway receives as a tape (`run --record`): readings with their
 /// decoded values, operators' commands with the alarm's device, rule and raise time.
 pub struct Recorder {

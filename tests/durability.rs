@@ -137,6 +137,29 @@ fn sigkill_three_times_mid_stream_loses_nothing_and_applies_each_reading_once() 
     let status = estate.gateway.terminate();
     assert!(status.success(), "{status}");
     assert_eq!(applied(&estate), 6_000, "each reading applied exactly once");
+
+    // The log is the tape: replayed into a fresh journal, it gives the same hourly counts.
+    let out = tempfile::tempdir().expect("temp dir");
+    let log_dir = estate.journal_path().with_file_name("log");
+    let r = crate::support::run_cli(&[
+        "replay",
+        "-c",
+        estate.config.to_str().expect("utf-8"),
+        "--input",
+        log_dir.to_str().expect("utf-8"),
+        "--data-dir",
+        out.path().to_str().expect("utf-8"),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let conn = rusqlite::Connection::open(out.path().join("journal.sqlite")).expect("replayed");
+    let n: i64 = conn
+        .query_row(
+            "SELECT COALESCE(SUM(n), 0) FROM hourly WHERE device LIKE 'S-%' AND signal = 'indoor_temp_c'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("hourly");
+    assert_eq!(n, 6_000, "the input log holds every reading once");
 }
 
 #[test]

@@ -95,12 +95,16 @@ impl Reader {
                 continue;
             };
             let mut header = [0u8; record::HEADER];
+            // A torn record at the end of the last segment (only a reader without the
+            // writer's head sees one) ends the log like its end does.
             match f.read_exact(&mut header) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && limit == u64::MAX => {
-                    // The end of a complete segment: the next one holds `next_lsn`.
+                    // The end of a complete segment: the next one holds `next_lsn` (when there
+                    // is none, this is the end of the log: a reader without a writer's head).
                     self.file = None;
-                    if self.seg >= head.segment {
+                    let later = segments(&self.dir)?.iter().any(|(f, _)| *f > self.seg);
+                    if self.seg >= head.segment || !later {
                         return Ok(None);
                     }
                     continue;
