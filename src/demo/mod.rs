@@ -83,6 +83,7 @@ pub struct Adapt {
 /// The demo configuration adapted in memory (see the module docs).
 pub fn adapt(cfg: &mut Config, a: &Adapt) {
     cfg.gateway.data_dir = a.data_dir.clone();
+    cfg.log.dir = a.data_dir.join(crate::config::LOG_DIR_NAME);
     if let Some(m) = &mut cfg.mqtt {
         m.url = format!("mqtt://{}", a.broker);
         m.host = a.broker.ip().to_string();
