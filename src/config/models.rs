@@ -84,17 +84,18 @@ fn parse(
     errs: &mut Errors,
 ) -> Option<DeviceModel> {
     let mut e = Errors::new(file);
-    let mut unknown = Vec::new();
-    let raw: RawModel = match serde_ignored::deserialize(toml::Deserializer::new(text), |p| {
-        unknown.push(p.to_string())
-    }) {
-        Ok(r) => r,
+    let raw: super::typed::Read<RawModel> = match toml::from_str::<serde_json::Value>(text) {
+        Ok(tree) => super::typed::deserialize(tree),
         Err(err) => {
             e.push("-", format!("is not a valid model: {err}"));
             errs.extend(e);
             return None;
         }
     };
+    for m in raw.mistakes {
+        e.push(m.key, m.message);
+    }
+    let (raw, unknown) = (raw.value, raw.unknown);
     for k in unknown {
         e.push(
             k.replace(".?", ""),
