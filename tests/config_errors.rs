@@ -346,3 +346,31 @@ fn type_errors_are_reported_with_every_other_error() {
     // The defaults the wrong keys fell back to say nothing of their own.
     assert!(!err.contains("store.queue_lines"), "{err}");
 }
+
+/// Issue 13 item 2: ids and names the store cannot carry exactly are refused, with the
+/// reason, together with the other errors.
+#[test]
+fn names_line_protocol_cannot_carry_are_refused() {
+    let (_d, p) = variant(
+        |t| {
+            t.to_owned()
+                + "\n[[devices]]\nid = 'E\\backslash'\nname = \"a\"\nbuilding = \"B\"\ncategory = \"elevator\"\n"
+                + "\n[[devices]]\nid = 'E-trailing\\'\nname = \"b\"\nbuilding = \"B\"\ncategory = \"elevator\"\n"
+                + "\n[[devices]]\nid = 'E\\\\dbl'\nname = \"c\"\nbuilding = 'B\\1'\ncategory = \"elevator\"\n"
+        },
+        None,
+    );
+    let (code, out, err) = check(&p);
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    for n in [
+        "gateway.toml: devices[2].id: `E\\backslash` contains a backslash",
+        "gateway.toml: devices[3].id: `E-trailing\\` contains a backslash",
+        "gateway.toml: devices[4].id: `E\\\\dbl` contains a backslash",
+        "gateway.toml: devices[4].building: `B\\1` contains a backslash",
+        "InfluxDB 1.x stores an escaped backslash doubled",
+        "use another character",
+        "4 configuration errors",
+    ] {
+        assert!(err.contains(n), "missing {n:?} in:\n{err}");
+    }
+}

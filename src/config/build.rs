@@ -245,7 +245,7 @@ fn build_gateway(
     errs: &mut Errors,
 ) -> GatewaySettings {
     if !g.site.is_empty() {
-        check_name(errs, "gateway.site", &g.site, true);
+        check_name(errs, "gateway.site", &g.site, true, true);
     }
     let log_format = match g.log_format.as_str() {
         "text" => LogFormat::Text,
@@ -278,7 +278,7 @@ fn build_gateway(
         .or_else(|| env.get("HOSTNAME").cloned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".into());
-    check_name(errs, "gateway.host", &host, false);
+    check_name(errs, "gateway.host", &host, false, true);
     let stats_interval = errs.duration("gateway.stats_interval", &g.stats_interval);
     if stats_interval.is_zero() && !errs.has_key("gateway.stats_interval") {
         errs.push("gateway.stats_interval", "must be more than 0, e.g. `10s`");

@@ -52,8 +52,9 @@ pub(super) fn resolve(base_dir: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// Rejects characters that cannot be carried in a line-protocol tag or an MQTT topic.
-pub(super) fn check_name(errs: &mut Errors, key: &str, value: &str, in_topic: bool) {
+/// Rejects characters that cannot be carried in an MQTT topic segment (`in_topic`) or a
+/// line-protocol tag (`tag`: `encode::line::tag_problem`); control characters never.
+pub(super) fn check_name(errs: &mut Errors, key: &str, value: &str, in_topic: bool, tag: bool) {
     if value.trim().is_empty() {
         errs.push(key, "is empty; give a name");
         return;
@@ -67,6 +68,8 @@ pub(super) fn check_name(errs: &mut Errors, key: &str, value: &str, in_topic: bo
                 c
             ),
         );
+    } else if let Some(why) = crate::encode::line::tag_problem(value).filter(|_| tag) {
+        errs.push(key, format!("`{value}` {why}"));
     }
     if in_topic {
         if let Some(c) = value.chars().find(|c| matches!(c, '/' | '+' | '#')) {
