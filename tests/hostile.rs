@@ -90,3 +90,90 @@ fn escaped_names_come_back_exactly_from_victoria_metrics_and_influxdb() {
     notes.sort();
     assert_eq!(influx.string_values("telemetry", "note"), notes);
 }
+
+/// A gateway with only `[http]` (and what it needs), in `dir`, on `port`, plus `extra` TOML.
+fn http_only_config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nsite = \"s\"\ndata_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n{extra}",
+            dir.join("data").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Issue 13 item 3: started with a soft limit of 1,024 file descriptors (systemd's default),
+/// the gateway raises it and keeps `/healthz` answering while 2,000 idle connections are
+/// open; idle connections are closed after `http.header_timeout`.
+#[test]
+fn healthz_answers_under_two_thousand_idle_connections() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::support::free_port();
+    let cfg = http_only_config(dir.path(), port, "header_timeout = \"6s\"\n");
+    let mut gw = crate::support::GatewayProcess::start_with_fd_limit(
+        &["run", "-c", cfg.to_str().unwrap()],
+        &[],
+        1024,
+    );
+    assert!(
+        gw.wait_for_log("HTTP API listening.", Duration::from_secs(20)),
+        "{}",
+        gw.log()
+    );
+    let opened = Instant::now();
+    let idle: Vec<TcpStream> = (0..2000)
+        .map(|i| {
+            TcpStream::connect(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect();
+    // Let the gateway accept them all (or fail to).
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(crate::support::http_get(&format!(
+            "http://127.0.0.1:{port}/healthz"
+        )));
+    });
+    let answer = rx.recv_timeout(Duration::from_secs(3));
+    assert!(
+        opened.elapsed() < Duration::from_secs(6),
+        "the machine is too slow for this test's timing"
+    );
+    match answer {
+        Ok(Ok(r)) => assert_eq!((r.status, r.text().as_str()), (200, "ok")),
+        other => panic!(
+            "/healthz did not answer within 3 s with 2,000 idle connections open: {other:?}\n{}",
+            gw.log()
+        ),
+    }
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    assert!(
+        gw.log().contains("File-descriptor limit raised."),
+        "{}",
+        gw.log()
+    );
+
+    // The idle connections are closed by the gateway after `header_timeout`.
+    let mut first = idle.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let t = Instant::now();
+    let n = first.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "an idle connection got data");
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "an idle connection stayed open {:?}",
+        t.elapsed()
+    );
+}

@@ -121,6 +121,10 @@ pub struct HttpSettings {
     pub api_token: Secret,
     /// The environment variable the token is read from, for the "how to set it" messages.
     pub api_token_env: String,
+    /// Connections served at once (`http.max_connections`, default 10000).
+    pub max_connections: usize,
+    /// Idle and slow-header connections are closed after this (`http.header_timeout`, 10s).
+    pub header_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -675,10 +679,19 @@ fn build_http(
         base_dir,
         env,
     );
+    if h.max_connections == 0 {
+        errs.push("http.max_connections", "must be at least 1 (default 10000)");
+    }
+    let header_timeout = errs.duration("http.header_timeout", &h.header_timeout);
+    if header_timeout.is_zero() && !errs.has_key("http.header_timeout") {
+        errs.push("http.header_timeout", "must be more than 0 (default 10s)");
+    }
     HttpSettings {
         listen,
         api_token,
         api_token_env: h.api_token_env.clone(),
+        max_connections: h.max_connections,
+        header_timeout,
     }
 }
 

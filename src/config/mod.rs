@@ -388,7 +388,13 @@ fn unknown_key_hint(key: &str) -> String {
             "reconnect_max",
         ],
         "modbus" => &["offline_after", "models_dir", "endpoints"],
-        "http" => &["listen", "api_token_env", "api_token_file"],
+        "http" => &[
+            "listen",
+            "api_token_env",
+            "api_token_file",
+            "max_connections",
+            "header_timeout",
+        ],
         "alarms" if key.starts_with("alarms.classes.") => {
             &["ack_target", "on_site_target", "repair_target", "source"]
         }
@@ -630,7 +636,7 @@ clear_value = 0.2
             "{errs:#?}"
         );
         assert!(
-            has("http.port: unknown key; valid keys here: listen, api_token_env, api_token_file"),
+            has("http.port: unknown key; valid keys here: listen, api_token_env, api_token_file, max_connections, header_timeout"),
             "{errs:#?}"
         );
         assert_eq!(errs.len(), 4, "{errs:#?}");

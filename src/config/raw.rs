@@ -177,6 +177,12 @@ pub(crate) struct RawHttp {
     pub api_token_env: String,
     /// File holding the API token (first line); wins over the environment.
     pub api_token_file: Option<String>,
+    /// Connections served at once; more wait in the kernel's backlog. Capped below the
+    /// process's file-descriptor limit.
+    pub max_connections: usize,
+    /// A connection that has not sent a complete request head within this time (idle
+    /// keep-alive or a slow client) is closed.
+    pub header_timeout: String,
 }
 
 impl Default for RawHttp {
@@ -185,6 +191,8 @@ impl Default for RawHttp {
             listen: "127.0.0.1:8080".into(),
             api_token_env: "ESTATE_GW_API_TOKEN".into(),
             api_token_file: None,
+            max_connections: 10_000,
+            header_timeout: "10s".into(),
         }
     }
 }
