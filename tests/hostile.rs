@@ -177,3 +177,143 @@ fn healthz_answers_under_two_thousand_idle_connections() {
         t.elapsed()
     );
 }
+
+const PLANTED: &[&str] = &[
+    "PLANTED-STORE-TOKEN-5e1d",
+    "PLANTED-URL-PASSWORD-91c2",
+    "PLANTED-MQTT-PASSWORD-7f3a",
+    "PLANTED-API-TOKEN-c0de",
+    "PLANTED-WEBHOOK-KEY-ab12",
+];
+
+/// Issue 13 item 4: the store token, the store URL's password, the MQTT password, the API
+/// token and the webhook key never appear in any output: the trace log, `/metrics`,
+/// `/healthz`, `check-config --verbose`, nor a failing configuration's errors.
+#[test]
+fn planted_secrets_never_appear_in_any_output() {
+    use crate::support::{
+        free_port, http_get, http_post, run_cli_with_env, GatewayProcess, Mosquitto,
+    };
+
+    let broker = Mosquitto::start();
+    let vm = VictoriaMetrics::start();
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    std::fs::write(dir.path().join("api.token"), format!("{}\n", PLANTED[3])).unwrap();
+    let toml = |store_url: &str, hook: &str| {
+        format!(
+            "[gateway]\nsite = \"s\"\ndata_dir = {data:?}\n\
+             [mqtt]\nurl = \"{mqtt}\"\nusername = \"gw\"\n\
+             [store]\nurl = \"{store_url}\"\norg = \"o\"\nbucket = \"b\"\nbatch_interval = \"100ms\"\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\napi_token_file = \"api.token\"\n\
+             [alarms.webhook]\n{hook}\n\
+             [[devices]]\nid = \"E-1\"\nname = \"e\"\nbuilding = \"B\"\ncategory = \"elevator\"\n",
+            data = dir.path().join("data").to_str().unwrap(),
+            mqtt = broker.url(),
+        )
+    };
+    let good = dir.path().join("gateway.toml");
+    std::fs::write(
+        &good,
+        toml(
+            &format!("http://gw:{}@127.0.0.1:{}", PLANTED[1], vm.port()),
+            "url_env = \"HOOK_URL\"",
+        ),
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        toml(
+            &format!("ftp://gw:{}@127.0.0.1:{}", PLANTED[1], vm.port()),
+            &format!("url = \"nonsense?key={}\"", PLANTED[4]),
+        )
+        .replace(
+            &format!("url = \"{}\"", broker.url()),
+            &format!("url = \"bogus://gw:{}@127.0.0.1:1\"", PLANTED[2]),
+        ),
+    )
+    .unwrap();
+    let hook = format!("http://127.0.0.1:9/hook?key={}", PLANTED[4]);
+    let env = [
+        ("RUST_LOG", "trace"),
+        ("ESTATE_GW_STORE_TOKEN", PLANTED[0]),
+        ("ESTATE_GW_MQTT_PASSWORD", PLANTED[2]),
+        ("HOOK_URL", hook.as_str()),
+    ];
+
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    for (what, path) in [
+        ("check-config --verbose", &good),
+        ("failing check-config", &bad),
+    ] {
+        let out = run_cli_with_env(
+            &["check-config", "--verbose", "-c", path.to_str().unwrap()],
+            &env,
+        );
+        outputs.push((
+            what.into(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    assert!(outputs[0].1.contains(":***@127.0.0.1"), "{}", outputs[0].1);
+    assert!(outputs[1].1.contains("store.url"), "{}", outputs[1].1);
+    assert!(outputs[1].1.contains("mqtt.url"), "{}", outputs[1].1);
+
+    let mut gw = GatewayProcess::start_with_env(&["run", "-c", good.to_str().unwrap()], &env);
+    assert!(
+        gw.wait_for_log("HTTP API listening.", Duration::from_secs(20)),
+        "{}",
+        gw.log()
+    );
+    broker.publish("estate/s/elevator/E-1/telemetry", br#"{"floor": 3}"#, 1);
+    let stored = vm.wait_for_samples("telemetry_floor", 1, Duration::from_secs(10));
+    assert_eq!(stored.len(), 1, "{}", gw.log());
+    let base = format!("http://127.0.0.1:{http_port}");
+    for token in [PLANTED[3], "wrong-token"] {
+        let r = http_post(
+            &format!("{base}/api/alarms/nope/ack"),
+            &[
+                ("Authorization", &format!("Bearer {token}")),
+                ("Content-Type", "application/json"),
+            ],
+            br#"{"by": "op"}"#,
+        )
+        .unwrap();
+        outputs.push((format!("ack with {token}"), r.text()));
+    }
+    outputs.push((
+        "/metrics".into(),
+        http_get(&format!("{base}/metrics")).unwrap().text(),
+    ));
+    outputs.push((
+        "/healthz".into(),
+        http_get(&format!("{base}/healthz")).unwrap().text(),
+    ));
+    gw.terminate();
+    let log = gw.log();
+    assert!(
+        log.contains("TRACE"),
+        "not a trace log:\n{}",
+        crate::support::tail(&log, 20)
+    );
+    outputs.push(("the trace log".into(), log));
+
+    for (what, text) in &outputs {
+        for secret in PLANTED {
+            assert!(
+                !text.contains(secret),
+                "{secret} appears in {what}:\n{}",
+                text.lines()
+                    .filter(|l| l.contains(secret))
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+}

@@ -22,7 +22,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use super::check::{is_identifier, secret};
+use super::check::{is_identifier, secret, SecretUrl};
 use super::raw::{RawAlarms, RawClass, RawWebhook};
 use super::Errors;
 use crate::model::rules::{ResponseClass, Severity};
@@ -66,8 +66,8 @@ pub enum WebhookFormat {
 /// `[alarms.webhook]`, built.
 #[derive(Clone, PartialEq)]
 pub struct WebhookSettings {
-    /// Robot URLs embed their key (`...?key=...`): `Debug` hides the query.
-    pub url: String,
+    /// Robot URLs embed their key (`...?key=...`): prints redacted (`super::check::SecretUrl`).
+    pub url: SecretUrl,
     pub format: WebhookFormat,
     /// Alarms of these severities are sent (default: critical).
     pub severities: Vec<Severity>,
@@ -82,10 +82,7 @@ pub struct WebhookSettings {
 impl WebhookSettings {
     /// The URL without its query (where robot keys live), for logs and summaries.
     pub fn redacted_url(&self) -> String {
-        match self.url.split_once('?') {
-            Some((base, _)) => format!("{base}?***"),
-            None => self.url.clone(),
-        }
+        self.url.to_string()
     }
 }
 
@@ -322,7 +319,7 @@ fn build_webhook(
     };
     if !url.is_empty() {
         let shown = if key == "alarms.webhook.url" {
-            format!("`{url}`")
+            format!("`{}`", super::check::redact_url(&url))
         } else {
             "the URL".to_owned()
         };
@@ -378,7 +375,7 @@ fn build_webhook(
         );
     }
     WebhookSettings {
-        url,
+        url: SecretUrl::new(url),
         format,
         severities,
         timeout,
@@ -602,7 +599,7 @@ three_minute_promise = []
         )
         .expect("valid");
         let w = cfg.alarms.webhook.expect("webhook");
-        assert_eq!(w.url, url);
+        assert_eq!(w.url.expose(), url);
         assert_eq!(w.format, WebhookFormat::Text);
         assert_eq!(w.severities, [Severity::Critical, Severity::Major]);
         assert_eq!(
@@ -623,7 +620,10 @@ three_minute_promise = []
         )
         .expect("valid");
         let w = cfg.alarms.webhook.expect("webhook");
-        assert_eq!(w.url, "https://oapi.dingtalk.com/robot/send?access_token=t");
+        assert_eq!(
+            w.url.expose(),
+            "https://oapi.dingtalk.com/robot/send?access_token=t"
+        );
         assert_eq!(
             (w.format, w.severities.as_slice()),
             (WebhookFormat::Json, &[Severity::Critical][..])

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::alarms::AlarmSettings;
-use super::check::{check_name, resolve, secret, Secret};
+use super::check::{check_name, redact_url, resolve, secret, Secret, SecretUrl};
 use super::heating::HeatingSettings;
 use super::raw::{RawConfig, RawGateway, RawHttp, RawIngest, RawMqtt, RawStore};
 use super::{alarms, heating, inventory, maintenance, models, profiles, Errors};
@@ -100,7 +100,8 @@ pub struct MqttSettings {
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    pub url: String,
+    /// May carry a password (`http://user:pass@host`): prints redacted.
+    pub url: SecretUrl,
     pub org: String,
     pub bucket: String,
     pub token: Secret,
@@ -312,7 +313,7 @@ fn build_mqtt(
                 other => {
                     errs.push(
                         "mqtt.url",
-                        format!("`{}`: scheme `{other}` is not supported; write `mqtt://host:1883` or `mqtts://host:8883`", m.url),
+                        format!("`{}`: scheme `{other}` is not supported; write `mqtt://host:1883` or `mqtts://host:8883`", redact_url(&m.url)),
                     );
                     false
                 }
@@ -323,7 +324,7 @@ fn build_mqtt(
                     "mqtt.url",
                     format!(
                         "`{}` has no host; write e.g. `mqtt://127.0.0.1:1883`",
-                        m.url
+                        redact_url(&m.url)
                     ),
                 );
             }
@@ -337,7 +338,7 @@ fn build_mqtt(
                 "mqtt.url",
                 format!(
                     "`{}` is not a URL ({e}); write e.g. `mqtt://127.0.0.1:1883`",
-                    m.url
+                    redact_url(&m.url)
                 ),
             );
             (String::new(), 0, false)
@@ -459,7 +460,7 @@ fn build_mqtt(
         errs.push("mqtt.inflight", "must be at least 1 (default 1000)");
     }
     MqttSettings {
-        url: m.url.clone(),
+        url: redact_url(&m.url),
         host,
         port,
         tls,
@@ -583,7 +584,7 @@ fn build_store(
             "store.url",
             format!(
                 "`{}`: scheme `{}` is not supported or the host is missing; write e.g. `http://127.0.0.1:8086`",
-                s.url,
+                redact_url(&s.url),
                 u.scheme()
             ),
         ),
@@ -591,7 +592,7 @@ fn build_store(
             "store.url",
             format!(
                 "`{}` is not a URL ({e}); write the InfluxDB v2 base URL, e.g. `http://127.0.0.1:8086`",
-                s.url
+                redact_url(&s.url)
             ),
         ),
     }
@@ -632,7 +633,7 @@ fn build_store(
         errs.push("store.retry_min", "is larger than `store.retry_max`");
     }
     StoreSettings {
-        url: s.url.trim_end_matches('/').to_owned(),
+        url: SecretUrl::new(s.url.trim_end_matches('/')),
         org: s.org.clone(),
         bucket: s.bucket.clone(),
         token,

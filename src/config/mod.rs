@@ -37,7 +37,7 @@ pub use assessment::{
 pub use build::{
     Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, MqttSettings, StoreSettings,
 };
-pub use check::Secret;
+pub use check::{redact_url, Secret, SecretUrl};
 pub use heating::{HeatingSettings, SiteHeating};
 pub use models::BUILTIN_MODELS;
 pub use profiles::BUILTIN_PROFILES;
