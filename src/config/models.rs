@@ -99,7 +99,7 @@ fn parse(
     for k in unknown {
         e.push(
             k.replace(".?", ""),
-            "unknown key; valid: model, category, max_registers_per_request, max_bits_per_request, max_gap, registers (signal, table, address, type, bit, order, scale, offset, values, writable)",
+            "unknown key; valid: model, category, max_registers_per_request, max_bits_per_request, max_gap, registers (signal, table, address, type, bit, order, scale, offset, values, writable, min, max)",
         );
     }
     let name = if raw.model.is_empty() {
@@ -377,6 +377,22 @@ fn register(
             ),
         );
     }
+    for (k, b) in [("min", r.min), ("max", r.max)] {
+        if b.is_some() && !matches!(signal_type, SignalType::Float | SignalType::Int) {
+            e.push(
+                format!("{key}.{k}"),
+                format!("`{}` is not a number signal; `min`/`max` limit writes of float and int signals (an enum's writes are limited to its values)", r.signal),
+            );
+        }
+        if b.is_some_and(|b| !b.is_finite()) {
+            e.push(format!("{key}.{k}"), "must be a finite number");
+        }
+    }
+    if let (Some(lo), Some(hi)) = (r.min, r.max) {
+        if lo > hi {
+            e.push(format!("{key}.min"), format!("({lo}) is larger than `max` ({hi})"));
+        }
+    }
     Some(Register {
         signal: r.signal.clone(),
         signal_idx,
@@ -388,6 +404,8 @@ fn register(
         offset: r.offset,
         values: r.values.clone(),
         writable: r.writable,
+        min: r.min,
+        max: r.max,
         signal_type,
     })
 }

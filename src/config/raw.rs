@@ -350,6 +350,10 @@ pub(crate) struct RawRegister {
     /// For enum signals: raw value n → values[n].
     pub values: Option<Vec<String>>,
     pub writable: bool,
+    /// Smallest value an operator may write (numeric signals).
+    pub min: Option<f64>,
+    /// Largest value an operator may write (numeric signals).
+    pub max: Option<f64>,
 }
 
 impl Default for RawRegister {
@@ -365,6 +369,8 @@ impl Default for RawRegister {
             offset: 0.0,
             values: None,
             writable: false,
+            min: None,
+            max: None,
         }
     }
 }

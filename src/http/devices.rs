@@ -330,6 +330,7 @@ pub fn status_for(e: &WriteError) -> StatusCode {
         WriteError::NotModbus(_) => StatusCode::CONFLICT,
         WriteError::UnknownSignal { .. } => StatusCode::NOT_FOUND,
         WriteError::NotWritable { .. } => StatusCode::FORBIDDEN,
+        WriteError::OutOfRange { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         WriteError::BadValue { .. } => StatusCode::BAD_REQUEST,
         WriteError::Exception(_) => StatusCode::BAD_GATEWAY,
         WriteError::Unreachable(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -959,6 +960,14 @@ mod tests {
                 reason: "x".into()
             }),
             400
+        );
+        assert_eq!(
+            s(WriteError::OutOfRange {
+                signal: sig(),
+                value: "-1e30".into(),
+                reason: "x".into()
+            }),
+            422
         );
         assert_eq!(s(WriteError::Exception("illegal address".into())), 502);
         assert_eq!(s(WriteError::Unreachable("timeout".into())), 504);
