@@ -317,3 +317,135 @@ fn planted_secrets_never_appear_in_any_output() {
         }
     }
 }
+
+/// Issue 13 item 7: with the project's Modbus simulator as the peer, a write outside the
+/// register map's `min`/`max` is refused with 422 and never sent; every write (who, from
+/// where, old and new value, result) is journaled and listed by `GET /api/writes`, newest
+/// first, token-protected, `?device=&limit=`.
+#[test]
+fn modbus_writes_are_range_checked_and_journaled() {
+    use crate::support::{free_port, http_get, http_request, wait_until, GatewayProcess};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (plant, http_port) = (free_port(), free_port());
+    std::fs::write(dir.path().join("api.token"), "write-token\n").unwrap();
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nsite = \"s\"\ndata_dir = {data:?}\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\napi_token_file = \"api.token\"\n\
+             [modbus]\n[[modbus.endpoints]]\nname = \"plant\"\nurl = \"tcp://127.0.0.1:{plant}\"\n\
+             [[devices]]\nid = \"HX-1\"\nname = \"1号换热站\"\nbuilding = \"站\"\ncategory = \"heating_loop\"\n\
+             interval = \"200ms\"\nmodbus = {{ endpoint = \"plant\", unit = 1, model = \"heating_plc\" }}\n",
+            data = dir.path().join("data").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let mut sim = GatewayProcess::start(&["simulate", "-c", cfg, "--seed", "1"]);
+    assert!(
+        sim.wait_for_log("Simulating 1 Modbus device", Duration::from_secs(10)),
+        "{}",
+        sim.log()
+    );
+    let mut gw = GatewayProcess::start(&["run", "-c", cfg]);
+    assert!(
+        gw.wait_for_log("HTTP API listening.", Duration::from_secs(20)),
+        "{}",
+        gw.log()
+    );
+    let base = format!("http://127.0.0.1:{http_port}");
+    let setpoint = || -> Option<f64> {
+        let r = http_get(&format!("{base}/api/devices/HX-1")).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        v["values"]["supply_setpoint_c"].as_f64()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            setpoint() == Some(55.0)
+        }),
+        "never polled: {:?}\n{}",
+        setpoint(),
+        gw.log()
+    );
+    let post = |value: &str, token: &str| {
+        let body = format!(r#"{{"signal": "supply_setpoint_c", "value": {value}, "by": "李工"}}"#);
+        let r = http_request(
+            "POST",
+            &format!("{base}/api/devices/HX-1/write"),
+            &[
+                ("Authorization", &format!("Bearer {token}")),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        (r.status, v)
+    };
+
+    let (status, body) = post("-1e30", "write-token");
+    assert_eq!(status, 422, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.contains("outside the allowed range 30 to 95"), "{msg}");
+    let (status, body) = post("60.5", "write-token");
+    assert_eq!(status, 200, "{body}");
+    // The simulator took it (and -1e30 never reached it): the next polls read 60.5.
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            setpoint() == Some(60.5)
+        }),
+        "{:?}",
+        setpoint()
+    );
+    let (status, _) = post("70", "wrong-token");
+    assert_eq!(status, 401);
+
+    let list = |query: &str, token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        let r = http_request("GET", &format!("{base}/api/writes{query}"), &headers, b"").unwrap();
+        (
+            r.status,
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap(),
+        )
+    };
+    assert_eq!(list("", None).0, 401);
+    let (status, all) = list("", Some("write-token"));
+    assert_eq!(status, 200, "{all}");
+    let all = all.as_array().unwrap();
+    // Newest first; the unauthenticated attempt is not in the trail.
+    assert_eq!(all.len(), 2, "{all:#?}");
+    let (done, refused) = (&all[0], &all[1]);
+    assert_eq!(done["status"], 200);
+    assert_eq!(done["result"], "ok");
+    assert_eq!(done["old_value"], 55.0);
+    assert_eq!(done["new_value"], 60.5);
+    assert_eq!(done["by"], "李工");
+    assert_eq!(
+        (done["site"].as_str(), done["device"].as_str()),
+        (Some("s"), Some("HX-1"))
+    );
+    assert!(
+        done["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{done}"
+    );
+    assert_eq!(refused["status"], 422);
+    assert_eq!(refused["new_value"], -1e30);
+    assert!(refused["result"]
+        .as_str()
+        .unwrap()
+        .contains("outside the allowed range"));
+    let (_, one) = list("?device=HX-1&limit=1", Some("write-token"));
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert_eq!(one[0]["status"], 200);
+    let (_, none) = list("?device=HX-2", Some("write-token"));
+    assert_eq!(none, serde_json::json!([]));
+    assert_eq!(list("?limit=0", Some("write-token")).0, 400);
+    gw.terminate();
+    sim.terminate();
+}

@@ -390,7 +390,10 @@ fn register(
     }
     if let (Some(lo), Some(hi)) = (r.min, r.max) {
         if lo > hi {
-            e.push(format!("{key}.min"), format!("({lo}) is larger than `max` ({hi})"));
+            e.push(
+                format!("{key}.min"),
+                format!("({lo}) is larger than `max` ({hi})"),
+            );
         }
     }
     Some(Register {

@@ -17,6 +17,7 @@
 //! - `metrics`: the Prometheus text exposition of `crate::stats::Stats`;
 //! - `report`: what the scorecard grades against (`/api/assessment`) and the report of a
 //!   period (`/api/report`, the `report` command's JSON);
+//! - `writes`: the audit trail of Modbus writes (`GET /api/writes`, bearer token);
 //! - `dashboard`: the built-in live dashboard at `/` (static files embedded in the binary).
 //!
 //! Every error is JSON, `{"error": "..."}`, with `Content-Type: application/json;
@@ -32,6 +33,7 @@ mod events;
 mod maintenance;
 mod metrics;
 mod report;
+mod writes;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -100,6 +102,9 @@ pub struct AppState {
     pub report: Arc<ReportContext>,
     /// The gateway's clock (scaled under `demo --speed N`): the report endpoints' "now".
     pub clock: Arc<dyn Clock>,
+    /// The journal's write trail (`writes`): every Modbus write is recorded there and listed
+    /// by `GET /api/writes`. `None`: not recorded (unit tests, or it could not be opened).
+    pub writes: Option<Arc<crate::journal::WriteLog>>,
 }
 
 impl AppState {
@@ -137,6 +142,7 @@ impl AppState {
             kpi: Default::default(),
             report: Arc::new(ReportContext::new(cfg)),
             clock,
+            writes: None,
         }
     }
 
@@ -184,6 +190,7 @@ pub fn router(settings: &HttpSettings, state: AppState, closing: CancellationTok
         .route("/api/devices/{id}", get(devices::one))
         .route("/api/devices/{id}/figures", get(device_figures::figures))
         .route("/api/devices/{id}/write", post(devices::write))
+        .route("/api/writes", get(writes::list))
         .route("/api/devices/{id}/maintenance", post(maintenance::add))
         .route("/api/alarms", get(alarms::list))
         .route("/api/alarms/{id}", get(alarms::one))

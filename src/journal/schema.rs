@@ -1,6 +1,6 @@
 //! The journal's schema and its migrations.
 //!
-//! # Schema (version 1, in `PRAGMA user_version`)
+//! # Schema (version 5, in `PRAGMA user_version`)
 //!
 //! All times are unix milliseconds (UTC), columns named `*_ms`. Every row about a device
 //! carries the device's `site`, `device` (its id), `building` and `category` strings as they
@@ -46,6 +46,14 @@
 //! - **`hourly`** (version 2) — one row per (site, device, signal, hour): `n` readings, their
 //!   `sum`, `min` and `max` (`Event::Hourly`, the whole hour so far: the row is replaced, so an
 //!   hour written at a stop and again after the restart is counted once).
+//! - **`writes`** (version 5) — one row per Modbus write an operator asked for over HTTP
+//!   (`POST /api/devices/{id}/write`, past the token check), whatever came of it. `id`
+//!   INTEGER PRIMARY KEY (insertion order); `ts_ms` (when it was answered, wall clock);
+//!   `site`, `device` (as asked), `signal`; `old_value` (the signal's latest value as JSON
+//!   when the gateway knew one, else NULL); `new_value` (the value asked for, JSON); `by`
+//!   (the operator named in the body); `remote` (the client's address); `status` (the HTTP
+//!   status answered: 200 done, 422 out of range, 502/504 the device …); `result` (`ok`, or
+//!   the error message). Indexes: (`site`, `device`, `id`). Listed by `GET /api/writes`.
 //!
 //! Sequences: the next alarm (window) sequence is `MAX(seq) + 1` over all rows ever stored, so
 //! ids stay unique across restarts. Later schema versions add a step to `MIGRATIONS`; opening
@@ -59,7 +67,7 @@ use super::error::{JournalError, SqlContext};
 
 /// Schema migrations: step `i` takes the file from version `i` to `i + 1`. Append steps; never
 /// edit a released one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -199,6 +207,24 @@ ALTER TABLE windows ADD COLUMN entered_ms INTEGER;
 /// none and are not graded for repair).
 const SCHEMA_V4: &str = "
 ALTER TABLE alarms ADD COLUMN repair_target_ms INTEGER;
+";
+
+/// Version 5: the audit trail of Modbus writes.
+const SCHEMA_V5: &str = "
+CREATE TABLE writes (
+    id          INTEGER PRIMARY KEY,
+    ts_ms       INTEGER NOT NULL,
+    site        TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    signal      TEXT NOT NULL,
+    old_value   TEXT,
+    new_value   TEXT NOT NULL,
+    by          TEXT NOT NULL,
+    remote      TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    result      TEXT NOT NULL
+);
+CREATE INDEX writes_device ON writes (site, device, id);
 ";
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {

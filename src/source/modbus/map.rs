@@ -700,7 +700,9 @@ mod tests {
         assert!(r.check_limits(&Value::Float(-1e30)).is_ok());
         r.signal_type = SignalType::Enum(vec!["auto".into(), "manual".into()]);
         assert_eq!(r.check_limits(&Value::Str("auto".into())), Ok(()));
-        let e = r.check_limits(&Value::Str("off".into())).expect_err("not allowed");
+        let e = r
+            .check_limits(&Value::Str("off".into()))
+            .expect_err("not allowed");
         assert!(e.contains("allowed: auto, manual"), "{e}");
     }
 }
