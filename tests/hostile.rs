@@ -114,20 +114,29 @@ fn healthz_answers_under_two_thousand_idle_connections() {
     use std::net::TcpStream;
     use std::time::Instant;
 
-    let dir = tempfile::tempdir().unwrap();
-    let port = crate::support::free_port();
-    let cfg = http_only_config(dir.path(), port, "header_timeout = \"6s\"\n");
-    let mut gw = crate::support::GatewayProcess::start_with_fd_limit(
-        &["run", "-c", cfg.to_str().unwrap()],
-        &[],
-        1024,
-    );
-    assert!(
-        gw.wait_for_log("HTTP API listening.", Duration::from_secs(20)),
-        "{}",
-        gw.log()
-    );
-    let opened = Instant::now();
+    let start = |header_timeout: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::support::free_port();
+        let cfg = http_only_config(
+            dir.path(),
+            port,
+            &format!("header_timeout = \"{header_timeout}\"\n"),
+        );
+        let mut gw = crate::support::GatewayProcess::start_with_fd_limit(
+            &["run", "-c", cfg.to_str().unwrap()],
+            &[],
+            1024,
+        );
+        assert!(
+            gw.wait_for_log("HTTP API listening.", Duration::from_secs(20)),
+            "{}",
+            gw.log()
+        );
+        (dir, port, gw)
+    };
+
+    // Idle connections outlive the test's checks (30 s), however slow the machine.
+    let (_dir, port, gw) = start("30s");
     let idle: Vec<TcpStream> = (0..2000)
         .map(|i| {
             TcpStream::connect(("127.0.0.1", port))
@@ -136,43 +145,37 @@ fn healthz_answers_under_two_thousand_idle_connections() {
         .collect();
     // Let the gateway accept them all (or fail to).
     std::thread::sleep(Duration::from_millis(500));
-    let asked = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(crate::support::http_get(&format!(
             "http://127.0.0.1:{port}/healthz"
         )));
     });
-    let answer = rx.recv_timeout(Duration::from_secs(3));
-    assert!(
-        opened.elapsed() < Duration::from_secs(6),
-        "the machine is too slow for this test's timing"
-    );
-    match answer {
+    match rx.recv_timeout(Duration::from_secs(3)) {
         Ok(Ok(r)) => assert_eq!((r.status, r.text().as_str()), (200, "ok")),
         other => panic!(
             "/healthz did not answer within 3 s with 2,000 idle connections open: {other:?}\n{}",
             gw.log()
         ),
     }
-    assert!(asked.elapsed() < Duration::from_secs(3));
     assert!(
         gw.log().contains("File-descriptor limit raised."),
         "{}",
         gw.log()
     );
+    drop(idle);
 
-    // The idle connections are closed by the gateway after `header_timeout`.
-    let mut first = idle.into_iter().next().unwrap();
-    first
-        .set_read_timeout(Some(Duration::from_secs(15)))
+    // An idle connection is closed by the gateway after `header_timeout`.
+    let (_dir, port, _gw) = start("1s");
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
     let mut buf = [0u8; 16];
     let t = Instant::now();
-    let n = first.read(&mut buf).unwrap_or(0);
+    let n = idle.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "an idle connection got data");
     assert!(
-        t.elapsed() < Duration::from_secs(12),
+        t.elapsed() < Duration::from_secs(10),
         "an idle connection stayed open {:?}",
         t.elapsed()
     );
