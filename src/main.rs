@@ -258,10 +258,29 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             let mut cfg = load(&config)?;
             cfg.record = record;
             init_logging(&cfg);
+            raise_fd_limit();
             run(cfg).inspect_err(|e| {
                 tracing::error!(error = format!("{e:#}"), "estate-gateway failed.");
             })
         }
+    }
+}
+
+/// Raises the soft file-descriptor limit to the hard one (often 1024 → 524288 under systemd):
+/// every HTTP, MQTT, Modbus and store connection costs one, and a flood of idle HTTP clients
+/// must not leave none for the rest (the HTTP server also caps its connections below it).
+fn raise_fd_limit() {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) if now > before => {
+            tracing::info!(from = before, to = now, "File-descriptor limit raised.");
+        }
+        Ok(now) if now < 4096 => tracing::warn!(
+            limit = now,
+            "The file-descriptor limit is low and the hard limit does not allow more; set LimitNOFILE=65536 in the systemd unit (README, Deployment)."
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "Cannot raise the file-descriptor limit."),
     }
 }
 

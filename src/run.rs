@@ -322,6 +322,14 @@ pub async fn start_with_clock(
             clock.clone(),
         );
         state.kpi = kpi_view.clone();
+        // The Modbus write trail: its own connection to the (already migrated) journal.
+        state.writes = match crate::journal::WriteLog::open(&journal_path) {
+            Ok(log) => Some(Arc::new(log)),
+            Err(e) => {
+                warn!(error = %e, "Cannot open the journal for the Modbus write trail; writes are logged only.");
+                None
+            }
+        };
         state.report = Arc::new(crate::http::ReportContext {
             journal: journal_path,
             ..(*state.report).clone()

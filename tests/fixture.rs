@@ -30,7 +30,7 @@ building = "1号楼"
 category = "elevator"
 
 [[devices]]
-id = 'a,b=c d"e\'
+id = 'a,b=c d"e'
 name = "恶意命名的门禁"
 building = "北门 1,=2"
 category = "access_gate"

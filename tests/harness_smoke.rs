@@ -299,7 +299,7 @@ fn parse_line_panics_on_garbage() {
 
 #[test]
 #[should_panic(
-    expected = "no-such-binary-xyz not found: run scripts/install-test-deps (apt-get install mosquitto mosquitto-clients victoria-metrics)"
+    expected = "no-such-binary-xyz not found: run scripts/install-test-deps (apt-get install mosquitto mosquitto-clients victoria-metrics influxdb)"
 )]
 fn missing_binary_names_the_install_command() {
     crate::support::find_binary("no-such-binary-xyz");

@@ -91,7 +91,7 @@ fn health_metrics_devices_and_a_write_without_token() {
         .iter()
         .map(|d| d["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["HL-1", "E-1-1", r#"a,b=c d"e\"#, "T-0301"]);
+    assert_eq!(ids, ["HL-1", "E-1-1", r#"a,b=c d"e"#, "T-0301"]);
     let e = &list[1];
     assert_eq!(e["name"], "1号楼1单元客梯");
     assert_eq!(e["site"], SITE);

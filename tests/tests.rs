@@ -16,6 +16,7 @@ mod event_time;
 mod fixture;
 mod grafana;
 mod harness_smoke;
+mod hostile;
 mod http_api;
 mod layers;
 mod modbus_peers;

@@ -24,7 +24,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use super::check::{is_identifier, secret};
+use super::check::{is_identifier, secret, SecretUrl};
 use super::raw::{RawAlarms, RawClass, RawEscalationStep, RawWebhook, RawWebhookTarget};
 use super::Errors;
 use crate::model::escalation::{Step, Target, Until};
@@ -77,8 +77,8 @@ pub enum WebhookFormat {
 /// `[alarms.webhook]`, built.
 #[derive(Clone, PartialEq)]
 pub struct WebhookSettings {
-    /// Robot URLs embed their key (`...?key=...`): `Debug` hides the query.
-    pub url: String,
+    /// Robot URLs embed their key (`...?key=...`): prints redacted (`super::check::SecretUrl`).
+    pub url: SecretUrl,
     pub format: WebhookFormat,
     /// Alarms of these severities are sent (default: critical).
     pub severities: Vec<Severity>,
@@ -93,10 +93,7 @@ pub struct WebhookSettings {
 impl WebhookSettings {
     /// The URL without its query (where robot keys live), for logs and summaries.
     pub fn redacted_url(&self) -> String {
-        match self.url.split_once('?') {
-            Some((base, _)) => format!("{base}?***"),
-            None => self.url.clone(),
-        }
+        self.url.to_string()
     }
 }
 
@@ -538,7 +535,7 @@ fn build_target(
     };
     if !url.is_empty() {
         let shown = if key == k("url") {
-            format!("`{url}`")
+            format!("`{}`", super::check::redact_url(&url))
         } else {
             "the URL".to_owned()
         };
@@ -574,7 +571,7 @@ fn build_target(
         errs.push(k("retry_max"), "must be more than 0 (default 60s)");
     }
     WebhookSettings {
-        url,
+        url: SecretUrl::new(url),
         format,
         severities: Vec::new(),
         timeout,
@@ -798,7 +795,7 @@ three_minute_promise = []
         )
         .expect("valid");
         let w = cfg.alarms.webhook.expect("webhook");
-        assert_eq!(w.url, url);
+        assert_eq!(w.url.expose(), url);
         assert_eq!(w.format, WebhookFormat::Text);
         assert_eq!(w.severities, [Severity::Critical, Severity::Major]);
         assert_eq!(
@@ -819,7 +816,10 @@ three_minute_promise = []
         )
         .expect("valid");
         let w = cfg.alarms.webhook.expect("webhook");
-        assert_eq!(w.url, "https://oapi.dingtalk.com/robot/send?access_token=t");
+        assert_eq!(
+            w.url.expose(),
+            "https://oapi.dingtalk.com/robot/send?access_token=t"
+        );
         assert_eq!(
             (w.format, w.severities.as_slice()),
             (WebhookFormat::Json, &[Severity::Critical][..])
@@ -869,7 +869,7 @@ notify = "mqtt:estate/a/escalations"
         );
         let duty = &a.webhooks["duty_manager"];
         assert_eq!(
-            (duty.url.as_str(), duty.format, duty.severities.len()),
+            (duty.url.expose(), duty.format, duty.severities.len()),
             (
                 "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=d",
                 WebhookFormat::Text,

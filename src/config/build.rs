@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::alarms::AlarmSettings;
-use super::check::{check_name, resolve, secret, Secret};
+use super::check::{check_name, redact_url, resolve, secret, Secret, SecretUrl};
 use super::heating::HeatingSettings;
 use super::raw::{RawConfig, RawGateway, RawHttp, RawIngest, RawLog, RawMqtt, RawStore};
 use super::{alarms, heating, inventory, maintenance, models, profiles, Errors};
@@ -102,7 +102,8 @@ pub struct MqttSettings {
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    pub url: String,
+    /// May carry a password (`http://user:pass@host`): prints redacted.
+    pub url: SecretUrl,
     pub org: String,
     pub bucket: String,
     pub token: Secret,
@@ -123,6 +124,10 @@ pub struct HttpSettings {
     pub api_token: Secret,
     /// The environment variable the token is read from, for the "how to set it" messages.
     pub api_token_env: String,
+    /// Connections served at once (`http.max_connections`, default 10000).
+    pub max_connections: usize,
+    /// Idle and slow-header connections are closed after this (`http.header_timeout`, 10s).
+    pub header_timeout: Duration,
 }
 
 /// The input log's directory inside `data_dir` (`wal::DIR_NAME` is the same name).
@@ -280,7 +285,7 @@ fn build_gateway(
     errs: &mut Errors,
 ) -> GatewaySettings {
     if !g.site.is_empty() {
-        check_name(errs, "gateway.site", &g.site, true);
+        check_name(errs, "gateway.site", &g.site, true, true);
     }
     let log_format = match g.log_format.as_str() {
         "text" => LogFormat::Text,
@@ -313,7 +318,7 @@ fn build_gateway(
         .or_else(|| env.get("HOSTNAME").cloned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".into());
-    check_name(errs, "gateway.host", &host, false);
+    check_name(errs, "gateway.host", &host, false, true);
     let stats_interval = errs.duration("gateway.stats_interval", &g.stats_interval);
     if stats_interval.is_zero() && !errs.has_key("gateway.stats_interval") {
         errs.push("gateway.stats_interval", "must be more than 0, e.g. `10s`");
@@ -343,7 +348,7 @@ fn build_mqtt(
                 other => {
                     errs.push(
                         "mqtt.url",
-                        format!("`{}`: scheme `{other}` is not supported; write `mqtt://host:1883` or `mqtts://host:8883`", m.url),
+                        format!("`{}`: scheme `{other}` is not supported; write `mqtt://host:1883` or `mqtts://host:8883`", redact_url(&m.url)),
                     );
                     false
                 }
@@ -354,7 +359,7 @@ fn build_mqtt(
                     "mqtt.url",
                     format!(
                         "`{}` has no host; write e.g. `mqtt://127.0.0.1:1883`",
-                        m.url
+                        redact_url(&m.url)
                     ),
                 );
             }
@@ -368,7 +373,7 @@ fn build_mqtt(
                 "mqtt.url",
                 format!(
                     "`{}` is not a URL ({e}); write e.g. `mqtt://127.0.0.1:1883`",
-                    m.url
+                    redact_url(&m.url)
                 ),
             );
             (String::new(), 0, false)
@@ -490,7 +495,7 @@ fn build_mqtt(
         errs.push("mqtt.inflight", "must be at least 1 (default 1000)");
     }
     MqttSettings {
-        url: m.url.clone(),
+        url: redact_url(&m.url),
         host,
         port,
         tls,
@@ -614,7 +619,7 @@ fn build_store(
             "store.url",
             format!(
                 "`{}`: scheme `{}` is not supported or the host is missing; write e.g. `http://127.0.0.1:8086`",
-                s.url,
+                redact_url(&s.url),
                 u.scheme()
             ),
         ),
@@ -622,7 +627,7 @@ fn build_store(
             "store.url",
             format!(
                 "`{}` is not a URL ({e}); write the InfluxDB v2 base URL, e.g. `http://127.0.0.1:8086`",
-                s.url
+                redact_url(&s.url)
             ),
         ),
     }
@@ -663,7 +668,7 @@ fn build_store(
         errs.push("store.retry_min", "is larger than `store.retry_max`");
     }
     StoreSettings {
-        url: s.url.trim_end_matches('/').to_owned(),
+        url: SecretUrl::new(s.url.trim_end_matches('/')),
         org: s.org.clone(),
         bucket: s.bucket.clone(),
         token,
@@ -710,10 +715,19 @@ fn build_http(
         base_dir,
         env,
     );
+    if h.max_connections == 0 {
+        errs.push("http.max_connections", "must be at least 1 (default 10000)");
+    }
+    let header_timeout = errs.duration("http.header_timeout", &h.header_timeout);
+    if header_timeout.is_zero() && !errs.has_key("http.header_timeout") {
+        errs.push("http.header_timeout", "must be more than 0 (default 10s)");
+    }
     HttpSettings {
         listen,
         api_token,
         api_token_env: h.api_token_env.clone(),
+        max_connections: h.max_connections,
+        header_timeout,
     }
 }
 

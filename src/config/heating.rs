@@ -62,7 +62,7 @@ pub(super) fn build_heating(h: &RawHeating, errs: &mut Errors) -> HeatingSetting
     let mut sites = BTreeMap::new();
     for (site, o) in &h.sites {
         let key = format!("heating.sites.{site}");
-        check_name(errs, &key, site, true);
+        check_name(errs, &key, site, true, true);
         let s = build_site_heating(&key, o, &season, min_indoor_c, errs);
         sites.insert(site.clone(), s);
     }

@@ -124,9 +124,9 @@ fn device(
     errs: &mut Errors,
 ) -> Option<(Device, Option<Binding>)> {
     let (default_site, profiles) = (ctx.default_site, ctx.profiles);
-    check_name(errs, &field_key(key, "id"), &d.id, true);
-    check_name(errs, &field_key(key, "name"), &d.name, false);
-    check_name(errs, &field_key(key, "building"), &d.building, false);
+    check_name(errs, &field_key(key, "id"), &d.id, true, true);
+    check_name(errs, &field_key(key, "name"), &d.name, false, false);
+    check_name(errs, &field_key(key, "building"), &d.building, false, true);
     let site = match d.site.as_deref() {
         Some(s) if !s.is_empty() => s.to_owned(),
         _ if !default_site.is_empty() => default_site.to_owned(),
@@ -139,7 +139,7 @@ fn device(
         }
     };
     if !site.is_empty() {
-        check_name(errs, &field_key(key, "site"), &site, true);
+        check_name(errs, &field_key(key, "site"), &site, true, true);
     }
     let profile = match profiles.get(&d.category) {
         Some(p) => Some(p.clone()),

@@ -23,6 +23,7 @@ mod profiles;
 mod raw;
 mod rules;
 mod summary;
+mod typed;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ pub use build::{
     Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, LogSettings, MqttSettings,
     StoreSettings, LOG_DIR_NAME,
 };
-pub use check::Secret;
+pub use check::{redact_url, Secret, SecretUrl};
 pub use heating::{HeatingSettings, SiteHeating};
 pub use models::BUILTIN_MODELS;
 pub use profiles::BUILTIN_PROFILES;
@@ -223,45 +224,72 @@ pub fn load_with_env(
         .build()
         .map_err(|e| one("-", format!("cannot be read: {e}")))?;
 
-    let mut unknown = Vec::new();
-    let raw: raw::RawConfig =
-        serde_ignored::deserialize(merged.clone(), |p| unknown.push(p.to_string())).map_err(
-            |e| match e {
-                config::ConfigError::Type {
-                    origin,
-                    unexpected,
-                    expected,
-                    key,
-                } => ConfigErrors(vec![ConfigError {
-                    file: origin.unwrap_or_else(|| file.clone()),
-                    key: key.unwrap_or_else(|| "-".into()),
-                    message: format!("expected {expected}, got {unexpected}"),
-                }]),
-                other => one("-", format!("{other}")),
-            },
-        )?;
+    // Every type mistake is collected (`typed`), each at the file or variable it came from.
+    let tree: serde_json::Value = merged
+        .clone()
+        .try_deserialize()
+        .map_err(|e| one("-", format!("cannot be read: {e}")))?;
+    let read: typed::Read<raw::RawConfig> = typed::deserialize(tree);
+    let origin_of = |key: &str| origin(&merged.cache, key).unwrap_or_else(|| file.clone());
 
     let mut errs = Errors::new(file.clone());
-    for path in unknown {
-        let key = key_path(&path);
-        let origin = merged
-            .get::<config::Value>(&key)
-            .ok()
-            .and_then(|v| v.origin().map(str::to_owned))
-            .unwrap_or_else(|| file.clone());
-        let hint = unknown_key_hint(&key);
-        errs.push_in(origin, key, format!("unknown key{hint}"));
+    for m in &read.mistakes {
+        errs.push_in(origin_of(&m.key), m.key.clone(), m.message.clone());
     }
+    for path in read.unknown {
+        let key = key_path(&path);
+        let hint = unknown_key_hint(&key);
+        errs.push_in(origin_of(&key), key, format!("unknown key{hint}"));
+    }
+    let typed_errors = errs.len();
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let cfg = build::build(raw, path, &base_dir, &env, &mut errs);
+    let cfg = build::build(read.value, path, &base_dir, &env, &mut errs);
+    // A key of the wrong type was read as its default: what a builder says about that
+    // default is noise next to the type mistake itself.
+    let derived = |e: &ConfigError| {
+        read.removed.iter().any(|k| {
+            e.key == *k
+                || e.key.starts_with(&format!("{k}."))
+                || e.key.starts_with(&format!("{k}["))
+        })
+    };
+    let mut i = 0;
+    errs.list.retain(|e| {
+        i += 1;
+        i <= typed_errors || !derived(e)
+    });
     if errs.is_empty() {
         Ok(cfg)
     } else {
         Err(ConfigErrors(errs.list))
     }
+}
+
+/// Where the value at `key` (`devices[3].modbus.unit`) came from: its file, or "the
+/// environment" for an `ESTATE_GW__*` override.
+fn origin(root: &config::Value, key: &str) -> Option<String> {
+    let mut node = root;
+    for part in key.split('.') {
+        let mut pieces = part.split('[');
+        let name = pieces.next().unwrap_or("");
+        if !name.is_empty() {
+            node = match &node.kind {
+                config::ValueKind::Table(t) => t.get(name)?,
+                _ => return None,
+            };
+        }
+        for index in pieces {
+            let i: usize = index.trim_end_matches(']').parse().ok()?;
+            node = match &node.kind {
+                config::ValueKind::Array(a) => a.get(i)?,
+                _ => return None,
+            };
+        }
+    }
+    node.origin().map(str::to_owned)
 }
 
 /// `devices.0.?.foo` (serde_ignored's path) → `devices[0].foo` (the config crate's).
@@ -387,7 +415,13 @@ fn unknown_key_hint(key: &str) -> String {
             "reconnect_max",
         ],
         "modbus" => &["offline_after", "models_dir", "endpoints"],
-        "http" => &["listen", "api_token_env", "api_token_file"],
+        "http" => &[
+            "listen",
+            "api_token_env",
+            "api_token_file",
+            "max_connections",
+            "header_timeout",
+        ],
         "alarms" if key.starts_with("alarms.classes.") && key.contains(".escalation[") => {
             &["after", "until", "notify", "message"]
         }
@@ -646,7 +680,7 @@ clear_value = 0.2
             "{errs:#?}"
         );
         assert!(
-            has("http.port: unknown key; valid keys here: listen, api_token_env, api_token_file"),
+            has("http.port: unknown key; valid keys here: listen, api_token_env, api_token_file, max_connections, header_timeout"),
             "{errs:#?}"
         );
         assert_eq!(errs.len(), 4, "{errs:#?}");

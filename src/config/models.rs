@@ -84,21 +84,22 @@ fn parse(
     errs: &mut Errors,
 ) -> Option<DeviceModel> {
     let mut e = Errors::new(file);
-    let mut unknown = Vec::new();
-    let raw: RawModel = match serde_ignored::deserialize(toml::Deserializer::new(text), |p| {
-        unknown.push(p.to_string())
-    }) {
-        Ok(r) => r,
+    let raw: super::typed::Read<RawModel> = match toml::from_str::<serde_json::Value>(text) {
+        Ok(tree) => super::typed::deserialize(tree),
         Err(err) => {
             e.push("-", format!("is not a valid model: {err}"));
             errs.extend(e);
             return None;
         }
     };
+    for m in raw.mistakes {
+        e.push(m.key, m.message);
+    }
+    let (raw, unknown) = (raw.value, raw.unknown);
     for k in unknown {
         e.push(
             k.replace(".?", ""),
-            "unknown key; valid: model, category, max_registers_per_request, max_bits_per_request, max_gap, registers (signal, table, address, type, bit, order, scale, offset, values, writable)",
+            "unknown key; valid: model, category, max_registers_per_request, max_bits_per_request, max_gap, registers (signal, table, address, type, bit, order, scale, offset, values, writable, min, max)",
         );
     }
     let name = if raw.model.is_empty() {
@@ -376,6 +377,25 @@ fn register(
             ),
         );
     }
+    for (k, b) in [("min", r.min), ("max", r.max)] {
+        if b.is_some() && !matches!(signal_type, SignalType::Float | SignalType::Int) {
+            e.push(
+                format!("{key}.{k}"),
+                format!("`{}` is not a number signal; `min`/`max` limit writes of float and int signals (an enum's writes are limited to its values)", r.signal),
+            );
+        }
+        if b.is_some_and(|b| !b.is_finite()) {
+            e.push(format!("{key}.{k}"), "must be a finite number");
+        }
+    }
+    if let (Some(lo), Some(hi)) = (r.min, r.max) {
+        if lo > hi {
+            e.push(
+                format!("{key}.min"),
+                format!("({lo}) is larger than `max` ({hi})"),
+            );
+        }
+    }
     Some(Register {
         signal: r.signal.clone(),
         signal_idx,
@@ -387,6 +407,8 @@ fn register(
         offset: r.offset,
         values: r.values.clone(),
         writable: r.writable,
+        min: r.min,
+        max: r.max,
         signal_type,
     })
 }

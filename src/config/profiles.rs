@@ -95,16 +95,18 @@ fn parse(
     errs: &mut Errors,
 ) -> Option<Profile> {
     let mut local = Errors::new(file);
-    let mut unknown = Vec::new();
-    let de = toml::Deserializer::new(text);
-    let raw: RawProfile = match serde_ignored::deserialize(de, |p| unknown.push(p.to_string())) {
-        Ok(r) => r,
+    let raw: super::typed::Read<RawProfile> = match toml::from_str::<serde_json::Value>(text) {
+        Ok(tree) => super::typed::deserialize(tree),
         Err(e) => {
             local.push("-", format!("is not a valid profile: {e}"));
             errs.extend(local);
             return None;
         }
     };
+    for m in raw.mistakes {
+        local.push(m.key, m.message);
+    }
+    let (raw, unknown) = (raw.value, raw.unknown);
     for k in unknown {
         let key = super::key_path(&k);
         let hint = unknown_key_hint(&key);

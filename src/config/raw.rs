@@ -179,6 +179,12 @@ pub(crate) struct RawHttp {
     pub api_token_env: String,
     /// File holding the API token (first line); wins over the environment.
     pub api_token_file: Option<String>,
+    /// Connections served at once; more wait in the kernel's backlog. Capped below the
+    /// process's file-descriptor limit.
+    pub max_connections: usize,
+    /// A connection that has not sent a complete request head within this time (idle
+    /// keep-alive or a slow client) is closed.
+    pub header_timeout: String,
 }
 
 impl Default for RawHttp {
@@ -187,6 +193,8 @@ impl Default for RawHttp {
             listen: "127.0.0.1:8080".into(),
             api_token_env: "ESTATE_GW_API_TOKEN".into(),
             api_token_file: None,
+            max_connections: 10_000,
+            header_timeout: "10s".into(),
         }
     }
 }
@@ -369,6 +377,10 @@ pub(crate) struct RawRegister {
     /// For enum signals: raw value n → values[n].
     pub values: Option<Vec<String>>,
     pub writable: bool,
+    /// Smallest value an operator may write (numeric signals).
+    pub min: Option<f64>,
+    /// Largest value an operator may write (numeric signals).
+    pub max: Option<f64>,
 }
 
 impl Default for RawRegister {
@@ -384,6 +396,8 @@ impl Default for RawRegister {
             offset: 0.0,
             values: None,
             writable: false,
+            min: None,
+            max: None,
         }
     }
 }

@@ -95,7 +95,7 @@ pub fn adapt(cfg: &mut Config, a: &Adapt) {
         h.api_token = Secret::new(a.api_token.clone());
     }
     match (&a.store_url, &mut cfg.store) {
-        (Some(url), Some(s)) => s.url = url.trim_end_matches('/').to_owned(),
+        (Some(url), Some(s)) => s.url = crate::config::SecretUrl::new(url.trim_end_matches('/')),
         _ => cfg.store = None,
     }
     cfg.assessment.kpi_interval = KPI_INTERVAL;
@@ -479,7 +479,10 @@ mod tests {
                 ..a
             },
         );
-        assert_eq!(cfg.store.as_ref().unwrap().url, "http://127.0.0.1:8428");
+        assert_eq!(
+            cfg.store.as_ref().unwrap().url.expose(),
+            "http://127.0.0.1:8428"
+        );
         let inv = &cfg.inventory;
         let e = &inv.devices()[inv.lookup("jinxiu", "E-1-1").unwrap() as usize];
         assert_eq!(e.interval, MIN_PERIOD.mul_f64(4320.0));

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use super::body::MAX_BY_CHARS;
 use super::{auth, json, remote, ApiError, Ctx};
 use crate::encode::json as forms;
+use crate::journal::WriteRecord;
 use crate::model::event::DeviceState;
 use crate::model::{Device, SiteOf, Value};
 use crate::source::modbus::poller::WriteError;
@@ -330,6 +331,7 @@ pub fn status_for(e: &WriteError) -> StatusCode {
         WriteError::NotModbus(_) => StatusCode::CONFLICT,
         WriteError::UnknownSignal { .. } => StatusCode::NOT_FOUND,
         WriteError::NotWritable { .. } => StatusCode::FORBIDDEN,
+        WriteError::OutOfRange { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         WriteError::BadValue { .. } => StatusCode::BAD_REQUEST,
         WriteError::Exception(_) => StatusCode::BAD_GATEWAY,
         WriteError::Unreachable(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -470,10 +472,31 @@ pub(super) async fn write(
         Ok(parsed) => parsed,
         Err(msg) => return refuse(ApiError::new(StatusCode::BAD_REQUEST, msg), "-", "-"),
     };
+    // From here on every outcome is journaled (`writes`), with who asked and from where.
+    let mut trail = WriteRecord {
+        id: 0,
+        ts_ms: 0,
+        site: query.site.clone().unwrap_or_default(),
+        device: id.clone(),
+        signal: signal.clone(),
+        old_value: None,
+        new_value: value_json(&value),
+        by: by.clone(),
+        remote: remote.clone(),
+        status: 0,
+        result: String::new(),
+    };
     let site = match resolve_site(&ctx, &id, query.site.as_deref()) {
         Ok(s) => s,
-        Err(e) => return refuse(e, &by, &signal),
+        Err(e) => {
+            trail.status = e.status.as_u16();
+            trail.result = e.message.clone();
+            journal_write(&ctx, trail).await;
+            return refuse(e, &by, &signal);
+        }
     };
+    trail.site = site.clone();
+    trail.old_value = latest_value(&ctx, &site, &id, &signal).await;
 
     let result = tokio::time::timeout(
         WRITE_TIMEOUT,
@@ -488,6 +511,13 @@ pub(super) async fn write(
             WRITE_TIMEOUT.as_secs()
         )))
     });
+    let (status, outcome) = match &result {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(e) => (status_for(e), e.to_string()),
+    };
+    trail.status = status.as_u16();
+    trail.result = outcome;
+    journal_write(&ctx, trail).await;
     match result {
         Ok(()) => {
             info!(site = %site.escape_debug(), device = %id_log, signal = %signal.escape_debug(),
@@ -515,6 +545,39 @@ pub(super) async fn write(
     }
 }
 
+/// The signal's latest value at the core stage, as JSON; `None` when unknown.
+async fn latest_value(ctx: &Ctx, site: &str, id: &str, signal: &str) -> Option<serde_json::Value> {
+    let idx = ctx.app.inventory.lookup(site, id)?;
+    let sig = ctx.app.inventory.get(idx).profile.signal_index(signal)?;
+    let (_, values) = ctx.app.core.device(idx).await.ok()?;
+    values
+        .get(usize::from(sig))
+        .and_then(Option::as_ref)
+        .map(value_json)
+}
+
+/// Journals one write (blocking SQLite, off the async workers). A journal that cannot be
+/// written is logged and counted; the write's answer is not held back for it.
+async fn journal_write(ctx: &Ctx, mut w: WriteRecord) {
+    let Some(log) = ctx.app.writes.clone() else {
+        return;
+    };
+    w.ts_ms = ctx.app.clock.now_ms();
+    let stats = ctx.app.stats.clone();
+    let done = tokio::task::spawn_blocking(move || log.record(&w)).await;
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            stats
+                .core
+                .journal_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            warn!(error = %e, "Could not write the journal: a Modbus write is missing from GET /api/writes.");
+        }
+        Err(e) => warn!(error = %e, "Journaling a Modbus write failed."),
+    }
+}
+
 /// The answer to a successful write.
 #[derive(Debug, Serialize)]
 struct WriteDone<'a> {
@@ -526,7 +589,7 @@ struct WriteDone<'a> {
     by: &'a str,
 }
 
-fn value_json(v: &Value) -> serde_json::Value {
+pub(super) fn value_json(v: &Value) -> serde_json::Value {
     match v {
         Value::Float(f) => serde_json::json!(f),
         Value::Int(i) => serde_json::json!(i),
@@ -959,6 +1022,14 @@ mod tests {
                 reason: "x".into()
             }),
             400
+        );
+        assert_eq!(
+            s(WriteError::OutOfRange {
+                signal: sig(),
+                value: "-1e30".into(),
+                reason: "x".into()
+            }),
+            422
         );
         assert_eq!(s(WriteError::Exception("illegal address".into())), 502);
         assert_eq!(s(WriteError::Unreachable("timeout".into())), 504);

@@ -17,6 +17,7 @@
 //! - `metrics`: the Prometheus text exposition of `crate::stats::Stats`;
 //! - `report`: what the scorecard grades against (`/api/assessment`) and the report of a
 //!   period (`/api/report`, the `report` command's JSON);
+//! - `writes`: the audit trail of Modbus writes (`GET /api/writes`, bearer token);
 //! - `dashboard`: the built-in live dashboard at `/` (static files embedded in the binary).
 //!
 //! Every error is JSON, `{"error": "..."}`, with `Content-Type: application/json;
@@ -32,6 +33,7 @@ mod events;
 mod maintenance;
 mod metrics;
 mod report;
+mod writes;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -100,6 +102,9 @@ pub struct AppState {
     pub report: Arc<ReportContext>,
     /// The gateway's clock (scaled under `demo --speed N`): the report endpoints' "now".
     pub clock: Arc<dyn Clock>,
+    /// The journal's write trail (`writes`): every Modbus write is recorded there and listed
+    /// by `GET /api/writes`. `None`: not recorded (unit tests, or it could not be opened).
+    pub writes: Option<Arc<crate::journal::WriteLog>>,
 }
 
 impl AppState {
@@ -137,6 +142,7 @@ impl AppState {
             kpi: Default::default(),
             report: Arc::new(ReportContext::new(cfg)),
             clock,
+            writes: None,
         }
     }
 
@@ -184,6 +190,7 @@ pub fn router(settings: &HttpSettings, state: AppState, closing: CancellationTok
         .route("/api/devices/{id}", get(devices::one))
         .route("/api/devices/{id}/figures", get(device_figures::figures))
         .route("/api/devices/{id}/write", post(devices::write))
+        .route("/api/writes", get(writes::list))
         .route("/api/devices/{id}/maintenance", post(maintenance::add))
         .route("/api/alarms", get(alarms::list))
         .route("/api/alarms/{id}", get(alarms::one))
@@ -203,14 +210,36 @@ pub fn router(settings: &HttpSettings, state: AppState, closing: CancellationTok
         .with_state(ctx)
 }
 
+/// File descriptors kept free of HTTP connections for everything else the gateway opens
+/// (journal, MQTT, Modbus, store connections, the webhook).
+const RESERVED_FDS: u64 = 256;
+
+/// How many connections to serve at once: `http.max_connections`, but below the process's
+/// file-descriptor limit, so a flood of connections cannot starve the rest of the gateway.
+fn connection_cap(configured: usize) -> usize {
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    let room = usize::try_from(soft.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX);
+    configured.min(room)
+}
+
 /// A bound, not yet running server: binding first lets `run` fail at start-up, before any
 /// other task is spawned, when `http.listen` cannot be used.
+///
+/// It serves with its own accept loop (hyper, HTTP/1.1) rather than `axum::serve`, for two
+/// defences against abusive clients: at most `max_connections` connections are served at
+/// once (more wait in the kernel's backlog, never costing a file descriptor), and a
+/// connection that has not sent a complete request head within `header_timeout` (an idle
+/// keep-alive connection, a client that connects and says nothing, a slow-header attack) is
+/// closed. Together they keep `/healthz` answering while thousands of idle connections are
+/// open.
 #[derive(Debug)]
 pub struct Server {
     listener: tokio::net::TcpListener,
     router: Router,
     /// The router's `closing` token, cancelled when `run`'s shutdown comes.
     closing: CancellationToken,
+    max_connections: usize,
+    header_timeout: Duration,
 }
 
 impl Server {
@@ -226,11 +255,21 @@ impl Server {
                 "No HTTP API token configured: device writes, acknowledgments and maintenance windows over HTTP are disabled (set http.api_token_file or the environment variable named by http.api_token_env)."
             );
         }
+        let max_connections = connection_cap(settings.max_connections);
+        if max_connections < settings.max_connections {
+            warn!(
+                configured = settings.max_connections,
+                serving = max_connections,
+                "http.max_connections is above what the file-descriptor limit allows; serving fewer connections at once (raise LimitNOFILE, see the README's Deployment)."
+            );
+        }
         let closing = CancellationToken::new();
         Ok(Server {
             listener,
             router: router(settings, state, closing.clone()),
             closing,
+            max_connections,
+            header_timeout: settings.header_timeout,
         })
     }
 
@@ -244,32 +283,71 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then lets running requests finish for up to
     /// `SHUTDOWN_GRACE`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        use tower::ServiceExt as _;
+
         let addr = self.local_addr()?;
-        info!(listen = %addr, "HTTP API listening.");
-        let server = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown({
-            let shutdown = shutdown.clone();
-            let closing = self.closing.clone();
-            async move {
-                shutdown.cancelled().await;
-                // Ends the SSE streams, so their connections close with the others.
-                closing.cancel();
-            }
-        });
-        let grace = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        };
-        tokio::select! {
-            r = server => r.context("the HTTP server failed")?,
-            () = grace => warn!(
+        info!(
+            listen = %addr,
+            max_connections = self.max_connections,
+            header_timeout = ?self.header_timeout,
+            "HTTP API listening."
+        );
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        let mut accept_errors = 0u64;
+        loop {
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => s.context("the HTTP connection limit closed")?,
+                () = shutdown.cancelled() => break,
+            };
+            let (stream, peer) = tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // EMFILE and the like: say so (rarely), pause, try again.
+                        accept_errors += 1;
+                        if accept_errors.is_power_of_two() {
+                            warn!(error = %e, count = accept_errors, "HTTP: cannot accept a connection.");
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => break,
+            };
+            let service = self.router.clone().map_request(
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                },
+            );
+            let conn = http.serve_connection(
+                TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service),
+            );
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                // A client that goes away mid-request is its own business.
+                let _ = conn.await;
+                drop(slot);
+            });
+        }
+        // Ends the SSE streams, so their connections close with the others.
+        self.closing.cancel();
+        drop(self.listener);
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(
                 grace = ?SHUTDOWN_GRACE,
                 "HTTP requests still running after shutdown; closing them."
-            ),
+            );
         }
         info!("HTTP API stopped.");
         Ok(())

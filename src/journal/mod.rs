@@ -22,6 +22,7 @@ mod queries;
 mod restore;
 mod schema;
 mod write;
+mod writes;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub use queries::RunRecord;
 pub use queries::{AlarmRecord, ComplianceRecord, HourlyRecord, TransitionRecord};
 use schema::migrate;
 pub use schema::SCHEMA_VERSION;
+pub use writes::{WriteLog, WriteRecord};
 
 /// The journal's file name inside `data_dir`.
 pub const FILE_NAME: &str = "journal.sqlite";

@@ -1,6 +1,6 @@
 //! The journal's schema and its migrations.
 //!
-//! # Schema (version 5, in `PRAGMA user_version`; each table says the version that added it)
+//! # Schema (version 7, in `PRAGMA user_version`; each table says the version that added it)
 //!
 //! All times are unix milliseconds (UTC), columns named `*_ms`. Every row about a device
 //! carries the device's `site`, `device` (its id), `building` and `category` strings as they
@@ -58,6 +58,15 @@
 //!   position in the input log (`data_dir/log`). `engine`: every fact with a lower lsn is in
 //!   this journal (committed in the same transaction as the rows it produced).
 //!
+//! - **`writes`** (version 7) — one row per Modbus write an operator asked for over HTTP
+//!   (`POST /api/devices/{id}/write`, past the token check), whatever came of it. `id`
+//!   INTEGER PRIMARY KEY (insertion order); `ts_ms` (when it was answered, wall clock);
+//!   `site`, `device` (as asked), `signal`; `old_value` (the signal's latest value as JSON
+//!   when the gateway knew one, else NULL); `new_value` (the value asked for, JSON); `by`
+//!   (the operator named in the body); `remote` (the client's address); `status` (the HTTP
+//!   status answered: 200 done, 422 out of range, 502/504 the device …); `result` (`ok`, or
+//!   the error message). Indexes: (`site`, `device`, `id`). Listed by `GET /api/writes`.
+//!
 //! Sequences: the next alarm (window) sequence is `MAX(seq) + 1` over all rows ever stored, so
 //! ids stay unique across restarts. Later schema versions add a step to `MIGRATIONS`; opening
 //! an older file migrates it in one transaction, a newer file is refused.
@@ -71,7 +80,7 @@ use super::error::{JournalError, SqlContext};
 /// Schema migrations: step `i` takes the file from version `i` to `i + 1`. Append steps; never
 /// edit a released one.
 const MIGRATIONS: &[&str] = &[
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
 ];
 
 /// The schema version this build writes and reads.
@@ -244,6 +253,24 @@ CREATE TABLE consumers (
     name        TEXT PRIMARY KEY,
     lsn         INTEGER NOT NULL
 );
+";
+
+/// Version 7: the audit trail of Modbus writes.
+const SCHEMA_V7: &str = "
+CREATE TABLE writes (
+    id          INTEGER PRIMARY KEY,
+    ts_ms       INTEGER NOT NULL,
+    site        TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    signal      TEXT NOT NULL,
+    old_value   TEXT,
+    new_value   TEXT NOT NULL,
+    by          TEXT NOT NULL,
+    remote      TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    result      TEXT NOT NULL
+);
+CREATE INDEX writes_device ON writes (site, device, id);
 ";
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {

@@ -236,6 +236,8 @@ mod tests {
             offset: 0.0,
             values: None,
             writable: true,
+            min: None,
+            max: None,
             signal_type: if ty.is_boolean() {
                 SignalType::Bool
             } else {

@@ -800,6 +800,8 @@ mod tests {
             offset: 0.0,
             values,
             writable: true,
+            min: None,
+            max: None,
             signal_type,
         }
     }

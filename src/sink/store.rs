@@ -239,9 +239,13 @@ pub(crate) fn client(store: &StoreSettings) -> anyhow::Result<influxdb2::Client>
         http = http.default_headers(headers);
     }
     // The URL was validated by the config (influxdb2 panics on an invalid one).
-    url::Url::parse(&store.url)?;
-    let b =
-        influxdb2::ClientBuilder::with_builder(http, &store.url, &store.org, store.token.expose());
+    url::Url::parse(store.url.expose())?;
+    let b = influxdb2::ClientBuilder::with_builder(
+        http,
+        store.url.expose(),
+        &store.org,
+        store.token.expose(),
+    );
     Ok(b.build()?)
 }
 

@@ -98,7 +98,7 @@ async fn deliver(client: &reqwest::Client, s: &WebhookSettings, body: &serde_jso
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(s.retry_max);
         }
-        let res = client.post(&s.url).json(body).send().await;
+        let res = client.post(s.url.expose()).json(body).send().await;
         let problem = match res {
             // Without the URL: a robot's key is in its query.
             Err(e) => format!("{}", e.without_url()),
@@ -247,7 +247,7 @@ mod tests {
 
     fn settings(url: String, format: WebhookFormat) -> WebhookSettings {
         WebhookSettings {
-            url,
+            url: crate::config::SecretUrl::new(url),
             format,
             severities: vec![Severity::Critical],
             timeout: Duration::from_secs(5),

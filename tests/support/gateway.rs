@@ -65,20 +65,44 @@ impl GatewayProcess {
         GatewayProcess::start_with_env(args, &[])
     }
 
+    /// Spawns the gateway with its soft file-descriptor limit lowered to `soft` (as a default
+    /// systemd service has 1024), through `sh -c 'ulimit -Sn …; exec …'`.
+    pub(crate) fn start_with_fd_limit(
+        args: &[&str],
+        env: &[(&str, &str)],
+        soft: u32,
+    ) -> GatewayProcess {
+        let mut sh_args: Vec<String> = vec![
+            "-c".into(),
+            format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""),
+            gateway_bin().into(),
+        ];
+        sh_args.extend(args.iter().map(|a| (*a).to_owned()));
+        GatewayProcess::spawn(Command::new("sh"), &sh_args, env)
+    }
+
     /// Spawns the gateway with `args` and extra environment variables (inherited otherwise).
     pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
+        GatewayProcess::spawn(Command::new(gateway_bin()), args, env)
+    }
+
+    fn spawn(mut cmd: Command, args: &[impl AsRef<OsStr>], env: &[(&str, &str)]) -> GatewayProcess {
+        cmd.args(args).env("NO_COLOR", "1").stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let dir = tempfile::Builder::new()
             .prefix("gateway-")
             .tempdir()
             .expect("create gateway temp dir");
         let log_path = dir.path().join("gateway.log");
         let log = File::create(&log_path).expect("create gateway.log");
-        let child = base_command(args, env)
+        let child = cmd
             .current_dir(dir.path())
             .stdout(log.try_clone().expect("clone file handle"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {} {args:?}: {e}", gateway_bin()));
+            .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", gateway_bin()));
         GatewayProcess {
             child,
             dir,

@@ -18,6 +18,7 @@
 
 pub(crate) mod gateway;
 pub(crate) mod http;
+pub(crate) mod influxdb;
 pub(crate) mod line;
 pub(crate) mod mosquitto;
 pub(crate) mod mqtt_client;
@@ -26,6 +27,7 @@ pub(crate) mod victoria;
 
 pub(crate) use gateway::{repo_path, run_cli, run_cli_with_env, GatewayProcess};
 pub(crate) use http::{http_get, http_post, http_request, HttpResponse};
+pub(crate) use influxdb::InfluxDb1;
 pub(crate) use line::{parse_line, parse_lines, FieldVal, ParsedPoint};
 pub(crate) use mosquitto::{Mosquitto, MqttMessage, MqttSubscriber};
 pub(crate) use mqtt_client::{MqttClient, Received};
@@ -49,7 +51,7 @@ pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The message every missing-binary panic carries.
 pub(crate) const INSTALL_HINT: &str =
-    "run scripts/install-test-deps (apt-get install mosquitto mosquitto-clients victoria-metrics)";
+    "run scripts/install-test-deps (apt-get install mosquitto mosquitto-clients victoria-metrics influxdb)";
 
 /// Ports handed out by [`free_port`] in this process; never handed out twice, so a service
 /// that is stopped for a restart keeps its port even while other tests look for ports.

@@ -221,6 +221,9 @@ pub struct Register {
     pub values: Option<Vec<String>>,
     /// Operators may write this signal (`POST /api/devices/{id}/write`).
     pub writable: bool,
+    /// The range an operator may write (`min`/`max` in the register map; numeric signals).
+    pub min: Option<f64>,
+    pub max: Option<f64>,
     /// What the profile says the signal is.
     pub signal_type: SignalType,
 }
@@ -246,6 +249,36 @@ enum Raw {
 }
 
 impl Register {
+    /// Whether an operator may write `v`: inside `min`..=`max` for a number, one of the
+    /// allowed values for an enum. `Err` says what is allowed.
+    pub fn check_limits(&self, v: &Value) -> Result<(), String> {
+        if let SignalType::Enum(allowed) = &self.signal_type {
+            return match v {
+                Value::Str(s) if allowed.iter().any(|a| a == s) => Ok(()),
+                other => Err(format!(
+                    "{other} is not an allowed value; allowed: {}",
+                    allowed.join(", ")
+                )),
+            };
+        }
+        let x = match v {
+            Value::Float(f) => *f,
+            Value::Int(i) => *i as f64,
+            _ => return Ok(()),
+        };
+        let below = self.min.is_some_and(|m| x < m);
+        let above = self.max.is_some_and(|m| x > m);
+        if below || above {
+            let bound = |b: Option<f64>| b.map_or_else(|| "…".to_owned(), |b| b.to_string());
+            return Err(format!(
+                "{x} is outside the allowed range {} to {} (`min`/`max` of the register map)",
+                bound(self.min),
+                bound(self.max)
+            ));
+        }
+        Ok(())
+    }
+
     /// Decodes the register's words (exactly `ty.width()` of them).
     pub fn decode_words(&self, words: &[u16]) -> Result<Value, DecodeError> {
         let want = self.ty.width() as usize;
@@ -477,6 +510,8 @@ mod tests {
             offset: 0.0,
             values: None,
             writable: true,
+            min: None,
+            max: None,
             signal_type,
         }
     }
@@ -649,5 +684,25 @@ mod tests {
             };
             prop_assert_eq!(r.decode_words(&w).unwrap(), Value::Int(i64::from(x)));
         }
+    }
+
+    #[test]
+    fn writes_are_checked_against_min_max_and_enum_values() {
+        let mut r = reg(RegType::F32, Order::Abcd, SignalType::Float);
+        r.min = Some(30.0);
+        r.max = Some(95.0);
+        assert_eq!(r.check_limits(&Value::Float(55.0)), Ok(()));
+        assert_eq!(r.check_limits(&Value::Int(95)), Ok(()));
+        let e = r.check_limits(&Value::Float(-1e30)).expect_err("below");
+        assert!(e.contains("outside the allowed range 30 to 95"), "{e}");
+        assert!(r.check_limits(&Value::Float(95.5)).is_err());
+        r.min = None;
+        assert!(r.check_limits(&Value::Float(-1e30)).is_ok());
+        r.signal_type = SignalType::Enum(vec!["auto".into(), "manual".into()]);
+        assert_eq!(r.check_limits(&Value::Str("auto".into())), Ok(()));
+        let e = r
+            .check_limits(&Value::Str("off".into()))
+            .expect_err("not allowed");
+        assert!(e.contains("allowed: auto, manual"), "{e}");
     }
 }

@@ -126,6 +126,8 @@ mod tests {
             offset: 0.0,
             values: None,
             writable: false,
+            min: None,
+            max: None,
             signal_type: SignalType::Float,
         }
     }

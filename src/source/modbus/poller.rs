@@ -91,6 +91,13 @@ pub enum WriteError {
     /// 403: the register map does not allow writing this signal.
     #[error("signal `{signal}` of `{device}` is not writable (not `writable = true` in the register map)")]
     NotWritable { device: String, signal: String },
+    /// 422: outside the signal's `min`/`max`, or not one of an enum's values.
+    #[error("refused `{signal}` = {value}: {reason}")]
+    OutOfRange {
+        signal: String,
+        value: String,
+        reason: String,
+    },
     /// 400: the value cannot be encoded for the register.
     #[error("bad value for `{signal}`: {reason}")]
     BadValue { signal: String, reason: String },
@@ -181,6 +188,12 @@ impl ModbusHandle {
                 signal: signal.to_owned(),
             });
         }
+        reg.check_limits(&value)
+            .map_err(|reason| WriteError::OutOfRange {
+                signal: signal.to_owned(),
+                value: value.to_string(),
+                reason,
+            })?;
         // A bit of a register is encoded against the register's current word, read by the
         // task; any word tells whether the value itself is acceptable.
         let current = matches!(reg.ty, RegType::Bit(_)).then_some(0);

@@ -86,6 +86,8 @@ mod tests {
             offset: 0.0,
             values: None,
             writable: false,
+            min: None,
+            max: None,
             signal_type: st,
         }
     }

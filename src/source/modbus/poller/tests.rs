@@ -98,6 +98,8 @@ fn model() -> Arc<DeviceModel> {
             offset: 0.0,
             values: matches!(signal_type, SignalType::Enum(_)).then(modes),
             writable,
+            min: None,
+            max: None,
             signal_type,
         }
     };
