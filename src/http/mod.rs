@@ -398,15 +398,38 @@ async fn kpi(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Respo
     }
 }
 
-async fn healthz() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        "ok",
-    )
-        .into_response()
+/// `ok` when all is well; 503 while the input log cannot be written (nothing is acknowledged
+/// or applied then); `ok` with a second line when the store is behind (readings wait in the
+/// log: the gateway itself is fine).
+async fn healthz(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Response {
+    let log = &ctx.app.stats.log;
+    let text = |status: StatusCode, body: String| {
+        (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            body,
+        )
+            .into_response()
+    };
+    if log.failing.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the input log cannot be written (disk full?): nothing is acknowledged or applied until it can; see the gateway log\n".into(),
+        );
+    }
+    let head = log.head.load(std::sync::atomic::Ordering::Relaxed);
+    let waiting = head.saturating_sub(log.store_pos.load(std::sync::atomic::Ordering::Relaxed));
+    let lag = log.store_lag_s.load(std::sync::atomic::Ordering::Relaxed);
+    if lag >= 10 {
+        return text(
+            StatusCode::OK,
+            format!("ok\nstore behind: {waiting} readings waiting in the input log, the oldest {lag} s old\n"),
+        );
+    }
+    text(StatusCode::OK, "ok".into())
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
@@ -1022,6 +1045,25 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
+
+    #[tokio::test]
+    async fn healthz_says_when_the_input_log_fails_or_the_store_is_behind() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let fx = app(None);
+        fx.stats.log.head.store(1_500, Relaxed);
+        fx.stats.log.store_pos.store(1_000, Relaxed);
+        fx.stats.log.store_lag_s.store(42, Relaxed);
+        let a = get(&fx.app, "/healthz").await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(
+            a.body,
+            "ok\nstore behind: 500 readings waiting in the input log, the oldest 42 s old\n"
+        );
+        fx.stats.log.failing.store(1, Relaxed);
+        let a = get(&fx.app, "/healthz").await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(a.body.contains("input log cannot be written"), "{}", a.body);
+    }
 
     #[tokio::test]
     async fn healthz_says_ok_without_auth() {
