@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::fixture::{now_ms, start_gateway, Estate};
+use crate::support::http_get;
 use crate::support::{wait_until, FieldVal, MqttClient};
 
 /// A long wait: catching up after kills and outages.
@@ -279,4 +280,125 @@ fn a_log_bound_that_overflows_loses_exactly_what_it_counts() {
     assert!(status.success());
     // The engine is not bounded by the store: it applied every reading.
     assert_eq!(applied(&estate), 3_000);
+}
+
+#[test]
+fn a_store_that_never_answers_delays_nothing_and_loses_nothing() {
+    let estate = Estate::start_with("timeout = \"1s\"", &sensors(5));
+    let t0 = now_ms() - 600_000;
+    let client = MqttClient::connect(estate.mqtt.port());
+    // The store takes requests and answers none of them in time.
+    estate.proxy.set_delay(Duration::from_secs(3_600));
+    let want = publish(&client, 5, 0..40, t0, 500);
+    assert!(
+        wait_until(CATCH_UP, Duration::from_millis(50), || estate
+            .gateway
+            .log()
+            .contains("Store write failed; retrying with backoff")),
+        "{}",
+        estate.gateway.log()
+    );
+    estate.proxy.set_delay(Duration::ZERO);
+    let got = wait_for_set(&estate, &want);
+    assert!(got == want, "{}", missing(&want, &got));
+}
+
+/// A tmpfs of `size` mounted on `dir` for the test's life (unmounted, lazily, on drop).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "cannot mount a small tmpfs for the disk-full case (needs root, as CI runs): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system of `dir` up: returns the filler file.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("filler");
+    let chunk = vec![0u8; 16 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+#[test]
+fn a_full_disk_under_the_log_holds_acknowledgments_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let _fs = Tmpfs::mount(&data, "16m");
+    let mut estate = Estate::start_with_api_in(
+        dir,
+        "",
+        &format!(
+            "[log]\nsegment_bytes = \"64KiB\"\nmax_bytes = \"8MiB\"\n\n{}",
+            sensors(5)
+        ),
+    );
+    let t0 = now_ms() - 600_000;
+    let client = MqttClient::connect(estate.mqtt.port());
+    let mut want = publish(&client, 5, 0..10, t0, 500);
+    wait_for_set(&estate, &want);
+    let health = |estate: &Estate| {
+        http_get(&format!("{}/healthz", estate.api().base)).expect("GET /healthz")
+    };
+    assert_eq!(health(&estate).status, 200);
+
+    let filler = fill(&data);
+    want.extend(publish(&client, 5, 10..50, t0, 500));
+    assert!(
+        wait_until(CATCH_UP, Duration::from_millis(100), || estate
+            .gateway
+            .log()
+            .contains("Cannot write the input log")),
+        "{}",
+        estate.gateway.log()
+    );
+    let h = health(&estate);
+    assert_eq!(h.status, 503, "{}", h.text());
+    assert!(
+        h.text().contains("input log cannot be written"),
+        "{}",
+        h.text()
+    );
+    // The readings that could not be logged were neither acknowledged nor written.
+    assert!(stored(&estate).0.len() < want.len());
+
+    // Space returns: the gateway goes on by itself, nothing lost.
+    std::fs::remove_file(filler).expect("remove filler");
+    let got = wait_for_set(&estate, &want);
+    assert!(
+        got == want,
+        "{}\n{}",
+        missing(&want, &got),
+        estate.gateway.log()
+    );
+    assert!(wait_until(CATCH_UP, Duration::from_millis(100), || health(
+        &estate
+    )
+    .status
+        == 200));
+    let status = estate.gateway.terminate();
+    assert!(status.success(), "{status}");
 }

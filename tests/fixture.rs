@@ -198,7 +198,16 @@ impl Estate {
     /// a free port with [`API_TOKEN`] (from a file next to the configuration). Waits until the
     /// API listens.
     pub(crate) fn start_with_api(extra_store: &str, extra: &str) -> Estate {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Estate::start_with_api_in(tempfile::tempdir().expect("temp dir"), extra_store, extra)
+    }
+
+    /// [`start_with_api`](Self::start_with_api) in a directory prepared by the test (its
+    /// `data` subdirectory is the gateway's `data_dir`).
+    pub(crate) fn start_with_api_in(
+        dir: tempfile::TempDir,
+        extra_store: &str,
+        extra: &str,
+    ) -> Estate {
         // Next to the configuration: it lives as long as the estate, and restarts read it again.
         let token_file = dir.path().join("api.token");
         std::fs::write(&token_file, format!("{API_TOKEN}\n")).expect("write token file");
