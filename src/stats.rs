@@ -608,6 +608,12 @@ pub const METRICS: &[Metric] = &[
         |s| s.log.commits.load(Relaxed),
     ),
     gauge(
+        "log_commit_p50_us",
+        "estate_gateway_log_commit_p50_microseconds",
+        "Median of the input log's commit time (write and fsync) over the last 256 commits.",
+        |s| s.log.commit_p50_us.load(Relaxed),
+    ),
+    gauge(
         "log_commit_p99_us",
         "estate_gateway_log_commit_p99_microseconds",
         "99th percentile of the input log's commit time (write and fsync) over the last 256 commits.",

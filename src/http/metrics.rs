@@ -273,10 +273,10 @@ mod tests {
             assert_eq!(m.get(series), Some(&want), "{series}");
         }
         // Every scalar, reason and exception code, the core's 13 counters (out_of_order and
-        // late among them), the input log's 12, the summary's two series, and rss.
+        // late among them), the input log's 13, the summary's two series, and rss.
         assert_eq!(
             m.len(),
-            20 + Reject::ALL.len() + ModbusException::ALL.len() + 13 + 12 + 2 + 1
+            20 + Reject::ALL.len() + ModbusException::ALL.len() + 13 + 13 + 2 + 1
         );
         // Without rss (not Linux), the rest is there.
         assert_eq!(parse(&render(&s, None)).len(), m.len() - 1);
