@@ -402,3 +402,59 @@ fn a_full_disk_under_the_log_holds_acknowledgments_and_recovers_by_itself() {
     let status = estate.gateway.terminate();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn live_readings_are_written_while_a_backlog_drains() {
+    let mut estate = Estate::start_with("batch_lines = 200", &sensors(11));
+    let t0 = now_ms() - 600_000;
+    let client = MqttClient::connect(estate.mqtt.port());
+    estate.vm.stop();
+    // 3,000 readings of S-000…S-009 wait in the log.
+    let backlog = publish(&client, 10, 0..300, t0, 3_000);
+    assert!(wait_until(CATCH_UP, Duration::from_millis(50), || estate
+        .gateway
+        .log()
+        .contains("Store write failed; retrying with backoff")));
+    std::thread::sleep(Duration::from_millis(500));
+    // The store back, but slow: 15 requests of 200 lines take a few seconds.
+    estate.proxy.set_delay(Duration::from_millis(200));
+    estate.vm.start_again();
+    std::thread::sleep(Duration::from_millis(300));
+    let live_ts = now_ms();
+    client.publish(
+        &Estate::telemetry_topic("indoor_sensor", "S-010"),
+        format!(r#"{{"ts": {live_ts}, "indoor_temp_c": 21.5}}"#),
+        1,
+    );
+    let mut want = backlog.clone();
+    want.insert(("S-010".to_string(), live_ts));
+    let got = wait_for_set(&estate, &want);
+    assert!(got == want, "{}", missing(&want, &got));
+    // In the order the store took them: the live reading before the backlog's last request.
+    let accepted = estate.proxy.accepted();
+    let holds = |needle: &str| {
+        accepted
+            .iter()
+            .position(|r| String::from_utf8_lossy(&r.body).contains(needle))
+    };
+    let live_at = holds("device=S-010").expect("the live reading was written");
+    let last_backlog = accepted
+        .iter()
+        .rposition(|r| {
+            let body = String::from_utf8_lossy(&r.body);
+            backlog.iter().any(|(d, ts)| {
+                body.contains(&format!("device={d}")) && body.contains(&format!(" {ts}\n"))
+            })
+        })
+        .expect("the backlog was written");
+    assert!(
+        live_at < last_backlog,
+        "live reading in request {live_at}, backlog's last in {last_backlog} of {}",
+        accepted.len()
+    );
+    assert!(estate
+        .gateway
+        .log()
+        .contains("The store is behind: writing the backlog oldest first"));
+    estate.gateway.terminate();
+}

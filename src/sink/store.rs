@@ -208,6 +208,9 @@ impl StoreSink {
             stats,
             clock,
             logs: crate::stats::LogLimiter::new(5, 60_000),
+            live: None,
+            live_from: None,
+            live_turn: false,
         };
         let writer = tokio::spawn(writer.run());
         Ok(StoreSink { batcher, writer })
@@ -455,6 +458,59 @@ struct Writer {
     stats: Arc<Stats>,
     clock: Arc<dyn Clock>,
     logs: crate::stats::LogLimiter<&'static str>,
+    /// While a backlog drains: a second cursor on the newest records, from `live_from`.
+    live: Option<crate::wal::Reader>,
+    live_from: Option<u64>,
+    live_turn: bool,
+}
+
+/// Reads log records into `p` (up to `max` lines) from `reader`, not past `head`; with
+/// `track_end` the request's log position follows.
+#[allow(clippy::too_many_arguments)]
+fn read_records(
+    reader: &mut crate::wal::Reader,
+    head: &Head,
+    p: &mut Pending,
+    max: usize,
+    enc: &mut TelemetryEncoder,
+    inventory: &Inventory,
+    logs: &mut crate::stats::LogLimiter<&'static str>,
+    clock: &dyn Clock,
+    track_end: bool,
+) {
+    while p.lines < max {
+        let body = match reader.next(head) {
+            Ok(Some(body)) => body,
+            Ok(None) => break,
+            Err(e) => {
+                if let Some(n) = logs.allow("corrupt", clock.now_ms()) {
+                    error!(error = %e, suppressed = n, "Input log: a corrupt record; skipping the rest of its segment.");
+                }
+                if reader.skip_segment().is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let rec = match crate::wal::record::decode(body) {
+            Ok(rec) => rec,
+            Err(e) => {
+                if let Some(n) = logs.allow("decode", clock.now_ms()) {
+                    error!(error = %e, suppressed = n, "Input log: a record that does not decode; skipped.");
+                }
+                continue;
+            }
+        };
+        if track_end {
+            p.end = Some(rec.lsn + 1);
+            p.oldest_ms.get_or_insert(rec.arrival_ms);
+        }
+        if let Some(r) = rec.fact.reading(inventory) {
+            if enc.encode(inventory, &r, &mut p.body) {
+                p.lines += 1;
+            }
+        }
+    }
 }
 
 /// A request being assembled.
@@ -615,37 +671,63 @@ impl Writer {
             }
         }
         let head = *self.feed.head.borrow_and_update();
-        while p.lines < max {
-            let body = match self.reader.next(&head) {
-                Ok(Some(body)) => body,
-                Ok(None) => break,
-                Err(e) => {
-                    if let Some(n) = self.logs.allow("corrupt", self.clock.now_ms()) {
-                        error!(error = %e, suppressed = n, "Input log: a corrupt record; skipping the rest of its segment.");
-                    }
-                    if self.reader.skip_segment().is_err() {
-                        break;
-                    }
-                    continue;
+        // A backlog (the store was away): its oldest records go first, but every other
+        // request carries the newest ones, so the dashboards' telemetry is live again while
+        // the backlog drains. The position (what every record below is written) follows the
+        // backlog; the newest records written meanwhile are only re-sent after a crash.
+        if let Some(from) = self.live_from {
+            if p.lines == 0 && self.reader.next_lsn() >= from {
+                if let Some(live) = self.live.take() {
+                    self.reader = live;
                 }
-            };
-            let rec = match crate::wal::record::decode(body) {
-                Ok(rec) => rec,
-                Err(e) => {
-                    if let Some(n) = self.logs.allow("decode", self.clock.now_ms()) {
-                        error!(error = %e, suppressed = n, "Input log: a record that does not decode; skipped.");
-                    }
-                    continue;
-                }
-            };
-            p.end = Some(rec.lsn + 1);
-            p.oldest_ms.get_or_insert(rec.arrival_ms);
-            if let Some(r) = rec.fact.reading(&self.inventory) {
-                if self.enc.encode(&self.inventory, &r, &mut p.body) {
-                    p.lines += 1;
+                self.live_from = None;
+                let at = self.reader.next_lsn();
+                if at > self.position {
+                    self.position = at;
+                    self.stats.log.store_pos.store(at, Relaxed);
                 }
             }
+        } else if head.next_lsn.saturating_sub(self.reader.next_lsn()) > 4 * max as u64 {
+            self.live_from = Some(head.next_lsn);
+            self.live = Some(crate::wal::Reader::open(&self.feed.dir, head.next_lsn));
+            info!(
+                backlog = head.next_lsn - self.reader.next_lsn(),
+                "The store is behind: writing the backlog oldest first, with the newest readings in every other request."
+            );
         }
+        let bounded = crate::wal::Head {
+            next_lsn: self
+                .live_from
+                .map_or(head.next_lsn, |b| b.min(head.next_lsn)),
+            ..head
+        };
+        self.live_turn = !self.live_turn;
+        if self.live_turn {
+            if let Some(live) = self.live.as_mut() {
+                read_records(
+                    live,
+                    &head,
+                    p,
+                    max,
+                    &mut self.enc,
+                    &self.inventory,
+                    &mut self.logs,
+                    &*self.clock,
+                    false,
+                );
+            }
+        }
+        read_records(
+            &mut self.reader,
+            &bounded,
+            p,
+            max,
+            &mut self.enc,
+            &self.inventory,
+            &mut self.logs,
+            &*self.clock,
+            true,
+        );
         let skipped = self.reader.take_skipped();
         if skipped > 0 {
             self.stats.log.dropped.fetch_add(skipped, Relaxed);
