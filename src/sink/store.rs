@@ -670,6 +670,11 @@ impl Writer {
                 None => break,
             }
         }
+        if self.queue.lock().closed {
+            // Shutting down: the log keeps its records for the next start; only what is in
+            // memory is written now.
+            return;
+        }
         let head = *self.feed.head.borrow_and_update();
         // A backlog (the store was away): its oldest records go first, but every other
         // request carries the newest ones, so the dashboards' telemetry is live again while
