@@ -107,6 +107,25 @@ fn missing(want: &BTreeSet<(String, i64)>, got: &BTreeSet<(String, i64)>) -> Str
     format!("{} missing, e.g. {m:?}", want.difference(got).count())
 }
 
+/// Waits until the store holds exactly `want`, stops the gateway cleanly, and checks the engine
+/// applied `applied_n` readings (each once).
+fn stored_exactly_then_stop(estate: &mut Estate, want: &BTreeSet<(String, i64)>, applied_n: i64) {
+    let got = wait_for_set(estate, want);
+    assert!(
+        got == *want,
+        "{}\n{}",
+        missing(want, &got),
+        estate.gateway.log()
+    );
+    let status = estate.gateway.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        applied(estate),
+        applied_n,
+        "each reading applied exactly once"
+    );
+}
+
 #[test]
 fn sigkill_three_times_mid_stream_loses_nothing_and_applies_each_reading_once() {
     let mut estate = Estate::start_with("", &sensors(100));
@@ -128,16 +147,7 @@ fn sigkill_three_times_mid_stream_loses_nothing_and_applies_each_reading_once() 
     }
     let want = publisher.join().expect("publisher");
     assert_eq!(want.len(), 6_000);
-    let got = wait_for_set(&estate, &want);
-    assert!(
-        got == want,
-        "{}\n{}",
-        missing(&want, &got),
-        estate.gateway.log()
-    );
-    let status = estate.gateway.terminate();
-    assert!(status.success(), "{status}");
-    assert_eq!(applied(&estate), 6_000, "each reading applied exactly once");
+    stored_exactly_then_stop(&mut estate, &want, 6_000);
 
     // The log is the tape: replayed into a fresh journal, it gives the same hourly counts.
     let out = tempfile::tempdir().expect("temp dir");
@@ -202,16 +212,7 @@ fn sigkill_and_sigterm_during_a_store_outage_lose_nothing() {
     );
     estate.vm.start_again();
     estate.gateway = start_gateway(&estate.config, &estate.mqtt);
-    let got = wait_for_set(&estate, &want);
-    assert!(
-        got == want,
-        "{}\n{}",
-        missing(&want, &got),
-        estate.gateway.log()
-    );
-    let status = estate.gateway.terminate();
-    assert!(status.success(), "{status}");
-    assert_eq!(applied(&estate), 2_000);
+    stored_exactly_then_stop(&mut estate, &want, 2_000);
 }
 
 #[test]
