@@ -17,6 +17,7 @@ pub mod intake;
 pub mod journal;
 pub mod model;
 pub mod mqtt;
+pub mod notify;
 pub mod replay;
 pub mod report;
 pub mod run;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::anyhow;
 use clap::{Parser, Subcommand};
@@ -608,7 +609,37 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             tracing::info!("Signal received.");
             signals.cancel();
         });
-        estate_gateway::run::run(cfg, shutdown).await.map(|_| ())
+        // systemd (`Type=notify`, README "Deployment"): READY=1 once everything runs, the
+        // watchdog while the core stage ticks, STOPPING=1 when the shutdown begins.
+        let notifier = estate_gateway::notify::Notifier::from_env().map(Arc::new);
+        let running = estate_gateway::run::start(&cfg, shutdown.clone()).await?;
+        let mut watchdog = None;
+        if let Some(n) = &notifier {
+            use estate_gateway::notify::State;
+            n.notify_or_warn(&[
+                State::Ready,
+                State::Status(format!("running: {} devices", cfg.inventory.len())),
+            ]);
+            if let Some(every) = estate_gateway::notify::watchdog_interval() {
+                let (n, stats) = (n.clone(), running.stats.clone());
+                watchdog = Some(tokio::spawn(async move {
+                    estate_gateway::notify::watchdog(&n, every, || {
+                        stats.core.ticks.load(std::sync::atomic::Ordering::Relaxed)
+                    })
+                    .await;
+                }));
+            }
+            let (n, stopping) = (n.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                stopping.cancelled().await;
+                n.notify_or_warn(&[State::Stopping]);
+            });
+        }
+        running.wait().await;
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        Ok(())
     })
 }
 

@@ -25,7 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The vocabulary every layer shares, and utilities that import nothing of the gateway.
     (
         "ground floor",
-        &["model", "clock", "backoff", "stats", "schema"],
+        &["model", "clock", "backoff", "stats", "schema", "notify"],
     ),
     // Pure logic over readings and time (DESIGN §2): imports only the ground floor.
     ("core", &["core"]),

@@ -22,6 +22,7 @@ mod layers;
 mod modbus_peers;
 mod mqtt_security;
 mod outages;
+mod package;
 mod report_cli;
 mod sim;
 mod support;
