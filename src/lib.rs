@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod demo;
+pub mod doctor;
 pub mod encode;
 pub mod http;
 pub mod intake;

@@ -1,5 +1,5 @@
-//! The `estate-gateway` command line: `run`, `demo`, `check-config`, `schema`, `simulate`,
-//! `report`.
+//! The `estate-gateway` command line: `run`, `demo`, `check-config`, `doctor`, `schema`,
+//! `simulate`, `report`.
 //!
 //! Exit codes: 0 success; 1 a runtime failure; 2 a configuration or usage error (every
 //! configuration error is printed, each naming the file, the key and what would be valid).
@@ -90,6 +90,13 @@ enum Command {
         /// Also list every device.
         #[arg(long)]
         verbose: bool,
+    },
+    /// Check what a configuration connects to — the broker (connect, subscribe), the store
+    /// (write one `gateway_probe` point), each Modbus device (one read) — and print a table of
+    /// what works and what to fix. Exit 0 when everything works, 1 otherwise.
+    Doctor {
+        #[arg(short, long, default_value = "configs/gateway.toml")]
+        config: PathBuf,
     },
     /// Print the store schema (measurements, tags, fields).
     Schema {
@@ -198,6 +205,23 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             let cfg = load(&config)?;
             print!("{}", config::summary(&cfg, verbose));
             Ok(())
+        }
+        Command::Doctor { config } => {
+            let cfg = load(&config)?;
+            let now_ms = estate_gateway::clock::system_now_ms();
+            let checks = runtime(true)?.block_on(estate_gateway::doctor::run(&cfg, now_ms));
+            print!("{}", estate_gateway::doctor::render(&checks));
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            if estate_gateway::doctor::all_ok(&checks) {
+                Ok(())
+            } else {
+                let failed = checks.iter().filter(|c| c.result.is_err()).count();
+                Err(anyhow!(
+                    "{failed} of {} checks failed; each `fix:` line above says what to do",
+                    checks.len()
+                ))
+            }
         }
         Command::Schema { json } => {
             if json {

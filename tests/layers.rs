@@ -45,7 +45,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["stage", "sink", "journal", "replay", "wal", "intake"],
     ),
     ("http and report", &["http", "report"]),
-    ("wiring", &["run"]),
+    ("wiring", &["run", "doctor"]),
     ("demo and simulator", &["demo", "sim"]),
     // The crate root declares every module; `main.rs` is the binary (it reaches the library
     // as `estate_gateway::…`).
