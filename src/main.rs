@@ -1,5 +1,5 @@
-//! The `estate-gateway` command line: `run`, `demo`, `check-config`, `schema`, `simulate`,
-//! `report`.
+//! The `estate-gateway` command line: `run`, `demo`, `check-config`, `doctor`, `schema`,
+//! `simulate`, `report`.
 //!
 //! Exit codes: 0 success; 1 a runtime failure; 2 a configuration or usage error (every
 //! configuration error is printed, each naming the file, the key and what would be valid).
@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::anyhow;
 use clap::{Parser, Subcommand};
@@ -89,6 +90,13 @@ enum Command {
         /// Also list every device.
         #[arg(long)]
         verbose: bool,
+    },
+    /// Check what a configuration connects to — the broker (connect, subscribe), the store
+    /// (write one `gateway_probe` point), each Modbus device (one read) — and print a table of
+    /// what works and what to fix. Exit 0 when everything works, 1 otherwise.
+    Doctor {
+        #[arg(short, long, default_value = "configs/gateway.toml")]
+        config: PathBuf,
     },
     /// Print the store schema (measurements, tags, fields).
     Schema {
@@ -197,6 +205,23 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             let cfg = load(&config)?;
             print!("{}", config::summary(&cfg, verbose));
             Ok(())
+        }
+        Command::Doctor { config } => {
+            let cfg = load(&config)?;
+            let now_ms = estate_gateway::clock::system_now_ms();
+            let checks = runtime(true)?.block_on(estate_gateway::doctor::run(&cfg, now_ms));
+            print!("{}", estate_gateway::doctor::render(&checks));
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            if estate_gateway::doctor::all_ok(&checks) {
+                Ok(())
+            } else {
+                let failed = checks.iter().filter(|c| c.result.is_err()).count();
+                Err(anyhow!(
+                    "{failed} of {} checks failed; each `fix:` line above says what to do",
+                    checks.len()
+                ))
+            }
         }
         Command::Schema { json } => {
             if json {
@@ -608,7 +633,37 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             tracing::info!("Signal received.");
             signals.cancel();
         });
-        estate_gateway::run::run(cfg, shutdown).await.map(|_| ())
+        // systemd (`Type=notify`, README "Deployment"): READY=1 once everything runs, the
+        // watchdog while the core stage ticks, STOPPING=1 when the shutdown begins.
+        let notifier = estate_gateway::notify::Notifier::from_env().map(Arc::new);
+        let running = estate_gateway::run::start(&cfg, shutdown.clone()).await?;
+        let mut watchdog = None;
+        if let Some(n) = &notifier {
+            use estate_gateway::notify::State;
+            n.notify_or_warn(&[
+                State::Ready,
+                State::Status(format!("running: {} devices", cfg.inventory.len())),
+            ]);
+            if let Some(every) = estate_gateway::notify::watchdog_interval() {
+                let (n, stats) = (n.clone(), running.stats.clone());
+                watchdog = Some(tokio::spawn(async move {
+                    estate_gateway::notify::watchdog(&n, every, || {
+                        stats.core.ticks.load(std::sync::atomic::Ordering::Relaxed)
+                    })
+                    .await;
+                }));
+            }
+            let (n, stopping) = (n.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                stopping.cancelled().await;
+                n.notify_or_warn(&[State::Stopping]);
+            });
+        }
+        running.wait().await;
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        Ok(())
     })
 }
 

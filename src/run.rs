@@ -137,6 +137,7 @@ pub async fn start_with_clock(
                     head: intake.head(),
                     dead_letter: cfg.gateway.data_dir.join("dead-letter"),
                 },
+                crate::encode::exception::ExceptionFilter::from_modbus(&cfg.modbus),
             )?)
         }
         None => {

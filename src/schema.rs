@@ -84,6 +84,13 @@ pub fn measurements() -> Vec<Measurement> {
             written: true,
         },
         Measurement {
+            name: "gateway_probe",
+            tags: vec!["site", "host"],
+            fields: s(&["ok"]),
+            when: "once per `estate-gateway doctor` run: the store check's test point",
+            written: true,
+        },
+        Measurement {
             name: "gateway",
             tags: vec!["site", "host"],
             fields: gateway_fields,
@@ -130,6 +137,7 @@ mod tests {
                 "response",
                 "heating",
                 "assessment",
+                "gateway_probe",
                 "gateway"
             ]
         );

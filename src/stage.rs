@@ -492,6 +492,7 @@ impl Stage {
                     self.emit().await;
                 }
                 _ = tick.tick() => {
+                    self.stats.core.ticks.fetch_add(1, Relaxed);
                     let now = self.clock.now_ms();
                     self.engine.tick(now, &mut self.out);
                     self.escalate(now);

@@ -748,6 +748,9 @@ pub struct LogStats {
 /// Counters of the core stage and the event sinks.
 #[derive(Debug, Default)]
 pub struct CoreStats {
+    /// Ticks of the core stage (100 ms each while it runs): systemd's watchdog is pinged only
+    /// while this advances (`notify::watchdog`).
+    pub ticks: AtomicU64,
     /// Device state transitions.
     pub transitions: AtomicU64,
     pub alarms_raised: AtomicU64,

@@ -313,6 +313,167 @@ modbus = { endpoint = "plant", unit = 5, model = "heating_plc" }
     );
 }
 
+/// Issue 17 item 4: string and 64-bit registers, deadband and max_silence, every mistake named.
+#[test]
+fn modbus_strings_64_bit_and_report_by_exception() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    std::fs::create_dir(dir.path().join("profiles")).unwrap();
+    std::fs::write(
+        dir.path().join("profiles/meter.toml"),
+        r#"
+category = "meter"
+label = "表计"
+interval = "10s"
+
+[[signals]]
+name = "firmware"
+type = "string"
+
+[[signals]]
+name = "serial"
+type = "string"
+
+[[signals]]
+name = "energy_wh"
+type = "int"
+
+[[signals]]
+name = "power_kw"
+type = "float"
+
+[[signals]]
+name = "running"
+type = "bool"
+"#,
+    )
+    .unwrap();
+    let model = |body: &str| format!("model = \"m\"\ncategory = \"meter\"\n{body}");
+    std::fs::write(
+        dir.path().join("models/good_meter.toml"),
+        model(
+            r#"
+[[registers]]
+signal = "firmware"
+table = "holding"
+address = 0
+type = "string"
+length = 8
+order = "BADC"
+trim = false
+max_silence = "1h"
+
+[[registers]]
+signal = "energy_wh"
+table = "input"
+address = 0
+type = "uint64"
+order = "CDAB"
+deadband = 10
+max_silence = "15m"
+
+[[registers]]
+signal = "power_kw"
+table = "input"
+address = 4
+type = "int64"
+scale = 0.001
+deadband = 0.5
+"#,
+        )
+        .replace("model = \"m\"", "model = \"good_meter\""),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("models/bad_meter.toml"),
+        model(
+            r#"
+[[registers]]
+signal = "firmware"
+table = "holding"
+address = 0
+type = "string"          # no length
+
+[[registers]]
+signal = "serial"
+table = "holding"
+address = 10
+type = "u16"             # a string signal needs type string
+
+[[registers]]
+signal = "energy_wh"
+table = "holding"
+address = 20
+type = "string"          # an int signal
+length = 200             # and too long
+writable = true
+
+[[registers]]
+signal = "power_kw"
+table = "holding"
+address = 30
+type = "f32"
+length = 2               # only strings
+trim = false             # only strings
+deadband = -1
+max_silence = "soon"
+
+[[registers]]
+signal = "running"
+table = "holding"
+address = 40
+type = "bool"
+deadband = 1             # not a number signal
+"#,
+        )
+        .replace("model = \"m\"", "model = \"bad_meter\""),
+    )
+    .unwrap();
+    let toml = dir.path().join("gw.toml");
+    let gw = |model: &str| {
+        format!(
+            r#"
+[gateway]
+site = "s"
+profiles_dir = "profiles"
+
+[modbus]
+models_dir = "models"
+
+[[modbus.endpoints]]
+name = "plant"
+url = "tcp://127.0.0.1:1502"
+
+[[devices]]
+id = "M-1"
+name = "1号表"
+building = "配电房"
+category = "meter"
+modbus = {{ endpoint = "plant", unit = 1, model = "{model}" }}
+"#
+        )
+    };
+    std::fs::write(&toml, gw("bad_meter")).unwrap();
+    assert_errors(
+        &toml,
+        &[
+            "bad_meter.toml: registers[0].type: `string` needs `length = n`, its registers (1 to 125; two characters each)",
+            "bad_meter.toml: registers[1].type: `serial` is a string signal; map it with `type = \"string\"` and `length`",
+            "bad_meter.toml: registers[2].length: 200 registers: a string is 1 to 125 registers (one read request)",
+            "bad_meter.toml: registers[3].length: only `type = \"string\"` takes `length`",
+            "bad_meter.toml: registers[3].trim: only `type = \"string\"` takes `trim`",
+            "bad_meter.toml: registers[3].deadband: -1 is not a deadband; a finite number, 0 or more",
+            "bad_meter.toml: registers[3].max_silence: `soon` is not a duration",
+            "bad_meter.toml: registers[4].deadband: `running` is a bool signal: a deadband needs a number",
+        ],
+    );
+    // The good model is valid (bad_meter.toml still in the directory is reported, so it goes).
+    std::fs::remove_file(dir.path().join("models/bad_meter.toml")).unwrap();
+    std::fs::write(&toml, gw("good_meter")).unwrap();
+    let (code, out, err) = check(&toml);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
 /// Issue 13 item 6: a type error no longer hides the others, and booleans are strict.
 #[test]
 fn type_errors_are_reported_with_every_other_error() {

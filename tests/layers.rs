@@ -25,7 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The vocabulary every layer shares, and utilities that import nothing of the gateway.
     (
         "ground floor",
-        &["model", "clock", "backoff", "stats", "schema"],
+        &["model", "clock", "backoff", "stats", "schema", "notify"],
     ),
     // Pure logic over readings and time (DESIGN §2): imports only the ground floor.
     ("core", &["core"]),
@@ -45,7 +45,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["stage", "sink", "journal", "replay", "wal", "intake"],
     ),
     ("http and report", &["http", "report"]),
-    ("wiring", &["run"]),
+    ("wiring", &["run", "doctor"]),
     ("demo and simulator", &["demo", "sim"]),
     // The crate root declares every module; `main.rs` is the binary (it reaches the library
     // as `estate_gateway::…`).

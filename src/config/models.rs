@@ -12,7 +12,7 @@ use super::check::is_identifier;
 use super::raw::{RawBinding, RawModbus, RawModel};
 use super::Errors;
 use crate::model::{Profile, SignalType};
-use crate::source::modbus::map::{Order, RegType, Register, Table};
+use crate::source::modbus::map::{Exception, Order, RegType, Register, Table};
 use crate::source::modbus::plan::Limits;
 use crate::source::modbus::{endpoint, Binding, DeviceModel, Endpoint, ModbusSettings};
 
@@ -99,7 +99,7 @@ fn parse(
     for k in unknown {
         e.push(
             k.replace(".?", ""),
-            "unknown key; valid: model, category, max_registers_per_request, max_bits_per_request, max_gap, registers (signal, table, address, type, bit, order, scale, offset, values, writable, min, max)",
+            "unknown key; valid: model, category, max_registers_per_request, max_bits_per_request, max_gap, registers (signal, table, address, type, bit, length, trim, order, scale, offset, values, writable, min, max, deadband, max_silence)",
         );
     }
     let name = if raw.model.is_empty() {
@@ -265,12 +265,24 @@ fn register(
         }
         b => b.map(|b| b as u8),
     };
-    let Some(ty) = RegType::parse(&r.ty, bit) else {
+    let length = match r.length {
+        Some(n) if !(1..=125).contains(&n) => {
+            e.push(
+                format!("{key}.length"),
+                format!("{n} registers: a string is 1 to 125 registers (one read request)"),
+            );
+            None
+        }
+        n => n.map(|n| n as u16),
+    };
+    let Some(ty) = RegType::parse_with(&r.ty, bit, length, r.trim) else {
         let msg = if r.ty == "bit" {
             "`bit` needs `bit = n` (0 to 15)".to_owned()
+        } else if r.ty == "string" {
+            "`string` needs `length = n`, its registers (1 to 125; two characters each)".to_owned()
         } else {
             format!(
-                "`{}` is not a register type; valid: bool, bit, u16, i16, u32, i32, u64, i64, f32, f64",
+                "`{}` is not a register type; valid: bool, bit, u16, i16, u32, i32, u64 (uint64), i64 (int64), f32, f64, string",
                 r.ty
             )
         };
@@ -280,6 +292,40 @@ fn register(
     if r.bit.is_some() && !matches!(ty, RegType::Bit(_)) {
         e.push(format!("{key}.bit"), "only `type = \"bit\"` takes `bit`");
     }
+    let is_text = matches!(ty, RegType::Str { .. });
+    if r.length.is_some() && !is_text {
+        e.push(
+            format!("{key}.length"),
+            "only `type = \"string\"` takes `length`",
+        );
+    }
+    if !r.trim && !is_text {
+        e.push(
+            format!("{key}.trim"),
+            "only `type = \"string\"` takes `trim`",
+        );
+    }
+    if is_text != matches!(signal_type, SignalType::String) {
+        e.push(
+            format!("{key}.type"),
+            if is_text {
+                format!(
+                    "`{}` is a {} signal; a `string` register only fits a string signal",
+                    r.signal,
+                    signal_type.name()
+                )
+            } else {
+                format!(
+                    "`{}` is a string signal; map it with `type = \"string\"` and `length`",
+                    r.signal
+                )
+            },
+        );
+    }
+    if is_text && r.writable {
+        e.push(format!("{key}.writable"), "string registers are read-only");
+    }
+    let report = exception(r, key, &signal_type, e);
     if table.is_bits() && ty != RegType::Bool {
         e.push(
             format!("{key}.type"),
@@ -329,10 +375,7 @@ fn register(
         );
     }
     match &signal_type {
-        SignalType::String => e.push(
-            format!("{key}.signal"),
-            format!("`{}` is a string signal; registers carry numbers and bits", r.signal),
-        ),
+        SignalType::String => {}
         SignalType::Enum(allowed) => match &r.values {
             None => e.push(
                 format!("{key}.values"),
@@ -410,6 +453,59 @@ fn register(
         min: r.min,
         max: r.max,
         signal_type,
+        report,
+    })
+}
+
+/// Default `max_silence` when only `deadband` is given.
+const DEFAULT_MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `deadband` and `max_silence` of a register: report by exception (`None`: every value).
+fn exception(
+    r: &super::raw::RawRegister,
+    key: &str,
+    signal_type: &SignalType,
+    e: &mut Errors,
+) -> Option<Exception> {
+    if r.deadband.is_none() && r.max_silence.is_none() {
+        return None;
+    }
+    let deadband = r.deadband.unwrap_or(0.0);
+    if !deadband.is_finite() || deadband < 0.0 {
+        e.push(
+            format!("{key}.deadband"),
+            format!("{deadband} is not a deadband; a finite number, 0 or more"),
+        );
+    }
+    if r.deadband.is_some_and(|d| d > 0.0)
+        && !matches!(signal_type, SignalType::Float | SignalType::Int)
+    {
+        e.push(
+            format!("{key}.deadband"),
+            format!(
+                "`{}` is a {} signal: a deadband needs a number (its other values are stored when they change; `max_silence` alone says how often they are repeated)",
+                r.signal,
+                signal_type.name()
+            ),
+        );
+    }
+    let silence = match &r.max_silence {
+        Some(text) => e.duration(&format!("{key}.max_silence"), text),
+        None => DEFAULT_MAX_SILENCE,
+    };
+    let parsed = r
+        .max_silence
+        .as_ref()
+        .is_some_and(|t| humantime::parse_duration(t.trim()).is_ok());
+    if silence.is_zero() && parsed {
+        e.push(
+            format!("{key}.max_silence"),
+            "must be longer than 0 (leave out `deadband` and `max_silence` to store every value)",
+        );
+    }
+    Some(Exception {
+        deadband,
+        max_silence_ms: i64::try_from(silence.as_millis()).unwrap_or(i64::MAX),
     })
 }
 

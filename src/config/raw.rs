@@ -381,6 +381,14 @@ pub(crate) struct RawRegister {
     pub min: Option<f64>,
     /// Largest value an operator may write (numeric signals).
     pub max: Option<f64>,
+    /// `type = "string"`: registers (two bytes each).
+    pub length: Option<u32>,
+    /// `type = "string"`: remove NULs and spaces at both ends (default true).
+    pub trim: bool,
+    /// Report by exception: a value within this of the last one stored is not stored again…
+    pub deadband: Option<f64>,
+    /// …until this long after it (default 5m when `deadband` is set).
+    pub max_silence: Option<String>,
 }
 
 impl Default for RawRegister {
@@ -398,6 +406,10 @@ impl Default for RawRegister {
             writable: false,
             min: None,
             max: None,
+            length: None,
+            trim: true,
+            deadband: None,
+            max_silence: None,
         }
     }
 }

@@ -12,6 +12,7 @@
 
 use influxdb_line_protocol::LineProtocolBuilder;
 
+use super::exception::ExceptionFilter;
 use crate::model::event::{DeviceState, Event};
 use crate::model::{Inventory, Reading, Status, Value};
 
@@ -111,6 +112,8 @@ impl FieldWriter {
 pub struct TelemetryEncoder {
     keys: Vec<Vec<u8>>,
     fields: FieldWriter,
+    /// Report by exception (`deadband`, `max_silence`): values the store is spared.
+    exceptions: ExceptionFilter,
 }
 
 impl TelemetryEncoder {
@@ -133,16 +136,32 @@ impl TelemetryEncoder {
         TelemetryEncoder {
             keys,
             fields: FieldWriter::default(),
+            exceptions: ExceptionFilter::default(),
         }
+    }
+
+    /// Leaves out the values `exceptions` says the store need not get again (the store
+    /// writer's encoder; the engine is fed before this, with every value).
+    pub fn with_exceptions(mut self, exceptions: ExceptionFilter) -> Self {
+        self.exceptions = exceptions;
+        self
     }
 
     /// Appends the reading's line to `out`; false when it has nothing to write.
     pub fn encode(&mut self, inventory: &Inventory, r: &Reading, out: &mut Vec<u8>) -> bool {
-        let Some(key) = self.keys.get(r.device as usize) else {
+        let TelemetryEncoder {
+            keys,
+            fields,
+            exceptions,
+        } = self;
+        let Some(key) = keys.get(r.device as usize) else {
             return false;
         };
         let profile = &inventory.get(r.device).profile;
-        let values = r.values.iter().map(|(idx, v)| {
+        let values = r.values.iter().filter(|(idx, v)| {
+            exceptions.is_empty() || exceptions.keep(r.device, *idx, v, r.ts_ms)
+        });
+        let values = values.map(|(idx, v)| {
             let name = profile.signal(*idx).name.as_str();
             let f = match v {
                 Value::Float(x) => Field::F64(*x),
@@ -155,8 +174,7 @@ impl TelemetryEncoder {
         let status = r
             .status
             .map(|s| ("online", Field::Bool(s == Status::Online)));
-        self.fields
-            .line(out, key, status.into_iter().chain(values), r.ts_ms)
+        fields.line(out, key, status.into_iter().chain(values), r.ts_ms)
     }
 }
 

@@ -4,5 +4,6 @@
 //! webhook, the HTTP API and its live stream. Pure functions over core events and the
 //! inventory: no I/O.
 
+pub mod exception;
 pub mod json;
 pub mod line;

@@ -243,6 +243,7 @@ mod tests {
             } else {
                 SignalType::Float
             },
+            report: None,
         }
     }
 

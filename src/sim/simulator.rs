@@ -803,6 +803,7 @@ mod tests {
             min: None,
             max: None,
             signal_type,
+            report: None,
         }
     }
 

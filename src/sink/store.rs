@@ -33,6 +33,7 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{GatewaySettings, StoreSettings};
+use crate::encode::exception::ExceptionFilter;
 use crate::encode::line::{gateway_key, EventEncoder, Field, FieldWriter, TelemetryEncoder};
 use crate::model::event::Event;
 use crate::model::Inventory;
@@ -167,6 +168,7 @@ impl StoreSink {
         clock: Arc<dyn Clock>,
         items: mpsc::Receiver<StoreItem>,
         feed: LogFeed,
+        exceptions: ExceptionFilter,
     ) -> anyhow::Result<Self> {
         let client = client(&store)?;
         let queue = Arc::new(Queue {
@@ -201,7 +203,7 @@ impl StoreSink {
             position,
             saved_position: position,
             saved_at: Instant::now(),
-            enc: TelemetryEncoder::new(&inventory),
+            enc: TelemetryEncoder::new(&inventory).with_exceptions(exceptions),
             inventory,
             store,
             queue,

@@ -84,6 +84,20 @@ def words(fmt, value, order="ABCD"):
     return [struct.unpack(">H", w)[0] for w in ws]
 
 
+def text_words(text, registers, order="ABCD", pad=b"\0"):
+    """`text` (ASCII) in `registers` registers, padded with `pad`: ABCD puts the first character
+    in the high byte of the first register, BADC in its low byte."""
+    raw = text.encode("ascii").ljust(2 * registers, pad)
+    assert len(raw) == 2 * registers
+    ws = [raw[i:i + 2] for i in range(0, len(raw), 2)]
+    if order == "BADC":
+        ws = [w[::-1] for w in ws]
+    return [struct.unpack(">H", w)[0] for w in ws]
+
+
+assert text_words("FW", 2) == [0x4657, 0x0000]
+assert text_words("FW", 2, "BADC", b" ") == [0x5746, 0x2020]
+
 # The README's worked example: 25.0 as f32 in the four orders.
 assert words("f", 25.0, "ABCD") == [0x41C8, 0x0000]
 assert words("f", 25.0, "CDAB") == [0x0000, 0x41C8]
@@ -126,6 +140,12 @@ HOLDING_1 = {
     43: words("q", -9000000000123, "ABCD"),
     47: words("Q", 1234567890123456789, "DCBA"),
     51: [7],                           # bool in a register: non-zero → true
+    # Issue 17: strings and the int64/uint64 names; a value stored by exception only.
+    52: text_words("FW 2.1.7", 6),                       # NUL-padded, ABCD
+    58: text_words("  HX-PLC-7", 6, "BADC", b" "),       # space-padded both sides, BADC
+    64: words("q", -1234567890123456, "CDAB"),           # type = "int64"
+    68: words("Q", 9000000000000000001, "ABCD"),         # type = "uint64"
+    72: words("f", 21.5, "ABCD"),                        # max_silence = "1h"
 }
 INPUT_1 = {
     0: words("f", -12.5, "CDAB"),
@@ -214,7 +234,7 @@ def busy_unit(response):
 
 
 def context():
-    size = 60  # holding and input registers per unit; reading past it is exception 0x02
+    size = 80  # holding and input registers per unit; reading past it is exception 0x02
     types = LoggingSlaveContext(
         1,
         hr=register_block(HOLDING_1, size),

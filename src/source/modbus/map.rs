@@ -15,6 +15,12 @@
 //!
 //! For 64-bit values the pattern extends: `ABCD` = ABCDEFGH, `CDAB` = GHEFCDAB (words
 //! reversed), `BADC` = BADCFEHG, `DCBA` = HGFEDCBA.
+//!
+//! Strings (`type = "string"`, `length` registers of two bytes each) follow the same rule:
+//! `ABCD` puts the first character in the high byte of the first register (the usual layout),
+//! `BADC` in its low byte; `CDAB`/`DCBA` also reverse the registers. Trimming (the default)
+//! removes NULs and spaces at both ends; bytes that are not UTF-8 become U+FFFD and control
+//! characters inside become spaces (no line injection).
 
 use crate::model::{SignalType, Value};
 
@@ -76,11 +82,30 @@ pub enum RegType {
     I64,
     F32,
     F64,
+    /// Text in `len` registers (two bytes each); `trim`: without NULs and spaces at both ends.
+    Str {
+        len: u16,
+        trim: bool,
+    },
 }
 
 impl RegType {
+    /// `length` (registers) and `trim` are a string's; other types ignore them.
     pub fn parse(s: &str, bit: Option<u8>) -> Option<RegType> {
+        RegType::parse_with(s, bit, None, true)
+    }
+
+    /// `parse`, with a string's `length` in registers (required for `string`) and trimming.
+    pub fn parse_with(
+        s: &str,
+        bit: Option<u8>,
+        length: Option<u16>,
+        trim: bool,
+    ) -> Option<RegType> {
         Some(match s {
+            "string" => RegType::Str { len: length?, trim },
+            "int64" => RegType::I64,
+            "uint64" => RegType::U64,
             "bool" => RegType::Bool,
             "bit" => RegType::Bit(bit?),
             "u16" => RegType::U16,
@@ -107,6 +132,7 @@ impl RegType {
             RegType::I64 => "i64",
             RegType::F32 => "f32",
             RegType::F64 => "f64",
+            RegType::Str { .. } => "string",
         }
     }
 
@@ -116,6 +142,7 @@ impl RegType {
             RegType::Bool | RegType::Bit(_) | RegType::U16 | RegType::I16 => 1,
             RegType::U32 | RegType::I32 | RegType::F32 => 2,
             RegType::U64 | RegType::I64 | RegType::F64 => 4,
+            RegType::Str { len, .. } => len,
         }
     }
 
@@ -226,6 +253,17 @@ pub struct Register {
     pub max: Option<f64>,
     /// What the profile says the signal is.
     pub signal_type: SignalType,
+    /// Report by exception (`deadband`, `max_silence`): which values the store is spared.
+    pub report: Option<Exception>,
+}
+
+/// Report by exception for one signal: a value that moved by no more than `deadband` from the
+/// last value written to the store is not written again until `max_silence_ms` after it (the
+/// engine still gets every value). Non-numeric values count as moved when they differ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exception {
+    pub deadband: f64,
+    pub max_silence_ms: i64,
 }
 
 /// Why raw data could not become a value.
@@ -289,6 +327,12 @@ impl Register {
             });
         }
         let words = &words[..want];
+        if let RegType::Str { trim, .. } = self.ty {
+            return Ok(Value::Str(decode_text(
+                &self.order.to_be_bytes(words),
+                trim,
+            )));
+        }
         let raw = match self.ty {
             RegType::Bool => return Ok(Value::Bool(words[0] != 0)),
             RegType::Bit(n) => return Ok(Value::Bool(words[0] >> n & 1 == 1)),
@@ -303,7 +347,7 @@ impl Register {
                     RegType::U64 => Raw::Int(i128::from(u64::from_be_bytes(arr8(&b)))),
                     RegType::I64 => Raw::Int(i128::from(i64::from_be_bytes(arr8(&b)))),
                     RegType::F64 => Raw::Float(f64::from_be_bytes(arr8(&b))),
-                    _ => unreachable!("16-bit and boolean types are handled above"),
+                    _ => unreachable!("16-bit, boolean and string types are handled above"),
                 }
             }
         };
@@ -392,6 +436,15 @@ impl Register {
         };
         match self.ty {
             RegType::Bool => return Ok(Encoded::Words(vec![u16::from(as_bool()?)])),
+            RegType::Str { len, .. } => {
+                let Value::Str(text) = v else {
+                    return Err(EncodeError::Type("text"));
+                };
+                // Cut to the registers, padded with NULs.
+                let mut be = text.as_bytes().to_vec();
+                be.resize(usize::from(len) * 2, 0);
+                return Ok(Encoded::Words(self.order.from_be_bytes(&be)));
+            }
             RegType::Bit(n) => {
                 let cur = current_word.ok_or(EncodeError::NeedsCurrent)?;
                 let w = if as_bool()? {
@@ -458,7 +511,9 @@ impl Register {
                 .to_vec(),
             RegType::F32 => (raw as f32).to_be_bytes().to_vec(),
             RegType::F64 => raw.to_be_bytes().to_vec(),
-            RegType::Bool | RegType::Bit(_) => unreachable!("handled above"),
+            RegType::Bool | RegType::Bit(_) | RegType::Str { .. } => {
+                unreachable!("handled above")
+            }
         };
         let words = match self.ty {
             RegType::U16 | RegType::I16 => vec![u16::from_be_bytes([be[0], be[1]])],
@@ -483,6 +538,23 @@ pub enum EncodeError {
     Range { value: f64, ty: &'static str },
     #[error("a bit of a register needs the register's current value")]
     NeedsCurrent,
+}
+
+/// A string register's bytes as text: trimmed of NULs and spaces at both ends (`trim`), not
+/// UTF-8 → U+FFFD, control characters (a NUL inside) → spaces.
+fn decode_text(bytes: &[u8], trim: bool) -> String {
+    let bytes = if trim {
+        let pad = |b: &u8| *b == 0 || *b == b' ';
+        let start = bytes.iter().position(|b| !pad(b)).unwrap_or(bytes.len());
+        let end = bytes.iter().rposition(|b| !pad(b)).map_or(start, |e| e + 1);
+        &bytes[start..end]
+    } else {
+        bytes
+    };
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 fn arr4(b: &[u8]) -> [u8; 4] {
@@ -513,6 +585,7 @@ mod tests {
             min: None,
             max: None,
             signal_type,
+            report: None,
         }
     }
 
@@ -594,6 +667,110 @@ mod tests {
             .map(|c| u16::from_be_bytes([c[0], c[1]]))
             .collect();
         assert_eq!(f64r.decode_words(&words), Ok(Value::Float(1234.5678)));
+    }
+
+    /// "FW 2.1" in 4 registers, padded with NULs; hand-made words.
+    #[test]
+    fn strings_in_both_byte_orders_trimmed_or_not() {
+        let text = |order, trim| {
+            let mut r = reg(RegType::Str { len: 4, trim }, order, SignalType::String);
+            r.writable = false;
+            r
+        };
+        let abcd = [0x4657, 0x2032, 0x2E31, 0x0000]; // 'F''W' ' ''2' '.''1' NUL NUL
+        assert_eq!(
+            text(Order::Abcd, true).decode_words(&abcd),
+            Ok(Value::Str("FW 2.1".into()))
+        );
+        let badc = [0x5746, 0x3220, 0x312E, 0x0000];
+        assert_eq!(
+            text(Order::Badc, true).decode_words(&badc),
+            Ok(Value::Str("FW 2.1".into()))
+        );
+        // Leading and trailing spaces and NULs go; inside they stay (a NUL as a space).
+        let padded = [0x2020, 0x4142, 0x0043, 0x2000]; // "  AB" NUL "C" " " NUL
+        assert_eq!(
+            text(Order::Abcd, true).decode_words(&padded),
+            Ok(Value::Str("AB C".into()))
+        );
+        // Untrimmed: every byte, control characters (NUL) as spaces.
+        assert_eq!(
+            text(Order::Abcd, false).decode_words(&abcd),
+            Ok(Value::Str("FW 2.1  ".into()))
+        );
+        // Not UTF-8: the replacement character, not an error.
+        assert_eq!(
+            text(Order::Abcd, true).decode_words(&[0x41FF, 0, 0, 0]),
+            Ok(Value::Str("A\u{FFFD}".into()))
+        );
+        // All padding: the empty string.
+        assert_eq!(
+            text(Order::Abcd, true).decode_words(&[0x2000, 0, 0x0020, 0]),
+            Ok(Value::Str(String::new()))
+        );
+        assert!(matches!(
+            text(Order::Abcd, true).decode_words(&abcd[..3]),
+            Err(DecodeError::Short { want: 4, got: 3 })
+        ));
+        // Encoding (the simulator serves strings): padded with NULs, cut to the registers.
+        assert_eq!(
+            text(Order::Badc, true).encode(&Value::Str("FW 2.1".into()), None),
+            Ok(Encoded::Words(badc.to_vec()))
+        );
+        assert_eq!(
+            text(Order::Abcd, true).encode(&Value::Str("FW 2.1.7-beta".into()), None),
+            Ok(Encoded::Words(vec![0x4657, 0x2032, 0x2E31, 0x2E37]))
+        );
+        assert_eq!(
+            RegType::parse_with("string", None, Some(4), true),
+            Some(RegType::Str { len: 4, trim: true })
+        );
+        assert_eq!(RegType::parse_with("string", None, None, true), None);
+        assert_eq!(RegType::Str { len: 4, trim: true }.width(), 4);
+    }
+
+    /// `int64`/`uint64` are `i64`/`u64`: four registers in the four word orders.
+    #[test]
+    fn int64_and_uint64_in_all_orders() {
+        assert_eq!(RegType::parse("int64", None), Some(RegType::I64));
+        assert_eq!(RegType::parse("uint64", None), Some(RegType::U64));
+        // -2 = 0xFFFF_FFFF_FFFF_FFFE; 0x0001_0002_0003_0004 = 281483566841860.
+        for (order, neg, pos) in [
+            (Order::Abcd, [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE], [1, 2, 3, 4]),
+            (Order::Cdab, [0xFFFE, 0xFFFF, 0xFFFF, 0xFFFF], [4, 3, 2, 1]),
+            (
+                Order::Badc,
+                [0xFFFF, 0xFFFF, 0xFFFF, 0xFEFF],
+                [0x0100, 0x0200, 0x0300, 0x0400],
+            ),
+            (
+                Order::Dcba,
+                [0xFEFF, 0xFFFF, 0xFFFF, 0xFFFF],
+                [0x0400, 0x0300, 0x0200, 0x0100],
+            ),
+        ] {
+            let i = reg(
+                RegType::parse("int64", None).unwrap(),
+                order,
+                SignalType::Int,
+            );
+            assert_eq!(i.decode_words(&neg), Ok(Value::Int(-2)), "{}", order.name());
+            assert_eq!(i.decode_words(&pos), Ok(Value::Int(281_483_566_841_860)));
+            let u = reg(
+                RegType::parse("uint64", None).unwrap(),
+                order,
+                SignalType::Int,
+            );
+            assert_eq!(u.decode_words(&pos), Ok(Value::Int(281_483_566_841_860)));
+            // 2^64 - 2 does not fit the gateway's 64-bit signed integers.
+            assert_eq!(
+                u.decode_words(&neg),
+                Err(DecodeError::OutOfRange(i128::from(u64::MAX - 1)))
+            );
+            // As a float signal it does (rounded).
+            let f = reg(RegType::U64, order, SignalType::Float);
+            assert_eq!(f.decode_words(&neg), Ok(Value::Float(u64::MAX as f64)));
+        }
     }
 
     #[test]

@@ -129,6 +129,7 @@ mod tests {
             min: None,
             max: None,
             signal_type: SignalType::Float,
+            report: None,
         }
     }
 

@@ -65,6 +65,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::map::RegType;
+use super::Endpoint;
 use super::{Binding, ModbusSettings};
 use crate::clock::Clock;
 use crate::model::{DeviceIdx, Inventory, Reading, Value};
@@ -283,4 +284,46 @@ pub fn spawn(
         },
         tasks,
     )
+}
+
+/// Why a probe read failed (`estate-gateway doctor`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("the connection failed during the request: {0}")]
+    Transport(String),
+    #[error("the device answered with exception {0}")]
+    Exception(String),
+    #[error("the model has no register to read")]
+    Empty,
+}
+
+/// Reads the first request of `model`'s poll plan from `unit` on `endpoint`, on a connection
+/// of its own (not the poller's): what `doctor` runs once per device. `Ok` says what was read.
+pub async fn probe(
+    endpoint: &Endpoint,
+    unit: u8,
+    model: &super::DeviceModel,
+) -> Result<String, ProbeError> {
+    let q = model.plan.first().ok_or(ProbeError::Empty)?;
+    let what = format!(
+        "fc{:02} {} {}..{} ({} {})",
+        q.function_code(),
+        q.table.name(),
+        q.start,
+        u32::from(q.start) + u32::from(q.count) - 1,
+        q.count,
+        if q.table.is_bits() { "bits" } else { "words" }
+    );
+    link::probe(
+        &endpoint.kind,
+        endpoint.timeout,
+        unit,
+        response::read_request(q),
+    )
+    .await?;
+    Ok(what)
 }

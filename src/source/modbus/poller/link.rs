@@ -242,6 +242,40 @@ fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
 
+/// One request on a fresh connection, outside the poller (`estate-gateway doctor`): connect
+/// within `limit`, send `req` to `unit`, wait up to `limit` for the answer, disconnect.
+pub(super) async fn probe(
+    kind: &EndpointKind,
+    limit: Duration,
+    unit: u8,
+    req: Request<'static>,
+) -> Result<Response, super::ProbeError> {
+    use super::ProbeError;
+    let mut ctx = match timeout(limit, connect(kind)).await {
+        Ok(Ok(ctx)) => ctx,
+        Ok(Err(e)) => return Err(ProbeError::Connect(e.to_string())),
+        Err(_) => {
+            return Err(ProbeError::Connect(format!(
+                "no connection within {}",
+                humantime::format_duration(round_ms(limit))
+            )))
+        }
+    };
+    ctx.set_slave(Slave(unit));
+    let res = match timeout(limit, ctx.call(req)).await {
+        Ok(Ok(Ok(resp))) => Ok(resp),
+        Ok(Ok(Err(code))) => Err(ProbeError::Exception(format!(
+            "0x{:02X} {}",
+            u8::from(code),
+            ModbusException::from_code(u8::from(code)).as_str()
+        ))),
+        Ok(Err(e)) => Err(ProbeError::Transport(e.to_string())),
+        Err(_) => Err(ProbeError::Timeout(limit)),
+    };
+    let _ = timeout(limit, ctx.disconnect()).await;
+    res
+}
+
 /// Opens a client context for the endpoint (the unit is set per request).
 async fn connect(kind: &EndpointKind) -> io::Result<Context> {
     match kind {

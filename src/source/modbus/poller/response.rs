@@ -89,6 +89,7 @@ mod tests {
             min: None,
             max: None,
             signal_type: st,
+            report: None,
         }
     }
 

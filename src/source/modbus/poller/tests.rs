@@ -101,6 +101,7 @@ fn model() -> Arc<DeviceModel> {
             min: None,
             max: None,
             signal_type,
+            report: None,
         }
     };
     let mut flow = reg("flow_m3h", Table::Holding, 2, RegType::F32, false);
