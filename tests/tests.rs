@@ -20,6 +20,7 @@ mod hostile;
 mod http_api;
 mod layers;
 mod modbus_peers;
+mod mqtt_hostile;
 mod mqtt_security;
 mod outages;
 mod report_cli;

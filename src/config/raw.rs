@@ -86,7 +86,10 @@ pub(crate) struct RawMqtt {
     pub telemetry_topic: String,
     pub status_topic: String,
     pub max_payload_bytes: usize,
-    /// Largest MQTT packet the client accepts at all (see README troubleshooting).
+    /// Largest MQTT packet the client accepts at all: a larger one breaks the connection
+    /// (and the broker redelivers it forever). The default, 256 MiB, is above the largest
+    /// packet MQTT can carry, so every message reaches the gateway, where payloads over
+    /// `max_payload_bytes` are counted (`oversize`) and acknowledged.
     pub max_packet_bytes: usize,
     pub reconnect_min: String,
     pub reconnect_max: String,
@@ -104,6 +107,10 @@ pub(crate) struct RawMqtt {
     pub inflight: u16,
 }
 
+/// 256 MiB: more than MQTT's largest remaining length (268,435,455 bytes), so no broker can
+/// send the gateway a packet it refuses.
+pub(super) const DEFAULT_MAX_PACKET_BYTES: usize = 256 * 1024 * 1024;
+
 impl Default for RawMqtt {
     fn default() -> Self {
         RawMqtt {
@@ -117,7 +124,7 @@ impl Default for RawMqtt {
             telemetry_topic: "estate/{site}/{category}/{device}/telemetry".into(),
             status_topic: "estate/{site}/{category}/{device}/status".into(),
             max_payload_bytes: 64 * 1024,
-            max_packet_bytes: 16 * 1024 * 1024,
+            max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             reconnect_min: "500ms".into(),
             reconnect_max: "30s".into(),
             alarm_topic: "estate/{site}/alarms/{category}/{device}".into(),

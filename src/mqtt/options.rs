@@ -6,6 +6,10 @@ use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
 use crate::config::MqttSettings;
 
+/// The largest packet the gateway sends (subscriptions, acks, alarm events and states: a few
+/// KiB at most). The incoming limit is `mqtt.max_packet_bytes`, large on purpose.
+const MAX_OUTGOING_PACKET_BYTES: usize = 1024 * 1024;
+
 /// Builds rumqttc options from the settings.
 pub fn options(s: &MqttSettings) -> MqttOptions {
     let mut o = MqttOptions::new(&s.client_id, &s.host, s.port);
@@ -13,7 +17,7 @@ pub fn options(s: &MqttSettings) -> MqttOptions {
         .set_manual_acks(true)
         .set_keep_alive(s.keep_alive)
         .set_inflight(s.inflight)
-        .set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes.max(64 * 1024));
+        .set_max_packet_size(s.max_packet_bytes, MAX_OUTGOING_PACKET_BYTES);
     if let Some(user) = &s.username {
         o.set_credentials(user, s.password.expose());
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, Publish, QoS,
-    SubscribeFilter, SubscribeReasonCode,
+    StateError, SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -156,6 +156,15 @@ impl MqttSource {
                             | ConnectReturnCode::BadClientId),
                         ) => {
                             error!(?code, retry_in_ms, "The MQTT broker refused the connection; check mqtt.username and the password.");
+                        }
+                        // A packet over `mqtt.max_packet_bytes` (lowered from its default)
+                        // breaks the connection, and the broker sends it again on every
+                        // reconnect: ingestion stalls until the limit is raised.
+                        ConnectionError::MqttState(StateError::Deserialization(
+                            rumqttc::Error::PayloadSizeLimitExceeded(bytes),
+                        )) => {
+                            error!(bytes, max_packet_bytes = self.settings.max_packet_bytes, retry_in_ms,
+                                   "An MQTT message is larger than mqtt.max_packet_bytes: the broker sends it again on every reconnect and nothing after it arrives; raise mqtt.max_packet_bytes (default 268435456) above the broker's message_size_limit.");
                         }
                         e => {
                             warn!(error = %e, retry_in_ms, "MQTT connection lost or refused; reconnecting.");
