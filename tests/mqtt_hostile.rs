@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::fixture::{now_ms, Estate, SITE, WAIT};
-use crate::support::{wait_until, FieldVal};
+use crate::fixture::{config_text, now_ms, Estate, SITE, WAIT};
+use crate::support::{free_port, http_get, wait_until, FieldVal, GatewayProcess};
 
 /// Readings per device on each side of the big message.
 const HALF: i64 = 150;
@@ -102,5 +102,120 @@ fn a_20_mib_message_in_a_steady_stream_is_counted_and_every_other_reading_is_sto
     assert!(
         !log.contains("MQTT connection lost"),
         "the connection dropped:\n{log}"
+    );
+}
+
+/// `(status, body)` of `GET /healthz` at `base`, `(0, error)` when it does not answer.
+fn healthz(base: &str) -> (u16, String) {
+    match http_get(&format!("{base}/healthz")) {
+        Ok(r) => (r.status, r.text()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The value of an unlabelled Prometheus sample in `GET /metrics` at `base`.
+fn metric(base: &str, name: &str) -> Option<f64> {
+    let r = http_get(&format!("{base}/metrics")).ok()?;
+    r.text().lines().find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[test]
+fn two_gateways_with_one_client_id_are_recognised_as_a_session_takeover() {
+    let mut estate = Estate::start_with_api("", "");
+    let a = estate.api().base.clone();
+    assert_eq!(healthz(&a), (200, "ok".to_owned()));
+
+    // A copy of the configuration (same client id `gw-test`), its own data dir and HTTP port.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let b = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            &estate.mqtt.url(),
+            &estate.proxy.url(),
+            "",
+            &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+        ),
+    )
+    .expect("write config");
+    let mut second = GatewayProcess::start(&["run", "-c", config.to_str().expect("utf-8 path")]);
+
+    // Both recognise it, name the client id and the fix, and say so on /healthz.
+    let needle = "Another MQTT client is using our client id";
+    assert!(
+        estate.gateway.wait_for_log(needle, Duration::from_secs(30)),
+        "first gateway:\n{}",
+        estate.gateway.log()
+    );
+    assert!(
+        second.wait_for_log(needle, Duration::from_secs(30)),
+        "second gateway:\n{}",
+        second.log()
+    );
+    for (name, log) in [("first", estate.gateway.log()), ("second", second.log())] {
+        let line = log.lines().find(|l| l.contains(needle)).unwrap_or_default();
+        assert!(
+            line.contains("ERROR")
+                && line.contains("client_id=gw-test")
+                && line.contains("distinct mqtt.client_id"),
+            "{name}: {line}"
+        );
+    }
+    for base in [&a, &b] {
+        let mut h = (0, String::new());
+        wait_until(WAIT, Duration::from_millis(100), || {
+            h = healthz(base);
+            h.0 == 503
+        });
+        assert_eq!(h.0, 503, "{base}: {h:?}");
+        assert!(
+            h.1.contains("MQTT session taken over") && h.1.contains("`gw-test`"),
+            "{base}: {h:?}"
+        );
+        let n = metric(base, "estate_gateway_mqtt_takeovers_total").unwrap_or(0.0);
+        assert!(n >= 3.0, "{base}: mqtt_takeovers_total = {n}");
+        assert_eq!(
+            metric(base, "estate_gateway_mqtt_takeover"),
+            Some(1.0),
+            "{base}"
+        );
+    }
+
+    // The copy goes away: the first gateway keeps its session, and once its connection has
+    // stayed up a while /healthz is ok again and readings flow.
+    second.terminate();
+    let mut h = (0, String::new());
+    let mut i = 0;
+    wait_until(Duration::from_secs(40), Duration::from_millis(500), || {
+        // A steady stream, as an estate has: the gateway notices on its next event.
+        estate.publish(
+            "heating_loop",
+            "HL-1",
+            &format!(r#"{{"supply_temp_c": {}.5}}"#, 40 + i % 20),
+        );
+        i += 1;
+        h = healthz(&a);
+        h == (200, "ok".to_owned())
+    });
+    assert_eq!(h, (200, "ok".to_owned()), "{}", estate.gateway.log());
+    assert!(estate
+        .gateway
+        .log()
+        .contains("The MQTT connection is stable again"));
+    assert_eq!(metric(&a, "estate_gateway_mqtt_takeover"), Some(0.0));
+    let before = estate.telemetry_lines().len();
+    estate.publish("heating_loop", "HL-1", r#"{"supply_temp_c": 77.5}"#);
+    estate.wait_for_telemetry(before + 1);
+    assert!(
+        estate
+            .telemetry_lines()
+            .iter()
+            .any(|l| l.fields.get("supply_temp_c") == Some(&FieldVal::F64(77.5))),
+        "a reading after the takeover reached the store"
     );
 }
