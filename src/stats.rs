@@ -571,6 +571,12 @@ pub const METRICS: &[Metric] = &[
         "Journal writes that failed (each failed batch of events counts once).",
         |s| s.core.journal_errors.load(Relaxed),
     ),
+    gauge(
+        "journal_failing",
+        "estate_gateway_journal_failing",
+        "1 while the journal cannot be written (the last write failed: disk full?), else 0.",
+        |s| s.core.journal_failing.load(Relaxed),
+    ),
     counter(
         "mqtt_published",
         "estate_gateway_mqtt_published_total",
@@ -769,6 +775,8 @@ pub struct CoreStats {
     pub commands_refused: AtomicU64,
     /// Journal writes that failed (each failed batch of events counts once).
     pub journal_errors: AtomicU64,
+    /// 1 while the last journal write failed (disk full): `/healthz` says so.
+    pub journal_failing: AtomicU64,
     /// Events published on MQTT (alarm events and retained states).
     pub mqtt_published: AtomicU64,
     /// Events an event sink (MQTT out, webhook, live stream) could not take and dropped.

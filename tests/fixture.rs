@@ -219,7 +219,16 @@ impl Estate {
     /// a free port with [`API_TOKEN`] (from a file next to the configuration). Waits until the
     /// API listens.
     pub(crate) fn start_with_api(extra_store: &str, extra: &str) -> Estate {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Estate::start_with_api_in(tempfile::tempdir().expect("temp dir"), extra_store, extra)
+    }
+
+    /// Like [`start_with_api`](Self::start_with_api) with the configuration and data dir in
+    /// `dir` (e.g. a small file system of the test's own).
+    pub(crate) fn start_with_api_in(
+        dir: tempfile::TempDir,
+        extra_store: &str,
+        extra: &str,
+    ) -> Estate {
         // Next to the configuration: it lives as long as the estate, and restarts read it again.
         let token_file = dir.path().join("api.token");
         std::fs::write(&token_file, format!("{API_TOKEN}\n")).expect("write token file");

@@ -9,6 +9,7 @@ mod bad_input;
 mod config_errors;
 mod dashboard;
 mod demo;
+mod disk_full;
 mod durability;
 mod e2e;
 mod escalation;

@@ -276,11 +276,12 @@ mod tests {
         ] {
             assert_eq!(m.get(series), Some(&want), "{series}");
         }
-        // Every scalar (the two MQTT takeover series among them), reason and exception code, the core's 13 counters (out_of_order and
-        // late among them), the input log's 12, the summary's two series, and rss.
+        // Every scalar (the two MQTT takeover series among them), reason and exception code,
+        // the core's 13 counters (out_of_order and late among them) and journal_failing, the
+        // input log's 12, the summary's two series, and rss.
         assert_eq!(
             m.len(),
-            22 + Reject::ALL.len() + ModbusException::ALL.len() + 13 + 12 + 2 + 1
+            22 + Reject::ALL.len() + ModbusException::ALL.len() + 14 + 12 + 2 + 1
         );
         // Without rss (not Linux), the rest is there.
         assert_eq!(parse(&render(&s, None)).len(), m.len() - 1);

@@ -402,9 +402,11 @@ async fn kpi(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Respo
 }
 
 /// `ok` when all is well; 503 while the input log cannot be written (nothing is acknowledged
-/// or applied then) or while another MQTT client keeps taking our session; `ok` with a second line when the store is behind (readings wait in the
+/// or applied then), while the journal cannot be written (the last write failed) or while
+/// another MQTT client keeps taking our session; `ok` with a second line when the store is behind (readings wait in the
 /// log: the gateway itself is fine).
 async fn healthz(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
     let log = &ctx.app.stats.log;
     let text = |status: StatusCode, body: String| {
         (
@@ -421,6 +423,12 @@ async fn healthz(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> R
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the input log cannot be written (disk full?): nothing is acknowledged or applied until it can; see the gateway log\n".into(),
+        );
+    }
+    if ctx.app.stats.core.journal_failing.load(Relaxed) == 1 {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the journal cannot be written (disk full?): readings, states and alarms go on and the live view is current, but their history is missing from the figures until it can; see the gateway log\n".into(),
         );
     }
     if ctx
@@ -1075,6 +1083,11 @@ mod tests {
             a.body,
             "ok\nstore behind: 500 readings waiting in the input log, the oldest 42 s old\n"
         );
+        fx.stats.core.journal_failing.store(1, Relaxed);
+        let a = get(&fx.app, "/healthz").await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(a.body.contains("journal cannot be written"), "{}", a.body);
+        fx.stats.core.journal_failing.store(0, Relaxed);
         fx.stats.mqtt_takeover.store(1, Relaxed);
         let a = get(&fx.app, "/healthz").await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
