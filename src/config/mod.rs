@@ -347,6 +347,8 @@ fn unknown_key_hint(key: &str) -> String {
             "password_env",
             "password_file",
             "ca_file",
+            "cert_file",
+            "key_file",
             "keep_alive",
             "telemetry_topic",
             "status_topic",

@@ -82,6 +82,10 @@ pub(crate) struct RawMqtt {
     pub password_file: Option<String>,
     /// PEM file of the CA that signed the broker's certificate (mqtts); default: system roots.
     pub ca_file: Option<String>,
+    /// PEM files of the gateway's client certificate (chain) and its private key, for a
+    /// broker that requires client certificates (mutual TLS; mqtts only). Both or neither.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
     pub keep_alive: String,
     pub telemetry_topic: String,
     pub status_topic: String,
@@ -120,6 +124,8 @@ impl Default for RawMqtt {
             password_env: "ESTATE_GW_MQTT_PASSWORD".into(),
             password_file: None,
             ca_file: None,
+            cert_file: None,
+            key_file: None,
             keep_alive: "30s".into(),
             telemetry_topic: "estate/{site}/{category}/{device}/telemetry".into(),
             status_topic: "estate/{site}/{category}/{device}/status".into(),
