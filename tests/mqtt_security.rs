@@ -61,12 +61,12 @@ fn run_ok(cmd: Command) -> Output {
 }
 
 /// A throwaway PKI and mosquitto password file in a temp dir.
-struct Secrets {
+pub(crate) struct Secrets {
     dir: TempDir,
 }
 
 impl Secrets {
-    fn new() -> Secrets {
+    pub(crate) fn new() -> Secrets {
         let dir = tempfile::Builder::new()
             .prefix("mqtt-pki-")
             .tempdir()
@@ -84,12 +84,12 @@ impl Secrets {
         s
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// The CA that signed the broker's certificate.
-    fn ca(&self) -> PathBuf {
+    pub(crate) fn ca(&self) -> PathBuf {
         self.path("ca.pem")
     }
 
@@ -203,7 +203,7 @@ impl Secrets {
 
     /// `NAME.pem` / `NAME.key`: a v3 client certificate (clientAuth) for `cn`, signed by the
     /// CA `ca` (`ca.pem`/`ca.key` or `other-ca.pem`/`other-ca.key`).
-    fn make_client_cert(&self, name: &str, cn: &str, ca: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn make_client_cert(&self, name: &str, cn: &str, ca: &str) -> (PathBuf, PathBuf) {
         std::fs::write(
             self.path(&format!("{name}.cnf")),
             format!("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = {cn}\n"),
@@ -284,7 +284,7 @@ impl Secrets {
 }
 
 /// A TOML basic string holding `p`.
-fn toml_path(p: &Path) -> String {
+pub(crate) fn toml_path(p: &Path) -> String {
     toml::Value::String(p.to_str().expect("utf-8 path").to_owned()).to_string()
 }
 

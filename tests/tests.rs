@@ -26,4 +26,5 @@ mod mqtt_security;
 mod outages;
 mod report_cli;
 mod sim;
+mod store_tls;
 mod support;

@@ -109,6 +109,10 @@ pub struct StoreSettings {
     pub org: String,
     pub bucket: String,
     pub token: Secret,
+    /// PEM bytes of `store.ca_file`: trusted besides the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate for mutual TLS (`store.cert_file`, `store.key_file`).
+    pub client_cert: Option<ClientCert>,
     pub batch_lines: usize,
     pub batch_interval: Duration,
     pub queue_lines: usize,
@@ -747,6 +751,41 @@ fn build_store(
         base_dir,
         env,
     );
+    let https = url::Url::parse(&s.url).is_ok_and(|u| u.scheme() == "https");
+    let ca_pem = s.ca_file.as_deref().and_then(|f| {
+        let p = resolve(base_dir, f);
+        match std::fs::read(&p) {
+            Ok(b) if rustls_pemfile::certs(&mut b.as_slice()).any(|c| c.is_ok()) => Some(b),
+            Ok(_) => {
+                errs.push(
+                    "store.ca_file",
+                    format!("`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----); point it at the CA certificate, not a key or request", p.display()),
+                );
+                None
+            }
+            Err(e) => {
+                errs.push("store.ca_file", format!("cannot read `{}`: {e}", p.display()));
+                None
+            }
+        }
+    });
+    let client_cert = client_cert(
+        errs,
+        base_dir,
+        ("store.cert_file", s.cert_file.as_deref()),
+        ("store.key_file", s.key_file.as_deref()),
+    );
+    for (key, set) in [
+        ("store.ca_file", s.ca_file.is_some()),
+        ("store.cert_file", s.cert_file.is_some()),
+    ] {
+        if set && !https {
+            errs.push(
+                key,
+                "is set but `store.url` is not `https://`; TLS settings need an https URL",
+            );
+        }
+    }
     if s.batch_lines == 0 {
         errs.push("store.batch_lines", "must be more than 0 (default 5000)");
     }
@@ -773,6 +812,8 @@ fn build_store(
         url: SecretUrl::new(s.url.trim_end_matches('/')),
         org: s.org.clone(),
         bucket: s.bucket.clone(),
+        ca_pem,
+        client_cert,
         token,
         batch_lines: s.batch_lines,
         batch_interval,

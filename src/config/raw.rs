@@ -153,6 +153,13 @@ pub(crate) struct RawStore {
     pub token_env: String,
     /// File holding the token (first line); wins over the environment.
     pub token_file: Option<String>,
+    /// PEM file of the CA that signed the store's certificate (https with a private CA);
+    /// default: the system's roots.
+    pub ca_file: Option<String>,
+    /// PEM files of the gateway's client certificate and key, for a store (or the reverse
+    /// proxy in front of it) that requires client certificates. Both or neither; https only.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
     pub batch_lines: usize,
     pub batch_interval: String,
     /// Lines held in memory while the store is slow or down; beyond it the oldest batches
@@ -172,6 +179,9 @@ impl Default for RawStore {
             bucket: String::new(),
             token_env: "ESTATE_GW_STORE_TOKEN".into(),
             token_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             batch_lines: 5000,
             batch_interval: "1s".into(),
             queue_lines: 1_000_000,
