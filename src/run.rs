@@ -91,7 +91,18 @@ pub async fn start_with_clock(
 
     // The journal first: a data_dir that cannot be used stops the start, before any message
     // is taken from the broker.
-    let mut journal = Journal::open(&cfg.gateway.data_dir)?;
+    // On a disk too full to write it, the journal is read as it is and the gateway runs
+    // (live view, alarms, ingestion into the input log while that has room), journaling again
+    // as soon as there is room (`/healthz` says so meanwhile).
+    let (mut journal, unwritable) = Journal::open_for_run(&cfg.gateway.data_dir)?;
+    if let Some(e) = unwritable {
+        stats
+            .core
+            .journal_failing
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        error!(error = format!("{:#}", anyhow::Error::new(e)),
+               "Cannot open the journal for writing (disk full?); running on what it holds, read-only, until there is room: states and alarms go on, but their history is missing from the figures until then.");
+    }
     let now = clock.now_ms();
     let settings = crate::config::engine_settings(cfg);
     let restored = journal.restore(&cfg.inventory, now, settings.retain_cleared_ms)?;
@@ -100,7 +111,15 @@ pub async fn start_with_clock(
           "Journal opened; states and active alarms restored.");
     // The escalation steps already fired for those alarms: none is sent again.
     let fired = journal.restore_escalations(now, settings.retain_cleared_ms)?;
-    journal.begin_run(now, &cfg.gateway.host, env!("CARGO_PKG_VERSION"))?;
+    if let Err(e) = journal.begin_run(now, &cfg.gateway.host, env!("CARGO_PKG_VERSION")) {
+        // Recorded by the first write that finds room (the stage retries every few seconds).
+        stats
+            .core
+            .journal_failing
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        error!(error = format!("{:#}", anyhow::Error::new(e)),
+               "Could not write the journal; states and alarms go on, but this history will be missing from the figures.");
+    }
     // The input log next: what it holds beyond the journal's position is replayed first.
     let log_settings = cfg.log.clone();
     let store_pos = crate::wal::read_position(&log_settings.dir.join(crate::wal::STORE_POS_FILE));

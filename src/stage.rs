@@ -503,8 +503,9 @@ impl Stage {
                     }
                     if now.saturating_sub(self.last_alive_ms) >= ALIVE_EVERY_MS {
                         self.last_alive_ms = now;
-                        if let Err(e) = self.journal.alive(now) {
-                            self.journal_error(e);
+                        match self.journal.alive(now) {
+                            Ok(()) => self.journal_ok(),
+                            Err(e) => self.journal_error(e),
                         }
                         // Forget the steps of alarms the engine no longer keeps.
                         let engine = &self.engine;
@@ -526,8 +527,9 @@ impl Stage {
         self.engine.flush_hours(&mut self.out);
         self.emit().await;
         self.save_progress();
-        if let Err(e) = self.journal.end_run(now) {
-            self.journal_error(e);
+        match self.journal.end_run(now) {
+            Ok(()) => self.journal_ok(),
+            Err(e) => self.journal_error(e),
         }
         if let Some(r) = &mut self.record {
             r.flush();
@@ -716,11 +718,18 @@ impl Stage {
     fn save_progress(&mut self) {
         let progress = self.engine.take_progress();
         let position = self.position;
+        // Nothing to write is no news about the journal.
+        let writes = !progress.is_empty() || position.is_some();
         match self
             .journal
             .commit(self.engine.inventory(), &[], &progress, position)
         {
-            Ok(()) => self.committed(position),
+            Ok(()) => {
+                if writes {
+                    self.journal_ok();
+                }
+                self.committed(position);
+            }
             Err(e) => self.journal_error(e),
         }
     }
@@ -749,7 +758,10 @@ impl Stage {
             .journal
             .commit(self.engine.inventory(), &events, &progress, position)
         {
-            Ok(()) => self.committed(position),
+            Ok(()) => {
+                self.journal_ok();
+                self.committed(position);
+            }
             Err(e) => self.journal_error(e),
         }
         let engine = &self.engine;
@@ -845,8 +857,17 @@ impl Stage {
         }
     }
 
+    /// A journal write succeeded: if the last one had failed, say that journaling goes on.
+    fn journal_ok(&mut self) {
+        if self.stats.core.journal_failing.swap(0, Relaxed) == 1 {
+            info!(path = %self.journal.path().display(),
+                  "The journal can be written again; journaling goes on (what failed before is missing from the figures).");
+        }
+    }
+
     fn journal_error(&mut self, e: JournalError) {
         self.stats.core.journal_errors.fetch_add(1, Relaxed);
+        self.stats.core.journal_failing.store(1, Relaxed);
         if let Some(n) = self.logs.allow("journal", self.clock.now_ms()) {
             // Through anyhow for `{:#}`: the sentence, then its SQLite or I/O cause.
             let e = anyhow::Error::new(e);

@@ -405,6 +405,18 @@ pub const METRICS: &[Metric] = &[
         "MQTT connection losses.",
         |s| s.mqtt_disconnects.load(Relaxed),
     ),
+    counter(
+        "mqtt_takeovers",
+        "estate_gateway_mqtt_takeovers_total",
+        "MQTT connections the broker closed right after accepting them, in a series recognised as another client taking our session (same client id).",
+        |s| s.mqtt_takeovers.load(Relaxed),
+    ),
+    gauge(
+        "mqtt_takeover",
+        "estate_gateway_mqtt_takeover",
+        "1 while another client keeps taking the MQTT session (same client id), else 0.",
+        |s| s.mqtt_takeover.load(Relaxed),
+    ),
     Metric {
         field: "uptime_s",
         prometheus: None,
@@ -559,6 +571,12 @@ pub const METRICS: &[Metric] = &[
         "Journal writes that failed (each failed batch of events counts once).",
         |s| s.core.journal_errors.load(Relaxed),
     ),
+    gauge(
+        "journal_failing",
+        "estate_gateway_journal_failing",
+        "1 while the journal cannot be written (the last write failed: disk full?), else 0.",
+        |s| s.core.journal_failing.load(Relaxed),
+    ),
     counter(
         "mqtt_published",
         "estate_gateway_mqtt_published_total",
@@ -695,6 +713,10 @@ pub struct Stats {
     pub sanitised: AtomicU64,
     /// MQTT connection losses.
     pub mqtt_disconnects: AtomicU64,
+    /// Connections closed by the broker as part of a recognised session takeover.
+    pub mqtt_takeovers: AtomicU64,
+    /// 1 while a session takeover is going on (gauge; `/healthz` says so).
+    pub mqtt_takeover: AtomicU64,
     /// Lines the store accepted.
     pub store_lines: AtomicU64,
     /// Lines dropped because the in-memory queue was full or the store refused them.
@@ -762,6 +784,8 @@ pub struct CoreStats {
     pub commands_refused: AtomicU64,
     /// Journal writes that failed (each failed batch of events counts once).
     pub journal_errors: AtomicU64,
+    /// 1 while the last journal write failed (disk full): `/healthz` says so.
+    pub journal_failing: AtomicU64,
     /// Events published on MQTT (alarm events and retained states).
     pub mqtt_published: AtomicU64,
     /// Events an event sink (MQTT out, webhook, live stream) could not take and dropped.

@@ -168,12 +168,33 @@ impl Estate {
     }
 
     pub(crate) fn start_with(extra_store: &str, extra: &str) -> Estate {
-        Estate::start_in(tempfile::tempdir().expect("temp dir"), extra_store, extra)
+        Estate::start_in(
+            tempfile::tempdir().expect("temp dir"),
+            "",
+            extra_store,
+            extra,
+        )
+    }
+
+    /// Like [`start_with`](Self::start_with), with `broker_conf` appended to mosquitto's
+    /// configuration (e.g. `message_size_limit`).
+    pub(crate) fn start_with_broker(broker_conf: &str, extra_store: &str, extra: &str) -> Estate {
+        Estate::start_in(
+            tempfile::tempdir().expect("temp dir"),
+            broker_conf,
+            extra_store,
+            extra,
+        )
     }
 
     /// Starts everything with the configuration (and data dir) in `dir`.
-    fn start_in(dir: tempfile::TempDir, extra_store: &str, extra: &str) -> Estate {
-        let mqtt = Mosquitto::start();
+    fn start_in(
+        dir: tempfile::TempDir,
+        broker_conf: &str,
+        extra_store: &str,
+        extra: &str,
+    ) -> Estate {
+        let mqtt = Mosquitto::start_with_config(broker_conf);
         let vm = VictoriaMetrics::start();
         let proxy = RecordingProxy::start(Some(vm.url()));
         let config = dir.path().join("gateway.toml");
@@ -201,8 +222,8 @@ impl Estate {
         Estate::start_with_api_in(tempfile::tempdir().expect("temp dir"), extra_store, extra)
     }
 
-    /// [`start_with_api`](Self::start_with_api) in a directory prepared by the test (its
-    /// `data` subdirectory is the gateway's `data_dir`).
+    /// Like [`start_with_api`](Self::start_with_api) with the configuration and data dir in
+    /// `dir` (e.g. a small file system of the test's own).
     pub(crate) fn start_with_api_in(
         dir: tempfile::TempDir,
         extra_store: &str,
@@ -216,7 +237,7 @@ impl Estate {
             "[http]\nlisten = \"127.0.0.1:{port}\"\napi_token_file = {:?}\n\n{extra}",
             token_file.to_str().expect("utf-8 path")
         );
-        let mut estate = Estate::start_in(dir, extra_store, &http);
+        let mut estate = Estate::start_in(dir, "", extra_store, &http);
         estate.api = Some(Api {
             base: format!("http://127.0.0.1:{port}"),
         });

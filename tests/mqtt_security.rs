@@ -61,12 +61,12 @@ fn run_ok(cmd: Command) -> Output {
 }
 
 /// A throwaway PKI and mosquitto password file in a temp dir.
-struct Secrets {
+pub(crate) struct Secrets {
     dir: TempDir,
 }
 
 impl Secrets {
-    fn new() -> Secrets {
+    pub(crate) fn new() -> Secrets {
         let dir = tempfile::Builder::new()
             .prefix("mqtt-pki-")
             .tempdir()
@@ -84,12 +84,12 @@ impl Secrets {
         s
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// The CA that signed the broker's certificate.
-    fn ca(&self) -> PathBuf {
+    pub(crate) fn ca(&self) -> PathBuf {
         self.path("ca.pem")
     }
 
@@ -201,6 +201,64 @@ impl Secrets {
         ]);
     }
 
+    /// `NAME.pem` / `NAME.key`: a v3 client certificate (clientAuth) for `cn`, signed by the
+    /// CA `ca` (`ca.pem`/`ca.key` or `other-ca.pem`/`other-ca.key`).
+    pub(crate) fn make_client_cert(&self, name: &str, cn: &str, ca: &str) -> (PathBuf, PathBuf) {
+        std::fs::write(
+            self.path(&format!("{name}.cnf")),
+            format!("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = {cn}\n"),
+        )
+        .expect("write client openssl config");
+        std::fs::write(
+            self.path(&format!("{name}.ext")),
+            "basicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature\n\
+             extendedKeyUsage = clientAuth\n\
+             subjectKeyIdentifier = hash\n\
+             authorityKeyIdentifier = keyid, issuer\n",
+        )
+        .expect("write client extensions");
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        self.openssl(&[
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-config",
+            &format!("{name}.cnf"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-set_serial",
+            "3",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &pem,
+        ]);
+        (self.path(&pem), self.path(&key))
+    }
+
     /// Mosquitto config lines: the broker's one listener speaks TLS only, with our server
     /// certificate, and every client must log in.
     fn broker_conf(&self) -> String {
@@ -226,7 +284,7 @@ impl Secrets {
 }
 
 /// A TOML basic string holding `p`.
-fn toml_path(p: &Path) -> String {
+pub(crate) fn toml_path(p: &Path) -> String {
     toml::Value::String(p.to_str().expect("utf-8 path").to_owned()).to_string()
 }
 
@@ -279,10 +337,25 @@ fn tls_publish(
     topic: &str,
     payload: &str,
 ) -> Output {
+    tls_publish_as(broker, ca, None, login, topic, payload)
+}
+
+/// [`tls_publish`] with a client certificate and key (`--cert`, `--key`).
+fn tls_publish_as(
+    broker: &Mosquitto,
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+    login: Option<(&str, &str)>,
+    topic: &str,
+    payload: &str,
+) -> Output {
     let mut cmd = Command::new(find_binary("mosquitto_pub"));
     cmd.args(["-h", "127.0.0.1", "-p", &broker.port().to_string()]);
     if let Some(ca) = ca {
         cmd.arg("--cafile").arg(ca);
+    }
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
     }
     if let Some((user, password)) = login {
         cmd.args(["-u", user, "-P", password]);
@@ -359,6 +432,7 @@ fn reading_reaches_the_store_over_tls(
     broker: &Mosquitto,
     mqtt_extra: &str,
     env: &[(&str, &str)],
+    publisher: Option<(&Path, &Path)>,
 ) {
     let vm = VictoriaMetrics::start();
     let proxy = RecordingProxy::start(Some(vm.url()));
@@ -386,9 +460,10 @@ fn reading_reaches_the_store_over_tls(
     );
 
     let ts = now_ms() - 1000;
-    let out = tls_publish(
+    let out = tls_publish_as(
         broker,
         Some(&secrets.ca()),
+        publisher,
         Some((USER, PASSWORD)),
         &telemetry_topic("heating_loop", "HL-1"),
         &format!(r#"{{"ts": {ts}, "supply_temp_c": 55.5, "pump_running": true}}"#),
@@ -449,6 +524,7 @@ fn tls_with_password_file_delivers_readings() {
         &format!("password_file = {}", toml_path(&password_file)),
         // The file wins over the environment.
         &[("ESTATE_GW_MQTT_PASSWORD", WRONG_PASSWORD)],
+        None,
     );
 }
 
@@ -462,6 +538,7 @@ fn tls_with_password_from_environment_delivers_readings() {
         &broker,
         "",
         &[("ESTATE_GW_MQTT_PASSWORD", PASSWORD)],
+        None,
     );
 }
 
@@ -561,4 +638,108 @@ fn unknown_ca_is_reported_and_retried_with_backoff() {
         broker.log()
     );
     assert_eq!(gw.terminate().code(), Some(0), "{}", gw.log());
+}
+
+#[test]
+fn a_broker_requiring_client_certificates_takes_the_gateways_and_refuses_others() {
+    let secrets = Secrets::new();
+    let broker =
+        Mosquitto::start_with_config(&(secrets.broker_conf() + "require_certificate true\n"));
+    let (cert, key) = secrets.make_client_cert("gateway", "estate-gateway", "ca");
+    let (device_cert, device_key) = secrets.make_client_cert("device", "HL-1", "ca");
+    let (stranger_cert, stranger_key) =
+        secrets.make_client_cert("stranger", "estate-gateway", "other-ca");
+    let password_file = secrets.password_file("mqtt-password", PASSWORD);
+    let login = format!("password_file = {}", toml_path(&password_file));
+
+    // The broker really requires one: a TLS client without a certificate is refused.
+    let without = tls_publish(
+        &broker,
+        Some(&secrets.ca()),
+        Some((USER, PASSWORD)),
+        "t",
+        "x",
+    );
+    assert!(
+        !without.status.success(),
+        "a client without a certificate got in"
+    );
+
+    // With `mqtt.cert_file` and `mqtt.key_file`, readings flow as over any TLS connection.
+    reading_reaches_the_store_over_tls(
+        &secrets,
+        &broker,
+        &format!(
+            "{login}\ncert_file = {}\nkey_file = {}",
+            toml_path(&cert),
+            toml_path(&key)
+        ),
+        &[],
+        Some((&device_cert, &device_key)),
+    );
+
+    // Without a certificate, or with one the broker's CA did not sign, the gateway never gets
+    // past the handshake, says so, and keeps retrying.
+    for extra in [
+        login.clone(),
+        format!(
+            "{login}\ncert_file = {}\nkey_file = {}",
+            toml_path(&stranger_cert),
+            toml_path(&stranger_key)
+        ),
+    ] {
+        let proxy = RecordingProxy::start(None);
+        let config = config_text(broker.port(), &secrets.ca(), &proxy.url(), &extra);
+        let mut gw = start_gateway(&secrets, &config, &[]);
+        assert_retries_with_backoff(&mut gw, RECONNECTING, 3);
+        let log = gw.log();
+        assert!(
+            !log.contains("Connected to the MQTT broker."),
+            "{extra}:\n{log}"
+        );
+        assert!(gw.try_wait().is_none(), "the gateway exited:\n{log}");
+        assert_eq!(gw.terminate().code(), Some(0), "{log}");
+    }
+}
+
+#[test]
+fn client_certificate_mistakes_are_configuration_errors() {
+    let secrets = Secrets::new();
+    let (cert, key) = secrets.make_client_cert("gateway", "estate-gateway", "ca");
+    let (_, other_key) = secrets.make_client_cert("other", "x", "ca");
+    let check = |extra: &str| -> String {
+        let path = secrets.path("check.toml");
+        std::fs::write(
+            &path,
+            config_text(1883, &secrets.ca(), "http://127.0.0.1:1", extra),
+        )
+        .expect("write config");
+        let out = crate::support::run_cli(&["check-config", "-c", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{extra}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let msg = check(&format!("cert_file = {}", toml_path(&cert)));
+    assert!(msg.contains("mqtt.key_file: is missing"), "{msg}");
+    let msg = check(&format!(
+        "cert_file = {}\nkey_file = {}",
+        toml_path(&key),
+        toml_path(&key)
+    ));
+    assert!(
+        msg.contains("mqtt.cert_file") && msg.contains("holds no PEM certificate"),
+        "{msg}"
+    );
+    let msg = check(&format!(
+        "cert_file = {}\nkey_file = {}",
+        toml_path(&cert),
+        toml_path(&other_key)
+    ));
+    assert!(
+        msg.contains("mqtt.key_file") && msg.contains("cannot be used with the certificate"),
+        "{msg}"
+    );
+    // The key never appears in any message.
+    let key_text = std::fs::read_to_string(&other_key).expect("key");
+    let body = key_text.lines().nth(1).expect("a base64 line");
+    assert!(!msg.contains(body), "{msg}");
 }

@@ -75,6 +75,8 @@ pub struct MqttSettings {
     pub tls: bool,
     /// PEM bytes of the CA file, when one is configured.
     pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate for mutual TLS (`mqtt.cert_file`, `mqtt.key_file`).
+    pub client_cert: Option<ClientCert>,
     /// For `mqtts://` without `ca_file`: the system's CA certificates (DER), loaded and
     /// checked at start so a machine without them fails with a message, not a dead task.
     pub system_roots: Vec<Vec<u8>>,
@@ -107,6 +109,10 @@ pub struct StoreSettings {
     pub org: String,
     pub bucket: String,
     pub token: Secret,
+    /// PEM bytes of `store.ca_file`: trusted besides the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate for mutual TLS (`store.cert_file`, `store.key_file`).
+    pub client_cert: Option<ClientCert>,
     pub batch_lines: usize,
     pub batch_interval: Duration,
     pub queue_lines: usize,
@@ -427,6 +433,18 @@ fn build_mqtt(
             "is set but `mqtt.url` is not `mqtts://`; use `mqtts://host:8883` for TLS",
         );
     }
+    let client_cert = client_cert(
+        errs,
+        base_dir,
+        ("mqtt.cert_file", m.cert_file.as_deref()),
+        ("mqtt.key_file", m.key_file.as_deref()),
+    );
+    if client_cert.is_some() && !tls {
+        errs.push(
+            "mqtt.cert_file",
+            "is set but `mqtt.url` is not `mqtts://`; a client certificate needs TLS (`mqtts://host:8883`)",
+        );
+    }
     let password = secret(
         errs,
         "mqtt.password_file",
@@ -500,6 +518,7 @@ fn build_mqtt(
         port,
         tls,
         ca_pem,
+        client_cert,
         system_roots,
         client_id,
         username: m.username.clone(),
@@ -519,6 +538,93 @@ fn build_mqtt(
         on_site_topic: TopicPattern::parse_site_only(&m.on_site_topic).unwrap_or_else(fallback),
         inflight: m.inflight,
     }
+}
+
+/// A client certificate for mutual TLS: the certificate chain and its private key, as PEM
+/// (the key redacted in `Debug`), checked to belong together.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Secret,
+}
+
+/// Reads and checks a client certificate from its two keys (`cert` and `key`: key name and
+/// value); `None` when neither is set or something is wrong (reported).
+fn client_cert(
+    errs: &mut Errors,
+    base_dir: &Path,
+    cert: (&str, Option<&str>),
+    key: (&str, Option<&str>),
+) -> Option<ClientCert> {
+    use rumqttc::tokio_rustls::rustls;
+    let (cert_key, key_key) = (cert.0, key.0);
+    let (cert_file, key_file) = match (cert.1, key.1) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (resolve(base_dir, c), resolve(base_dir, k)),
+        (Some(_), None) => {
+            errs.push(key_key, format!("is missing: `{cert_key}` is set, and a client certificate needs its private key (PEM)"));
+            return None;
+        }
+        (None, Some(_)) => {
+            errs.push(cert_key, format!("is missing: `{key_key}` is set, and a private key needs its client certificate (PEM)"));
+            return None;
+        }
+    };
+    let mut read = |k: &str, p: &Path| match std::fs::read(p) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            errs.push(k, format!("cannot read `{}`: {e}", p.display()));
+            None
+        }
+    };
+    let (cert_pem, key_pem) = (read(cert_key, &cert_file)?, read(key_key, &key_file)?);
+    let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        errs.push(
+            cert_key,
+            format!(
+                "`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                cert_file.display()
+            ),
+        );
+        return None;
+    }
+    let private = match rustls_pemfile::private_key(&mut key_pem.as_slice()) {
+        Ok(Some(k)) => k,
+        _ => {
+            errs.push(key_key, format!("`{}` holds no PEM private key (PKCS#8, PKCS#1 or SEC1: -----BEGIN PRIVATE KEY----- or similar); an encrypted key is not supported", key_file.display()));
+            return None;
+        }
+    };
+    let Ok(key_text) = String::from_utf8(key_pem) else {
+        errs.push(
+            key_key,
+            format!("`{}` is not a PEM text file", key_file.display()),
+        );
+        return None;
+    };
+    // The same check the TLS connection makes: the key is usable and belongs to the
+    // certificate.
+    if let Err(e) = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_client_auth_cert(chain, private)
+    {
+        errs.push(
+            key_key,
+            format!(
+                "`{}` cannot be used with the certificate in `{}`: {e}",
+                key_file.display(),
+                cert_file.display()
+            ),
+        );
+        return None;
+    }
+    Some(ClientCert {
+        cert_pem,
+        key_pem: Secret::new(key_text),
+    })
 }
 
 /// Checks the alarm, state, ack and on-site topic patterns, and that no topic the gateway
@@ -645,6 +751,41 @@ fn build_store(
         base_dir,
         env,
     );
+    let https = url::Url::parse(&s.url).is_ok_and(|u| u.scheme() == "https");
+    let ca_pem = s.ca_file.as_deref().and_then(|f| {
+        let p = resolve(base_dir, f);
+        match std::fs::read(&p) {
+            Ok(b) if rustls_pemfile::certs(&mut b.as_slice()).any(|c| c.is_ok()) => Some(b),
+            Ok(_) => {
+                errs.push(
+                    "store.ca_file",
+                    format!("`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----); point it at the CA certificate, not a key or request", p.display()),
+                );
+                None
+            }
+            Err(e) => {
+                errs.push("store.ca_file", format!("cannot read `{}`: {e}", p.display()));
+                None
+            }
+        }
+    });
+    let client_cert = client_cert(
+        errs,
+        base_dir,
+        ("store.cert_file", s.cert_file.as_deref()),
+        ("store.key_file", s.key_file.as_deref()),
+    );
+    for (key, set) in [
+        ("store.ca_file", s.ca_file.is_some()),
+        ("store.cert_file", s.cert_file.is_some()),
+    ] {
+        if set && !https {
+            errs.push(
+                key,
+                "is set but `store.url` is not `https://`; TLS settings need an https URL",
+            );
+        }
+    }
     if s.batch_lines == 0 {
         errs.push("store.batch_lines", "must be more than 0 (default 5000)");
     }
@@ -671,6 +812,8 @@ fn build_store(
         url: SecretUrl::new(s.url.trim_end_matches('/')),
         org: s.org.clone(),
         bucket: s.bucket.clone(),
+        ca_pem,
+        client_cert,
         token,
         batch_lines: s.batch_lines,
         batch_interval,

@@ -82,11 +82,18 @@ pub(crate) struct RawMqtt {
     pub password_file: Option<String>,
     /// PEM file of the CA that signed the broker's certificate (mqtts); default: system roots.
     pub ca_file: Option<String>,
+    /// PEM files of the gateway's client certificate (chain) and its private key, for a
+    /// broker that requires client certificates (mutual TLS; mqtts only). Both or neither.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
     pub keep_alive: String,
     pub telemetry_topic: String,
     pub status_topic: String,
     pub max_payload_bytes: usize,
-    /// Largest MQTT packet the client accepts at all (see README troubleshooting).
+    /// Largest MQTT packet the client accepts at all: a larger one breaks the connection
+    /// (and the broker redelivers it forever). The default, 256 MiB, is above the largest
+    /// packet MQTT can carry, so every message reaches the gateway, where payloads over
+    /// `max_payload_bytes` are counted (`oversize`) and acknowledged.
     pub max_packet_bytes: usize,
     pub reconnect_min: String,
     pub reconnect_max: String,
@@ -104,6 +111,10 @@ pub(crate) struct RawMqtt {
     pub inflight: u16,
 }
 
+/// 256 MiB: more than MQTT's largest remaining length (268,435,455 bytes), so no broker can
+/// send the gateway a packet it refuses.
+pub(super) const DEFAULT_MAX_PACKET_BYTES: usize = 256 * 1024 * 1024;
+
 impl Default for RawMqtt {
     fn default() -> Self {
         RawMqtt {
@@ -113,11 +124,13 @@ impl Default for RawMqtt {
             password_env: "ESTATE_GW_MQTT_PASSWORD".into(),
             password_file: None,
             ca_file: None,
+            cert_file: None,
+            key_file: None,
             keep_alive: "30s".into(),
             telemetry_topic: "estate/{site}/{category}/{device}/telemetry".into(),
             status_topic: "estate/{site}/{category}/{device}/status".into(),
             max_payload_bytes: 64 * 1024,
-            max_packet_bytes: 16 * 1024 * 1024,
+            max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             reconnect_min: "500ms".into(),
             reconnect_max: "30s".into(),
             alarm_topic: "estate/{site}/alarms/{category}/{device}".into(),
@@ -140,6 +153,13 @@ pub(crate) struct RawStore {
     pub token_env: String,
     /// File holding the token (first line); wins over the environment.
     pub token_file: Option<String>,
+    /// PEM file of the CA that signed the store's certificate (https with a private CA);
+    /// default: the system's roots.
+    pub ca_file: Option<String>,
+    /// PEM files of the gateway's client certificate and key, for a store (or the reverse
+    /// proxy in front of it) that requires client certificates. Both or neither; https only.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
     pub batch_lines: usize,
     pub batch_interval: String,
     /// Lines held in memory while the store is slow or down; beyond it the oldest batches
@@ -159,6 +179,9 @@ impl Default for RawStore {
             bucket: String::new(),
             token_env: "ESTATE_GW_STORE_TOKEN".into(),
             token_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             batch_lines: 5000,
             batch_interval: "1s".into(),
             queue_lines: 1_000_000,

@@ -220,6 +220,8 @@ mod tests {
         s.readings.store(5, Relaxed);
         s.store_queue_lines.store(42, Relaxed);
         s.mqtt_disconnects.store(1, Relaxed);
+        s.mqtt_takeovers.store(5, Relaxed);
+        s.mqtt_takeover.store(1, Relaxed);
         s.reject(Reject::InvalidJson);
         s.reject(Reject::InvalidJson);
         s.reject(Reject::WrongType);
@@ -240,6 +242,8 @@ mod tests {
             ("estate_gateway_readings_total", 5.0),
             ("estate_gateway_store_queue_lines", 42.0),
             ("estate_gateway_mqtt_disconnects_total", 1.0),
+            ("estate_gateway_mqtt_takeovers_total", 5.0),
+            ("estate_gateway_mqtt_takeover", 1.0),
             ("estate_gateway_store_lines_total", 0.0),
             ("estate_gateway_store_dropped_total", 0.0),
             ("estate_gateway_store_errors_total", 0.0),
@@ -272,11 +276,12 @@ mod tests {
         ] {
             assert_eq!(m.get(series), Some(&want), "{series}");
         }
-        // Every scalar, reason and exception code, the core's 13 counters (out_of_order and
-        // late among them), the input log's 13, the summary's two series, and rss.
+        // Every scalar (the two MQTT takeover series among them), reason and exception code,
+        // the core's 13 counters (out_of_order and late among them) and journal_failing, the
+        // input log's 13, the summary's two series, and rss.
         assert_eq!(
             m.len(),
-            20 + Reject::ALL.len() + ModbusException::ALL.len() + 13 + 13 + 2 + 1
+            22 + Reject::ALL.len() + ModbusException::ALL.len() + 14 + 13 + 2 + 1
         );
         // Without rss (not Linux), the rest is there.
         assert_eq!(parse(&render(&s, None)).len(), m.len() - 1);

@@ -105,6 +105,8 @@ pub struct AppState {
     /// The journal's write trail (`writes`): every Modbus write is recorded there and listed
     /// by `GET /api/writes`. `None`: not recorded (unit tests, or it could not be opened).
     pub writes: Option<Arc<crate::journal::WriteLog>>,
+    /// The MQTT source's client id (`mqtt.client_id`), for `/healthz` during a takeover.
+    pub mqtt_client_id: Option<String>,
 }
 
 impl AppState {
@@ -143,6 +145,7 @@ impl AppState {
             report: Arc::new(ReportContext::new(cfg)),
             clock,
             writes: None,
+            mqtt_client_id: cfg.mqtt.as_ref().map(|m| m.client_id.clone()),
         }
     }
 
@@ -399,9 +402,11 @@ async fn kpi(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Respo
 }
 
 /// `ok` when all is well; 503 while the input log cannot be written (nothing is acknowledged
-/// or applied then); `ok` with a second line when the store is behind (readings wait in the
+/// or applied then), while the journal cannot be written (the last write failed) or while
+/// another MQTT client keeps taking our session; `ok` with a second line when the store is behind (readings wait in the
 /// log: the gateway itself is fine).
 async fn healthz(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
     let log = &ctx.app.stats.log;
     let text = |status: StatusCode, body: String| {
         (
@@ -418,6 +423,25 @@ async fn healthz(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> R
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the input log cannot be written (disk full?): nothing is acknowledged or applied until it can; see the gateway log\n".into(),
+        );
+    }
+    if ctx.app.stats.core.journal_failing.load(Relaxed) == 1 {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the journal cannot be written (disk full?): readings, states and alarms go on and the live view is current, but their history is missing from the figures until it can; see the gateway log\n".into(),
+        );
+    }
+    if ctx
+        .app
+        .stats
+        .mqtt_takeover
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 1
+    {
+        let id = ctx.app.mqtt_client_id.as_deref().unwrap_or("?");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("MQTT session taken over: another client connects with our client id `{id}` and the broker keeps switching between us, so readings are split between the two; give each gateway a distinct mqtt.client_id\n"),
         );
     }
     let head = log.head.load(std::sync::atomic::Ordering::Relaxed);
@@ -1059,6 +1083,17 @@ mod tests {
             a.body,
             "ok\nstore behind: 500 readings waiting in the input log, the oldest 42 s old\n"
         );
+        fx.stats.core.journal_failing.store(1, Relaxed);
+        let a = get(&fx.app, "/healthz").await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(a.body.contains("journal cannot be written"), "{}", a.body);
+        fx.stats.core.journal_failing.store(0, Relaxed);
+        fx.stats.mqtt_takeover.store(1, Relaxed);
+        let a = get(&fx.app, "/healthz").await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(a.body.contains("MQTT session taken over"), "{}", a.body);
+        assert!(a.body.contains("distinct mqtt.client_id"), "{}", a.body);
+        fx.stats.mqtt_takeover.store(0, Relaxed);
         fx.stats.log.failing.store(1, Relaxed);
         let a = get(&fx.app, "/healthz").await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -880,3 +880,26 @@ fn escalations_round_trip_and_are_restored_with_their_alarms() {
     let restored = j.restore_escalations(T0 + 20 * MIN, 24 * 60 * MIN).unwrap();
     assert_eq!(restored.len(), 3);
 }
+
+#[test]
+fn uri_paths_escape_what_a_file_uri_would_misread() {
+    assert_eq!(
+        uri_path(std::path::Path::new("/var/lib/gw 1/a?b#c%d/journal.sqlite")),
+        "/var/lib/gw%201/a%3Fb%23c%25d/journal.sqlite"
+    );
+    assert_eq!(
+        uri_path(std::path::Path::new("/数据/j")),
+        "/%E6%95%B0%E6%8D%AE/j"
+    );
+}
+
+#[test]
+fn open_for_run_opens_for_writing_when_it_can() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut j, why) = Journal::open_for_run(dir.path()).expect("open");
+    assert!(why.is_none());
+    assert!(j.is_writable());
+    j.begin_run(1_000, "h", "v").expect("begin");
+    j.alive(2_000).expect("alive");
+    j.end_run(3_000).expect("end");
+}

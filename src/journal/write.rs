@@ -89,12 +89,22 @@ impl Journal {
         host: &str,
         version: &str,
     ) -> Result<(), JournalError> {
-        self.writable("recording the start of a run")?;
+        // Pending until it is recorded: on a full disk the next `alive` (or `end_run`) that
+        // can write records it.
+        self.pending_run = Some(super::PendingRun {
+            started_ms: now_ms,
+            host: host.to_owned(),
+            version: version.to_owned(),
+        });
+        self.writable("recording the start of a run")
+    }
+
+    pub(super) fn insert_run(&mut self, run: &super::PendingRun) -> Result<(), JournalError> {
         self.conn
             .execute(
                 "INSERT INTO runs (started_ms, alive_ms, stopped_ms, host, version) \
                  VALUES (?1, ?1, NULL, ?2, ?3)",
-                params![now_ms, host, version],
+                params![run.started_ms, run.host, run.version],
             )
             .sql(&self.path, "recording the start of a run")?;
         self.run_id = Some(self.conn.last_insert_rowid());

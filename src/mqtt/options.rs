@@ -6,6 +6,10 @@ use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
 use crate::config::MqttSettings;
 
+/// The largest packet the gateway sends (subscriptions, acks, alarm events and states: a few
+/// KiB at most). The incoming limit is `mqtt.max_packet_bytes`, large on purpose.
+const MAX_OUTGOING_PACKET_BYTES: usize = 1024 * 1024;
+
 /// Builds rumqttc options from the settings.
 pub fn options(s: &MqttSettings) -> MqttOptions {
     let mut o = MqttOptions::new(&s.client_id, &s.host, s.port);
@@ -13,16 +17,20 @@ pub fn options(s: &MqttSettings) -> MqttOptions {
         .set_manual_acks(true)
         .set_keep_alive(s.keep_alive)
         .set_inflight(s.inflight)
-        .set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes.max(64 * 1024));
+        .set_max_packet_size(s.max_packet_bytes, MAX_OUTGOING_PACKET_BYTES);
     if let Some(user) = &s.username {
         o.set_credentials(user, s.password.expose());
     }
     if s.tls {
+        let client_auth = s
+            .client_cert
+            .as_ref()
+            .map(|c| (c.cert_pem.clone(), c.key_pem.expose().as_bytes().to_vec()));
         let tls = match &s.ca_pem {
             Some(ca) => TlsConfiguration::Simple {
                 ca: ca.clone(),
                 alpn: None,
-                client_auth: None,
+                client_auth,
             },
             // System roots, loaded and checked by the config (rumqttc's own default panics
             // inside the connection task when they cannot be loaded).
@@ -31,11 +39,27 @@ pub fn options(s: &MqttSettings) -> MqttOptions {
                 let mut roots = rustls::RootCertStore::empty();
                 let der = s.system_roots.iter().map(|c| c.clone().into());
                 let _ = roots.add_parsable_certificates(der);
-                TlsConfiguration::Rustls(std::sync::Arc::new(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(roots)
-                        .with_no_client_auth(),
-                ))
+                let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+                let config = match client_auth {
+                    // Checked by the config (`mqtt.cert_file`), so this does not fail.
+                    Some((cert, key)) => {
+                        let chain = rustls_pemfile::certs(&mut cert.as_slice())
+                            .filter_map(Result::ok)
+                            .collect();
+                        match rustls_pemfile::private_key(&mut key.as_slice()) {
+                            Ok(Some(key)) => builder.with_client_auth_cert(chain, key),
+                            _ => Err(rustls::Error::General("no private key".into())),
+                        }
+                        .unwrap_or_else(|e| {
+                            tracing::error!(error = %e, "The MQTT client certificate cannot be used; the TLS connection will fail.");
+                            rustls::ClientConfig::builder()
+                                .with_root_certificates(rustls::RootCertStore::empty())
+                                .with_no_client_auth()
+                        })
+                    }
+                    None => builder.with_no_client_auth(),
+                };
+                TlsConfiguration::Rustls(std::sync::Arc::new(config))
             }
         };
         o.set_transport(Transport::tls_with_config(tls));

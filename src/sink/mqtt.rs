@@ -56,6 +56,7 @@ pub fn spawn(
     let conn = tokio::spawn(connection(
         eventloop,
         Backoff::new(settings.reconnect_min, settings.reconnect_max),
+        stats.clone(),
     ));
     tokio::spawn(publish_loop(client, conn, topics, inventory, stats, events))
 }
@@ -119,7 +120,7 @@ async fn publish_loop(
 }
 
 /// Drives the connection: reconnects with backoff, ends after our DISCONNECT went out.
-async fn connection(mut eventloop: rumqttc::EventLoop, mut backoff: Backoff) {
+async fn connection(mut eventloop: rumqttc::EventLoop, mut backoff: Backoff, stats: Arc<Stats>) {
     let mut connected = false;
     loop {
         match eventloop.poll().await {
@@ -133,8 +134,12 @@ async fn connection(mut eventloop: rumqttc::EventLoop, mut backoff: Backoff) {
             Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => break,
             Ok(_) => {}
             Err(e) => {
-                if connected {
+                // While the source reports a session takeover (a second gateway with our client
+                // id takes this `-events` connection too), its error says it all.
+                if connected && stats.mqtt_takeover.load(Relaxed) == 0 {
                     warn!(error = %e, "MQTT event publisher lost its connection; reconnecting.");
+                } else if connected {
+                    debug!(error = %e, "MQTT event publisher lost its connection (session takeover); reconnecting.");
                 }
                 connected = false;
                 tokio::time::sleep(backoff.next_delay()).await;

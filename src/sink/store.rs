@@ -243,6 +243,23 @@ pub(crate) fn client(store: &StoreSettings) -> anyhow::Result<influxdb2::Client>
         );
         http = http.default_headers(headers);
     }
+    // A private CA (besides the system's roots) and a client certificate, both checked by the
+    // config.
+    if let Some(ca) = &store.ca_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(ca)? {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    if let Some(c) = &store.client_cert {
+        let mut pem = c.cert_pem.clone();
+        pem.push(b'\n');
+        pem.extend_from_slice(c.key_pem.expose().as_bytes());
+        http = http.identity(reqwest::Identity::from_pem(&pem).map_err(|e| {
+            anyhow::anyhow!(
+                "store.cert_file/store.key_file: the client certificate cannot be used: {e}"
+            )
+        })?);
+    }
     // The URL was validated by the config (influxdb2 panics on an invalid one).
     url::Url::parse(store.url.expose())?;
     let b = influxdb2::ClientBuilder::with_builder(

@@ -3,3 +3,4 @@
 pub mod decode;
 pub mod modbus;
 pub mod mqtt;
+pub mod takeover;

@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, Publish, QoS,
-    SubscribeFilter, SubscribeReasonCode,
+    StateError, SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::decode::{self, Limits, Problem};
+use super::takeover::{self, Closed, Takeovers};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{IngestSettings, MqttSettings};
@@ -84,6 +85,10 @@ impl MqttSource {
         };
         let mut backoff = Backoff::new(self.settings.reconnect_min, self.settings.reconnect_max);
         let mut connected = false;
+        let mut takeovers = Takeovers::default();
+        // The last takeover error logged, and the closes since (one line per `WINDOW_MS`).
+        let mut takeover_logged: Option<i64> = None;
+        let mut takeover_unlogged = 0usize;
         info!(url = %self.settings.url, client_id = %self.settings.client_id,
               telemetry = %self.settings.telemetry_topic, status = %self.settings.status_topic,
               "Connecting to the MQTT broker.");
@@ -92,6 +97,12 @@ impl MqttSource {
                 _ = shutdown.cancelled() => break,
                 ev = eventloop.poll() => ev,
             };
+            if ev.is_ok() && takeovers.active() && !takeovers.check(self.clock.now_ms()) {
+                self.stats.mqtt_takeover.store(0, Relaxed);
+                takeover_logged = None;
+                info!(client_id = %self.settings.client_id,
+                      "The MQTT connection is stable again: no other client is taking our session.");
+            }
             match ev {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let sent = tokio::select! {
@@ -107,10 +118,18 @@ impl MqttSource {
                     // `ConnectionError::ConnectionRefused` (handled in the error branch).
                     backoff.reset();
                     connected = true;
-                    info!(
-                        session_present = ack.session_present,
-                        "Connected to the MQTT broker."
-                    );
+                    takeovers.connected(self.clock.now_ms());
+                    if takeovers.active() {
+                        debug!(
+                            session_present = ack.session_present,
+                            "Connected to the MQTT broker (during a session takeover)."
+                        );
+                    } else {
+                        info!(
+                            session_present = ack.session_present,
+                            "Connected to the MQTT broker."
+                        );
+                    }
                     let mut filters = vec![
                         self.settings.telemetry_topic.filter(),
                         self.settings.status_topic.filter(),
@@ -135,6 +154,8 @@ impl MqttSource {
                         error!(
                             "The MQTT broker refused a subscription; check its ACL for our topics."
                         );
+                    } else if takeovers.active() {
+                        debug!("Subscribed to telemetry and status topics.");
                     } else {
                         info!("Subscribed to telemetry and status topics.");
                     }
@@ -147,7 +168,32 @@ impl MqttSource {
                     }
                     let delay = backoff.next_delay();
                     let retry_in_ms = delay.as_millis() as u64;
+                    let now = self.clock.now_ms();
+                    let closed = takeovers.closed(now, closed_by_broker(&e));
+                    if takeovers.active() && !takeovers.check(now) {
+                        // Ended by a quiet window (no CONNACK for a while): the broker is away.
+                        self.stats.mqtt_takeover.store(0, Relaxed);
+                        takeover_logged = None;
+                    }
+                    if let Closed::Takeover { recognised, count } = closed {
+                        let n = if recognised { count } else { 1 };
+                        self.stats.mqtt_takeovers.fetch_add(n as u64, Relaxed);
+                        self.stats.mqtt_takeover.store(1, Relaxed);
+                        takeover_unlogged += n;
+                        if takeover_logged.is_none_or(|t| now - t >= takeover::WINDOW_MS) {
+                            error!(client_id = %self.settings.client_id, closes = takeover_unlogged,
+                                   window_s = takeover::WINDOW_MS / 1000,
+                                   "Another MQTT client is using our client id: the broker keeps closing our connection right after accepting it, and the readings are split between the two. Give each gateway a distinct mqtt.client_id (the default is estate-gateway-<gateway.site>).");
+                            takeover_logged = Some(now);
+                            takeover_unlogged = 0;
+                        }
+                    }
                     match e {
+                        // During a takeover the reconnects are expected; the error above says
+                        // what is going on.
+                        _ if takeovers.active() => {
+                            debug!(error = %e, retry_in_ms, "MQTT session taken over; reconnecting.");
+                        }
                         // rumqttc reports a refusing CONNACK as this error, not as a ConnAck
                         // event: the operator has to fix the credentials (or client id).
                         ConnectionError::ConnectionRefused(
@@ -156,6 +202,15 @@ impl MqttSource {
                             | ConnectReturnCode::BadClientId),
                         ) => {
                             error!(?code, retry_in_ms, "The MQTT broker refused the connection; check mqtt.username and the password.");
+                        }
+                        // A packet over `mqtt.max_packet_bytes` (lowered from its default)
+                        // breaks the connection, and the broker sends it again on every
+                        // reconnect: ingestion stalls until the limit is raised.
+                        ConnectionError::MqttState(StateError::Deserialization(
+                            rumqttc::Error::PayloadSizeLimitExceeded(bytes),
+                        )) => {
+                            error!(bytes, max_packet_bytes = self.settings.max_packet_bytes, retry_in_ms,
+                                   "An MQTT message is larger than mqtt.max_packet_bytes: the broker sends it again on every reconnect and nothing after it arrives; raise mqtt.max_packet_bytes (default 268435456) above the broker's message_size_limit.");
                         }
                         e => {
                             warn!(error = %e, retry_in_ms, "MQTT connection lost or refused; reconnecting.");
@@ -172,6 +227,23 @@ impl MqttSource {
         drop(tx);
         drop(state);
         finish(&client, &mut eventloop, &taken, acker).await;
+    }
+}
+
+/// Whether the broker (or whatever is between) ended the connection: end of stream, reset or
+/// broken pipe. Not a timeout of ours, nor a packet we refused.
+fn closed_by_broker(e: &ConnectionError) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let io = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+        )
+    };
+    match e {
+        ConnectionError::MqttState(StateError::ConnectionAborted) => true,
+        ConnectionError::MqttState(StateError::Io(e)) | ConnectionError::Io(e) => io(e),
+        _ => false,
     }
 }
 
