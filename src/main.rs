@@ -284,7 +284,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             cfg.record = record;
             init_logging(&cfg);
             raise_fd_limit();
-            run(cfg).inspect_err(|e| {
+            run(cfg, &config).inspect_err(|e| {
                 tracing::error!(error = format!("{e:#}"), "estate-gateway failed.");
             })
         }
@@ -624,7 +624,8 @@ fn replay(config: &Path, input: &Path, data_dir: &Path, until: Option<&str>) -> 
     Ok(())
 }
 
-fn run(cfg: Config) -> anyhow::Result<()> {
+fn run(cfg: Config, path: &Path) -> anyhow::Result<()> {
+    use estate_gateway::http::reload::ReloadRequest;
     runtime(true)?.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
@@ -633,35 +634,108 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             tracing::info!("Signal received.");
             signals.cancel();
         });
+        // SIGHUP and `POST /api/reload` ask for a reload.
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
+        {
+            let tx = reload_tx.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: reloading the configuration.");
+                    if tx.send(ReloadRequest { reply: None }).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         // systemd (`Type=notify`, README "Deployment"): READY=1 once everything runs, the
-        // watchdog while the core stage ticks, STOPPING=1 when the shutdown begins.
+        // watchdog while the core stage ticks, RELOADING=1 around a reload, STOPPING=1 when
+        // the shutdown begins.
         let notifier = estate_gateway::notify::Notifier::from_env().map(Arc::new);
-        let running = estate_gateway::run::start(&cfg, shutdown.clone()).await?;
-        let mut watchdog = None;
         if let Some(n) = &notifier {
-            use estate_gateway::notify::State;
-            n.notify_or_warn(&[
-                State::Ready,
-                State::Status(format!("running: {} devices", cfg.inventory.len())),
-            ]);
-            if let Some(every) = estate_gateway::notify::watchdog_interval() {
-                let (n, stats) = (n.clone(), running.stats.clone());
-                watchdog = Some(tokio::spawn(async move {
-                    estate_gateway::notify::watchdog(&n, every, || {
-                        stats.core.ticks.load(std::sync::atomic::Ordering::Relaxed)
-                    })
-                    .await;
-                }));
-            }
             let (n, stopping) = (n.clone(), shutdown.clone());
             tokio::spawn(async move {
                 stopping.cancelled().await;
-                n.notify_or_warn(&[State::Stopping]);
+                n.notify_or_warn(&[estate_gateway::notify::State::Stopping]);
             });
         }
-        running.wait().await;
-        if let Some(w) = watchdog {
-            w.abort();
+        let mut cfg = cfg;
+        loop {
+            // One generation of the gateway; a reload stops it and starts the next.
+            let generation = shutdown.child_token();
+            let running = estate_gateway::run::start_with(
+                &cfg,
+                generation.clone(),
+                Arc::new(estate_gateway::clock::SystemClock),
+                Some(reload_tx.clone()),
+            )
+            .await?;
+            let mut watchdog = None;
+            if let Some(n) = &notifier {
+                use estate_gateway::notify::State;
+                n.notify_or_warn(&[
+                    State::Ready,
+                    State::Status(format!("running: {} devices", cfg.inventory.len())),
+                ]);
+                if let Some(every) = estate_gateway::notify::watchdog_interval() {
+                    let (n, stats) = (n.clone(), running.stats.clone());
+                    watchdog = Some(tokio::spawn(async move {
+                        estate_gateway::notify::watchdog(&n, every, || {
+                            stats.core.ticks.load(std::sync::atomic::Ordering::Relaxed)
+                        })
+                        .await;
+                    }));
+                }
+            }
+            // Wait for the end, or for a valid new configuration.
+            let next = loop {
+                let req = tokio::select! {
+                    _ = shutdown.cancelled() => break None,
+                    r = reload_rx.recv() => r,
+                };
+                let Some(req) = req else { break None };
+                match config::load(path) {
+                    Err(errs) => {
+                        tracing::error!(file = %path.display(), errors = %errs,
+                            "Reload refused: the new configuration is invalid; the running one stays.");
+                        if let Some(r) = req.reply {
+                            let _ = r.send(Err(errs.to_string()));
+                        }
+                    }
+                    Ok(mut new) => {
+                        new.record = cfg.record.clone();
+                        let summary = format!(
+                            "{} devices ({} before)",
+                            new.inventory.len(),
+                            cfg.inventory.len()
+                        );
+                        if let Some(r) = req.reply {
+                            let _ = r.send(Ok(summary.clone()));
+                        }
+                        tracing::info!(file = %path.display(), devices = %summary,
+                            "Reloading: stopping this configuration and starting the new one (states, alarms and pending delays go on from the journal; the broker keeps the session).");
+                        break Some(new);
+                    }
+                }
+            };
+            if let (Some(n), Some(_)) = (&notifier, &next) {
+                n.notify_or_warn(&[estate_gateway::notify::State::Reloading]);
+            }
+            generation.cancel();
+            running.wait().await;
+            if let Some(w) = watchdog {
+                w.abort();
+            }
+            match next {
+                Some(new) => {
+                    cfg = new;
+                    tracing::info!("Configuration reloaded.");
+                }
+                None => break,
+            }
         }
         Ok(())
     })

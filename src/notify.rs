@@ -22,6 +22,8 @@ pub enum State {
     Ready,
     /// Shutting down (`STOPPING=1`).
     Stopping,
+    /// Reloading the configuration (`RELOADING=1`; `READY=1` follows when done).
+    Reloading,
     /// Alive (`WATCHDOG=1`).
     Watchdog,
     /// A one-line status for `systemctl status` (`STATUS=…`; line breaks become spaces).
@@ -35,6 +37,7 @@ pub fn message(states: &[State]) -> String {
         match s {
             State::Ready => out.push_str("READY=1"),
             State::Stopping => out.push_str("STOPPING=1"),
+            State::Reloading => out.push_str("RELOADING=1"),
             State::Watchdog => out.push_str("WATCHDOG=1"),
             State::Status(text) => {
                 out.push_str("STATUS=");

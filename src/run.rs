@@ -75,6 +75,17 @@ pub async fn start_with_clock(
     shutdown: CancellationToken,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Running> {
+    start_with(cfg, shutdown, clock, None).await
+}
+
+/// `start_with_clock`, with where `POST /api/reload` sends its requests (`run` reloads on them
+/// and on SIGHUP; see `main`).
+pub async fn start_with(
+    cfg: &Config,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+    reload: Option<crate::http::reload::ReloadSender>,
+) -> anyhow::Result<Running> {
     let stop = shutdown.child_token();
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel::<Reading>(cfg.ingest.channel_capacity);
@@ -342,6 +353,7 @@ pub async fn start_with_clock(
             clock.clone(),
         );
         state.kpi = kpi_view.clone();
+        state.reload = reload;
         // The Modbus write trail: its own connection to the (already migrated) journal.
         state.writes = match crate::journal::WriteLog::open(&journal_path) {
             Ok(log) => Some(Arc::new(log)),

@@ -26,6 +26,7 @@ mod mqtt_hostile;
 mod mqtt_security;
 mod outages;
 mod package;
+mod reload;
 mod report_cli;
 mod sim;
 mod store_tls;

@@ -32,6 +32,7 @@ mod devices;
 mod events;
 mod maintenance;
 mod metrics;
+pub mod reload;
 mod report;
 mod writes;
 
@@ -107,6 +108,8 @@ pub struct AppState {
     pub writes: Option<Arc<crate::journal::WriteLog>>,
     /// The MQTT source's client id (`mqtt.client_id`), for `/healthz` during a takeover.
     pub mqtt_client_id: Option<String>,
+    /// Where `POST /api/reload` sends its request (`None`: reload not available).
+    pub reload: Option<reload::ReloadSender>,
 }
 
 impl AppState {
@@ -146,6 +149,7 @@ impl AppState {
             clock,
             writes: None,
             mqtt_client_id: cfg.mqtt.as_ref().map(|m| m.client_id.clone()),
+            reload: None,
         }
     }
 
@@ -194,6 +198,7 @@ pub fn router(settings: &HttpSettings, state: AppState, closing: CancellationTok
         .route("/api/devices/{id}/figures", get(device_figures::figures))
         .route("/api/devices/{id}/write", post(devices::write))
         .route("/api/writes", get(writes::list))
+        .route("/api/reload", post(reload::reload))
         .route("/api/devices/{id}/maintenance", post(maintenance::add))
         .route("/api/alarms", get(alarms::list))
         .route("/api/alarms/{id}", get(alarms::one))
