@@ -420,16 +420,17 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         _ => return Err(Usage::message("give --period, or --from and --to")),
     }
     .map_err(Usage::message)?;
-    let store = match (a.publish, &cfg.store) {
-        (true, None) => {
+    let store = match (a.publish, &cfg.store, &cfg.mqtt) {
+        (true, None, None) => {
             return Err(Usage::message(format!(
-                "--publish: no [store] in {}; add a [store] section (url, org, bucket and a token via token_file or token_env), or leave out --publish",
+                "--publish: neither [store] nor [mqtt] in {}; add a [store] section (url, org, bucket and a token via token_file or token_env) or an [mqtt] section (the scorecard goes to mqtt.assessment_topic), or leave out --publish",
                 a.config.display()
             )))
         }
-        (true, Some(s)) => Some(s.clone()),
-        (false, _) => None,
+        (true, s, _) => s.clone(),
+        (false, _, _) => None,
     };
+    let mqtt = if a.publish { cfg.mqtt.clone() } else { None };
     // The CLI edge: a report's "now" is the machine's.
     let now = estate_gateway::clock::system_now_ms();
     if period.from_ms >= now {
@@ -483,6 +484,23 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         eprintln!(
             "published {n} assessment points for {site} {} to {}",
             period.label, store.url
+        );
+    }
+    if let Some(m) = mqtt {
+        let topic = m.assessment_topic.render(&site, &period.label);
+        let body = report::publish::assessment_json(&site, &period, &card, now);
+        let summary = estate_gateway::sink::mqtt::Summary {
+            topic: topic.clone(),
+            payload: body.to_string().into_bytes(),
+        };
+        runtime(false)?.block_on(estate_gateway::sink::mqtt::publish_once(
+            &m,
+            summary,
+            std::time::Duration::from_secs(10),
+        ))?;
+        eprintln!(
+            "published the scorecard of {site} {} to {} ({topic}, retained)",
+            period.label, m.url
         );
     }
     Ok(())

@@ -356,6 +356,8 @@ fn unknown_key_hint(key: &str) -> String {
             "reconnect_max",
             "alarm_topic",
             "state_topic",
+            "kpi_topic",
+            "assessment_topic",
             "ack_topic",
             "on_site_topic",
             "inflight",
