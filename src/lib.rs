@@ -13,6 +13,7 @@ pub mod core;
 pub mod demo;
 pub mod encode;
 pub mod http;
+pub mod hub;
 pub mod intake;
 pub mod journal;
 pub mod model;

@@ -112,6 +112,16 @@ enum Command {
         #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
         tick: std::time::Duration,
     },
+    /// The fleet hub (README "Fleet"): subscribe to every estate's summaries, scorecards and
+    /// alarms on the central broker, keep them in its SQLite file and serve /api/estates,
+    /// /api/alarms and /api/league, until SIGINT/SIGTERM; `hub league` prints the league.
+    Hub {
+        /// The hub's TOML file.
+        #[arg(short, long, default_value = "configs/hub.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Option<HubAction>,
+    },
     /// Print a site's graded figures and scorecard for a period, from the journal (works while
     /// the gateway runs); with --publish also write `assessment` points to the store.
     #[command(group(clap::ArgGroup::new("when").required(true).args(["period", "from"])))]
@@ -140,6 +150,19 @@ enum Command {
         /// alarms, MTTR and its alarm list (--site picks among devices with the same id).
         #[arg(long)]
         device: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HubAction {
+    /// Print the league (红黑榜) of a period from the hub's file: rank, total, grade, each
+    /// KPI, change against the previous period, red and black lists.
+    League {
+        /// 2026-11 (a month), 2026Q4 (a quarter), heating-2026 or 2026-heating, 2026 (a year).
+        #[arg(long)]
+        period: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
 }
 
@@ -254,6 +277,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             until,
         } => replay(&config, &input, &data_dir, until.as_deref()),
+        Command::Hub { config, action } => hub(&config, action),
         Command::Run { config, record } => {
             let mut cfg = load(&config)?;
             cfg.record = record;
@@ -506,6 +530,49 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `hub` (serve until SIGINT/SIGTERM) and `hub league`.
+fn hub(config: &Path, action: Option<HubAction>) -> anyhow::Result<()> {
+    use estate_gateway::hub::{league, Hub};
+    let settings =
+        config::load_hub(config).map_err(|errs| anyhow::Error::from(Usage(errs.to_string())))?;
+    let clock: std::sync::Arc<dyn estate_gateway::clock::Clock> =
+        std::sync::Arc::new(estate_gateway::clock::SystemClock);
+    match action {
+        Some(HubAction::League { period, format }) => {
+            let Some(p) = league::normalize_period(&period) else {
+                return Err(Usage::message(format!(
+                    "`{period}` is not a period; valid: {}",
+                    league::VALID_PERIODS
+                )));
+            };
+            let l = Hub::open(settings, clock)?.league(&p)?;
+            match format {
+                ReportFormat::Table => print!("{}", league::table(&l)),
+                ReportFormat::Csv => print!("{}", league::csv(&l)),
+                ReportFormat::Json => {
+                    let s = serde_json::to_string_pretty(&l).map_err(|e| anyhow!("{e}"))?;
+                    println!("{s}");
+                }
+            }
+            Ok(())
+        }
+        None => {
+            init_logging_with(&settings.log_level, settings.log_format);
+            raise_fd_limit();
+            let hub = std::sync::Arc::new(Hub::open(settings, clock)?);
+            runtime(true)?.block_on(async move {
+                let shutdown = CancellationToken::new();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    stop.cancel();
+                });
+                estate_gateway::hub::run(hub, shutdown).await
+            })
+        }
+    }
+}
+
 /// `report --device`: one device's figures in the chosen format.
 #[allow(clippy::too_many_arguments)] // the report's arguments, as `report` resolved them
 fn report_device(
@@ -547,8 +614,12 @@ fn report_device(
 }
 
 fn init_logging(cfg: &Config) {
+    init_logging_with(&cfg.gateway.log_level, cfg.gateway.log_format);
+}
+
+fn init_logging_with(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.gateway.log_level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -557,7 +628,7 @@ fn init_logging(cfg: &Config) {
         // A closed stderr (a log pipe gone) must not make tracing panic inside the gateway.
         .log_internal_errors(false)
         .with_writer(std::io::stderr);
-    match cfg.gateway.log_format {
+    match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }

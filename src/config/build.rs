@@ -337,7 +337,7 @@ fn build_gateway(
     }
 }
 
-fn build_mqtt(
+pub(super) fn build_mqtt(
     m: &RawMqtt,
     gateway: &GatewaySettings,
     base_dir: &Path,
