@@ -454,7 +454,12 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         (true, s, _) => s.clone(),
         (false, _, _) => None,
     };
-    let mqtt = if a.publish { cfg.mqtt.clone() } else { None };
+    // A --from/--to label holds `/`: not a topic segment; only named periods go to MQTT.
+    let mqtt = if a.publish && a.period.is_some() {
+        cfg.mqtt.clone()
+    } else {
+        None
+    };
     // The CLI edge: a report's "now" is the machine's.
     let now = estate_gateway::clock::system_now_ms();
     if period.from_ms >= now {
