@@ -371,6 +371,14 @@ dashboard_url = "http://10.1.2.3:8080/"
     }
 
     #[test]
+    fn the_example_hub_config_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/hub.toml");
+        let h = load_hub_with_env(&p, &HashMap::new()).unwrap();
+        assert_eq!((h.league.red_top, h.league.black_below), (3, Some(60.0)));
+        assert!(h.estates.contains_key("锦绣花园"));
+    }
+
+    #[test]
     fn every_mistake_names_file_key_and_what_is_valid() {
         let e = load(
             r#"
