@@ -14,6 +14,7 @@ pub mod demo;
 pub mod doctor;
 pub mod encode;
 pub mod http;
+pub mod hub;
 pub mod intake;
 pub mod journal;
 pub mod model;

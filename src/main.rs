@@ -120,6 +120,16 @@ enum Command {
         #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
         tick: std::time::Duration,
     },
+    /// The fleet hub (README "Fleet"): subscribe to every estate's summaries, scorecards and
+    /// alarms on the central broker, keep them in its SQLite file and serve /api/estates,
+    /// /api/alarms and /api/league, until SIGINT/SIGTERM; `hub league` prints the league.
+    Hub {
+        /// The hub's TOML file.
+        #[arg(short, long, default_value = "configs/hub.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Option<HubAction>,
+    },
     /// Print a site's graded figures and scorecard for a period, from the journal (works while
     /// the gateway runs); with --publish also write `assessment` points to the store.
     #[command(group(clap::ArgGroup::new("when").required(true).args(["period", "from"])))]
@@ -148,6 +158,19 @@ enum Command {
         /// alarms, MTTR and its alarm list (--site picks among devices with the same id).
         #[arg(long)]
         device: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HubAction {
+    /// Print the league (红黑榜) of a period from the hub's file: rank, total, grade, each
+    /// KPI, change against the previous period, red and black lists.
+    League {
+        /// 2026-11 (a month), 2026Q4 (a quarter), heating-2026 or 2026-heating, 2026 (a year).
+        #[arg(long)]
+        period: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
 }
 
@@ -279,6 +302,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             until,
         } => replay(&config, &input, &data_dir, until.as_deref()),
+        Command::Hub { config, action } => hub(&config, action),
         Command::Run { config, record } => {
             let mut cfg = load(&config)?;
             cfg.record = record;
@@ -445,15 +469,21 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         _ => return Err(Usage::message("give --period, or --from and --to")),
     }
     .map_err(Usage::message)?;
-    let store = match (a.publish, &cfg.store) {
-        (true, None) => {
+    let store = match (a.publish, &cfg.store, &cfg.mqtt) {
+        (true, None, None) => {
             return Err(Usage::message(format!(
-                "--publish: no [store] in {}; add a [store] section (url, org, bucket and a token via token_file or token_env), or leave out --publish",
+                "--publish: neither [store] nor [mqtt] in {}; add a [store] section (url, org, bucket and a token via token_file or token_env) or an [mqtt] section (the scorecard goes to mqtt.assessment_topic), or leave out --publish",
                 a.config.display()
             )))
         }
-        (true, Some(s)) => Some(s.clone()),
-        (false, _) => None,
+        (true, s, _) => s.clone(),
+        (false, _, _) => None,
+    };
+    // A --from/--to label holds `/`: not a topic segment; only named periods go to MQTT.
+    let mqtt = if a.publish && a.period.is_some() {
+        cfg.mqtt.clone()
+    } else {
+        None
     };
     // The CLI edge: a report's "now" is the machine's.
     let now = estate_gateway::clock::system_now_ms();
@@ -510,7 +540,67 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
             period.label, store.url
         );
     }
+    if let Some(m) = mqtt {
+        let topic = m.assessment_topic.render(&site, &period.label);
+        let body = report::publish::assessment_json(&site, &period, &card, now);
+        let summary = estate_gateway::sink::mqtt::Summary {
+            topic: topic.clone(),
+            payload: body.to_string().into_bytes(),
+        };
+        runtime(false)?.block_on(estate_gateway::sink::mqtt::publish_once(
+            &m,
+            summary,
+            std::time::Duration::from_secs(10),
+        ))?;
+        eprintln!(
+            "published the scorecard of {site} {} to {} ({topic}, retained)",
+            period.label, m.url
+        );
+    }
     Ok(())
+}
+
+/// `hub` (serve until SIGINT/SIGTERM) and `hub league`.
+fn hub(config: &Path, action: Option<HubAction>) -> anyhow::Result<()> {
+    use estate_gateway::hub::{league, Hub};
+    let settings =
+        config::load_hub(config).map_err(|errs| anyhow::Error::from(Usage(errs.to_string())))?;
+    let clock: std::sync::Arc<dyn estate_gateway::clock::Clock> =
+        std::sync::Arc::new(estate_gateway::clock::SystemClock);
+    match action {
+        Some(HubAction::League { period, format }) => {
+            let Some(p) = league::normalize_period(&period) else {
+                return Err(Usage::message(format!(
+                    "`{period}` is not a period; valid: {}",
+                    league::VALID_PERIODS
+                )));
+            };
+            let l = Hub::open(settings, clock)?.league(&p)?;
+            match format {
+                ReportFormat::Table => print!("{}", league::table(&l)),
+                ReportFormat::Csv => print!("{}", league::csv(&l)),
+                ReportFormat::Json => {
+                    let s = serde_json::to_string_pretty(&l).map_err(|e| anyhow!("{e}"))?;
+                    println!("{s}");
+                }
+            }
+            Ok(())
+        }
+        None => {
+            init_logging_with(&settings.log_level, settings.log_format);
+            raise_fd_limit();
+            let hub = std::sync::Arc::new(Hub::open(settings, clock)?);
+            runtime(true)?.block_on(async move {
+                let shutdown = CancellationToken::new();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    stop.cancel();
+                });
+                estate_gateway::hub::run(hub, shutdown).await
+            })
+        }
+    }
 }
 
 /// `report --device`: one device's figures in the chosen format.
@@ -554,8 +644,12 @@ fn report_device(
 }
 
 fn init_logging(cfg: &Config) {
+    init_logging_with(&cfg.gateway.log_level, cfg.gateway.log_format);
+}
+
+fn init_logging_with(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.gateway.log_level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -564,7 +658,7 @@ fn init_logging(cfg: &Config) {
         // A closed stderr (a log pipe gone) must not make tracing panic inside the gateway.
         .log_internal_errors(false)
         .with_writer(std::io::stderr);
-    match cfg.gateway.log_format {
+    match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }

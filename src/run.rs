@@ -182,8 +182,16 @@ pub async fn start_with(
         }
     };
     let mut event_sinks = Vec::new();
+    let mut summaries = None;
     let mqtt_events = cfg.mqtt.as_ref().map(|m| {
         let (tx, rx) = mpsc::channel(crate::sink::mqtt::CAPACITY);
+        let (summary_tx, summary_rx) = mpsc::channel(crate::sink::mqtt::SUMMARY_CAPACITY);
+        summaries = Some(crate::report::live::SummaryOut {
+            tx: summary_tx,
+            kpi_topic: m.kpi_topic.clone(),
+            assessment_topic: m.assessment_topic.clone(),
+            stats: stats.clone(),
+        });
         let topics = crate::sink::mqtt::EventTopics {
             alarm: m.alarm_topic.clone(),
             state: m.state_topic.clone(),
@@ -194,6 +202,7 @@ pub async fn start_with(
             cfg.inventory.clone(),
             stats.clone(),
             rx,
+            summary_rx,
         ));
         tx
     });
@@ -311,6 +320,7 @@ pub async fn start_with(
             view: kpi_view.clone(),
             kpis: cfg.assessment.kpis.clone(),
             grades: cfg.assessment.grades.clone(),
+            summaries,
         }
         .run(stop.clone()),
     );

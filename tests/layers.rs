@@ -44,7 +44,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "stage and sinks",
         &["stage", "sink", "journal", "replay", "wal", "intake"],
     ),
-    ("http and report", &["http", "report"]),
+    ("http and report", &["http", "report", "hub"]),
     ("wiring", &["run", "doctor"]),
     ("demo and simulator", &["demo", "sim"]),
     // The crate root declares every module; `main.rs` is the binary (it reaches the library

@@ -150,18 +150,25 @@ fn publish_without_a_store_and_a_missing_journal() {
     assert!(err.contains("no journal at"), "{err}");
     assert!(err.contains("journal.sqlite"), "{err}");
 
+    // Neither a store nor a broker: nothing to publish to.
     let (_dir, path) = setup(true, "");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let start = text.find("[store]").unwrap();
-    let end = start
-        + text[start..]
-            .find("\n[")
-            .map(|i| i + 1)
-            .unwrap_or(text.len() - start);
-    std::fs::write(&path, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for section in ["[store]", "[mqtt]"] {
+        let start = text.find(section).unwrap();
+        let end = start
+            + text[start..]
+                .find("\n[")
+                .map(|i| i + 1)
+                .unwrap_or(text.len() - start);
+        text = format!("{}{}", &text[..start], &text[end..]);
+    }
+    std::fs::write(&path, text).unwrap();
     let (code, _, err) = report(&path, &["--period", "2025-11", "--publish"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--publish: no [store] in"), "{err}");
+    assert!(
+        err.contains("--publish: neither [store] nor [mqtt] in"),
+        "{err}"
+    );
 }
 
 /// `report` on a journal written by a real run of the gateway (real broker and store) gives

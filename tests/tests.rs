@@ -16,6 +16,7 @@ mod e2e;
 mod escalation;
 mod event_time;
 mod fixture;
+mod fleet;
 mod grafana;
 mod harness_smoke;
 mod hostile;

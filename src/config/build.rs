@@ -13,7 +13,7 @@ use super::raw::{RawConfig, RawGateway, RawHttp, RawIngest, RawLog, RawMqtt, Raw
 use super::{alarms, heating, inventory, maintenance, models, profiles, Errors};
 use crate::model::event::PlannedMaintenance;
 use crate::model::{Inventory, Profile};
-use crate::mqtt::topic::TopicPattern;
+use crate::mqtt::topic::{SummaryTopic, TopicPattern};
 
 /// The whole validated configuration.
 #[derive(Debug)]
@@ -95,6 +95,10 @@ pub struct MqttSettings {
     pub alarm_topic: TopicPattern,
     /// Outgoing retained device state; placeholders as `alarm_topic`.
     pub state_topic: TopicPattern,
+    /// Outgoing retained live figures (`estate/{site}/kpi`): `SummaryTopic`, `{site}` only.
+    pub kpi_topic: SummaryTopic,
+    /// Outgoing retained scorecards (`estate/{site}/assessment/{period}`).
+    pub assessment_topic: SummaryTopic,
     /// Incoming acknowledgments; `{site}` is the only placeholder.
     pub ack_topic: TopicPattern,
     /// Incoming on-site reports; `{site}` is the only placeholder.
@@ -339,7 +343,7 @@ fn build_gateway(
     }
 }
 
-fn build_mqtt(
+pub(super) fn build_mqtt(
     m: &RawMqtt,
     gateway: &GatewaySettings,
     base_dir: &Path,
@@ -534,6 +538,10 @@ fn build_mqtt(
         // never used because the config then fails to load).
         alarm_topic: TopicPattern::parse(&m.alarm_topic).unwrap_or_else(|_| fallback()),
         state_topic: TopicPattern::parse(&m.state_topic).unwrap_or_else(|_| fallback()),
+        kpi_topic: SummaryTopic::parse(&m.kpi_topic, false)
+            .unwrap_or_else(|_| SummaryTopic::default_kpi()),
+        assessment_topic: SummaryTopic::parse(&m.assessment_topic, true)
+            .unwrap_or_else(|_| SummaryTopic::default_assessment()),
         ack_topic: TopicPattern::parse_site_only(&m.ack_topic).unwrap_or_else(fallback),
         on_site_topic: TopicPattern::parse_site_only(&m.on_site_topic).unwrap_or_else(fallback),
         inflight: m.inflight,
@@ -652,6 +660,15 @@ fn check_out_topics(
     ] {
         match TopicPattern::parse(s) {
             Ok(p) => topics.push((key, p.filter(), p.render("s1", "c1", "d1"))),
+            Err(e) => errs.push(key, format!("`{s}` {e}")),
+        }
+    }
+    for (key, s, period) in [
+        ("mqtt.kpi_topic", &m.kpi_topic, false),
+        ("mqtt.assessment_topic", &m.assessment_topic, true),
+    ] {
+        match SummaryTopic::parse(s, period) {
+            Ok(p) => topics.push((key, p.filter(), p.render("s1", "p1"))),
             Err(e) => errs.push(key, format!("`{s}` {e}")),
         }
     }

@@ -16,6 +16,7 @@ mod assessment;
 mod build;
 mod check;
 mod heating;
+mod hub;
 mod inventory;
 mod maintenance;
 mod models;
@@ -40,6 +41,7 @@ pub use build::{
 };
 pub use check::{redact_url, Secret, SecretUrl};
 pub use heating::{HeatingSettings, SiteHeating};
+pub use hub::{load_hub, load_hub_with_env, EstateTags, HubSettings, LeagueRules};
 pub use models::BUILTIN_MODELS;
 pub use profiles::BUILTIN_PROFILES;
 pub use summary::summary;
@@ -358,6 +360,8 @@ fn unknown_key_hint(key: &str) -> String {
             "reconnect_max",
             "alarm_topic",
             "state_topic",
+            "kpi_topic",
+            "assessment_topic",
             "ack_topic",
             "on_site_topic",
             "inflight",

@@ -101,6 +101,10 @@ pub(crate) struct RawMqtt {
     pub alarm_topic: String,
     /// Outgoing retained device state; `{site}`, `{category}`, `{device}`.
     pub state_topic: String,
+    /// Outgoing retained live figures (`/api/kpi`); `{site}` only.
+    pub kpi_topic: String,
+    /// Outgoing retained scorecards; `{site}` and `{period}`.
+    pub assessment_topic: String,
     /// Incoming acknowledgments; `{site}` only.
     pub ack_topic: String,
     /// Incoming on-site reports; `{site}` only.
@@ -135,6 +139,8 @@ impl Default for RawMqtt {
             reconnect_max: "30s".into(),
             alarm_topic: "estate/{site}/alarms/{category}/{device}".into(),
             state_topic: "estate/{site}/state/{category}/{device}".into(),
+            kpi_topic: "estate/{site}/kpi".into(),
+            assessment_topic: "estate/{site}/assessment/{period}".into(),
             ack_topic: "estate/{site}/alarms/ack".into(),
             on_site_topic: "estate/{site}/alarms/on_site".into(),
             inflight: 1000,

@@ -170,9 +170,144 @@ impl fmt::Display for TopicPattern {
     }
 }
 
+/// The topic of a gateway's summaries (README "Fleet"): literal segments, a whole-segment
+/// `{site}` (required) and, for the scorecards, a whole-segment `{period}` (required there,
+/// not allowed in the live-figures topic). E.g. `estate/{site}/kpi`,
+/// `estate/{site}/assessment/{period}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryTopic {
+    /// The pattern as written.
+    pattern: String,
+}
+
+impl SummaryTopic {
+    /// Parses a pattern; `period`: whether it is the scorecard topic (`{period}` required).
+    pub fn parse(pattern: &str, period: bool) -> Result<Self, String> {
+        if pattern.is_empty() {
+            return Err("is empty".into());
+        }
+        let (mut site, mut per) = (0, 0);
+        for seg in pattern.split('/') {
+            match seg {
+                "{site}" => site += 1,
+                "{period}" if period => per += 1,
+                s if s.contains(['{', '}']) => {
+                    let valid = if period {
+                        "`{site}` and `{period}`"
+                    } else {
+                        "`{site}`"
+                    };
+                    return Err(format!(
+                        "has `{s}`; the placeholders here are {valid}, each filling a whole segment"
+                    ));
+                }
+                s if s.contains(['+', '#']) => {
+                    return Err(format!(
+                        "has the MQTT wildcard in `{s}`; write `{{site}}` instead of `+`"
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if site != 1 {
+            return Err("must hold `{site}` exactly once (e.g. `estate/{site}/kpi`)".into());
+        }
+        if period && per != 1 {
+            return Err(
+                "must hold `{period}` exactly once (e.g. `estate/{site}/assessment/{period}`)"
+                    .into(),
+            );
+        }
+        Ok(SummaryTopic {
+            pattern: pattern.to_owned(),
+        })
+    }
+
+    /// `estate/{site}/kpi`.
+    pub fn default_kpi() -> Self {
+        SummaryTopic {
+            pattern: "estate/{site}/kpi".into(),
+        }
+    }
+
+    /// `estate/{site}/assessment/{period}`.
+    pub fn default_assessment() -> Self {
+        SummaryTopic {
+            pattern: "estate/{site}/assessment/{period}".into(),
+        }
+    }
+
+    /// The topic for a site (and period, ignored by the live-figures topic).
+    pub fn render(&self, site: &str, period: &str) -> String {
+        self.pattern
+            .split('/')
+            .map(|seg| match seg {
+                "{site}" => site,
+                "{period}" => period,
+                s => s,
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// The subscription filter: each placeholder becomes `+`.
+    pub fn filter(&self) -> String {
+        self.render("+", "+")
+    }
+
+    /// The site and period (empty when the pattern has none) of a topic that matches.
+    pub fn matches<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
+        let (p, t): (Vec<&str>, Vec<&str>) = (
+            self.pattern.split('/').collect(),
+            topic.split('/').collect(),
+        );
+        if p.len() != t.len() {
+            return None;
+        }
+        let (mut site, mut period) = (None, "");
+        for (a, b) in p.iter().zip(&t) {
+            match *a {
+                "{site}" if !b.is_empty() => site = Some(*b),
+                "{period}" if !b.is_empty() => period = b,
+                "{site}" | "{period}" => return None,
+                lit if lit != *b => return None,
+                _ => {}
+            }
+        }
+        site.map(|s| (s, period))
+    }
+}
+
+impl fmt::Display for SummaryTopic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.pattern)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_topics_render_filter_and_match() {
+        let k = SummaryTopic::parse("estate/{site}/kpi", false).unwrap();
+        assert_eq!(k.render("锦绣", "x"), "estate/锦绣/kpi");
+        assert_eq!(k.filter(), "estate/+/kpi");
+        assert_eq!(k.matches("estate/锦绣/kpi"), Some(("锦绣", "")));
+        assert_eq!(k.matches("estate/锦绣/kpi/x"), None);
+        let a = SummaryTopic::parse("estate/{site}/assessment/{period}", true).unwrap();
+        assert_eq!(a.filter(), "estate/+/assessment/+");
+        assert_eq!(
+            a.matches("estate/s1/assessment/2026Q4"),
+            Some(("s1", "2026Q4"))
+        );
+        assert_eq!(a.matches("estate/s1/kpi/2026Q4"), None);
+        assert!(SummaryTopic::parse("estate/{site}/assessment", true).is_err());
+        assert!(SummaryTopic::parse("estate/{site}/{period}", false).is_err());
+        assert!(SummaryTopic::parse("estate/+/kpi", false).is_err());
+        assert!(SummaryTopic::parse("estate/kpi", false).is_err());
+        assert!(SummaryTopic::parse("estate/s-{site}/kpi", false).is_err());
+    }
 
     #[test]
     fn default_pattern_filters_and_matches() {

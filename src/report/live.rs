@@ -21,6 +21,12 @@
 //! When a month closes (the first computation in a new local month), the closed month's
 //! scorecard is written as `assessment` points too (period tag `YYYY-MM`), as
 //! `report --period YYYY-MM --publish` would.
+//!
+//! With `[mqtt]`, every computation is also published, retained, on `mqtt.kpi_topic` (the
+//! `/api/kpi` JSON itself, which carries `"schema": 1`), and a closed month's scorecard on
+//! `mqtt.assessment_topic` (`publish::assessment_json`), through the MQTT event sink's
+//! connection: handed over with `try_send`, never waiting (full: dropped and counted in
+//! `events_dropped`; the next interval brings fresh figures).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -76,6 +82,32 @@ pub fn closed_month(
     Ok((period, card, lines))
 }
 
+/// Where the task's summaries go on MQTT (the MQTT event sink's summary channel).
+pub struct SummaryOut {
+    pub tx: mpsc::Sender<crate::sink::mqtt::Summary>,
+    pub kpi_topic: crate::mqtt::topic::SummaryTopic,
+    pub assessment_topic: crate::mqtt::topic::SummaryTopic,
+    pub stats: Arc<crate::stats::Stats>,
+}
+
+impl SummaryOut {
+    /// Hands a summary to the publisher without waiting; when its queue is full the
+    /// summary is dropped and counted.
+    fn offer(&self, topic: String, body: &Json) {
+        let payload = body.to_string().into_bytes();
+        if self
+            .tx
+            .try_send(crate::sink::mqtt::Summary { topic, payload })
+            .is_err()
+        {
+            self.stats
+                .core
+                .events_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// What the task needs.
 pub struct KpiTask {
     pub journal: PathBuf,
@@ -89,6 +121,8 @@ pub struct KpiTask {
     /// The scorecard's KPIs and grades (`[assessment]`), for the closed-month points.
     pub kpis: Vec<crate::config::KpiSettings>,
     pub grades: Vec<crate::config::Grade>,
+    /// With `[mqtt]`: the retained summaries.
+    pub summaries: Option<SummaryOut>,
 }
 
 /// Local midnight of today and of the first of this month, in unix ms.
@@ -136,9 +170,9 @@ impl KpiTask {
 
     /// Writes the scorecard of the month [from_ms, to_ms) as `assessment` points.
     async fn close_month(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<()> {
-        let Some(store) = &self.store else {
+        if self.store.is_none() && self.summaries.is_none() {
             return Ok(());
-        };
+        }
         let now = self.clock.now_ms();
         let (path, site, settings) = (
             self.journal.clone(),
@@ -150,9 +184,18 @@ impl KpiTask {
             closed_month(&path, &site, &settings, &kpis, &grades, from_ms, to_ms, now)
         })
         .await??;
+        if let Some(out) = &self.summaries {
+            let body = super::publish::assessment_json(&self.site, &period, &card, now);
+            out.offer(
+                out.assessment_topic.render(&self.site, &period.label),
+                &body,
+            );
+        }
         let n = card.kpis.len();
-        if store.send(StoreItem::Lines(lines, n)).await.is_err() {
-            anyhow::bail!("the store sink has stopped");
+        if let Some(store) = &self.store {
+            if store.send(StoreItem::Lines(lines, n)).await.is_err() {
+                anyhow::bail!("the store sink has stopped");
+            }
         }
         tracing::info!(period = %period.label, total = card.total, grade = card.grade.as_deref().unwrap_or("-"),
                        "Month closed; assessment written.");
@@ -205,6 +248,9 @@ impl KpiTask {
             }
         }
         let view = self.json(now, &today, &mtd, &instants, in_season);
+        if let Some(out) = &self.summaries {
+            out.offer(out.kpi_topic.render(&self.site, ""), &view);
+        }
         if let Ok(mut w) = self.view.write() {
             *w = Some(view);
         }
@@ -308,6 +354,7 @@ impl KpiTask {
             .unwrap_or_default();
         let (intact, total, instant) = instant_rate(site_states, policy);
         let mut out = json!({
+            "schema": super::publish::SUMMARY_SCHEMA,
             "site": self.site,
             "ts": now,
             "day_from_ts": today.from_ms,

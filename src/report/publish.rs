@@ -32,6 +32,33 @@ pub fn assessment_lines(site: &str, period: &Period, card: &Scorecard) -> Vec<u8
     out
 }
 
+/// Version of the summary messages' JSON (`schema` key of the kpi and assessment messages).
+pub const SUMMARY_SCHEMA: u32 = 1;
+
+/// The scorecard as the retained MQTT message of `mqtt.assessment_topic` (README "Fleet"):
+/// `schema` (1), `site`, `period` (its label), `from_ts`/`to_ts` (the period, unix ms),
+/// `ts` (when it was computed), `total`, `grade`, `partial` (the period had not ended) and
+/// `kpis` (name, label, actual, target, weight, score — as `report --format json`).
+pub fn assessment_json(
+    site: &str,
+    period: &Period,
+    card: &Scorecard,
+    now_ms: i64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "schema": SUMMARY_SCHEMA,
+        "site": site,
+        "period": period.label,
+        "from_ts": period.from_ms,
+        "to_ts": period.to_ms,
+        "ts": now_ms,
+        "total": card.total,
+        "grade": card.grade,
+        "partial": card.partial,
+        "kpis": card.kpis,
+    })
+}
+
 /// Writes the scorecard's `assessment` points to the store.
 pub async fn publish(
     store: &StoreSettings,

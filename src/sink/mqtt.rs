@@ -9,6 +9,12 @@
 //! acknowledgments of incoming readings. While the broker is unreachable, events queue in
 //! rumqttc and then in this sink's channel; when both are full the core stage drops and counts
 //! (`events_dropped`) — the journal and the store still have every event.
+//!
+//! The same connection publishes the gateway's summaries (README "Fleet"), retained, QoS 1:
+//! the live figures on `mqtt.kpi_topic` and each scorecard on `mqtt.assessment_topic`; the
+//! KPI task hands them over with `try_send` on their own small channel (full: dropped and
+//! counted, the next interval brings fresh figures). `publish_once` is `report --publish`'s
+//! one-shot connection.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -33,6 +39,16 @@ pub const CAPACITY: usize = 4096;
 /// How long shutdown waits for outstanding publishes to be acknowledged by the broker.
 const FLUSH_GRACE: Duration = Duration::from_secs(3);
 
+/// Summaries waiting for the publisher (one a `kpi_interval` plus a scorecard a month).
+pub const SUMMARY_CAPACITY: usize = 16;
+
+/// A retained summary message: the topic and its JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
 /// Where alarm and state events go.
 #[derive(Debug, Clone)]
 pub struct EventTopics {
@@ -47,6 +63,7 @@ pub fn spawn(
     inventory: Arc<Inventory>,
     stats: Arc<Stats>,
     events: mpsc::Receiver<Arc<Event>>,
+    summaries: mpsc::Receiver<Summary>,
 ) -> JoinHandle<()> {
     let mut opts = crate::mqtt::options(settings);
     opts.set_client_id(format!("{}-events", settings.client_id))
@@ -58,7 +75,49 @@ pub fn spawn(
         Backoff::new(settings.reconnect_min, settings.reconnect_max),
         stats.clone(),
     ));
-    tokio::spawn(publish_loop(client, conn, topics, inventory, stats, events))
+    tokio::spawn(publish_loop(
+        client, conn, topics, inventory, stats, events, summaries,
+    ))
+}
+
+/// `report --publish`: connects (client id `<mqtt.client_id>-report`, clean session),
+/// publishes `summary` retained with QoS 1, waits for the broker's PUBACK and disconnects.
+pub async fn publish_once(
+    settings: &MqttSettings,
+    summary: Summary,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut opts = crate::mqtt::options(settings);
+    opts.set_client_id(format!("{}-report", settings.client_id))
+        .set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::new(opts, 8);
+    client
+        .publish(
+            summary.topic.clone(),
+            QoS::AtLeastOnce,
+            true,
+            summary.payload,
+        )
+        .await?;
+    let work = async {
+        loop {
+            match eventloop.poll().await? {
+                MqttEvent::Incoming(Packet::PubAck(_)) => {
+                    client.disconnect().await?;
+                }
+                MqttEvent::Outgoing(Outgoing::Disconnect) => return anyhow::Ok(()),
+                _ => {}
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r.map_err(|e| anyhow::anyhow!("{} ({}): {e:#}", settings.url, summary.topic)),
+        Err(_) => anyhow::bail!(
+            "the broker at {} did not acknowledge `{}` within {timeout:?}",
+            settings.url,
+            summary.topic
+        ),
+    }
 }
 
 async fn publish_loop(
@@ -68,8 +127,29 @@ async fn publish_loop(
     inventory: Arc<Inventory>,
     stats: Arc<Stats>,
     mut events: mpsc::Receiver<Arc<Event>>,
+    mut summaries: mpsc::Receiver<Summary>,
 ) {
-    while let Some(e) = events.recv().await {
+    let mut summaries_open = true;
+    loop {
+        let e = tokio::select! {
+            biased;
+            e = events.recv() => match e {
+                Some(e) => e,
+                None => break,
+            },
+            s = summaries.recv(), if summaries_open => {
+                match s {
+                    Some(s) => {
+                        if client.publish(s.topic, QoS::AtLeastOnce, true, s.payload).await.is_err() {
+                            break;
+                        }
+                        stats.core.mqtt_published.fetch_add(1, Relaxed);
+                    }
+                    None => summaries_open = false,
+                }
+                continue;
+            }
+        };
         let (topic, payload, retain) = match &*e {
             Event::Alarm(a) => {
                 let d = inventory.get(a.alarm.device);
