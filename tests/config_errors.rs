@@ -535,3 +535,23 @@ fn names_line_protocol_cannot_carry_are_refused() {
         assert!(err.contains(n), "missing {n:?} in:\n{err}");
     }
 }
+
+#[test]
+fn input_log_settings_and_payloads_too_large_for_a_record_are_refused() {
+    let (_d, p) = variant(
+        |t| {
+            t.replace("max_payload_bytes = 65536", "max_payload_bytes = 20000000")
+                + "\n[log]\nmax_bytes = \"1KiB\"\nretention = \"soon\"\ncommit_batch = 0\nsegment_bytes = \"64 parsecs\"\n"
+        },
+        None,
+    );
+    assert_errors(
+        &p,
+        &[
+            "gateway.toml: mqtt.max_payload_bytes: 20000000 is more than 8 MiB",
+            "gateway.toml: log.retention: `soon` is not a duration",
+            "gateway.toml: log.commit_batch: must be more than 0",
+            "gateway.toml: log.segment_bytes: `64 parsecs` is not a size",
+        ],
+    );
+}

@@ -504,6 +504,17 @@ pub(super) fn build_mqtt(
             "must be more than 0 (default 65536)",
         );
     }
+    // A reading is a record of the input log, which refuses records over 16 MiB when read
+    // back: keep payloads well below that.
+    if m.max_payload_bytes > 8 << 20 {
+        errs.push(
+            "mqtt.max_payload_bytes",
+            format!(
+                "{} is more than 8 MiB (8388608), the largest payload the input log takes as one record (default 65536)",
+                m.max_payload_bytes
+            ),
+        );
+    }
     if m.max_packet_bytes < m.max_payload_bytes {
         errs.push(
             "mqtt.max_packet_bytes",
