@@ -36,8 +36,8 @@ pub use assessment::{
     default_grades, default_kpis, AssessmentSettings, Grade, KpiFigure, KpiSettings,
 };
 pub use build::{
-    Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, LogSettings, MqttSettings,
-    StoreSettings, LOG_DIR_NAME,
+    Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, LogSettings, MqttProtocol,
+    MqttSettings, StoreSettings, LOG_DIR_NAME,
 };
 pub use check::{redact_url, Secret, SecretUrl};
 pub use heating::{HeatingSettings, SiteHeating};
@@ -365,6 +365,9 @@ fn unknown_key_hint(key: &str) -> String {
             "ack_topic",
             "on_site_topic",
             "inflight",
+            "protocol",
+            "session_expiry",
+            "receive_maximum",
         ],
         "store" => &[
             "url",
