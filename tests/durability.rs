@@ -459,3 +459,13 @@ fn live_readings_are_written_while_a_backlog_drains() {
         .contains("The store is behind: writing the backlog oldest first"));
     estate.gateway.terminate();
 }
+
+// The same with the gateway speaking MQTT 5: the session survives the kills by its session
+// expiry interval (clean start off), and nothing unacknowledged is lost.
+
+#[test]
+fn sigkill_three_times_mid_stream_loses_nothing_and_applies_each_reading_once_v5() {
+    crate::fixture::under_v5(
+        sigkill_three_times_mid_stream_loses_nothing_and_applies_each_reading_once,
+    );
+}

@@ -112,6 +112,35 @@ impl Api {
     }
 }
 
+thread_local! {
+    /// `mqtt.protocol` of the configurations this test thread writes (`None`: the default,
+    /// 3.1.1). Set by [`under_v5`].
+    static PROTOCOL: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs a test body with every gateway configuration it writes (`config_text`) speaking MQTT 5
+/// (`mqtt.protocol = "v5"`); [`start_gateway`] then checks that mosquitto saw a v5 client. The
+/// same integration tests run under both protocol versions this way.
+pub(crate) fn under_v5<T>(body: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            PROTOCOL.with(|p| p.set(None));
+        }
+    }
+    PROTOCOL.with(|p| p.set(Some("v5")));
+    let _reset = Reset;
+    body()
+}
+
+/// The `[mqtt]` line choosing the protocol of this test thread (empty for the default).
+fn protocol_line() -> String {
+    PROTOCOL.with(|p| {
+        p.get()
+            .map_or(String::new(), |v| format!("protocol = \"{v}\"\n"))
+    })
+}
+
 /// The gateway's TOML for the given broker and store; `extra_store` and `extra` are appended
 /// to the `[store]` section and the file.
 pub(crate) fn config_text(
@@ -135,6 +164,7 @@ pub(crate) fn config_text(
     })
     .map(|l| format!("{l}\n"))
     .collect();
+    let protocol = protocol_line();
     format!(
         r#"
 [gateway]
@@ -148,7 +178,7 @@ url = "{mqtt_url}"
 client_id = "gw-test"
 reconnect_min = "100ms"
 reconnect_max = "1s"
-
+{protocol}
 [store]
 url = "{store_url}"
 org = "estate"
@@ -346,5 +376,20 @@ pub(crate) fn start_gateway(config: &std::path::Path, mqtt: &Mosquitto) -> Gatew
         "broker did not log the gateway's subscription:\n{}",
         mqtt.log()
     );
+    if PROTOCOL.with(|p| p.get()) == Some("v5") {
+        // mosquitto logs `New client connected from … as gw-test (p5, c0, k30)`: protocol 5,
+        // clean start off.
+        assert!(
+            mqtt.log().contains("as gw-test (p5, c0"),
+            "the gateway did not connect with MQTT 5 and clean start off:\n{}",
+            mqtt.log()
+        );
+        // The event publisher's own connection: MQTT 5 too, clean start.
+        assert!(
+            mqtt.wait_for_log("as gw-test-events (p5, c1", WAIT),
+            "the event publisher did not connect with MQTT 5:\n{}",
+            mqtt.log()
+        );
+    }
     gw
 }
