@@ -630,6 +630,52 @@ clear_value = 0.2
     }
 
     #[test]
+    fn mqtt_protocol_session_expiry_and_receive_maximum() {
+        let base = "[gateway]\nsite = \"a\"\n[mqtt]\n";
+        // Defaults: 3.1.1; for v5 a week of session and 1000 messages in flight.
+        let m = load_text(base, &[], &[])
+            .expect("valid")
+            .mqtt
+            .expect("mqtt");
+        assert_eq!(m.protocol, MqttProtocol::V311);
+        assert_eq!(m.session_expiry, std::time::Duration::from_secs(7 * 86_400));
+        assert_eq!(m.receive_maximum, 1000);
+        let text =
+            format!("{base}protocol = \"v5\"\nsession_expiry = \"2h\"\nreceive_maximum = 50\n");
+        let m = load_text(&text, &[], &[])
+            .expect("valid")
+            .mqtt
+            .expect("mqtt");
+        assert_eq!(m.protocol, MqttProtocol::V5);
+        assert_eq!(m.session_expiry, std::time::Duration::from_secs(7200));
+        assert_eq!(m.receive_maximum, 50);
+        let o = crate::mqtt::options_v5(&m);
+        assert_eq!(o.session_expiry_interval(), Some(7200));
+        assert_eq!(o.receive_maximum(), Some(50));
+        assert!(!o.clean_start());
+        assert!(o.manual_acks());
+        // `v311` is the other spelling; the environment overrides the file.
+        let m = load_text(&text, &[], &[("ESTATE_GW__MQTT__PROTOCOL", "v311")])
+            .expect("valid")
+            .mqtt
+            .expect("mqtt");
+        assert_eq!(m.protocol, MqttProtocol::V311);
+        // Every mistake at once, with its key and what is valid.
+        let bad = format!("{base}protocol = \"5\"\nsession_expiry = \"0s\"\nreceive_maximum = 0\n");
+        let all = errors(&bad, &[], &[]);
+        assert_has(
+            &all,
+            &[
+                "gateway.toml: mqtt.protocol: `5` is not an MQTT protocol version; valid: v3.1.1 (or v311), v5",
+                "mqtt.session_expiry: is 0",
+                "mqtt.receive_maximum: must be at least 1 (default 1000)",
+            ],
+        );
+        let all = errors(&format!("{base}session_expiry = \"200y\"\n"), &[], &[]);
+        assert_has(&all, &["mqtt.session_expiry: is longer than MQTT allows"]);
+    }
+
+    #[test]
     fn http_is_off_without_its_section() {
         let cfg = load_text("[gateway]\nsite = \"a\"\n", &[], &[]).expect("valid");
         assert!(cfg.http.is_none());
