@@ -298,6 +298,22 @@ impl LinkError {
         }
     }
 
+    /// Any refusing CONNACK: its code (v5: with what it means).
+    pub fn refused(&self) -> Option<String> {
+        match self {
+            LinkError::V4(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                Some(format!("{code:?}"))
+            }
+            LinkError::V5(
+                rumqttc::v5::ConnectionError::ConnectionRefused(code)
+                | rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::ConnFail {
+                    reason: code,
+                }),
+            ) => Some(connack_meaning(*code)),
+            _ => None,
+        }
+    }
+
     /// An incoming packet over `mqtt.max_packet_bytes`: its size.
     pub fn too_large(&self) -> Option<usize> {
         match self {
