@@ -469,3 +469,18 @@ fn sigkill_three_times_mid_stream_loses_nothing_and_applies_each_reading_once_v5
         sigkill_three_times_mid_stream_loses_nothing_and_applies_each_reading_once,
     );
 }
+
+/// MQTT 5's receive maximum bounds the QoS 1 messages the broker has in flight to the gateway
+/// unacknowledged. With a window of 4, the acks (sent after each group commit) must keep it
+/// moving: a thousand readings sent fast all arrive, each applied once.
+#[test]
+fn a_small_receive_maximum_still_delivers_every_reading_v5() {
+    crate::fixture::under_v5_with("receive_maximum = 4", || {
+        let mut estate = Estate::start_with("", &sensors(20));
+        let t0 = now_ms() - 600_000;
+        let client = MqttClient::connect(estate.mqtt.port());
+        let want = publish(&client, 20, 0..50, t0, 2_000);
+        assert_eq!(want.len(), 1_000);
+        stored_exactly_then_stop(&mut estate, &want, 1_000);
+    });
+}

@@ -113,32 +113,34 @@ impl Api {
 }
 
 thread_local! {
-    /// `mqtt.protocol` of the configurations this test thread writes (`None`: the default,
-    /// 3.1.1). Set by [`under_v5`].
-    static PROTOCOL: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+    /// Lines added to the `[mqtt]` section of the configurations this test thread writes
+    /// (empty: the default protocol, 3.1.1). Set by [`under_v5`].
+    static MQTT_LINES: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// Runs a test body with every gateway configuration it writes (`config_text`) speaking MQTT 5
 /// (`mqtt.protocol = "v5"`); [`start_gateway`] then checks that mosquitto saw a v5 client. The
 /// same integration tests run under both protocol versions this way.
 pub(crate) fn under_v5<T>(body: impl FnOnce() -> T) -> T {
+    under_v5_with("", body)
+}
+
+/// Like [`under_v5`], with more `[mqtt]` lines (e.g. `receive_maximum = 4`).
+pub(crate) fn under_v5_with<T>(mqtt_lines: &str, body: impl FnOnce() -> T) -> T {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            PROTOCOL.with(|p| p.set(None));
+            MQTT_LINES.with(|l| l.borrow_mut().clear());
         }
     }
-    PROTOCOL.with(|p| p.set(Some("v5")));
+    MQTT_LINES.with(|l| *l.borrow_mut() = format!("protocol = \"v5\"\n{mqtt_lines}\n"));
     let _reset = Reset;
     body()
 }
 
-/// The `[mqtt]` line choosing the protocol of this test thread (empty for the default).
-fn protocol_line() -> String {
-    PROTOCOL.with(|p| {
-        p.get()
-            .map_or(String::new(), |v| format!("protocol = \"{v}\"\n"))
-    })
+/// Whether this test thread's gateways speak MQTT 5.
+fn v5() -> bool {
+    MQTT_LINES.with(|l| l.borrow().starts_with("protocol = \"v5\""))
 }
 
 /// The gateway's TOML for the given broker and store; `extra_store` and `extra` are appended
@@ -164,7 +166,7 @@ pub(crate) fn config_text(
     })
     .map(|l| format!("{l}\n"))
     .collect();
-    let protocol = protocol_line();
+    let protocol = MQTT_LINES.with(|l| l.borrow().clone());
     format!(
         r#"
 [gateway]
@@ -376,7 +378,7 @@ pub(crate) fn start_gateway(config: &std::path::Path, mqtt: &Mosquitto) -> Gatew
         "broker did not log the gateway's subscription:\n{}",
         mqtt.log()
     );
-    if PROTOCOL.with(|p| p.get()) == Some("v5") {
+    if v5() {
         // mosquitto logs `New client connected from … as gw-test (p5, c0, k30)`: protocol 5,
         // clean start off.
         assert!(
