@@ -552,6 +552,17 @@ pub(super) fn build_mqtt(
             MqttProtocol::V311
         }
     };
+    for (key, p) in [
+        ("mqtt.telemetry_topic", &telemetry_topic),
+        ("mqtt.status_topic", &status_topic),
+    ] {
+        if p.as_ref().is_some_and(|p| p.share_group().is_some()) && protocol != MqttProtocol::V5 {
+            errs.push(
+                key,
+                "is a shared subscription (`$share/…`), which needs MQTT 5; set mqtt.protocol = \"v5\"",
+            );
+        }
+    }
     let session_expiry = errs.duration("mqtt.session_expiry", &m.session_expiry);
     if session_expiry.as_secs() > u64::from(u32::MAX) && !errs.has_key("mqtt.session_expiry") {
         errs.push(
@@ -706,7 +717,8 @@ fn check_out_topics(
         ("mqtt.status_topic", status),
     ] {
         if let Some(p) = p {
-            topics.push((key, p.filter(), p.render("s1", "c1", "d1")));
+            // Compared without a `$share/{group}/` prefix: messages arrive without it.
+            topics.push((key, p.render("+", "+", "+"), p.render("s1", "c1", "d1")));
         }
     }
     for (key, s) in [
@@ -714,6 +726,10 @@ fn check_out_topics(
         ("mqtt.state_topic", &m.state_topic),
     ] {
         match TopicPattern::parse(s) {
+            Ok(p) if p.share_group().is_some() => errs.push(
+                key,
+                format!("`{s}` is a topic the gateway publishes to; `$share/` is for subscriptions (mqtt.telemetry_topic, mqtt.status_topic)"),
+            ),
             Ok(p) => topics.push((key, p.filter(), p.render("s1", "c1", "d1"))),
             Err(e) => errs.push(key, format!("`{s}` {e}")),
         }

@@ -671,6 +671,29 @@ clear_value = 0.2
                 "mqtt.receive_maximum: must be at least 1 (default 1000)",
             ],
         );
+        // A shared subscription needs v5, and only the subscribed topics may be shared.
+        let shared =
+            "telemetry_topic = \"$share/pair/estate/{site}/{category}/{device}/telemetry\"\n";
+        let all = errors(
+            &format!("{base}{shared}alarm_topic = \"$share/p/estate/{{site}}/alarms/{{category}}/{{device}}\"\n"),
+            &[],
+            &[],
+        );
+        assert_has(
+            &all,
+            &[
+                "mqtt.telemetry_topic: is a shared subscription (`$share/…`), which needs MQTT 5; set mqtt.protocol = \"v5\"",
+                "mqtt.alarm_topic: `$share/p/estate/{site}/alarms/{category}/{device}` is a topic the gateway publishes to",
+            ],
+        );
+        let m = load_text(&format!("{base}protocol = \"v5\"\n{shared}"), &[], &[])
+            .expect("valid")
+            .mqtt
+            .expect("mqtt");
+        assert_eq!(
+            m.telemetry_topic.filter(),
+            "$share/pair/estate/+/+/+/telemetry"
+        );
         let all = errors(&format!("{base}session_expiry = \"200y\"\n"), &[], &[]);
         assert_has(&all, &["mqtt.session_expiry: is longer than MQTT allows"]);
     }

@@ -99,10 +99,8 @@ pub async fn publish_once(
     let work = async {
         loop {
             match eventloop.poll().await.map_err(|e| anyhow::anyhow!("{e}"))? {
-                LinkEvent::PubAck => {
-                    if client.disconnect().await.is_err() {
-                        anyhow::bail!("the MQTT client stopped before disconnecting");
-                    }
+                LinkEvent::PubAck if client.disconnect().await.is_err() => {
+                    anyhow::bail!("the MQTT client stopped before disconnecting");
                 }
                 LinkEvent::Disconnected => return anyhow::Ok(()),
                 _ => {}
