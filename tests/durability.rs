@@ -493,7 +493,7 @@ fn a_gateway_pair_on_a_shared_subscription_splits_the_readings_v5() {
     crate::fixture::under_v5_with(
         "telemetry_topic = \"$share/pair/estate/{site}/{category}/{device}/telemetry\"",
         || {
-            let mut estate = Estate::start_with("", &sensors(10));
+            let estate = Estate::start_with("", &sensors(10));
             let dir = tempfile::tempdir().expect("temp dir");
             let config = dir.path().join("gateway.toml");
             let text = crate::fixture::config_text(

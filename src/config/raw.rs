@@ -111,7 +111,7 @@ pub(crate) struct RawMqtt {
     pub on_site_topic: String,
     /// Our own QoS 1 publishes (alarm and state events) in flight before we wait for the
     /// broker's acks. (MQTT 3.1.1 gives a client no way to limit what the broker sends it:
-    /// that is the broker's `max_inflight_messages`.)
+    /// that is the broker's `max_inflight_messages`; in v5 it is `receive_maximum`.)
     pub inflight: u16,
     /// `v3.1.1` (also `v311`, the default) or `v5`.
     pub protocol: String,

@@ -3,6 +3,11 @@
 //! into a `Reading`, and acknowledges it only when a sink has taken it (manual acks, see
 //! `model::Ack`). Rejected messages are acknowledged at once: redelivering them cannot help.
 //!
+//! Either protocol version (`mqtt.protocol`): the connection is a `mqtt::link::Link`, which
+//! hands v5 publishes on in the 3.1.1 shape, so decoding, rejects, commands and the acker are
+//! the same code for both; in v5 the session is kept by its expiry interval and the broker's
+//! reason codes are logged with what they mean.
+//!
 //! rumqttc's event loop retries a failed connection immediately; we wait with capped
 //! exponential backoff and jitter between attempts, and resubscribe on every ConnAck (harmless
 //! when the broker kept the session, necessary when it did not).
