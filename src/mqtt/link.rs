@@ -352,20 +352,6 @@ impl LinkError {
             _ => None,
         }
     }
-
-    /// The broker closed the connection because another client took our session (v5
-    /// DISCONNECT 0x8E).
-    pub fn session_taken_over(&self) -> bool {
-        matches!(
-            self,
-            LinkError::V5(rumqttc::v5::ConnectionError::MqttState(
-                rumqttc::v5::StateError::ServerDisconnect {
-                    reason_code: DisconnectReasonCode::SessionTakenOver,
-                    ..
-                }
-            ))
-        )
-    }
 }
 
 /// A CONNACK reason code (MQTT 5 §3.2.2.2) and what it means for the gateway.
