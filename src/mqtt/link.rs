@@ -459,7 +459,7 @@ pub fn disconnect_meaning(code: DisconnectReasonCode) -> String {
         D::TopicFilterInvalid => "the broker does not accept a topic filter",
         D::TopicNameInvalid => "the broker does not accept a topic name",
         D::ReceiveMaximumExceeded => {
-            "we had more QoS 1 messages unacknowledged than the broker's receive maximum"
+            "we had more QoS 1 publishes unacknowledged than the broker's receive maximum; lower mqtt.inflight"
         }
         D::TopicAliasInvalid => "a topic alias was invalid",
         D::PacketTooLarge => "a packet was larger than the broker's maximum packet size",
