@@ -14,9 +14,8 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, Packet, QoS, SubscribeReasonCode};
-
 use crate::config::{Config, MqttSettings, StoreSettings};
+use crate::mqtt::link::{self, LinkEvent};
 
 /// How long the broker check waits for the connection and the subscription.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -122,29 +121,21 @@ fn modbus_fix(
 /// Connects and subscribes on a connection of its own.
 async fn broker(m: &MqttSettings) -> Check {
     let target = m.url.clone();
-    let mut opts = crate::mqtt::options(m);
     let client_id = format!("{}-doctor", m.client_id);
-    opts.set_client_id(client_id.clone())
-        .set_clean_session(true)
-        .set_manual_acks(false);
-    let (client, mut events) = AsyncClient::new(opts, 10);
+    let (client, mut events) = link::connect(m, &client_id, false, 10);
     let filters = [m.telemetry_topic.filter(), m.status_topic.filter()];
-    for f in &filters {
-        // Queued until the connection is up.
-        let _ = client.subscribe(f.clone(), QoS::AtLeastOnce).await;
-    }
+    // Queued until the connection is up; one SUBSCRIBE, one SUBACK.
+    let _ = client.try_subscribe_many(filters.to_vec());
     let outcome = tokio::time::timeout(BROKER_TIMEOUT, async {
-        let mut subscribed = 0;
         loop {
             match events.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                    {
+                Ok(LinkEvent::SubAck { refused }) => {
+                    if !refused.is_empty() {
                         return Err((
-                            "connected, but the subscription was refused".to_owned(),
+                            format!(
+                                "connected, but the subscription was refused ({})",
+                                refused.join("; ")
+                            ),
                             format!(
                                 "allow client `{client_id}` (and `{}`) to read {} in the broker's ACL",
                                 m.client_id,
@@ -152,15 +143,13 @@ async fn broker(m: &MqttSettings) -> Check {
                             ),
                         ));
                     }
-                    subscribed += 1;
-                    if subscribed == filters.len() {
-                        return Ok(());
-                    }
+                    return Ok(());
                 }
                 Ok(_) => {}
-                Err(ConnectionError::ConnectionRefused(code)) => {
+                Err(e) if e.refused().is_some() => {
+                    let code = e.refused().unwrap_or_default();
                     return Err((
-                        format!("the broker refused the connection: {code:?}"),
+                        format!("the broker refused the connection: {code}"),
                         "check mqtt.username and the password (mqtt.password_file or the variable named by mqtt.password_env), and that the broker allows this client".to_owned(),
                     ))
                 }

@@ -874,3 +874,16 @@ fn a_maintenance_window_over_http_puts_the_device_in_maintenance() {
     let r = api.send("DELETE", &del, None);
     assert_eq!(r.status, 404, "{}", r.text());
 }
+
+// The same tests with the gateway speaking MQTT 5 (`mqtt.protocol = "v5"`): the alarm events
+// and retained states it publishes, and acknowledgments it receives over MQTT.
+
+#[test]
+fn entrapment_raises_at_once_on_mqtt_in_the_store_and_on_the_state_topic_v5() {
+    crate::fixture::under_v5(entrapment_raises_at_once_on_mqtt_in_the_store_and_on_the_state_topic);
+}
+
+#[test]
+fn acknowledged_over_mqtt_and_refused_acknowledgments_over_http_v5() {
+    crate::fixture::under_v5(acknowledged_over_mqtt_and_refused_acknowledgments_over_http);
+}

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::fixture::{now_ms, start_gateway, Estate};
+use crate::fixture::{now_ms, start_gateway, Estate, WAIT};
 use crate::support::http_get;
 use crate::support::{wait_until, FieldVal, MqttClient};
 
@@ -458,4 +458,99 @@ fn live_readings_are_written_while_a_backlog_drains() {
         .log()
         .contains("The store is behind: writing the backlog oldest first"));
     estate.gateway.terminate();
+}
+
+// The same with the gateway speaking MQTT 5: the session survives the kills by its session
+// expiry interval (clean start off), and nothing unacknowledged is lost.
+
+#[test]
+fn sigkill_three_times_mid_stream_loses_nothing_and_applies_each_reading_once_v5() {
+    crate::fixture::under_v5(
+        sigkill_three_times_mid_stream_loses_nothing_and_applies_each_reading_once,
+    );
+}
+
+/// MQTT 5's receive maximum bounds the QoS 1 messages the broker has in flight to the gateway
+/// unacknowledged. With a window of 4, the acks (sent after each group commit) must keep it
+/// moving: a thousand readings sent fast all arrive, each applied once.
+#[test]
+fn a_small_receive_maximum_still_delivers_every_reading_v5() {
+    crate::fixture::under_v5_with("receive_maximum = 4", || {
+        let mut estate = Estate::start_with("", &sensors(20));
+        let t0 = now_ms() - 600_000;
+        let client = MqttClient::connect(estate.mqtt.port());
+        let want = publish(&client, 20, 0..50, t0, 2_000);
+        assert_eq!(want.len(), 1_000);
+        stored_exactly_then_stop(&mut estate, &want, 1_000);
+    });
+}
+
+/// MQTT 5 shared subscriptions: two gateways (their own client ids, hosts and data dirs)
+/// subscribe to the telemetry as `$share/pair/…`. The broker gives each message to one of
+/// them: together they store every reading exactly once, and each took a part.
+#[test]
+fn a_gateway_pair_on_a_shared_subscription_splits_the_readings_v5() {
+    crate::fixture::under_v5_with(
+        "telemetry_topic = \"$share/pair/estate/{site}/{category}/{device}/telemetry\"",
+        || {
+            let estate = Estate::start_with("", &sensors(10));
+            let dir = tempfile::tempdir().expect("temp dir");
+            let config = dir.path().join("gateway.toml");
+            let text = crate::fixture::config_text(
+                &estate.mqtt.url(),
+                &estate.proxy.url(),
+                "",
+                &sensors(10),
+            );
+            std::fs::write(&config, text).expect("write config");
+            let mut second = crate::support::GatewayProcess::start_with_env(
+                &["run", "-c", config.to_str().expect("utf-8 path")],
+                &[
+                    ("ESTATE_GW__MQTT__CLIENT_ID", "gw-test-b"),
+                    ("ESTATE_GW__GATEWAY__HOST", "test-host-b"),
+                ],
+            );
+            let filter = "$share/pair/estate/+/+/+/telemetry";
+            for id in ["gw-test", "gw-test-b"] {
+                assert!(
+                    estate.mqtt.wait_for_subscription(Some(id), filter, WAIT),
+                    "{id} did not subscribe to {filter}:\n{}\n{}",
+                    estate.mqtt.log(),
+                    second.log()
+                );
+            }
+            let client = MqttClient::connect(estate.mqtt.port());
+            let want = publish(&client, 10, 0..50, now_ms() - 600_000, 1_000);
+            assert_eq!(want.len(), 500);
+            let got = wait_for_set(&estate, &want);
+            assert!(got == want, "{}", missing(&want, &got));
+            // Each message went to one gateway: no point was written twice.
+            assert_eq!(stored(&estate).1, 500);
+            // Both took part: their self-measurements count the readings each took.
+            let mut taken = (0, 0);
+            wait_until(WAIT, Duration::from_millis(200), || {
+                for p in estate
+                    .proxy
+                    .lines()
+                    .iter()
+                    .map(|l| crate::support::parse_line(l))
+                    .filter(|p| p.measurement == "gateway")
+                {
+                    let n = field(&p, "readings");
+                    match p.tag("host") {
+                        "test-host" => taken.0 = taken.0.max(n),
+                        "test-host-b" => taken.1 = taken.1.max(n),
+                        _ => {}
+                    }
+                }
+                taken.0 + taken.1 >= 500
+            });
+            assert_eq!(taken.0 + taken.1, 500, "{taken:?}");
+            assert!(
+                taken.0 > 0 && taken.1 > 0,
+                "one gateway took all: {taken:?}"
+            );
+            assert!(second.terminate().success());
+        },
+    );
 }

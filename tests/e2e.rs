@@ -187,3 +187,15 @@ fn sigterm_flushes_and_a_restart_loses_nothing() {
     assert_eq!(ts, (0..300).map(|i| t0 + i).collect::<Vec<_>>());
     eprintln!("{flushed} readings flushed at SIGTERM, the rest delivered after the restart");
 }
+
+// The same tests with the gateway speaking MQTT 5 (`mqtt.protocol = "v5"`).
+
+#[test]
+fn readings_reach_the_store_exactly_v5() {
+    crate::fixture::under_v5(readings_reach_the_store_exactly);
+}
+
+#[test]
+fn sigterm_flushes_and_a_restart_loses_nothing_v5() {
+    crate::fixture::under_v5(sigterm_flushes_and_a_restart_loses_nothing);
+}

@@ -112,6 +112,37 @@ impl Api {
     }
 }
 
+thread_local! {
+    /// Lines added to the `[mqtt]` section of the configurations this test thread writes
+    /// (empty: the default protocol, 3.1.1). Set by [`under_v5`].
+    static MQTT_LINES: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs a test body with every gateway configuration it writes (`config_text`) speaking MQTT 5
+/// (`mqtt.protocol = "v5"`); [`start_gateway`] then checks that mosquitto saw a v5 client. The
+/// same integration tests run under both protocol versions this way.
+pub(crate) fn under_v5<T>(body: impl FnOnce() -> T) -> T {
+    under_v5_with("", body)
+}
+
+/// Like [`under_v5`], with more `[mqtt]` lines (e.g. `receive_maximum = 4`).
+pub(crate) fn under_v5_with<T>(mqtt_lines: &str, body: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MQTT_LINES.with(|l| l.borrow_mut().clear());
+        }
+    }
+    MQTT_LINES.with(|l| *l.borrow_mut() = format!("protocol = \"v5\"\n{mqtt_lines}\n"));
+    let _reset = Reset;
+    body()
+}
+
+/// Whether this test thread's gateways speak MQTT 5.
+fn v5() -> bool {
+    MQTT_LINES.with(|l| l.borrow().starts_with("protocol = \"v5\""))
+}
+
 /// The gateway's TOML for the given broker and store; `extra_store` and `extra` are appended
 /// to the `[store]` section and the file.
 pub(crate) fn config_text(
@@ -135,6 +166,7 @@ pub(crate) fn config_text(
     })
     .map(|l| format!("{l}\n"))
     .collect();
+    let protocol = MQTT_LINES.with(|l| l.borrow().clone());
     format!(
         r#"
 [gateway]
@@ -148,7 +180,7 @@ url = "{mqtt_url}"
 client_id = "gw-test"
 reconnect_min = "100ms"
 reconnect_max = "1s"
-
+{protocol}
 [store]
 url = "{store_url}"
 org = "estate"
@@ -346,5 +378,20 @@ pub(crate) fn start_gateway(config: &std::path::Path, mqtt: &Mosquitto) -> Gatew
         "broker did not log the gateway's subscription:\n{}",
         mqtt.log()
     );
+    if v5() {
+        // mosquitto logs `New client connected from … as gw-test (p5, c0, k30)`: protocol 5,
+        // clean start off.
+        assert!(
+            mqtt.log().contains("as gw-test (p5, c0"),
+            "the gateway did not connect with MQTT 5 and clean start off:\n{}",
+            mqtt.log()
+        );
+        // The event publisher's own connection: MQTT 5 too, clean start.
+        assert!(
+            mqtt.wait_for_log("as gw-test-events (p5, c1", WAIT),
+            "the event publisher did not connect with MQTT 5:\n{}",
+            mqtt.log()
+        );
+    }
     gw
 }

@@ -220,3 +220,10 @@ fn two_gateways_with_one_client_id_are_recognised_as_a_session_takeover() {
         "a reading after the takeover reached the store"
     );
 }
+
+/// The same with MQTT 5: the broker now says why it closes the connection (DISCONNECT 0x8E,
+/// session taken over), and the takeover is recognised and recovered from the same way.
+#[test]
+fn two_gateways_with_one_client_id_are_recognised_as_a_session_takeover_v5() {
+    crate::fixture::under_v5(two_gateways_with_one_client_id_are_recognised_as_a_session_takeover);
+}

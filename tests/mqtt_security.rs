@@ -583,6 +583,41 @@ fn wrong_password_is_reported_and_retried_with_backoff() {
     assert_eq!(gw.terminate().code(), Some(0), "{}", gw.log());
 }
 
+/// MQTT 5: the refusing CONNACK's reason code is logged with what it means.
+#[test]
+fn wrong_password_is_reported_with_the_v5_reason_code() {
+    let secrets = Secrets::new();
+    let broker = Mosquitto::start_with_config(&secrets.broker_conf());
+    let proxy = RecordingProxy::start(None);
+    let password_file = secrets.password_file("mqtt-password", WRONG_PASSWORD);
+    let config = config_text(
+        broker.port(),
+        &secrets.ca(),
+        &proxy.url(),
+        &format!(
+            "password_file = {}\nprotocol = \"v5\"",
+            toml_path(&password_file)
+        ),
+    );
+    let mut gw = start_gateway(&secrets, &config, &[]);
+    assert_retries_with_backoff(&mut gw, REFUSED, 3);
+    let log = gw.log();
+    let refusal = log.lines().find(|l| l.contains(REFUSED)).unwrap();
+    assert!(
+        refusal.contains("code=CONNACK NotAuthorized (0x87): this user may not connect")
+            || refusal
+                .contains("code=CONNACK BadUserNamePassword (0x86): wrong user name or password"),
+        "the refusal does not carry the v5 reason code and its meaning: {refusal}"
+    );
+    // The v5 client made the attempts (a 3.1.1 refusal carries no reason code text).
+    assert!(log.contains("protocol=\"v5\""), "{log}");
+    assert!(
+        !log.contains(WRONG_PASSWORD),
+        "the password is in the log:\n{log}"
+    );
+    assert_eq!(gw.terminate().code(), Some(0), "{}", gw.log());
+}
+
 #[test]
 fn unknown_ca_is_reported_and_retried_with_backoff() {
     let secrets = Secrets::new();

@@ -104,6 +104,31 @@ pub struct MqttSettings {
     /// Incoming on-site reports; `{site}` is the only placeholder.
     pub on_site_topic: TopicPattern,
     pub inflight: u16,
+    /// The MQTT protocol version of every connection (source and event sink).
+    pub protocol: MqttProtocol,
+    /// MQTT v5: the session expiry interval sent in CONNECT (whole seconds).
+    pub session_expiry: Duration,
+    /// MQTT v5: the receive maximum sent in CONNECT.
+    pub receive_maximum: u16,
+}
+
+/// `mqtt.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1 (`v3.1.1`, `v311`): the default.
+    #[default]
+    V311,
+    /// MQTT 5 (`v5`).
+    V5,
+}
+
+impl MqttProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MqttProtocol::V311 => "v3.1.1",
+            MqttProtocol::V5 => "v5",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -527,6 +552,44 @@ pub(super) fn build_mqtt(
     if m.inflight == 0 {
         errs.push("mqtt.inflight", "must be at least 1 (default 1000)");
     }
+    let protocol = match m.protocol.as_str() {
+        "v3.1.1" | "v311" => MqttProtocol::V311,
+        "v5" => MqttProtocol::V5,
+        other => {
+            errs.push(
+                "mqtt.protocol",
+                format!("`{other}` is not an MQTT protocol version; valid: v3.1.1 (or v311), v5"),
+            );
+            MqttProtocol::V311
+        }
+    };
+    for (key, p) in [
+        ("mqtt.telemetry_topic", &telemetry_topic),
+        ("mqtt.status_topic", &status_topic),
+    ] {
+        if p.as_ref().is_some_and(|p| p.share_group().is_some()) && protocol != MqttProtocol::V5 {
+            errs.push(
+                key,
+                "is a shared subscription (`$share/…`), which needs MQTT 5; set mqtt.protocol = \"v5\"",
+            );
+        }
+    }
+    let session_expiry = errs.duration("mqtt.session_expiry", &m.session_expiry);
+    if session_expiry.as_secs() > u64::from(u32::MAX) && !errs.has_key("mqtt.session_expiry") {
+        errs.push(
+            "mqtt.session_expiry",
+            "is longer than MQTT allows (4294967295 s, about 136 years)",
+        );
+    }
+    if session_expiry.is_zero() && !errs.has_key("mqtt.session_expiry") {
+        errs.push(
+            "mqtt.session_expiry",
+            "is 0: the broker would drop our session and its queued messages at every disconnect; use e.g. `7d`",
+        );
+    }
+    if m.receive_maximum == 0 {
+        errs.push("mqtt.receive_maximum", "must be at least 1 (default 1000)");
+    }
     MqttSettings {
         url: redact_url(&m.url),
         host,
@@ -556,6 +619,9 @@ pub(super) fn build_mqtt(
         ack_topic: TopicPattern::parse_site_only(&m.ack_topic).unwrap_or_else(fallback),
         on_site_topic: TopicPattern::parse_site_only(&m.on_site_topic).unwrap_or_else(fallback),
         inflight: m.inflight,
+        protocol,
+        session_expiry,
+        receive_maximum: m.receive_maximum,
     }
 }
 
@@ -662,7 +728,8 @@ fn check_out_topics(
         ("mqtt.status_topic", status),
     ] {
         if let Some(p) = p {
-            topics.push((key, p.filter(), p.render("s1", "c1", "d1")));
+            // Compared without a `$share/{group}/` prefix: messages arrive without it.
+            topics.push((key, p.render("+", "+", "+"), p.render("s1", "c1", "d1")));
         }
     }
     for (key, s) in [
@@ -670,6 +737,10 @@ fn check_out_topics(
         ("mqtt.state_topic", &m.state_topic),
     ] {
         match TopicPattern::parse(s) {
+            Ok(p) if p.share_group().is_some() => errs.push(
+                key,
+                format!("`{s}` is a topic the gateway publishes to; `$share/` is for subscriptions (mqtt.telemetry_topic, mqtt.status_topic)"),
+            ),
             Ok(p) => topics.push((key, p.filter(), p.render("s1", "c1", "d1"))),
             Err(e) => errs.push(key, format!("`{s}` {e}")),
         }

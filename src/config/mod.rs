@@ -36,8 +36,8 @@ pub use assessment::{
     default_grades, default_kpis, AssessmentSettings, Grade, KpiFigure, KpiSettings,
 };
 pub use build::{
-    Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, LogSettings, MqttSettings,
-    StoreSettings, LOG_DIR_NAME,
+    Config, GatewaySettings, HttpSettings, IngestSettings, LogFormat, LogSettings, MqttProtocol,
+    MqttSettings, StoreSettings, LOG_DIR_NAME,
 };
 pub use check::{redact_url, Secret, SecretUrl};
 pub use heating::{HeatingSettings, SiteHeating};
@@ -365,6 +365,9 @@ fn unknown_key_hint(key: &str) -> String {
             "ack_topic",
             "on_site_topic",
             "inflight",
+            "protocol",
+            "session_expiry",
+            "receive_maximum",
         ],
         "store" => &[
             "url",
@@ -624,6 +627,75 @@ clear_value = 0.2
         e.0.iter()
             .map(|e| format!("{}: {}", e.key, e.message))
             .collect()
+    }
+
+    #[test]
+    fn mqtt_protocol_session_expiry_and_receive_maximum() {
+        let base = "[gateway]\nsite = \"a\"\n[mqtt]\n";
+        // Defaults: 3.1.1; for v5 a week of session and 1000 messages in flight.
+        let m = load_text(base, &[], &[])
+            .expect("valid")
+            .mqtt
+            .expect("mqtt");
+        assert_eq!(m.protocol, MqttProtocol::V311);
+        assert_eq!(m.session_expiry, std::time::Duration::from_secs(7 * 86_400));
+        assert_eq!(m.receive_maximum, 1000);
+        let text =
+            format!("{base}protocol = \"v5\"\nsession_expiry = \"2h\"\nreceive_maximum = 50\n");
+        let m = load_text(&text, &[], &[])
+            .expect("valid")
+            .mqtt
+            .expect("mqtt");
+        assert_eq!(m.protocol, MqttProtocol::V5);
+        assert_eq!(m.session_expiry, std::time::Duration::from_secs(7200));
+        assert_eq!(m.receive_maximum, 50);
+        let o = crate::mqtt::options_v5(&m);
+        assert_eq!(o.session_expiry_interval(), Some(7200));
+        assert_eq!(o.receive_maximum(), Some(50));
+        assert!(!o.clean_start());
+        assert!(o.manual_acks());
+        // `v311` is the other spelling; the environment overrides the file.
+        let m = load_text(&text, &[], &[("ESTATE_GW__MQTT__PROTOCOL", "v311")])
+            .expect("valid")
+            .mqtt
+            .expect("mqtt");
+        assert_eq!(m.protocol, MqttProtocol::V311);
+        // Every mistake at once, with its key and what is valid.
+        let bad = format!("{base}protocol = \"5\"\nsession_expiry = \"0s\"\nreceive_maximum = 0\n");
+        let all = errors(&bad, &[], &[]);
+        assert_has(
+            &all,
+            &[
+                "gateway.toml: mqtt.protocol: `5` is not an MQTT protocol version; valid: v3.1.1 (or v311), v5",
+                "mqtt.session_expiry: is 0",
+                "mqtt.receive_maximum: must be at least 1 (default 1000)",
+            ],
+        );
+        // A shared subscription needs v5, and only the subscribed topics may be shared.
+        let shared =
+            "telemetry_topic = \"$share/pair/estate/{site}/{category}/{device}/telemetry\"\n";
+        let all = errors(
+            &format!("{base}{shared}alarm_topic = \"$share/p/estate/{{site}}/alarms/{{category}}/{{device}}\"\n"),
+            &[],
+            &[],
+        );
+        assert_has(
+            &all,
+            &[
+                "mqtt.telemetry_topic: is a shared subscription (`$share/…`), which needs MQTT 5; set mqtt.protocol = \"v5\"",
+                "mqtt.alarm_topic: `$share/p/estate/{site}/alarms/{category}/{device}` is a topic the gateway publishes to",
+            ],
+        );
+        let m = load_text(&format!("{base}protocol = \"v5\"\n{shared}"), &[], &[])
+            .expect("valid")
+            .mqtt
+            .expect("mqtt");
+        assert_eq!(
+            m.telemetry_topic.filter(),
+            "$share/pair/estate/+/+/+/telemetry"
+        );
+        let all = errors(&format!("{base}session_expiry = \"200y\"\n"), &[], &[]);
+        assert_has(&all, &["mqtt.session_expiry: is longer than MQTT allows"]);
     }
 
     #[test]

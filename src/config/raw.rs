@@ -111,8 +111,15 @@ pub(crate) struct RawMqtt {
     pub on_site_topic: String,
     /// Our own QoS 1 publishes (alarm and state events) in flight before we wait for the
     /// broker's acks. (MQTT 3.1.1 gives a client no way to limit what the broker sends it:
-    /// that is the broker's `max_inflight_messages`.)
+    /// that is the broker's `max_inflight_messages`; in v5 it is `receive_maximum`.)
     pub inflight: u16,
+    /// `v3.1.1` (also `v311`, the default) or `v5`.
+    pub protocol: String,
+    /// MQTT v5 only: how long the broker keeps our session (and the QoS 1 messages queued in
+    /// it) after the connection ends; what clean session off does in 3.1.1.
+    pub session_expiry: String,
+    /// MQTT v5 only: QoS 1 messages the broker may have in flight to us unacknowledged.
+    pub receive_maximum: u16,
 }
 
 /// 256 MiB: more than MQTT's largest remaining length (268,435,455 bytes), so no broker can
@@ -144,6 +151,9 @@ impl Default for RawMqtt {
             ack_topic: "estate/{site}/alarms/ack".into(),
             on_site_topic: "estate/{site}/alarms/on_site".into(),
             inflight: 1000,
+            protocol: "v3.1.1".into(),
+            session_expiry: "7d".into(),
+            receive_maximum: 1000,
         }
     }
 }

@@ -15,7 +15,6 @@ pub mod store;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use rumqttc::{AsyncClient, Event as MqttEvent, Packet, QoS};
 use serde_json::{json, Value as Json};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -23,6 +22,7 @@ use tracing::{info, warn};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::HubSettings;
+use crate::mqtt::link::{self, LinkEvent};
 use league::{Assessment, Entry, League};
 use store::HubStore;
 
@@ -244,9 +244,7 @@ pub async fn run(hub: Arc<Hub>, shutdown: CancellationToken) -> anyhow::Result<(
 
 async fn subscribe(hub: Arc<Hub>, shutdown: CancellationToken) {
     let m = &hub.settings.mqtt;
-    let mut opts = crate::mqtt::options(m);
-    opts.set_clean_session(false).set_manual_acks(true);
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let (client, mut eventloop) = link::connect(m, &m.client_id, true, 64);
     let filters = [
         m.kpi_topic.filter(),
         m.assessment_topic.filter(),
@@ -259,18 +257,19 @@ async fn subscribe(hub: Arc<Hub>, shutdown: CancellationToken) {
             ev = eventloop.poll() => ev,
         };
         match ev {
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+            Ok(LinkEvent::ConnAck { .. }) => {
                 backoff.reset();
-                for f in &filters {
-                    if let Err(e) = client.subscribe(f.clone(), QoS::AtLeastOnce).await {
-                        warn!(error = %e, filter = %f, "Hub cannot subscribe.");
-                    }
+                if let Err(e) = client.try_subscribe_many(filters.to_vec()) {
+                    warn!(error = %e, filters = ?filters, "Hub cannot subscribe.");
                 }
             }
-            Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+            Ok(LinkEvent::SubAck { refused }) if !refused.is_empty() => {
+                warn!(reason = %refused.join("; "), filters = ?filters, "The MQTT broker refused a hub subscription; check its ACL.");
+            }
+            Ok(LinkEvent::SubAck { .. }) => {
                 info!(filters = ?filters, "Hub subscribed.");
             }
-            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+            Ok(LinkEvent::Publish(p)) => {
                 let (hub2, topic, payload) = (hub.clone(), p.topic.clone(), p.payload.clone());
                 let r = tokio::task::spawn_blocking(move || hub2.take(&topic, &payload)).await;
                 match r {
@@ -288,11 +287,16 @@ async fn subscribe(hub: Arc<Hub>, shutdown: CancellationToken) {
                         continue;
                     }
                 }
-                let _ = client.ack(&p).await;
+                let _ = client.ack(p.pkid, p.qos).await;
             }
             Ok(_) => {}
             Err(e) => {
-                warn!(error = %e, "Hub lost its MQTT connection; reconnecting.");
+                match e.reason() {
+                    Some(reason) => {
+                        warn!(reason = %reason, "The MQTT broker closed or refused the hub's connection; reconnecting.")
+                    }
+                    None => warn!(error = %e, "Hub lost its MQTT connection; reconnecting."),
+                }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }

@@ -3,6 +3,10 @@
 //! A pattern such as `estate/{site}/{category}/{device}/telemetry` becomes the subscription
 //! filter `estate/+/+/+/telemetry` and matches incoming topics segment by segment, capturing
 //! the placeholders. A placeholder fills a whole segment; `{device}` is required.
+//!
+//! An MQTT 5 shared subscription is written as a prefix: `$share/{group}/estate/{site}/…`.
+//! The prefix is part of the subscription filter only; messages arrive on (and are matched
+//! and rendered as) the topic without it.
 
 use std::fmt;
 
@@ -17,6 +21,8 @@ enum Segment {
 /// A parsed topic pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicPattern {
+    /// The group of a shared subscription (`$share/{group}/…`, MQTT 5).
+    share: Option<String>,
     segments: Vec<Segment>,
 }
 
@@ -43,6 +49,8 @@ pub enum TopicPatternError {
     Wildcard(String),
     #[error("is empty")]
     Empty,
+    #[error("starts a shared subscription without a group and topic; write `$share/<group>/estate/{{site}}/{{category}}/{{device}}/telemetry`")]
+    ShareGroup,
 }
 
 impl TopicPattern {
@@ -50,6 +58,19 @@ impl TopicPattern {
         if pattern.is_empty() {
             return Err(TopicPatternError::Empty);
         }
+        let (share, pattern) = match pattern.strip_prefix("$share/") {
+            Some(rest) => match rest.split_once('/') {
+                Some((group, topic))
+                    if !group.is_empty()
+                        && !topic.is_empty()
+                        && !group.contains(['+', '#', '{', '}']) =>
+                {
+                    (Some(group.to_owned()), topic)
+                }
+                _ => return Err(TopicPatternError::ShareGroup),
+            },
+            None => (None, pattern),
+        };
         let mut segments = Vec::new();
         for seg in pattern.split('/') {
             let s = match seg {
@@ -75,7 +96,7 @@ impl TopicPattern {
         if !segments.contains(&Segment::Device) {
             return Err(TopicPatternError::NoDevice);
         }
-        Ok(TopicPattern { segments })
+        Ok(TopicPattern { share, segments })
     }
 
     /// A pattern with at most `{site}` (the acknowledgment topics); matched with
@@ -89,7 +110,10 @@ impl TopicPattern {
                 s => Segment::Literal(s.to_owned()),
             });
         }
-        Some(TopicPattern { segments })
+        Some(TopicPattern {
+            share: None,
+            segments,
+        })
     }
 
     /// Whether the pattern captures the site (else devices are looked up by id alone).
@@ -97,9 +121,18 @@ impl TopicPattern {
         self.segments.contains(&Segment::Site)
     }
 
-    /// The MQTT subscription filter: each placeholder becomes `+`.
+    /// The MQTT subscription filter: each placeholder becomes `+` (with the `$share/{group}/`
+    /// prefix of a shared subscription).
     pub fn filter(&self) -> String {
-        self.render("+", "+", "+")
+        match &self.share {
+            Some(group) => format!("$share/{group}/{}", self.render("+", "+", "+")),
+            None => self.render("+", "+", "+"),
+        }
+    }
+
+    /// The group of a shared subscription (`$share/{group}/…`), if it is one.
+    pub fn share_group(&self) -> Option<&str> {
+        self.share.as_deref()
     }
 
     /// The topic for given values (used for outgoing topics and by tests and the simulator).
@@ -166,6 +199,9 @@ impl TopicPattern {
 
 impl fmt::Display for TopicPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(group) = &self.share {
+            write!(f, "$share/{group}/")?;
+        }
         f.write_str(&self.render("{site}", "{category}", "{device}"))
     }
 }
@@ -287,6 +323,41 @@ impl fmt::Display for SummaryTopic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_subscription_prefix_is_in_the_filter_only() {
+        let p =
+            TopicPattern::parse("$share/pair/estate/{site}/{category}/{device}/telemetry").unwrap();
+        assert_eq!(p.share_group(), Some("pair"));
+        assert_eq!(p.filter(), "$share/pair/estate/+/+/+/telemetry");
+        assert_eq!(
+            p.render("s", "c", "d"),
+            "estate/s/c/d/telemetry",
+            "messages are published and arrive without the prefix"
+        );
+        let m = p.matches("estate/s/c/d/telemetry").unwrap();
+        assert_eq!((m.site, m.category, m.device), (Some("s"), Some("c"), "d"));
+        assert_eq!(
+            p.to_string(),
+            "$share/pair/estate/{site}/{category}/{device}/telemetry"
+        );
+        for bad in [
+            "$share/",
+            "$share/pair",
+            "$share//estate/{device}",
+            "$share/+/x/{device}",
+        ] {
+            assert_eq!(
+                TopicPattern::parse(bad),
+                Err(TopicPatternError::ShareGroup),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            TopicPattern::parse("$share/pair/estate/x"),
+            Err(TopicPatternError::NoDevice)
+        );
+    }
 
     #[test]
     fn summary_topics_render_filter_and_match() {

@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event as MqttEvent, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -30,6 +29,7 @@ use crate::config::MqttSettings;
 use crate::model::escalation::Target;
 use crate::model::event::Event;
 use crate::model::Inventory;
+use crate::mqtt::link::{self, Client, Link, LinkEvent};
 use crate::mqtt::topic::TopicPattern;
 use crate::stats::Stats;
 
@@ -65,11 +65,8 @@ pub fn spawn(
     events: mpsc::Receiver<Arc<Event>>,
     summaries: mpsc::Receiver<Summary>,
 ) -> JoinHandle<()> {
-    let mut opts = crate::mqtt::options(settings);
-    opts.set_client_id(format!("{}-events", settings.client_id))
-        .set_clean_session(true)
-        .set_manual_acks(false);
-    let (client, eventloop) = AsyncClient::new(opts, 1024);
+    let id = format!("{}-events", settings.client_id);
+    let (client, eventloop) = link::connect(settings, &id, false, 1024);
     let conn = tokio::spawn(connection(
         eventloop,
         Backoff::new(settings.reconnect_min, settings.reconnect_max),
@@ -87,25 +84,25 @@ pub async fn publish_once(
     summary: Summary,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let mut opts = crate::mqtt::options(settings);
-    opts.set_client_id(format!("{}-report", settings.client_id))
-        .set_clean_session(true);
-    let (client, mut eventloop) = AsyncClient::new(opts, 8);
-    client
-        .publish(
-            summary.topic.clone(),
-            QoS::AtLeastOnce,
-            true,
-            summary.payload,
-        )
-        .await?;
+    let id = format!("{}-report", settings.client_id);
+    let (client, mut eventloop) = link::connect(settings, &id, false, 8);
+    if client
+        .publish(summary.topic.clone(), true, summary.payload)
+        .await
+        .is_err()
+    {
+        anyhow::bail!(
+            "the MQTT client stopped before publishing `{}`",
+            summary.topic
+        );
+    }
     let work = async {
         loop {
-            match eventloop.poll().await? {
-                MqttEvent::Incoming(Packet::PubAck(_)) => {
-                    client.disconnect().await?;
+            match eventloop.poll().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                LinkEvent::PubAck if client.disconnect().await.is_err() => {
+                    anyhow::bail!("the MQTT client stopped before disconnecting");
                 }
-                MqttEvent::Outgoing(Outgoing::Disconnect) => return anyhow::Ok(()),
+                LinkEvent::Disconnected => return anyhow::Ok(()),
                 _ => {}
             }
         }
@@ -121,7 +118,7 @@ pub async fn publish_once(
 }
 
 async fn publish_loop(
-    client: AsyncClient,
+    client: Client,
     conn: JoinHandle<()>,
     topics: EventTopics,
     inventory: Arc<Inventory>,
@@ -140,7 +137,7 @@ async fn publish_loop(
             s = summaries.recv(), if summaries_open => {
                 match s {
                     Some(s) => {
-                        if client.publish(s.topic, QoS::AtLeastOnce, true, s.payload).await.is_err() {
+                        if client.publish(s.topic, true, s.payload).await.is_err() {
                             break;
                         }
                         stats.core.mqtt_published.fetch_add(1, Relaxed);
@@ -180,11 +177,7 @@ async fn publish_loop(
             Event::Maintenance(_) | Event::Compliance(_) | Event::Hourly(_) => continue,
         };
         let body = payload.to_string().into_bytes();
-        if client
-            .publish(topic, QoS::AtLeastOnce, retain, body)
-            .await
-            .is_err()
-        {
+        if client.publish(topic, retain, body).await.is_err() {
             break;
         }
         stats.core.mqtt_published.fetch_add(1, Relaxed);
@@ -200,18 +193,18 @@ async fn publish_loop(
 }
 
 /// Drives the connection: reconnects with backoff, ends after our DISCONNECT went out.
-async fn connection(mut eventloop: rumqttc::EventLoop, mut backoff: Backoff, stats: Arc<Stats>) {
+async fn connection(mut eventloop: Link, mut backoff: Backoff, stats: Arc<Stats>) {
     let mut connected = false;
     loop {
         match eventloop.poll().await {
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+            Ok(LinkEvent::ConnAck { .. }) => {
                 backoff.reset();
                 if !connected {
                     debug!("MQTT event publisher connected.");
                 }
                 connected = true;
             }
-            Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(LinkEvent::Disconnected) => break,
             Ok(_) => {}
             Err(e) => {
                 // While the source reports a session takeover (a second gateway with our client

@@ -3,6 +3,11 @@
 //! into a `Reading`, and acknowledges it only when a sink has taken it (manual acks, see
 //! `model::Ack`). Rejected messages are acknowledged at once: redelivering them cannot help.
 //!
+//! Either protocol version (`mqtt.protocol`): the connection is a `mqtt::link::Link`, which
+//! hands v5 publishes on in the 3.1.1 shape, so decoding, rejects, commands and the acker are
+//! the same code for both; in v5 the session is kept by its expiry interval and the broker's
+//! reason codes are logged with what they mean.
+//!
 //! rumqttc's event loop retries a failed connection immediately; we wait with capped
 //! exponential backoff and jitter between attempts, and resubscribe on every ConnAck (harmless
 //! when the broker kept the session, necessary when it did not).
@@ -11,10 +16,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, Publish, QoS,
-    StateError, SubscribeFilter, SubscribeReasonCode,
-};
+use rumqttc::{Publish, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -27,7 +29,7 @@ use crate::config::{IngestSettings, MqttSettings};
 use crate::model::{
     Ack, DeviceIdx, Inventory, OperatorCommand, OperatorCommandKind, PendingAck, Reading,
 };
-use crate::mqtt::options;
+use crate::mqtt::link::{self, Client, Link, LinkEvent};
 use crate::stats::{LogLimiter, Stats};
 
 /// A message's reading before its acknowledgment is attached: device, event time, values,
@@ -67,7 +69,8 @@ impl MqttSource {
         shutdown: CancellationToken,
         taken: CancellationToken,
     ) {
-        let (client, mut eventloop) = AsyncClient::new(options(&self.settings), 1024);
+        let (client, mut eventloop) =
+            link::connect(&self.settings, &self.settings.client_id, true, 1024);
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let acker = tokio::spawn(acker(client.clone(), acks_rx));
         let mut state = Handler {
@@ -91,6 +94,7 @@ impl MqttSource {
         let mut takeover_unlogged = 0usize;
         info!(url = %self.settings.url, client_id = %self.settings.client_id,
               telemetry = %self.settings.telemetry_topic, status = %self.settings.status_topic,
+              protocol = self.settings.protocol.as_str(),
               "Connecting to the MQTT broker.");
         loop {
             let ev = tokio::select! {
@@ -104,7 +108,7 @@ impl MqttSource {
                       "The MQTT connection is stable again: no other client is taking our session.");
             }
             match ev {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+                Ok(LinkEvent::Publish(p)) => {
                     let sent = tokio::select! {
                         _ = shutdown.cancelled() => None,
                         sent = state.handle(p, &tx) => Some(sent),
@@ -113,7 +117,10 @@ impl MqttSource {
                         break;
                     }
                 }
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                Ok(LinkEvent::ConnAck {
+                    session_present,
+                    limits,
+                }) => {
                     // A refusing CONNACK never arrives here: rumqttc reports it as
                     // `ConnectionError::ConnectionRefused` (handled in the error branch).
                     backoff.reset();
@@ -121,14 +128,17 @@ impl MqttSource {
                     takeovers.connected(self.clock.now_ms());
                     if takeovers.active() {
                         debug!(
-                            session_present = ack.session_present,
+                            session_present,
                             "Connected to the MQTT broker (during a session takeover)."
                         );
-                    } else {
+                    } else if let Some(limits) = limits {
                         info!(
-                            session_present = ack.session_present,
-                            "Connected to the MQTT broker."
+                            session_present,
+                            broker = %limits,
+                            "Connected to the MQTT broker (MQTT 5; CONNACK Success)."
                         );
+                    } else {
+                        info!(session_present, "Connected to the MQTT broker.");
                     }
                     let mut filters = vec![
                         self.settings.telemetry_topic.filter(),
@@ -138,20 +148,14 @@ impl MqttSource {
                         filters.push(self.settings.ack_topic.filter());
                         filters.push(self.settings.on_site_topic.filter());
                     }
-                    let filters = filters
-                        .into_iter()
-                        .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce));
                     if let Err(e) = client.try_subscribe_many(filters) {
                         error!(error = %e, "Could not queue the MQTT subscription.");
                     }
                 }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                    {
+                Ok(LinkEvent::SubAck { refused }) => {
+                    if !refused.is_empty() {
                         error!(
+                            reason = %refused.join("; "),
                             "The MQTT broker refused a subscription; check its ACL for our topics."
                         );
                     } else if takeovers.active() {
@@ -169,7 +173,7 @@ impl MqttSource {
                     let delay = backoff.next_delay();
                     let retry_in_ms = delay.as_millis() as u64;
                     let now = self.clock.now_ms();
-                    let closed = takeovers.closed(now, closed_by_broker(&e));
+                    let closed = takeovers.closed(now, e.closed_by_broker());
                     if takeovers.active() && !takeovers.check(now) {
                         // Ended by a quiet window (no CONNACK for a while): the broker is away.
                         self.stats.mqtt_takeover.store(0, Relaxed);
@@ -188,33 +192,25 @@ impl MqttSource {
                             takeover_unlogged = 0;
                         }
                     }
-                    match e {
+                    if takeovers.active() {
                         // During a takeover the reconnects are expected; the error above says
                         // what is going on.
-                        _ if takeovers.active() => {
-                            debug!(error = %e, retry_in_ms, "MQTT session taken over; reconnecting.");
-                        }
+                        debug!(error = %e, retry_in_ms, "MQTT session taken over; reconnecting.");
+                    } else if let Some(code) = e.refused_credentials() {
                         // rumqttc reports a refusing CONNACK as this error, not as a ConnAck
                         // event: the operator has to fix the credentials (or client id).
-                        ConnectionError::ConnectionRefused(
-                            code @ (ConnectReturnCode::BadUserNamePassword
-                            | ConnectReturnCode::NotAuthorized
-                            | ConnectReturnCode::BadClientId),
-                        ) => {
-                            error!(?code, retry_in_ms, "The MQTT broker refused the connection; check mqtt.username and the password.");
-                        }
+                        error!(code = %code, retry_in_ms, "The MQTT broker refused the connection; check mqtt.username and the password.");
+                    } else if let Some(bytes) = e.too_large() {
                         // A packet over `mqtt.max_packet_bytes` (lowered from its default)
                         // breaks the connection, and the broker sends it again on every
                         // reconnect: ingestion stalls until the limit is raised.
-                        ConnectionError::MqttState(StateError::Deserialization(
-                            rumqttc::Error::PayloadSizeLimitExceeded(bytes),
-                        )) => {
-                            error!(bytes, max_packet_bytes = self.settings.max_packet_bytes, retry_in_ms,
-                                   "An MQTT message is larger than mqtt.max_packet_bytes: the broker sends it again on every reconnect and nothing after it arrives; raise mqtt.max_packet_bytes (default 268435456) above the broker's message_size_limit.");
-                        }
-                        e => {
-                            warn!(error = %e, retry_in_ms, "MQTT connection lost or refused; reconnecting.");
-                        }
+                        error!(bytes, max_packet_bytes = self.settings.max_packet_bytes, retry_in_ms,
+                               "An MQTT message is larger than mqtt.max_packet_bytes: the broker sends it again on every reconnect and nothing after it arrives; raise mqtt.max_packet_bytes (default 268435456) above the broker's message_size_limit.");
+                    } else if let Some(reason) = e.reason() {
+                        // MQTT 5: the broker said why (a refusing CONNACK, or its DISCONNECT).
+                        warn!(reason = %reason, retry_in_ms, "The MQTT broker closed or refused the connection; reconnecting.");
+                    } else {
+                        warn!(error = %e, retry_in_ms, "MQTT connection lost or refused; reconnecting.");
                     }
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -230,31 +226,11 @@ impl MqttSource {
     }
 }
 
-/// Whether the broker (or whatever is between) ended the connection: end of stream, reset or
-/// broken pipe. Not a timeout of ours, nor a packet we refused.
-fn closed_by_broker(e: &ConnectionError) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    let io = |e: &std::io::Error| {
-        matches!(
-            e.kind(),
-            BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
-        )
-    };
-    match e {
-        ConnectionError::MqttState(StateError::ConnectionAborted) => true,
-        ConnectionError::MqttState(StateError::Io(e)) | ConnectionError::Io(e) => io(e),
-        _ => false,
-    }
-}
-
 /// Sends PUBACKs in the order readings were settled; waits (never drops) when rumqttc's request
 /// queue is full. Ends when every `Ack` holding a sender is gone.
-async fn acker(client: AsyncClient, mut rx: mpsc::UnboundedReceiver<PendingAck>) {
+async fn acker(client: Client, mut rx: mpsc::UnboundedReceiver<PendingAck>) {
     while let Some((pkid, qos)) = rx.recv().await {
-        // rumqttc acknowledges by (qos, pkid); topic and payload are not used.
-        let mut p = Publish::new("", qos, Vec::new());
-        p.pkid = pkid;
-        if client.ack(&p).await.is_err() {
+        if client.ack(pkid, qos).await.is_err() {
             // The event loop is gone (shutdown): the broker redelivers what we did not ack.
             break;
         }
@@ -262,8 +238,8 @@ async fn acker(client: AsyncClient, mut rx: mpsc::UnboundedReceiver<PendingAck>)
 }
 
 async fn finish(
-    client: &AsyncClient,
-    eventloop: &mut EventLoop,
+    client: &Client,
+    eventloop: &mut Link,
     taken: &CancellationToken,
     acker: tokio::task::JoinHandle<()>,
 ) {
@@ -295,7 +271,7 @@ async fn finish(
         tokio::select! {
             _ = &mut deadline => break,
             ev = eventloop.poll() => match ev {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(LinkEvent::Disconnected) | Err(_) => break,
                 Ok(_) => {}
             },
         }
