@@ -192,7 +192,7 @@
     { key: 'company', label: 'col.company', val: (e) => e.company || '' },
     { key: 'intactness', label: 'col.intact', val: (e) => e.intactness, num: true },
     { key: 'alarms', label: 'col.alarms', val: (e) => SEVS.reduce((a, s, i) => a + (e.active_alarms?.[s] ?? 0) * 1e6 ** (2 - i), 0) + (e.active_alarm_count ?? 0), num: true },
-    { key: 'oldest', label: 'col.oldest', val: (e) => (e.oldest_unacknowledged ? now() - e.oldest_unacknowledged.raised_ts : null), num: true },
+    { key: 'oldest', label: 'col.oldest', val: (e) => (e.oldest_unacknowledged ? now() - e.oldest_unacknowledged.raised_ts : null), num: true, left: true },
     { key: 'response', label: 'col.response', val: (e) => e.response_timely_day, num: true },
     { key: 'heating', label: 'col.heating', val: (e) => (e.heating_in_season ? e.heating_compliance_day : null), num: true },
     { key: 'heard', label: 'col.heard', val: (e) => e.last_heard_ts, num: true },
@@ -215,7 +215,7 @@
     const col = COLS.find((c) => c.key === state.sort.key) ?? COLS[0];
     rows.sort((a, b) => compare(a, b, col) || a.site.localeCompare(b.site));
     const stale = rows.filter((e) => e.stale).length;
-    const head = COLS.map((c) => `<th class="sort${c.num ? ' num' : ''}" data-key="${c.key}"${c.key === state.sort.key ? ` data-dir="${state.sort.dir}"` : ''}>${t(c.label)}</th>`).join('');
+    const head = COLS.map((c) => `<th class="sort${c.num && !c.left ? ' num' : ''}" data-key="${c.key}"${c.key === state.sort.key ? ` data-dir="${state.sort.dir}"` : ''}>${t(c.label)}</th>`).join('');
     const body = rows.map((e) => {
       const name = e.dashboard_url
         ? `<a class="estate-link" href="${esc(e.dashboard_url)}" target="_blank" rel="noopener" title="${t('dashboard')}">${esc(e.name || e.site)}</a>`
@@ -250,6 +250,11 @@
         <td class="msg">${esc(a.message ?? a.rule)}</td><td class="num">${dur(now() - a.raised_ts)}</td>
         <td>${a.acknowledged ? `${t('al.acked')} · ${esc(a.acknowledged.by ?? '')}` : `<span class="s-bad">${t('al.unacked')}</span>`}</td></tr>`).join('')}</tbody></table>`;
   }
+  // The tie-break KPI's label as a scorecard names it (its id in English or when none does).
+  function tieLabel(l) {
+    const k = l.rows.flatMap((r) => r.kpis).find((x) => x.name === l.tie_kpi);
+    return lang === 'en' || !k?.label ? l.tie_kpi : k.label;
+  }
   function renderLeague() {
     const kind = kindOf(state.period) ?? 'month';
     const kinds = ['month', 'quarter', 'heating', 'year'].map((k) => `<option value="${k}"${k === kind ? ' selected' : ''}>${t('lg.' + k)}</option>`).join('');
@@ -259,7 +264,7 @@
     const l = state.league;
     let head = `<div class="league-head"><label>${t('lg.kind')} <select id="league-kind">${kinds}</select></label>
       <label>${t('lg.period')} <select id="league-period">${popts}</select></label>`;
-    if (l && l.previous_period) head += `<span class="muted">${t('lg.prev_period')} ${esc(l.previous_period)} · ${t('lg.tie')}${esc(l.tie_kpi)}</span>`;
+    if (l && l.previous_period) head += `<span class="muted">${t('lg.prev_period')} ${esc(l.previous_period)} · ${t('lg.tie')}${esc(tieLabel(l))}</span>`;
     head += '</div>';
     if (!l || l.period !== state.period) return `<section class="section" id="league">${head}<p class="muted">${t('conn.wait')}</p></section>`;
     const label = (s) => { const r = l.rows.find((x) => x.site === s); return esc(r?.name || s); };
@@ -272,7 +277,7 @@
       const ch = r.change == null ? t('na') : `<span class="${r.change > 0 ? 'up' : r.change < 0 ? 'down' : ''}">${r.change > 0 ? '+' : ''}${num(r.change)}</span>`;
       const kp = kpiNames.map((k) => {
         const x = r.kpis.find((y) => y.name === k.name);
-        return `<td class="num" data-kpi="${esc(k.name)}">${x ? `${pct(x.actual)} <span class="muted">${num(x.score, 1)}</span>` : t('na')}</td>`;
+        return `<td class="num" data-kpi="${esc(k.name)}">${x && x.actual != null ? `${pct(x.actual)} <span class="muted">${num(x.score, 1)}</span>` : t('na')}</td>`;
       }).join('');
       const status = r.status === 'ranked' ? '' : `<span class="stale-tag">${t('status.' + r.status)}</span>`;
       return `<tr class="league-row${r.list ? ' list-' + r.list : ''}" data-site="${esc(r.site)}" data-rank="${r.rank ?? ''}" data-list="${r.list ?? ''}">
