@@ -127,3 +127,56 @@ fn stream(
         Some((Ok(event), (rx, closing)))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt as _;
+    use std::pin::pin;
+
+    fn hub(dir: &std::path::Path) -> Arc<Hub> {
+        let p = dir.join("hub.toml");
+        std::fs::write(&p, "[hub]\ndata_file = \"hub.sqlite\"\n").expect("write");
+        let settings =
+            crate::config::load_hub_with_env(&p, &Default::default()).expect("hub settings");
+        Arc::new(Hub::open(settings, Arc::new(crate::clock::SystemClock)).expect("open"))
+    }
+
+    async fn wire(e: Event) -> String {
+        let resp = Sse::new(futures::stream::iter([Ok::<_, Infallible>(e)])).into_response();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16).await;
+        String::from_utf8(bytes.expect("body").to_vec()).expect("utf-8")
+    }
+
+    /// A stored alarm and summary go out on the stream, in order, as `alarm` and `kpi`
+    /// events; a message the hub does not understand does not; the stream ends on `closing`.
+    #[tokio::test]
+    async fn stored_messages_are_streamed_and_the_stream_ends_on_closing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = hub(dir.path());
+        let mut s = pin!(stream(hub.live.subscribe(), hub.closing.clone()));
+        let alarm = json!({"site": "东苑", "id": "A-1", "ts": 1_000, "active": true, "severity": "critical"});
+        assert!(hub
+            .take(
+                "estate/东苑/alarms/elevator/E-1",
+                alarm.to_string().as_bytes()
+            )
+            .expect("take"));
+        assert!(!hub.take("estate/东苑/kpi", b"not json").expect("take"));
+        let kpi = json!({"schema": 1, "site": "东苑", "ts": 2_000});
+        assert!(hub
+            .take("estate/东苑/kpi", kpi.to_string().as_bytes())
+            .expect("take"));
+        let first = wire(s.next().await.expect("an event").expect("ok")).await;
+        assert!(first.starts_with("event: alarm\ndata: {"), "{first}");
+        assert!(
+            first.contains("\"id\":\"A-1\"") && first.contains("received_ts"),
+            "{first}"
+        );
+        let second = wire(s.next().await.expect("an event").expect("ok")).await;
+        assert!(second.starts_with("event: kpi\ndata: {"), "{second}");
+        assert!(second.contains("\"ts\":2000"), "{second}");
+        hub.closing.cancel();
+        assert!(s.next().await.is_none(), "the stream goes on after closing");
+    }
+}
