@@ -245,9 +245,9 @@
     const names = Object.fromEntries((state.estates?.estates ?? []).map((e) => [e.site, e.name || e.site]));
     return `<table id="alarm-list"><thead><tr><th>${t('col.raised')}</th><th>${t('col.estate')}</th><th>${t('col.severity')}</th><th>${t('col.device')}</th><th>${t('col.alarm')}</th><th class="num">${t('col.age')}</th><th>${t('col.acked')}</th></tr></thead><tbody>${
       list.slice(0, limit).map((a) => `<tr class="alarm ${esc(a.severity)}" data-alarm-id="${esc(a.id)}" data-site="${esc(a.site)}">
-        <td class="num">${when(a.raised_ts)}</td><td>${esc(names[a.site] ?? a.site)}</td>
+        <td class="num">${when(a.raised_ts ?? a.ts)}</td><td>${esc(names[a.site] ?? a.site)}</td>
         <td><span class="sev sev-${esc(a.severity)}">${t('sev.' + a.severity)}</span></td><td>${esc(a.device)}</td>
-        <td class="msg">${esc(a.message ?? a.rule)}</td><td class="num">${dur(now() - a.raised_ts)}</td>
+        <td class="msg">${esc(a.message ?? a.rule)}</td><td class="num">${dur(now() - (a.raised_ts ?? a.ts))}</td>
         <td>${a.acknowledged ? `${t('al.acked')} · ${esc(a.acknowledged.by ?? '')}` : `<span class="s-bad">${t('al.unacked')}</span>`}</td></tr>`).join('')}</tbody></table>`;
   }
   // The tie-break KPI's label as a scorecard names it (its id in English or when none does).
