@@ -94,6 +94,8 @@ struct Outcome {
     published: u64,
     lagged: u64,
     listed: usize,
+    estates_ms: f64,
+    alarms_ms: f64,
 }
 
 /// A summary as a gateway publishes it (the shape of `/api/kpi`, about 1.5 KB).
@@ -275,7 +277,13 @@ fn run(p: &Params, bin: &Path) -> Result<Outcome, String> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
+    // What the dashboard fetches on a change (at most once a second): the fleet table.
+    let t = Instant::now();
     let (code, body) = http_get(port, "/api/estates")?;
+    let estates_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    http_get(port, "/api/alarms")?;
+    let alarms_ms = t.elapsed().as_secs_f64() * 1000.0;
     let listed = if code == 200 {
         serde_json::from_str::<serde_json::Value>(&body)
             .ok()
@@ -293,6 +301,8 @@ fn run(p: &Params, bin: &Path) -> Result<Outcome, String> {
         published: published.load(Ordering::Relaxed),
         lagged: lagged.load(Ordering::Relaxed),
         listed,
+        estates_ms,
+        alarms_ms,
     };
     hub.terminate(STOP_TIMEOUT);
     Ok(out)
@@ -344,6 +354,11 @@ fn report(p: &Params, r: &Outcome) -> String {
         s,
         "| estates listed by `/api/estates` at the end | {} |",
         r.listed
+    );
+    let _ = writeln!(
+        s,
+        "| `GET /api/estates` / `GET /api/alarms` under the load (what the dashboard fetches), ms | {:.1} / {:.1} |",
+        r.estates_ms, r.alarms_ms
     );
     let _ = writeln!(
         s,

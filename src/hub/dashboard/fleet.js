@@ -116,10 +116,13 @@
     }
     render();
   }
-  let pending = null;
+  // A fleet stores many messages a second (1,000 estates: 100 summaries/s): the page refetches
+  // at most once a second, 100 ms after the first event it has not shown yet.
+  let pending = null, lastRun = 0;
   function soon(f) {
     if (pending) return;
-    pending = setTimeout(() => { pending = null; f(); }, 100);
+    const wait = Math.max(100, lastRun + 1000 - Date.now());
+    pending = setTimeout(() => { pending = null; lastRun = Date.now(); f(); }, wait);
   }
 
   // ---------------------------------------------------------------- live
