@@ -24,14 +24,14 @@ const ELEVATOR: &str = "E-1-1";
 /// How long the whole browser run may take (it takes a few seconds).
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn chromium() -> PathBuf {
+pub(crate) fn chromium() -> PathBuf {
     std::env::var_os("ESTATE_CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
 }
 
 /// Panics, naming the install script, when something the browser test needs is missing.
-fn require_browser_tools(browser_dir: &Path) {
+pub(crate) fn require_browser_tools(browser_dir: &Path) {
     let chromium = chromium();
     assert!(
         chromium.exists(),

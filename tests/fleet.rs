@@ -14,14 +14,14 @@ use crate::support::{
     free_port, http_get, run_cli, wait_until, GatewayProcess, Mosquitto, MqttClient,
 };
 
-struct Gw {
-    site: &'static str,
-    config: PathBuf,
-    api: String,
-    process: GatewayProcess,
+pub(crate) struct Gw {
+    pub(crate) site: &'static str,
+    pub(crate) config: PathBuf,
+    pub(crate) api: String,
+    pub(crate) process: GatewayProcess,
 }
 
-fn start_gateway(dir: &Path, mqtt: &Mosquitto, i: usize, site: &'static str) -> Gw {
+pub(crate) fn start_gateway(dir: &Path, mqtt: &Mosquitto, i: usize, site: &'static str) -> Gw {
     let port = free_port();
     let config = dir.join(format!("gw{i}.toml"));
     let text = format!(
@@ -62,12 +62,12 @@ kpi_interval = "1h"
     }
 }
 
-fn get_json(url: &str) -> Option<serde_json::Value> {
+pub(crate) fn get_json(url: &str) -> Option<serde_json::Value> {
     let r = http_get(url).ok()?;
     (r.status == 200).then(|| serde_json::from_slice(&r.body).ok())?
 }
 
-fn elevator(mqtt: &Mosquitto, site: &str, ts: i64, trapped: bool) {
+pub(crate) fn elevator(mqtt: &Mosquitto, site: &str, ts: i64, trapped: bool) {
     mqtt.publish(
         &format!("estate/{site}/elevator/E-1-1/telemetry"),
         format!(r#"{{"ts": {ts}, "mode": "normal", "fault_code": 0, "entrapment": {trapped}}}"#)
@@ -77,7 +77,7 @@ fn elevator(mqtt: &Mosquitto, site: &str, ts: i64, trapped: bool) {
 }
 
 /// The month label of now in the sites' time zone (the default, Asia/Shanghai).
-fn this_month() -> String {
+pub(crate) fn this_month() -> String {
     let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
     jiff::Timestamp::now()
         .to_zoned(tz)

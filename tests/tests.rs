@@ -17,6 +17,7 @@ mod escalation;
 mod event_time;
 mod fixture;
 mod fleet;
+mod fleet_dashboard;
 mod grafana;
 mod harness_smoke;
 mod hostile;

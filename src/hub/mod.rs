@@ -6,8 +6,11 @@
 //! → `estate/+/alarms/+/+`), writes each into its SQLite file (`store`) and only then
 //! acknowledges it, so a restart loses nothing. It serves `GET /api/estates` (the fleet
 //! table), `GET /api/alarms` (the central alarm list) and `GET /api/league?period=` (`league`)
-//! on `hub.listen`; `hub league` prints the same league.
+//! on `hub.listen`; `hub league` prints the same league. Every stored message also goes out on
+//! `Hub::live` (a broadcast, `GET /api/events` as SSE), and `/` serves the fleet dashboard
+//! (`dashboard`).
 
+pub mod dashboard;
 pub mod http;
 pub mod league;
 pub mod store;
@@ -29,11 +32,27 @@ use store::HubStore;
 /// The summary schema the hub reads (`schema` of the kpi and assessment messages).
 pub const SCHEMA: u64 = 1;
 
+/// How many live events a slow SSE client may be behind before it gets `lagged`.
+const LIVE_BUFFER: usize = 1024;
+
+/// One stored message, as `GET /api/events` streams it: `kind` is `kpi`, `assessment` or
+/// `alarm`; `json` is `{"site", "ts", "received_ts", …}` (an alarm's whole event, a
+/// summary's site and ts, a scorecard's site and period).
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    pub kind: &'static str,
+    pub json: Arc<str>,
+}
+
 /// What the HTTP handlers and the subscriber share.
 pub struct Hub {
     pub settings: HubSettings,
     pub store: Mutex<HubStore>,
     pub clock: Arc<dyn Clock>,
+    /// Every stored message, after it is in the store (`GET /api/events`).
+    pub live: tokio::sync::broadcast::Sender<LiveEvent>,
+    /// Cancelled when the hub stops: ends the event streams, so shutdown does not wait on them.
+    pub closing: CancellationToken,
 }
 
 impl Hub {
@@ -43,6 +62,8 @@ impl Hub {
             settings,
             store: Mutex::new(store),
             clock,
+            live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
+            closing: CancellationToken::new(),
         })
     }
 
@@ -202,6 +223,7 @@ impl Hub {
             }
             let ts = body["ts"].as_i64().unwrap_or(now);
             self.with_store(|s| s.put_summary(site, ts, &body, now))?;
+            self.tell("kpi", json!({"site": site, "ts": ts, "received_ts": now}));
             return Ok(true);
         }
         if let Some((site, period)) = m.assessment_topic.matches(topic) {
@@ -210,6 +232,10 @@ impl Hub {
             }
             let ts = body["ts"].as_i64().unwrap_or(now);
             self.with_store(|s| s.put_assessment(site, period, ts, &body, now))?;
+            self.tell(
+                "assessment",
+                json!({"site": site, "period": period, "ts": ts, "received_ts": now}),
+            );
             return Ok(true);
         }
         // An alarm event (the topic filter is the alarm topic's).
@@ -219,7 +245,18 @@ impl Hub {
         let ts = body["ts"].as_i64().unwrap_or(now);
         let active = body["active"].as_bool().unwrap_or(false);
         self.with_store(|s| s.put_alarm(site, id, ts, active, &body, now))?;
+        let mut ev = body.clone();
+        ev["received_ts"] = json!(now);
+        self.tell("alarm", ev);
         Ok(true)
+    }
+
+    /// Sends a stored message to the live stream (nobody listening is fine).
+    fn tell(&self, kind: &'static str, json: Json) {
+        let _ = self.live.send(LiveEvent {
+            kind,
+            json: json.to_string().into(),
+        });
     }
 }
 
@@ -231,9 +268,13 @@ pub async fn run(hub: Arc<Hub>, shutdown: CancellationToken) -> anyhow::Result<(
     info!(listen = %hub.settings.listen, "Hub HTTP API listening.");
     let app = http::router(hub.clone());
     let stop = shutdown.clone();
+    let closing = hub.closing.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .with_graceful_shutdown(async move {
+                stop.cancelled().await;
+                closing.cancel();
+            })
             .await
     });
     subscribe(hub, shutdown).await;
