@@ -44,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 
 use common::{
     clk_tck, connect, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, http_get,
-    now_ms, secs, store_query, temp_dir, ticks_s, url_encode, wait_for, write_file, Service,
-    GATEWAY_CLIENT_ID, STOP_TIMEOUT, SUBSCRIBED_LOG,
+    now_ms, secs, temp_dir, ticks_s, url_encode, wait_for, write_file, Service, GATEWAY_CLIENT_ID,
+    STOP_TIMEOUT, SUBSCRIBED_LOG,
 };
 
 const SITE: &str = "bench";
@@ -894,9 +894,7 @@ async fn background(
 /// Background readings in the store: all, or those with a `ts` in `[from_ms, to_ms)`.
 fn store_count(port: u16, window: Option<(i64, i64)>) -> Result<u64, String> {
     let Some((from_ms, to_ms)) = window else {
-        let query = format!("sum(count_over_time({COUNTED_METRIC}[30d]))");
-        let result = store_query(port, &query)?;
-        return Ok(result.first().map_or(0, |(_, v)| *v as u64));
+        return common::store_count(port, COUNTED_METRIC);
     };
     // count_over_time(m[d]) at t counts the samples in (t - d, t].
     let query = format!(

@@ -26,9 +26,9 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Subscribe
 
 use common::{
     clk_tck, connect, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, median,
-    now_ms, publish_counting_acks, secs, store_query, temp_dir, ticks_s, wait_for, write_file,
-    Service, CLIENT_CAPACITY, GATEWAY_CLIENT_ID, PUBLISH_INFLIGHT, READY_TIMEOUT, STOPPED_LOG,
-    STOP_TIMEOUT, SUBSCRIBED_LOG,
+    now_ms, publish_counting_acks, secs, store_count, store_query, temp_dir, ticks_s, wait_for,
+    write_file, Service, CLIENT_CAPACITY, GATEWAY_CLIENT_ID, PUBLISH_INFLIGHT, READY_TIMEOUT,
+    STOPPED_LOG, STOP_TIMEOUT, SUBSCRIBED_LOG,
 };
 
 const FULL_MESSAGES: usize = 200_000;
@@ -362,7 +362,7 @@ fn gateway_round(
     let all_stored = loop {
         let t = Instant::now();
         // Points that reached the store before `t` are counted: the flush starts after it.
-        let count = store_count(store.port)?;
+        let count = store_count(store.port, COUNTED_METRIC)?;
         if count >= n as u64 {
             break t;
         }
@@ -404,7 +404,7 @@ fn gateway_round(
             gateway.log_tail()
         ));
     }
-    let final_count = store_count(store.port)?;
+    let final_count = store_count(store.port, COUNTED_METRIC)?;
     let unacked = rt.block_on(redelivered(broker.port, GATEWAY_CLIENT_ID))?;
     let ticks = |i: usize| ticks_s(cpu0[i], cpu1[i], clk_tck);
     Ok(GatewayRound {
@@ -613,14 +613,6 @@ async fn receive(
 
 // ---------------------------------------------------------------------------------------
 // The store: how many points it holds.
-
-/// Samples of `COUNTED_METRIC` (one per reading) in the store, after making everything it
-/// ingested so far searchable.
-fn store_count(port: u16) -> Result<u64, String> {
-    let query = format!("sum(count_over_time({COUNTED_METRIC}[30d]))");
-    let result = store_query(port, &query)?;
-    Ok(result.first().map_or(0, |(_, v)| *v as u64))
-}
 
 /// What the store holds when points are missing: the devices with fewer points than they
 /// sent, and the gateway's own counters (its `gateway` measurement).

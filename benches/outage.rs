@@ -15,7 +15,6 @@ mod common;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,22 +83,6 @@ struct Outcome {
     gateway_cpu_drain_pct: f64,
 }
 
-/// victoria-metrics on `port` with its data in `data` (so a restart keeps what it had).
-fn victoria(dir: &Path, data: &Path, port: u16) -> Result<Service, String> {
-    let bin = find_binary("victoria-metrics")?;
-    let mut cmd = Command::new(bin);
-    cmd.arg(format!("-storageDataPath={}", data.display()))
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-        .arg("-retentionPeriod=100y")
-        .arg("-search.latencyOffset=0s")
-        .arg("-search.disableCache")
-        .arg("-http.maxGracefulShutdownDuration=1s")
-        .arg("-memory.allowedBytes=512MiB");
-    let mut s = Service::spawn("victoria-metrics", cmd, dir, port)?;
-    s.wait_ready(|s| http_get(s.port, "/health").is_ok_and(|(code, _)| code == 200))?;
-    Ok(s)
-}
-
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -110,37 +93,6 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn store_count(port: u16) -> Result<u64, String> {
-    let query = format!("sum(count_over_time({COUNTED_METRIC}[30d]))");
-    Ok(store_query(port, &query)?
-        .first()
-        .map_or(0, |(_, v)| *v as u64))
-}
-
-/// A value of the gateway's `/metrics`.
-fn metric(http: u16, name: &str) -> f64 {
-    http_get(http, "/metrics")
-        .ok()
-        .and_then(|(_, body)| {
-            body.lines()
-                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(f64::NAN)
 }
 
 fn write_config(
@@ -173,7 +125,7 @@ fn run(p: &Params, bin: &Path) -> Result<Outcome, String> {
     let broker = Service::mosquitto(dir.path(), 0)?;
     let vm_port = free_port()?;
     let vm_data = dir.path().join("vm-data");
-    let mut store = Some(victoria(dir.path(), &vm_data, vm_port)?);
+    let mut store = Some(Service::victoria_metrics_at(dir.path(), &vm_data, vm_port)?);
     let http = free_port()?;
     let config = write_config(dir.path(), p, broker.port, vm_port, http)?;
     let mut gateway = Service::gateway(dir.path(), bin, &config)?;
@@ -249,12 +201,12 @@ fn run(p: &Params, bin: &Path) -> Result<Outcome, String> {
     // Back: the backlog is what was published until now.
     let backlog_target = published.load(Ordering::Relaxed);
     let back = Instant::now();
-    store = Some(victoria(dir.path(), &vm_data, vm_port)?);
+    store = Some(Service::victoria_metrics_at(dir.path(), &vm_data, vm_port)?);
     let cpu0 = cpu_ticks(&pid.to_string());
     let drain_limit = p.outage * 2 + Duration::from_secs(120);
     let drained = loop {
         let t = Instant::now();
-        let count = store_count(vm_port)?;
+        let count = store_count(vm_port, COUNTED_METRIC)?;
         if count >= backlog_target {
             break t - back;
         }
@@ -269,8 +221,10 @@ fn run(p: &Params, bin: &Path) -> Result<Outcome, String> {
     let cpu1 = cpu_ticks(&pid.to_string());
     let gateway_cpu_drain_pct =
         100.0 * ticks_s(cpu0, cpu1, clk_tck()) / drained.as_secs_f64().max(1e-3);
-    let commit_p50_us = metric(http, "estate_gateway_log_commit_p50_microseconds");
-    let commit_p99_us = metric(http, "estate_gateway_log_commit_p99_microseconds");
+    let commit_p50_us =
+        gateway_metric(http, "estate_gateway_log_commit_p50_microseconds").unwrap_or(f64::NAN);
+    let commit_p99_us =
+        gateway_metric(http, "estate_gateway_log_commit_p99_microseconds").unwrap_or(f64::NAN);
     stop.store(true, Ordering::Relaxed);
     let total = rt
         .block_on(publisher)
@@ -278,7 +232,7 @@ fn run(p: &Params, bin: &Path) -> Result<Outcome, String> {
     // Everything published reaches the store.
     let t = Instant::now();
     let stored = loop {
-        let c = store_count(vm_port)?;
+        let c = store_count(vm_port, COUNTED_METRIC)?;
         if c >= total || t.elapsed() > Duration::from_secs(60) {
             break c;
         }

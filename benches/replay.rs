@@ -41,10 +41,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value as Json;
 
 use common::{
-    clk_tck, connect, cpu_ticks, env_number, fmt_num, full_run, gateway_bin, http_get, http_port,
-    median, now_ms, publish_counting_acks, secs, temp_dir, ticks_s, write_file, Service,
-    GATEWAY_CLIENT_ID, HTTP_LOG, PUBLISH_INFLIGHT, READY_TIMEOUT, STOPPED_LOG, STOP_TIMEOUT,
-    SUBSCRIBED_LOG,
+    clk_tck, connect, cpu_ticks, dir_bytes, env_number, fmt_num, full_run, gateway_bin,
+    gateway_metric, http_port, median, now_ms, publish_counting_acks, secs, temp_dir, ticks_s,
+    write_file, Service, GATEWAY_CLIENT_ID, HTTP_LOG, PUBLISH_INFLIGHT, READY_TIMEOUT, STOPPED_LOG,
+    STOP_TIMEOUT, SUBSCRIBED_LOG,
 };
 
 /// 2026-12-01T00:00:00+08:00: inside the Beijing heating season (as in the replay tests).
@@ -342,18 +342,6 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// One device's generator state.
 #[derive(Default, Clone, Copy)]
 struct DevGen {
@@ -578,15 +566,7 @@ impl Load {
 
 /// The gateway's counters from `GET /metrics`.
 fn metric(port: u16, name: &str) -> Result<u64, String> {
-    let (code, body) = http_get(port, "/metrics")?;
-    if code != 200 {
-        return Err(format!("GET /metrics: HTTP {code}: {body}"));
-    }
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .ok_or_else(|| format!("GET /metrics has no `{name}`:\n{body}"))
+    gateway_metric(port, name).map(|v| v as u64)
 }
 
 /// Waits until the gateway has subscribed and its HTTP API listens; its HTTP port.

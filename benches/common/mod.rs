@@ -183,30 +183,38 @@ impl Service {
 
     /// victoria-metrics on a free loopback port, as the integration tests run it.
     pub(crate) fn victoria_metrics(dir: &Path) -> Result<Service, String> {
-        let bin = find_binary("victoria-metrics")?;
         let mut last = String::new();
         for attempt in 0..3 {
             let port = free_port()?;
-            let mut cmd = Command::new(&bin);
-            cmd.arg(format!(
-                "-storageDataPath={}",
-                dir.join(format!("vm-data-{attempt}")).display()
-            ))
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg("-retentionPeriod=100y")
-            .arg("-search.latencyOffset=0s")
-            .arg("-search.disableCache")
-            .arg("-http.maxGracefulShutdownDuration=1s")
-            .arg("-memory.allowedBytes=512MiB");
-            let mut s = Service::spawn("victoria-metrics", cmd, dir, port)?;
-            match s.wait_ready(|s| http_get(s.port, "/health").is_ok_and(|(code, _)| code == 200)) {
-                Ok(()) => return Ok(s),
+            match Service::victoria_metrics_at(dir, &dir.join(format!("vm-data-{attempt}")), port) {
+                Ok(s) => return Ok(s),
                 Err(e) => last = e,
             }
         }
         Err(format!(
             "victoria-metrics did not start (3 attempts): {last}"
         ))
+    }
+
+    /// victoria-metrics on `port` with its data in `data` (started again on the same two, it
+    /// keeps what it had).
+    pub(crate) fn victoria_metrics_at(
+        dir: &Path,
+        data: &Path,
+        port: u16,
+    ) -> Result<Service, String> {
+        let bin = find_binary("victoria-metrics")?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg(format!("-storageDataPath={}", data.display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg("-retentionPeriod=100y")
+            .arg("-search.latencyOffset=0s")
+            .arg("-search.disableCache")
+            .arg("-http.maxGracefulShutdownDuration=1s")
+            .arg("-memory.allowedBytes=512MiB");
+        let mut s = Service::spawn("victoria-metrics", cmd, dir, port)?;
+        s.wait_ready(|s| http_get(s.port, "/health").is_ok_and(|(code, _)| code == 200))?;
+        Ok(s)
     }
 
     /// `estate-gateway run -c CONFIG`, with no environment overrides of its configuration.
@@ -441,6 +449,38 @@ pub(crate) fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("GET {path}: bad status line: {head}"))?;
     Ok((code, body.to_owned()))
+}
+
+/// Samples of `metric` (one per reading) the store holds (the last 30 days).
+pub(crate) fn store_count(port: u16, metric: &str) -> Result<u64, String> {
+    let query = format!("sum(count_over_time({metric}[30d]))");
+    let result = store_query(port, &query)?;
+    Ok(result.first().map_or(0, |(_, v)| *v as u64))
+}
+
+/// A value of the gateway's `GET /metrics` on `port`.
+pub(crate) fn gateway_metric(port: u16, name: &str) -> Result<f64, String> {
+    let (code, body) = http_get(port, "/metrics")?;
+    if code != 200 {
+        return Err(format!("GET /metrics: HTTP {code}: {body}"));
+    }
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .ok_or_else(|| format!("GET /metrics has no `{name}`:\n{body}"))
+}
+
+/// Bytes in the files of `dir` (not below it).
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 pub(crate) fn url_encode(s: &str) -> String {
