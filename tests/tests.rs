@@ -28,6 +28,7 @@ mod mqtt_hostile;
 mod mqtt_security;
 mod outages;
 mod package;
+mod promql;
 mod reload;
 mod report_cli;
 mod sim;
