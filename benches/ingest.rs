@@ -1174,9 +1174,17 @@ fn report(p: &Params, cases: &[Case], results: &[Vec<Round>], cores: usize) -> S
     for (target, value, unit, met) in targets {
         let _ = writeln!(
             out,
-            "| {target} | {}{unit} | {} |",
-            fmt_num(value, if unit == "×" { 2 } else { 1 }),
-            if met(value) { "yes" } else { "no" }
+            "| {target} | {} | {} |",
+            if value.is_finite() {
+                format!("{}{unit}", fmt_num(value, if unit == "×" { 2 } else { 1 }))
+            } else {
+                "n/a".to_owned()
+            },
+            match (value.is_finite(), met(value)) {
+                (false, _) => "n/a",
+                (true, true) => "yes",
+                (true, false) => "no",
+            }
         );
     }
 
