@@ -296,9 +296,7 @@ impl Service {
 
     /// Peak resident set size (VmHWM), KiB.
     pub(crate) fn peak_rss_kib(&self) -> Option<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        peak_rss_kib(&self.pid().to_string())
     }
 
     /// SIGTERM, then SIGKILL after `timeout`; the exit status (None if it had to be killed).
@@ -518,6 +516,13 @@ pub(crate) fn cpu_ticks(pid: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// Peak resident set size (VmHWM) of a process (`self` or a pid), KiB.
+pub(crate) fn peak_rss_kib(pid: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub(crate) fn ticks_s(before: Option<u64>, after: Option<u64>, clk_tck: f64) -> f64 {
