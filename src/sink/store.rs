@@ -497,6 +497,13 @@ fn read_records(
     clock: &dyn Clock,
     track_end: bool,
 ) {
+    let mut scratch = crate::model::Reading {
+        device: 0,
+        ts_ms: 0,
+        values: Vec::with_capacity(16),
+        status: None,
+        ack: crate::model::Ack::None,
+    };
     while p.lines < max {
         let body = match reader.next(head) {
             Ok(Some(body)) => body,
@@ -511,8 +518,13 @@ fn read_records(
                 continue;
             }
         };
-        let rec = match crate::wal::record::decode(body) {
-            Ok(rec) => rec,
+        // Decoded into one reused reading: no allocation per record (string values aside).
+        let (lsn, arrival_ms, is_reading) = match crate::wal::record::decode_reading_into(
+            body,
+            inventory,
+            &mut scratch,
+        ) {
+            Ok(r) => r,
             Err(e) => {
                 if let Some(n) = logs.allow("decode", clock.now_ms()) {
                     error!(error = %e, suppressed = n, "Input log: a record that does not decode; skipped.");
@@ -521,13 +533,11 @@ fn read_records(
             }
         };
         if track_end {
-            p.end = Some(rec.lsn + 1);
-            p.oldest_ms.get_or_insert(rec.arrival_ms);
+            p.end = Some(lsn + 1);
+            p.oldest_ms.get_or_insert(arrival_ms);
         }
-        if let Some(r) = rec.fact.reading(inventory) {
-            if enc.encode(inventory, &r, &mut p.body) {
-                p.lines += 1;
-            }
+        if is_reading && enc.encode(inventory, &scratch, &mut p.body) {
+            p.lines += 1;
         }
     }
 }

@@ -79,13 +79,19 @@ pub fn telemetry(
             ),
         ));
     }
-    let json: Json = match serde_json::from_slice(payload) {
-        Ok(j) => j,
+    // Parsed as a list of members whose keys borrow from the payload (no map, no key
+    // allocations); a key given twice keeps its last value, as a JSON object map would.
+    let fixed;
+    let top: Top = match serde_json::from_slice(payload) {
+        Ok(t) => t,
         Err(e) => match rewrite_non_finite(payload) {
             // Devices built on Python's json or JavaScript's JSON.stringify send bare NaN or
             // Infinity; treat those as a bad value of one signal, not a bad message.
-            Some(fixed) => serde_json::from_slice(&fixed)
-                .map_err(|_| Problem::whole(Reject::InvalidJson, format!("not JSON: {e}")))?,
+            Some(f) => {
+                fixed = f;
+                serde_json::from_slice(&fixed)
+                    .map_err(|_| Problem::whole(Reject::InvalidJson, format!("not JSON: {e}")))?
+            }
             None => {
                 return Err(Problem::whole(
                     Reject::InvalidJson,
@@ -94,13 +100,24 @@ pub fn telemetry(
             }
         },
     };
-    let Json::Object(map) = json else {
+    let Top::Object(mut map) = top else {
         return Err(Problem::whole(
             Reject::NotObject,
             "payload must be a JSON object of signals, e.g. {\"supply_temp_c\": 55.2}",
         ));
     };
-    let ts_ms = match map.get("ts") {
+    // In key order, the last of equal keys kept: the order (and the values) a JSON object
+    // map gives, so readings, rejects and store lines come out as they always did.
+    map.sort_by(|a, b| a.0.cmp(&b.0));
+    map.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            std::mem::swap(&mut later.1, &mut earlier.1);
+            true
+        } else {
+            false
+        }
+    });
+    let ts_ms = match map.iter().find(|(k, _)| k == "ts").map(|(_, v)| v) {
         None | Some(Json::Null) => now_ms,
         Some(t) => check_ts(t, now_ms, limits)?,
     };
@@ -111,6 +128,7 @@ pub fn telemetry(
         sanitised: 0,
     };
     for (key, v) in &map {
+        let key: &str = key;
         if key == "ts" {
             continue;
         }
@@ -133,6 +151,82 @@ pub fn telemetry(
         }
     }
     Ok(out)
+}
+
+/// A payload's top level as parsed: the object's members in payload order, keys borrowed from
+/// the payload where they carry no escapes (no map, no key allocations), or anything else.
+enum Top<'a> {
+    Object(Vec<(std::borrow::Cow<'a, str>, Json)>),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Top<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TopVisitor)
+    }
+}
+
+struct TopVisitor;
+
+/// A key that borrows from the payload unless it has escapes.
+struct Key<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopVisitor {
+    type Value = Top<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Top<'de>, A::Error> {
+        let mut members = Vec::with_capacity(m.size_hint().unwrap_or(8).min(64));
+        while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
+            members.push((k, m.next_value::<Json>()?));
+        }
+        Ok(Top::Object(members))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Top<'de>, A::Error> {
+        while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Top::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Top<'de>, E> {
+        Ok(Top::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Top<'de>, E> {
+        Ok(Top::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Top<'de>, E> {
+        Ok(Top::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Top<'de>, E> {
+        Ok(Top::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Top<'de>, E> {
+        Ok(Top::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Top<'de>, E> {
+        Ok(Top::Other)
+    }
 }
 
 /// Decodes a status payload: `online` or `offline` (case-insensitive, surrounding

@@ -226,6 +226,61 @@ pub fn decode(body: &[u8]) -> Result<Record, DecodeError> {
     })
 }
 
+/// What the store sink needs of a record, decoded without allocating (string values aside):
+/// its lsn and arrival time, and whether it is a reading of a device `inventory` has — then
+/// that reading is in `into` (its values replaced, resolved by name as `Fact::reading` does,
+/// `ack` untouched). Errors exactly where `decode` does.
+pub fn decode_reading_into(
+    body: &[u8],
+    inventory: &Inventory,
+    into: &mut Reading,
+) -> Result<(u64, i64, bool), DecodeError> {
+    let mut c = Cursor { b: body };
+    let lsn = c.u64()?;
+    let arrival_ms = c.i64()?;
+    if c.u8()? != KIND_READING {
+        // Commands (rare) and unknown kinds: the full decoder's checks and errors.
+        decode(body)?;
+        return Ok((lsn, arrival_ms, false));
+    }
+    let site = c.str16_ref()?;
+    let device = c.str16_ref()?;
+    let ts_ms = c.i64()?;
+    let status = match c.u8()? {
+        0 => None,
+        1 => Some(Status::Online),
+        2 => Some(Status::Offline),
+        _ => return Err(DecodeError("unknown status")),
+    };
+    let idx = inventory.lookup(site, device);
+    let profile = idx.map(|i| &inventory.get(i).profile);
+    into.values.clear();
+    let n = c.u16()?;
+    for _ in 0..n {
+        let name = c.str16_ref()?;
+        let v = match c.u8()? {
+            1 => Value::Float(f64::from_le_bytes(c.array()?)),
+            2 => Value::Int(c.i64()?),
+            3 => Value::Bool(c.u8()? != 0),
+            4 => {
+                let len = u32::from_le_bytes(c.array()?) as usize;
+                Value::Str(c.utf8(len)?)
+            }
+            _ => return Err(DecodeError("unknown value type")),
+        };
+        if let Some(i) = profile.and_then(|p| p.signal_index(name)) {
+            into.values.push((i, v));
+        }
+    }
+    let Some(idx) = idx else {
+        return Ok((lsn, arrival_ms, false));
+    };
+    into.device = idx;
+    into.ts_ms = ts_ms;
+    into.status = status;
+    Ok((lsn, arrival_ms, true))
+}
+
 impl Fact {
     /// A reading record as the gateway's `Reading` (device and signals resolved by name in
     /// today's inventory); `None` for a command or a device no longer configured. Signals the
@@ -289,6 +344,10 @@ impl<'a> Cursor<'a> {
     }
     fn utf8(&mut self, len: usize) -> Result<String, DecodeError> {
         String::from_utf8(self.take(len)?.to_vec()).map_err(|_| DecodeError("text is not UTF-8"))
+    }
+    fn str16_ref(&mut self) -> Result<&'a str, DecodeError> {
+        let len = usize::from(self.u16()?);
+        std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError("text is not UTF-8"))
     }
     fn str16(&mut self) -> Result<String, DecodeError> {
         let len = usize::from(self.u16()?);
