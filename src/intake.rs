@@ -57,11 +57,6 @@ impl std::hash::Hasher for Passthrough {
 
 /// Content hashes kept to recognise redelivered messages.
 const RECENT: usize = 65_536;
-/// Under load (the last commit carried more than one record), how long the next batch may
-/// collect before it is committed, unless it fills `log.commit_batch` first. Each commit is
-/// one `fdatasync`, whose CPU (not its wait) was the largest single cost left on the ingest
-/// path; an idle gateway still commits a lone reading at once (alarm latency).
-const LINGER_UNDER_LOAD: Duration = Duration::from_millis(2);
 /// Wait before retrying a commit that failed (disk full, I/O error).
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -210,14 +205,8 @@ impl Intake {
         let mut first_arrival = i64::MAX;
         let mut inflight: Option<Inflight> = None;
         let mut readings_open = true;
-        // Set after a commit of more than one record: the next one waits until then to fill.
-        let mut linger_until: Option<tokio::time::Instant> = None;
         loop {
-            let lingering = linger_until.is_some_and(|t| {
-                readings_open && pending.len() < max && tokio::time::Instant::now() < t
-            });
-            if inflight.is_none() && !pending.is_empty() && !lingering {
-                linger_until = None;
+            if inflight.is_none() && !pending.is_empty() {
                 let records = pending
                     .iter()
                     .filter(|p| !matches!(p.item, Item::Duplicate(_)))
@@ -241,9 +230,6 @@ impl Intake {
                     let Some(f) = inflight.take() else { continue };
                     match done {
                         Ok((mut b, Ok(()), took)) => {
-                            if f.records > 1 {
-                                linger_until = Some(tokio::time::Instant::now() + LINGER_UNDER_LOAD);
-                            }
                             // The written buffer becomes the spare for the next commit (the
                             // records that arrived meanwhile are in `buf`).
                             b.clear();
@@ -265,11 +251,6 @@ impl Intake {
                             break;
                         }
                     }
-                }
-                _ = async { tokio::time::sleep_until(linger_until.expect("guarded")).await },
-                    if lingering && inflight.is_none() =>
-                {
-                    linger_until = None;
                 }
                 r = inputs.readings.recv(), if readings_open && room => match r {
                     Some(r) => {
