@@ -510,7 +510,7 @@ fn a_gateway_pair_on_a_shared_subscription_splits_the_readings_v5() {
                     ("ESTATE_GW__GATEWAY__HOST", "test-host-b"),
                 ],
             );
-            let filter = "$share/pair/estate/+/+/+/telemetry";
+            let filter = &format!("$share/pair/estate/{}/+/+/telemetry", crate::fixture::SITE);
             for id in ["gw-test", "gw-test-b"] {
                 assert!(
                     estate.mqtt.wait_for_subscription(Some(id), filter, WAIT),

@@ -159,7 +159,7 @@ fn start(
         .unwrap();
     let addr = running.http_addr.expect("[http] is configured");
     assert!(
-        mqtt.wait_for_subscription(Some("gw-esc"), "estate/+/+/+/status", WAIT),
+        mqtt.wait_for_subscription(Some("gw-esc"), "estate/huafu/+/+/status", WAIT),
         "the gateway did not subscribe:\n{}",
         mqtt.log()
     );

@@ -365,6 +365,21 @@ impl Estate {
     }
 }
 
+/// The `site = "…"` of a test config (a one-site gateway subscribes with its site in the filter).
+fn site_of(config: &str) -> String {
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("site = \"")
+                    .and_then(|r| r.strip_suffix('"'))
+                    .map(str::to_owned)
+            })
+        })
+        .unwrap_or_else(|| SITE.to_owned())
+}
+
 pub(crate) fn start_gateway(config: &std::path::Path, mqtt: &Mosquitto) -> GatewayProcess {
     let config = config.to_str().expect("utf-8 path");
     let mut gw = GatewayProcess::start(&["run", "-c", config]);
@@ -374,7 +389,11 @@ pub(crate) fn start_gateway(config: &std::path::Path, mqtt: &Mosquitto) -> Gatew
         gw.log()
     );
     assert!(
-        mqtt.wait_for_subscription(Some("gw-test"), "estate/+/+/+/status", WAIT),
+        mqtt.wait_for_subscription(
+            Some("gw-test"),
+            &format!("estate/{}/+/+/status", site_of(config)),
+            WAIT
+        ),
         "broker did not log the gateway's subscription:\n{}",
         mqtt.log()
     );

@@ -445,7 +445,7 @@ fn reading_reaches_the_store_over_tls(
         broker.log()
     );
     assert!(
-        broker.wait_for_subscription(Some(CLIENT_ID), "estate/+/+/+/status", WAIT),
+        broker.wait_for_subscription(Some(CLIENT_ID), &format!("estate/{SITE}/+/+/status"), WAIT),
         "broker did not log the gateway's subscription:\n{}",
         broker.log()
     );

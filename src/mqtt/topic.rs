@@ -130,6 +130,20 @@ impl TopicPattern {
         }
     }
 
+    /// The subscription filter of a gateway whose inventory holds one site: `{site}` is that
+    /// site, so on a broker shared by many estates (a fleet's central broker) it receives its
+    /// own estate's messages only. With `None` (several sites) the same as `filter`.
+    pub fn filter_for_site(&self, site: Option<&str>) -> String {
+        let Some(site) = site.filter(|s| !s.is_empty() && !s.contains(['+', '#', '/'])) else {
+            return self.filter();
+        };
+        let topic = self.render(site, "+", "+");
+        match &self.share {
+            Some(group) => format!("$share/{group}/{topic}"),
+            None => topic,
+        }
+    }
+
     /// The group of a shared subscription (`$share/{group}/…`), if it is one.
     pub fn share_group(&self) -> Option<&str> {
         self.share.as_deref()
@@ -323,6 +337,23 @@ impl fmt::Display for SummaryTopic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_site_gateway_subscribes_to_its_own_site_only() {
+        let t = TopicPattern::parse("estate/{site}/{category}/{device}/telemetry").unwrap();
+        assert_eq!(t.filter_for_site(Some("东苑")), "estate/东苑/+/+/telemetry");
+        assert_eq!(t.filter_for_site(None), "estate/+/+/+/telemetry");
+        // A site that is not a plain topic level keeps the wildcard.
+        assert_eq!(t.filter_for_site(Some("a/b")), "estate/+/+/+/telemetry");
+        let shared =
+            TopicPattern::parse("$share/pair/estate/{site}/{category}/{device}/status").unwrap();
+        assert_eq!(
+            shared.filter_for_site(Some("s1")),
+            "$share/pair/estate/s1/+/+/status"
+        );
+        let ack = TopicPattern::parse_site_only("estate/{site}/alarms/ack").unwrap();
+        assert_eq!(ack.filter_for_site(Some("s1")), "estate/s1/alarms/ack");
+    }
 
     #[test]
     fn a_shared_subscription_prefix_is_in_the_filter_only() {

@@ -140,13 +140,20 @@ impl MqttSource {
                     } else {
                         info!(session_present, "Connected to the MQTT broker.");
                     }
+                    // One estate's gateway subscribes to its own site's topics only (a
+                    // central broker carries every estate's).
+                    let sites = self.inventory.sites();
+                    let site = match sites.as_slice() {
+                        [one] => Some(*one),
+                        _ => None,
+                    };
                     let mut filters = vec![
-                        self.settings.telemetry_topic.filter(),
-                        self.settings.status_topic.filter(),
+                        self.settings.telemetry_topic.filter_for_site(site),
+                        self.settings.status_topic.filter_for_site(site),
                     ];
                     if self.commands.is_some() {
-                        filters.push(self.settings.ack_topic.filter());
-                        filters.push(self.settings.on_site_topic.filter());
+                        filters.push(self.settings.ack_topic.filter_for_site(site));
+                        filters.push(self.settings.on_site_topic.filter_for_site(site));
                     }
                     if let Err(e) = client.try_subscribe_many(filters) {
                         error!(error = %e, "Could not queue the MQTT subscription.");
