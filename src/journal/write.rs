@@ -2,6 +2,8 @@
 //! event-time position (`save_progress`) and the runs of the gateway (`begin_run`, `alive`,
 //! `end_run`).
 
+use std::io::Write as _;
+
 use rusqlite::{params, TransactionBehavior};
 use tracing::warn;
 
@@ -387,37 +389,57 @@ fn write_progress(
     Ok(())
 }
 
-/// A device's pending delays and open hour as JSON: `{"p": [since or null, …], "h": [hour_ms,
-/// [[n, sum, min, max], …]]}` (min and max of an empty signal as null).
+/// A device's pending delays and open hour as JSON: `{"h": [hour_ms, [[n, sum, min, max], …]],
+/// "p": [since or null, …]}` (min and max of an empty signal as null). Written straight into
+/// the string (a row per reporting device at every commit: no `serde_json::Value` trees);
+/// `restore::decode_pending` reads it back.
 fn encode_pending(p: &DeviceProgress) -> String {
-    let hour = p.hour.as_ref().map(|(h, acc)| {
-        let acc: Vec<serde_json::Value> = acc
-            .iter()
-            .map(|&(n, sum, min, max)| {
-                let f = |x: f64| {
-                    serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, Into::into)
-                };
-                serde_json::json!([n, f(sum), f(min), f(max)])
-            })
-            .collect();
-        serde_json::json!([h, acc])
-    });
-    serde_json::json!({"p": p.pending, "h": hour}).to_string()
+    let mut out = Vec::with_capacity(32 + 48 * p.hour.as_ref().map_or(0, |(_, a)| a.len()));
+    out.extend_from_slice(b"{\"h\":");
+    match &p.hour {
+        None => out.extend_from_slice(b"null"),
+        Some((h, acc)) => {
+            let _ = write!(out, "[{h},[");
+            for (i, &(n, sum, min, max)) in acc.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = write!(out, "[{n},");
+                // serde_json writes a non-finite f64 as null.
+                let _ = serde_json::to_writer(&mut out, &sum);
+                out.push(b',');
+                let _ = serde_json::to_writer(&mut out, &min);
+                out.push(b',');
+                let _ = serde_json::to_writer(&mut out, &max);
+                out.push(b']');
+            }
+            out.extend_from_slice(b"]]");
+        }
+    }
+    out.extend_from_slice(b",\"p\":");
+    let _ = serde_json::to_writer(&mut out, &p.pending);
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Signal values as JSON: `null` or `["f", 1.5]`, `["i", 3]`, `["b", true]`, `["s", "x"]`.
 fn encode_values(values: &[Option<Value>]) -> String {
-    let v: Vec<serde_json::Value> = values
-        .iter()
-        .map(|v| match v {
-            None => serde_json::Value::Null,
-            Some(Value::Float(x)) => serde_json::json!(["f", x]),
-            Some(Value::Int(x)) => serde_json::json!(["i", x]),
-            Some(Value::Bool(x)) => serde_json::json!(["b", x]),
-            Some(Value::Str(x)) => serde_json::json!(["s", x]),
-        })
-        .collect();
-    serde_json::Value::Array(v).to_string()
+    let mut out = Vec::with_capacity(2 + 16 * values.len());
+    out.push(b'[');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = match v {
+            None => serde_json::to_writer(&mut out, &()),
+            Some(Value::Float(x)) => serde_json::to_writer(&mut out, &("f", x)),
+            Some(Value::Int(x)) => serde_json::to_writer(&mut out, &("i", x)),
+            Some(Value::Bool(x)) => serde_json::to_writer(&mut out, &("b", x)),
+            Some(Value::Str(x)) => serde_json::to_writer(&mut out, &("s", x)),
+        };
+    }
+    out.push(b']');
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The sequence number of an id: its trailing digits (`jinxiu-42` → 42, `jinxiu-M7` → 7).
@@ -443,4 +465,76 @@ fn device(inventory: &Inventory, idx: DeviceIdx) -> Result<&Device, JournalError
             idx,
             devices: inventory.len(),
         })
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+
+    /// The encoders as they were (through `serde_json::Value`), the reference for the text.
+    fn pending_by_value(p: &DeviceProgress) -> String {
+        let hour = p.hour.as_ref().map(|(h, acc)| {
+            let acc: Vec<serde_json::Value> = acc
+                .iter()
+                .map(|&(n, sum, min, max)| {
+                    let f = |x: f64| {
+                        serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, Into::into)
+                    };
+                    serde_json::json!([n, f(sum), f(min), f(max)])
+                })
+                .collect();
+            serde_json::json!([h, acc])
+        });
+        serde_json::json!({"p": p.pending, "h": hour}).to_string()
+    }
+
+    fn values_by_value(values: &[Option<Value>]) -> String {
+        let v: Vec<serde_json::Value> = values
+            .iter()
+            .map(|v| match v {
+                None => serde_json::Value::Null,
+                Some(Value::Float(x)) => serde_json::json!(["f", x]),
+                Some(Value::Int(x)) => serde_json::json!(["i", x]),
+                Some(Value::Bool(x)) => serde_json::json!(["b", x]),
+                Some(Value::Str(x)) => serde_json::json!(["s", x]),
+            })
+            .collect();
+        serde_json::Value::Array(v).to_string()
+    }
+
+    #[test]
+    fn progress_text_is_what_the_value_based_encoders_wrote() {
+        let cases = [
+            DeviceProgress::default(),
+            DeviceProgress {
+                values: vec![
+                    None,
+                    Some(Value::Float(55.25)),
+                    Some(Value::Float(1e21)),
+                    Some(Value::Float(-0.0)),
+                    Some(Value::Int(-7)),
+                    Some(Value::Bool(true)),
+                    Some(Value::Str("a \"q\" \\ 中\n".into())),
+                ],
+                pending: vec![None, Some(1_795_400_000_123), Some(-1)],
+                hour: Some((
+                    1_795_399_200_000,
+                    vec![
+                        (0, 0.0, f64::INFINITY, f64::NEG_INFINITY),
+                        (3, 61.5, 19.5, 21.25),
+                        (u64::MAX, 1e-7, -3.0, 2.0),
+                    ],
+                )),
+                ..DeviceProgress::default()
+            },
+            DeviceProgress {
+                hour: Some((5, Vec::new())),
+                ..DeviceProgress::default()
+            },
+        ];
+        for p in &cases {
+            assert_eq!(encode_pending(p), pending_by_value(p));
+            assert_eq!(encode_values(&p.values), values_by_value(&p.values));
+        }
+    }
 }
