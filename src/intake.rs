@@ -57,6 +57,12 @@ impl std::hash::Hasher for Passthrough {
 
 /// Content hashes kept to recognise redelivered messages.
 const RECENT: usize = 65_536;
+/// How long a batch of facts nobody waits for — readings without an acknowledgment to send
+/// (Modbus polls, MQTT QoS 0) — may collect before its commit. Such a batch is committed at
+/// once when it fills `log.commit_batch` or when anything someone waits for joins it (a QoS 1
+/// message, a command): alarm latency of acknowledged messages is untouched, while a Modbus
+/// poller's commits (one `fdatasync` each) carry many polls instead of a few.
+const UNHURRIED_LINGER: Duration = Duration::from_millis(5);
 /// Wait before retrying a commit that failed (disk full, I/O error).
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -205,8 +211,17 @@ impl Intake {
         let mut first_arrival = i64::MAX;
         let mut inflight: Option<Inflight> = None;
         let mut readings_open = true;
+        // Whether the batch holds something a client waits for, and when it began.
+        let mut hurry = false;
+        let mut since: Option<tokio::time::Instant> = None;
         loop {
-            if inflight.is_none() && !pending.is_empty() {
+            let due = hurry
+                || !readings_open
+                || pending.len() >= max
+                || since.is_some_and(|t| t.elapsed() >= UNHURRIED_LINGER);
+            if inflight.is_none() && !pending.is_empty() && due {
+                hurry = false;
+                since = None;
                 let records = pending
                     .iter()
                     .filter(|p| !matches!(p.item, Item::Duplicate(_)))
@@ -252,8 +267,12 @@ impl Intake {
                         }
                     }
                 }
+                _ = async { tokio::time::sleep_until(since.expect("guarded") + UNHURRIED_LINGER).await },
+                    if inflight.is_none() && !pending.is_empty() && !due && since.is_some() => {}
                 r = inputs.readings.recv(), if readings_open && room => match r {
                     Some(r) => {
+                        hurry |= !matches!(r.ack, Ack::None);
+                        since.get_or_insert_with(tokio::time::Instant::now);
                         let now = self.clock.now_ms();
                         let start = buf.len();
                         let hash = record::encode_reading(&mut buf, next_lsn, now, &self.inventory, &r);
@@ -263,6 +282,8 @@ impl Intake {
                     None => readings_open = false,
                 },
                 Some((c, ack)) = inputs.operator.recv(), if readings_open && room => {
+                    hurry = true;
+                    since.get_or_insert_with(tokio::time::Instant::now);
                     let now = self.clock.now_ms();
                     let fact = CommandFact::Alarm {
                         on_site: c.kind == OperatorCommandKind::OnSite,
@@ -279,6 +300,8 @@ impl Intake {
                     let now = self.clock.now_ms();
                     match self.command_fact(&c) {
                         Some(fact) => {
+                            hurry = true;
+                            since.get_or_insert_with(tokio::time::Instant::now);
                             record::encode_command(&mut buf, next_lsn, now, &fact);
                             pending.push(Pending { lsn: next_lsn, now_ms: now, item: Item::Command(c) });
                             next_lsn += 1;
