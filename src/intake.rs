@@ -5,8 +5,9 @@
 //!
 //! Group commit: while one batch is being written and fsynced (on a blocking thread), the
 //! next one collects whatever arrives; it is committed as soon as the first is done, up to
-//! `log.commit_batch` records at a time. Under load a commit carries hundreds of records;
-//! when idle a lone reading is committed at once (no linger: waiting would only add latency).
+//! `log.commit_batch` records at a time. A batch holding anything a client waits for (a QoS 1
+//! message, a command) is committed at once; one of only unacknowledged readings (Modbus
+//! polls, QoS 0) may collect for `UNHURRIED_LINGER` first.
 //!
 //! Redelivery: a message the broker sends again after a crash (logged, not yet acknowledged)
 //! has the same content hash as its first copy (device, `ts`, values; not the arrival time);
