@@ -37,11 +37,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
 
 use common::{
     clk_tck, connect, cpu_ticks, disconnect, env_number, fmt_num, full_run, gateway_bin, median,
-    now_ms, peak_rss_kib, publish_counting_acks, secs, store_count, store_query, temp_dir, ticks_s,
+    now_ms, peak_rss_kib, publish_counted, secs, store_count, store_query, temp_dir, ticks_s,
     wait_for, write_file, Service, CLIENT_CAPACITY, GATEWAY_CLIENT_ID, PUBLISH_INFLIGHT,
     READY_TIMEOUT, STOPPED_LOG, STOP_TIMEOUT, SUBSCRIBED_LOG,
 };
@@ -725,59 +725,14 @@ async fn publish_all(
             (load.topics[*device].clone(), payload.clone())
         })
     };
-    let done = if qos == QoS::AtMostOnce {
-        publish_qos0(&client, &mut eventloop, n, messages, deadline, timeout).await?
-    } else {
-        publish_counting_acks(&client, &mut eventloop, n, messages, deadline, timeout).await?
-    };
+    let done =
+        publish_counted(&client, &mut eventloop, n, messages, qos, deadline, timeout).await?;
     Ok(Published {
         started,
         started_unix_ns,
         done,
         messages: n,
     })
-}
-
-/// Publishes `n` messages at QoS 0 as fast as the connection takes them; returns when the
-/// last one was written. Disconnects at the end.
-async fn publish_qos0(
-    client: &AsyncClient,
-    eventloop: &mut EventLoop,
-    n: usize,
-    messages: impl Iterator<Item = (String, Bytes)> + Send + 'static,
-    deadline: tokio::time::Instant,
-    timeout: Duration,
-) -> Result<Instant, String> {
-    let feeder = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            for (topic, payload) in messages {
-                if let Err(e) = client
-                    .publish_bytes(topic, QoS::AtMostOnce, false, payload)
-                    .await
-                {
-                    return Err(format!("publisher: cannot queue a publish: {e}"));
-                }
-            }
-            Ok(())
-        })
-    };
-    let mut written = 0;
-    while written < n {
-        let ev = tokio::time::timeout_at(deadline, eventloop.poll())
-            .await
-            .map_err(|_| format!("publisher: {written} of {n} publishes written by {timeout:?}"))?
-            .map_err(|e| format!("publisher: connection failed after {written} publishes: {e}"))?;
-        if matches!(ev, Event::Outgoing(Outgoing::Publish(_))) {
-            written += 1;
-        }
-    }
-    let done = Instant::now();
-    feeder
-        .await
-        .map_err(|e| format!("publisher feeder task: {e}"))??;
-    disconnect(client, eventloop).await;
-    Ok(done)
 }
 
 /// Connects a bare subscriber like the gateway's (subscribed at QoS 1, persistent session,

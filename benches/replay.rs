@@ -42,7 +42,7 @@ use serde_json::Value as Json;
 
 use common::{
     clk_tck, connect, cpu_ticks, dir_bytes, env_number, fmt_num, full_run, gateway_bin,
-    gateway_metric, http_port, median, now_ms, publish_counting_acks, secs, temp_dir, ticks_s,
+    gateway_metric, http_port, median, now_ms, publish_counted, secs, temp_dir, ticks_s,
     write_file, Service, GATEWAY_CLIENT_ID, HTTP_LOG, PUBLISH_INFLIGHT, READY_TIMEOUT, STOPPED_LOG,
     STOP_TIMEOUT, SUBSCRIBED_LOG,
 };
@@ -727,8 +727,16 @@ async fn publish_all(
             (load.topics[*device].clone(), payload.clone())
         })
     };
-    let done =
-        publish_counting_acks(&client, &mut eventloop, n, messages, deadline, timeout).await?;
+    let done = publish_counted(
+        &client,
+        &mut eventloop,
+        n,
+        messages,
+        rumqttc::QoS::AtLeastOnce,
+        deadline,
+        timeout,
+    )
+    .await?;
     Ok(done)
 }
 

@@ -625,42 +625,50 @@ pub(crate) async fn wait_for(
     }
 }
 
-/// Publishes `n` messages (topic, payload) at QoS 1 from `client` as fast as the broker takes
-/// them, polling `eventloop` until every PUBACK has arrived (by `deadline`); returns when the
-/// last one did. Disconnects at the end.
-pub(crate) async fn publish_counting_acks(
+/// Publishes `n` messages (topic, payload) at `qos` from `client` as fast as the connection
+/// takes them, polling `eventloop` (by `deadline`) until every one is done — at QoS 1 its
+/// PUBACK has arrived, at QoS 0 it was written — and returns when the last one was.
+/// Disconnects at the end.
+pub(crate) async fn publish_counted(
     client: &rumqttc::AsyncClient,
     eventloop: &mut rumqttc::EventLoop,
     n: usize,
     messages: impl Iterator<Item = (String, bytes::Bytes)> + Send + 'static,
+    qos: rumqttc::QoS,
     deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> Result<Instant, String> {
-    use rumqttc::{Event, Packet, QoS};
+    use rumqttc::{Event, Outgoing, Packet, QoS};
     let feeder = {
         let client = client.clone();
         tokio::spawn(async move {
             for (topic, payload) in messages {
-                if let Err(e) = client
-                    .publish_bytes(topic, QoS::AtLeastOnce, false, payload)
-                    .await
-                {
+                if let Err(e) = client.publish_bytes(topic, qos, false, payload).await {
                     return Err(format!("publisher: cannot queue a publish: {e}"));
                 }
             }
             Ok(())
         })
     };
-    let mut acked = 0;
-    while acked < n {
+    let (what, counted): (&str, fn(&Event) -> bool) = if qos == QoS::AtMostOnce {
+        ("written", |ev| {
+            matches!(ev, Event::Outgoing(Outgoing::Publish(_)))
+        })
+    } else {
+        ("acknowledged", |ev| {
+            matches!(ev, Event::Incoming(Packet::PubAck(_)))
+        })
+    };
+    let mut done_n = 0;
+    while done_n < n {
         let ev = tokio::time::timeout_at(deadline, eventloop.poll())
             .await
-            .map_err(|_| {
-                format!("publisher: {acked} of {n} publishes acknowledged by {timeout:?}")
-            })?
-            .map_err(|e| format!("publisher: connection failed after {acked} PUBACKs: {e}"))?;
-        if matches!(ev, Event::Incoming(Packet::PubAck(_))) {
-            acked += 1;
+            .map_err(|_| format!("publisher: {done_n} of {n} publishes {what} by {timeout:?}"))?
+            .map_err(|e| {
+                format!("publisher: connection failed after {done_n} publishes {what}: {e}")
+            })?;
+        if counted(&ev) {
+            done_n += 1;
         }
     }
     let done = Instant::now();

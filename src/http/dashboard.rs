@@ -32,7 +32,8 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 
 const INDEX: &str = include_str!("dashboard/index.html");
 
-fn file(content_type: &'static str, body: &'static [u8]) -> Response {
+/// An embedded file as the dashboards serve it (also the fleet hub's, `hub::dashboard`).
+pub(crate) fn file(content_type: &'static str, body: &'static [u8]) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),

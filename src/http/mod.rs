@@ -26,7 +26,7 @@
 mod alarms;
 mod auth;
 mod body;
-mod dashboard;
+pub(crate) mod dashboard;
 mod device_figures;
 mod devices;
 mod events;

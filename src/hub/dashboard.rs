@@ -6,10 +6,12 @@
 //! alarm or summary refreshes the table and the alarm list at once.
 
 use axum::extract::Path;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+
+use crate::http::dashboard::file;
 
 /// The embedded files: name, content type, bytes.
 const ASSETS: &[(&str, &str, &[u8])] = &[
@@ -37,21 +39,6 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 
 const INDEX: &str = include_str!("dashboard/index.html");
 
-fn file(content_type: &'static str, body: &'static [u8]) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-        ],
-        body,
-    )
-        .into_response()
-}
-
 /// `GET /`: the page.
 pub(super) async fn index() -> Response {
     file("text/html; charset=utf-8", INDEX.as_bytes())
@@ -76,6 +63,7 @@ pub(super) async fn asset(Path(name): Path<String>) -> Response {
 mod tests {
     use super::*;
     use axum::body::to_bytes;
+    use axum::http::header;
 
     async fn body(r: Response) -> (StatusCode, String, String) {
         let status = r.status();
