@@ -215,6 +215,9 @@ impl Intake {
         // Whether the batch holds something a client waits for, and when it began.
         let mut hurry = false;
         let mut since: Option<tokio::time::Instant> = None;
+        // Fires `UNHURRIED_LINGER` after `since`; re-armed when a batch begins (not per turn).
+        let linger = tokio::time::sleep(UNHURRIED_LINGER);
+        tokio::pin!(linger);
         loop {
             let due = hurry
                 || !readings_open
@@ -268,17 +271,28 @@ impl Intake {
                         }
                     }
                 }
-                _ = async { tokio::time::sleep_until(since.expect("guarded") + UNHURRIED_LINGER).await },
-                    if inflight.is_none() && !pending.is_empty() && !due && since.is_some() => {}
+                () = &mut linger, if inflight.is_none() && !pending.is_empty() && !due && since.is_some() => {}
                 r = inputs.readings.recv(), if readings_open && room => match r {
                     Some(r) => {
-                        hurry |= !matches!(r.ack, Ack::None);
-                        since.get_or_insert_with(tokio::time::Instant::now);
-                        let now = self.clock.now_ms();
-                        let start = buf.len();
-                        let hash = record::encode_reading(&mut buf, next_lsn, now, &self.inventory, &r);
-                        let item = Item::Reading(r);
-                        self.push(&mut pending, &mut buf, start, &mut next_lsn, &mut first_arrival, now, hash, item);
+                        if since.is_none() {
+                            let t = tokio::time::Instant::now();
+                            since = Some(t);
+                            linger.as_mut().reset(t + UNHURRIED_LINGER);
+                        }
+                        // This reading and whatever else is queued, up to the batch's room:
+                        // one turn of this loop per burst, not per reading.
+                        let mut next = Some(r);
+                        while let Some(r) = next.take() {
+                            hurry |= !matches!(r.ack, Ack::None);
+                            let now = self.clock.now_ms();
+                            let start = buf.len();
+                            let hash = record::encode_reading(&mut buf, next_lsn, now, &self.inventory, &r);
+                            let item = Item::Reading(r);
+                            self.push(&mut pending, &mut buf, start, &mut next_lsn, &mut first_arrival, now, hash, item);
+                            if pending.len() < max {
+                                next = inputs.readings.try_recv().ok();
+                            }
+                        }
                     }
                     None => readings_open = false,
                 },

@@ -10,6 +10,7 @@
 //! and disconnects; the store writer delivers the queued batches (up to its grace period);
 //! the HTTP server lets running requests finish (briefly); then `wait` returns.
 
+use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -260,7 +261,8 @@ pub async fn start_with(
         },
         stats.clone(),
         clock.clone(),
-    );
+    )
+    .context("starting the journal's thread")?;
     let intake_task = {
         let task = intake.spawn(
             IntakeInputs {

@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::core::engine::{Applied, Engine};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Job, Journal, JournalWriter};
 use crate::model::escalation::{Escalation, Step, Target};
 use crate::model::event::{
     Alarm, AlarmEventKind, CommandError, DeviceState, DeviceView, EscalationEvent, Event,
@@ -398,7 +398,7 @@ pub fn spawn(
     outputs: Outputs,
     stats: Arc<Stats>,
     clock: Arc<dyn Clock>,
-) -> CoreStage {
+) -> std::io::Result<CoreStage> {
     let (tx, commands) = mpsc::channel(1024);
     let (live, _) = broadcast::channel(LIVE_CAPACITY);
     let handle = CoreHandle {
@@ -407,6 +407,12 @@ pub fn spawn(
         live: live.clone(),
         inventory: engine.inventory().clone(),
     };
+    let journal = JournalWriter::start(
+        journal,
+        engine.inventory().clone(),
+        stats.clone(),
+        clock.clone(),
+    )?;
     let stage = Stage {
         engine,
         journal,
@@ -423,12 +429,12 @@ pub fn spawn(
         escalations: Escalations::none(),
     };
     let task = tokio::spawn(stage.run(inputs, commands));
-    CoreStage { handle, task }
+    Ok(CoreStage { handle, task })
 }
 
 struct Stage {
     engine: Engine,
-    journal: Journal,
+    journal: JournalWriter,
     outputs: Outputs,
     live: broadcast::Sender<LiveEvent>,
     stats: Arc<Stats>,
@@ -508,17 +514,14 @@ impl Stage {
                     self.ticks_unsaved += 1;
                     if self.ticks_unsaved >= PROGRESS_EVERY_TICKS {
                         self.ticks_unsaved = 0;
-                        self.save_progress();
+                        self.save_progress().await;
                     }
                     if let Some(r) = &mut self.record {
                         r.flush();
                     }
                     if now.saturating_sub(self.last_alive_ms) >= ALIVE_EVERY_MS {
                         self.last_alive_ms = now;
-                        match self.journal.alive(now) {
-                            Ok(()) => self.journal_ok(),
-                            Err(e) => self.journal_error(e),
-                        }
+                        self.journal.send(Job::Alive(now)).await;
                         // Forget the steps of alarms the engine no longer keeps.
                         let engine = &self.engine;
                         self.escalations
@@ -538,11 +541,8 @@ impl Stage {
         self.engine.tick(now, &mut self.out);
         self.engine.flush_hours(&mut self.out);
         self.emit().await;
-        self.save_progress();
-        match self.journal.end_run(now) {
-            Ok(()) => self.journal_ok(),
-            Err(e) => self.journal_error(e),
-        }
+        self.save_progress().await;
+        self.journal.send(Job::EndRun(now)).await;
         if let Some(r) = &mut self.record {
             r.flush();
             if r.failed > 0 {
@@ -552,6 +552,7 @@ impl Stage {
                 );
             }
         }
+        self.journal.close().await;
         info!("Core stage stopped; journal closed.");
     }
 
@@ -725,57 +726,42 @@ impl Stage {
         }
     }
 
-    /// Keeps the devices' event-time positions in the journal (each tick and at the stop):
-    /// a restart goes on from there.
-    fn save_progress(&mut self) {
+    /// Keeps the devices' event-time positions in the journal (every `PROGRESS_EVERY_TICKS`
+    /// ticks and at the stop): a restart goes on from there.
+    async fn save_progress(&mut self) {
         let progress = self.engine.take_progress();
-        let position = self.position;
-        // Nothing to write is no news about the journal.
-        let writes = !progress.is_empty() || position.is_some();
-        match self
-            .journal
-            .commit(self.engine.inventory(), &[], &progress, position)
-        {
-            Ok(()) => {
-                if writes {
-                    self.journal_ok();
-                }
-                self.committed(position);
-            }
-            Err(e) => self.journal_error(e),
+        let position = self.position.take();
+        if progress.is_empty() && position.is_none() {
+            return;
         }
+        self.journal
+            .send(Job::Commit {
+                events: Vec::new(),
+                progress,
+                position,
+            })
+            .await;
     }
 
-    /// The journal holds everything below `position` now.
-    fn committed(&mut self, position: Option<u64>) {
-        if let Some(p) = position {
-            self.stats.log.engine_pos.store(p, Relaxed);
-            if self.position == Some(p) {
-                self.position = None;
-            }
-        }
-    }
-
-    /// Journals the pending events, then hands them to the sinks.
+    /// Journals the pending events (on the journal's thread), then hands them to the sinks.
     async fn emit(&mut self) {
         if self.out.is_empty() {
             return;
         }
-        let mut events = std::mem::take(&mut self.out);
         // The events, the devices' positions and the log position that produced them, in one
-        // transaction: after a crash the log replays exactly what the journal lacks.
+        // transaction: after a crash the log replays exactly what the journal lacks. The sinks
+        // get copies (marked below for them), the journal the events as they happened.
+        let mut events = self.out.clone();
+        let journaled = std::mem::take(&mut self.out);
         let progress = self.engine.take_progress();
-        let position = self.position;
-        match self
-            .journal
-            .commit(self.engine.inventory(), &events, &progress, position)
-        {
-            Ok(()) => {
-                self.journal_ok();
-                self.committed(position);
-            }
-            Err(e) => self.journal_error(e),
-        }
+        let position = self.position.take();
+        self.journal
+            .send(Job::Commit {
+                events: journaled,
+                progress,
+                position,
+            })
+            .await;
         let engine = &self.engine;
         mark_backlog(&mut events, |id| {
             engine.alarm(id).and_then(|a| a.cleared_ms)
@@ -866,25 +852,6 @@ impl Stage {
                     );
                 }
             }
-        }
-    }
-
-    /// A journal write succeeded: if the last one had failed, say that journaling goes on.
-    fn journal_ok(&mut self) {
-        if self.stats.core.journal_failing.swap(0, Relaxed) == 1 {
-            info!(path = %self.journal.path().display(),
-                  "The journal can be written again; journaling goes on (what failed before is missing from the figures).");
-        }
-    }
-
-    fn journal_error(&mut self, e: JournalError) {
-        self.stats.core.journal_errors.fetch_add(1, Relaxed);
-        self.stats.core.journal_failing.store(1, Relaxed);
-        if let Some(n) = self.logs.allow("journal", self.clock.now_ms()) {
-            // Through anyhow for `{:#}`: the sentence, then its SQLite or I/O cause.
-            let e = anyhow::Error::new(e);
-            error!(error = format!("{e:#}"), path = %self.journal.path().display(), suppressed = n,
-                   "Could not write the journal; states and alarms go on, but this history will be missing from the figures.");
         }
     }
 }

@@ -9,7 +9,9 @@
 //!
 //! **Intactness** over [a, b) for devices D:
 //!
-//!     rate = Σ_d intact_time_d / Σ_d (b − a − maintenance_time_d − unmonitored_time_d)
+//!  ```text
+//!  rate = Σ_d intact_time_d / Σ_d (b − a − maintenance_time_d − unmonitored_time_d)
+//!  ```
 //!
 //! `offline` counts as not intact (`OfflinePolicy::NotIntact`, the default), or is left out of
 //! the denominator too (`OfflinePolicy::Excluded`). Time before a device's first journaled

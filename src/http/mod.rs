@@ -971,7 +971,8 @@ category = "indoor_sensor"
             },
             stats.clone(),
             clock.clone(),
-        );
+        )
+        .expect("the journal's thread starts");
         let settings: HttpSettings = cfg.http.clone().expect("[http] in the test config");
         assert_eq!(settings.api_token, Secret::new(token.unwrap_or("")));
         let state = AppState::new(

@@ -22,6 +22,7 @@ mod queries;
 mod restore;
 mod schema;
 mod write;
+mod writer;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ pub use queries::RunRecord;
 pub use queries::{AlarmRecord, ComplianceRecord, HourlyRecord, TransitionRecord};
 use schema::migrate;
 pub use schema::SCHEMA_VERSION;
+pub use writer::{Job, JournalWriter};
 pub use writes::{WriteLog, WriteRecord};
 
 /// The journal's file name inside `data_dir`.

@@ -8,7 +8,9 @@
 //!   journaled transitions (its last one before `from`, then those in [from, end)) with its
 //!   maintenance windows overlaid (`figures::rated_histories`), walked by `kpi::state_time`:
 //!
-//!       rate = intact / (end − from − maintenance − unmonitored [− offline])
+//!    ```text
+//!    rate = intact / (end − from − maintenance − unmonitored [− offline])
+//!    ```
 //!
 //!   (offline left out of the denominator only with `[assessment] offline = "excluded"`).
 //! - **Time in each state** — intact, fault, offline, maintenance, unmonitored (seconds; they
@@ -24,7 +26,9 @@
 //! **Worst devices** (`worst_devices`): the devices of the site (those the site figures count)
 //! with the most *lost intact time* over the period:
 //!
-//!     lost = rated time − intact time = (end − from − maintenance − unmonitored) − intact
+//!  ```text
+//!  lost = rated time − intact time = (end − from − maintenance − unmonitored) − intact
+//!  ```
 //!
 //! i.e. fault + offline time under the default offline policy (fault only with `offline =
 //! "excluded"`), in hours. Devices that lost nothing are not listed; ties go by device id.

@@ -13,7 +13,9 @@
 //! like maintenance) and its transitions in [from, end); `kpi::state_time` gives its intact,
 //! fault, offline, maintenance and unmonitored milliseconds. Per category, building and site:
 //!
-//!     rate = Σ_d intact_d / Σ_d (intact_d + fault_d + offline_d)
+//!  ```text
+//!  rate = Σ_d intact_d / Σ_d (intact_d + fault_d + offline_d)
+//!  ```
 //!
 //! i.e. Σ intact / Σ (end − from − maintenance − unmonitored). Offline counts as not intact
 //! (`OfflinePolicy::NotIntact`, default) or is left out of the denominator
@@ -44,7 +46,9 @@
 //! (intact or fault; not offline, maintenance or unmonitored) and compliant time (online and
 //! at or above the minimum; an unknown temperature is not compliant). Per building and site:
 //!
-//!     compliance = Σ_s compliant_s / Σ_s online_s        coverage = Σ_s online_s / Σ_s season_s
+//!  ```text
+//!  compliance = Σ_s compliant_s / Σ_s online_s        coverage = Σ_s online_s / Σ_s season_s
+//!  ```
 //!
 //! Once a sensor counts, all its in-season time is season time: offline, maintenance and
 //! no-state time lower the coverage (how much of the season was watched). `avg_indoor_c` = the mean of the hourly means (`sum / n` of each

@@ -1,0 +1,197 @@
+//! The journal's own thread (issue 16): the core stage hands each transaction — events, the
+//! devices' progress and the input log position that produced them — to this thread and goes
+//! straight on to the sinks, so an alarm is published while its SQLite transaction is still
+//! being written instead of after it. With 1,000 devices reporting, a transaction carries the
+//! progress rows of hundreds of devices (several milliseconds); on the stage that time was
+//! added to every alarm's latency.
+//!
+//! What stays the same: the jobs are applied in the order they were sent, each commit is one
+//! transaction (events, progress and position all or nothing), and the engine's position in
+//! the input log (`log_engine_pos`, what the log may trim) moves only once its transaction is
+//! committed. Commits queued behind a slow one are merged into one transaction (in order:
+//! progress upserts keep the last row per device, the position is the last one), so a backlog
+//! costs fewer transactions, never more. The sinks may hear of an event a few milliseconds
+//! before it is journaled; after a crash in between, the log replays the facts the journal
+//! lacks and the event is journaled then (and notified again: notification is at least once).
+//! The stage stops only after this thread has written everything it was sent.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+use super::{Journal, JournalError};
+use crate::clock::Clock;
+use crate::model::event::Event;
+use crate::model::restore::DeviceProgress;
+use crate::model::Inventory;
+use crate::stats::{LogLimiter, Stats};
+
+/// Jobs queued for the thread before the stage waits for it (backpressure, never a drop: the
+/// journal is the source of truth of the figures).
+const QUEUE: usize = 64;
+
+/// What the journal's thread is asked to do.
+#[derive(Debug)]
+pub enum Job {
+    /// One transaction: events, the devices' progress, the engine's position in the input log
+    /// (next lsn) if it moved.
+    Commit {
+        events: Vec<Event>,
+        progress: Vec<DeviceProgress>,
+        position: Option<u64>,
+    },
+    /// This run is alive at the given time (`Journal::alive`).
+    Alive(i64),
+    /// This run stopped cleanly at the given time (`Journal::end_run`).
+    EndRun(i64),
+}
+
+/// The stage's end of the journal's thread.
+#[derive(Debug)]
+pub struct JournalWriter {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl JournalWriter {
+    /// Moves `journal` onto its own thread. Its results show in `stats` (`journal_errors`,
+    /// `journal_failing`, `log_engine_pos`) and in the log (rate-limited).
+    pub fn start(
+        journal: Journal,
+        inventory: Arc<Inventory>,
+        stats: Arc<Stats>,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<JournalWriter> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let mut thread = Thread {
+            path: journal.path().to_path_buf(),
+            journal,
+            inventory,
+            stats,
+            clock,
+            logs: LogLimiter::new(5, 60_000),
+        };
+        let handle = std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || thread.run(rx))?;
+        Ok(JournalWriter {
+            tx: Some(tx),
+            thread: Some(handle),
+        })
+    }
+
+    /// Queues a job; waits only while the thread is `QUEUE` jobs behind.
+    pub async fn send(&self, job: Job) {
+        if let Some(tx) = &self.tx {
+            // The thread ends only when this sender is dropped (or it panicked: then the
+            // panic is reported by `close`).
+            let _ = tx.send(job).await;
+        }
+    }
+
+    /// Lets the thread write what it was sent, then waits for it to end.
+    pub async fn close(mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            match tokio::task::spawn_blocking(move || t.join()).await {
+                Ok(Ok(())) => {}
+                _ => error!("The journal's thread failed; what it had not written is replayed from the input log at the next start."),
+            }
+        }
+    }
+}
+
+struct Thread {
+    journal: Journal,
+    path: PathBuf,
+    inventory: Arc<Inventory>,
+    stats: Arc<Stats>,
+    clock: Arc<dyn Clock>,
+    logs: LogLimiter<&'static str>,
+}
+
+impl Thread {
+    fn run(&mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut next: Option<Job> = None;
+        loop {
+            let job = match next.take() {
+                Some(j) => j,
+                None => match rx.blocking_recv() {
+                    Some(j) => j,
+                    None => break,
+                },
+            };
+            match job {
+                Job::Commit {
+                    mut events,
+                    mut progress,
+                    mut position,
+                } => {
+                    // Merge the commits already queued behind this one (in order).
+                    while let Ok(j) = rx.try_recv() {
+                        match j {
+                            Job::Commit {
+                                events: e,
+                                progress: p,
+                                position: q,
+                            } => {
+                                events.extend(e);
+                                progress.extend(p);
+                                position = q.or(position);
+                            }
+                            other => {
+                                next = Some(other);
+                                break;
+                            }
+                        }
+                    }
+                    let r = self
+                        .journal
+                        .commit(&self.inventory, &events, &progress, position);
+                    match r {
+                        Ok(()) => {
+                            if !events.is_empty() || !progress.is_empty() || position.is_some() {
+                                self.ok();
+                            }
+                            if let Some(p) = position {
+                                self.stats.log.engine_pos.store(p, Relaxed);
+                            }
+                        }
+                        Err(e) => self.failed(e),
+                    }
+                }
+                Job::Alive(now) => match self.journal.alive(now) {
+                    Ok(()) => self.ok(),
+                    Err(e) => self.failed(e),
+                },
+                Job::EndRun(now) => match self.journal.end_run(now) {
+                    Ok(()) => self.ok(),
+                    Err(e) => self.failed(e),
+                },
+            }
+        }
+        info!(path = %self.path.display(), "Journal closed.");
+    }
+
+    /// A journal write succeeded: if the last one had failed, say that journaling goes on.
+    fn ok(&mut self) {
+        if self.stats.core.journal_failing.swap(0, Relaxed) == 1 {
+            info!(path = %self.path.display(),
+                  "The journal can be written again; journaling goes on (what failed before is missing from the figures).");
+        }
+    }
+
+    fn failed(&mut self, e: JournalError) {
+        self.stats.core.journal_errors.fetch_add(1, Relaxed);
+        self.stats.core.journal_failing.store(1, Relaxed);
+        if let Some(n) = self.logs.allow("journal", self.clock.now_ms()) {
+            // Through anyhow for `{:#}`: the sentence, then its SQLite or I/O cause.
+            let e = anyhow::Error::new(e);
+            error!(error = format!("{e:#}"), path = %self.path.display(), suppressed = n,
+                   "Could not write the journal; states and alarms go on, but this history will be missing from the figures.");
+        }
+    }
+}
