@@ -1023,7 +1023,7 @@ fn report(p: &Params, cases: &[Case], results: &[Vec<Round>], cores: usize) -> S
          own (rumqttc on one thread) that only counts: subscribed at QoS 1 with a persistent \
          session and manual acks, like the gateway, which always subscribes at QoS 1, so \
          messages published at QoS 0 are delivered at QoS 0. The gateway runs with the \
-         production defaults (`batch_lines` 5000, `batch_interval` 1s, gzip).{}\n",
+         production defaults (`batch_lines` 5000, `batch_interval` 1s, `batch_quiet` 100ms, gzip).{}\n",
         fmt_num(main_load.len() as f64, 0),
         fmt_num(cases[0].devices as f64, 0),
         p.rounds,
@@ -1303,7 +1303,7 @@ fn report(p: &Params, cases: &[Case], results: &[Vec<Round>], cores: usize) -> S
         "\nHow to read it: both rates count from the first publish; the bare subscriber's until \
          it has the last message, the gateway's until the store answers a `count_over_time` \
          query with all the points (polled every {} ms after `/internal/force_flush`), so it \
-         includes the last batch's wait (up to `batch_interval`) and the store's ingestion. At \
+         includes the last batch's wait (`batch_quiet`, 100 ms after the last reading) and the store's ingestion. At \
          QoS 0 the broker may drop messages: the bare subscriber stops {} s after the last one \
          it got, the store is read until its count has not grown for {} s after the publisher \
          finished, and the rate counts what arrived (up to when it last arrived). The publisher \

@@ -286,9 +286,9 @@ impl Intake {
                             hurry |= !matches!(r.ack, Ack::None);
                             let now = self.clock.now_ms();
                             let start = buf.len();
-                            let hash = record::encode_reading(&mut buf, next_lsn, now, &self.inventory, &r);
+                            record::encode_reading(&mut buf, next_lsn, now, &self.inventory, &r);
                             let item = Item::Reading(r);
-                            self.push(&mut pending, &mut buf, start, &mut next_lsn, &mut first_arrival, now, hash, item);
+                            self.push(&mut pending, &mut buf, start, &mut next_lsn, &mut first_arrival, now, item);
                             if pending.len() < max {
                                 next = inputs.readings.try_recv().ok();
                             }
@@ -307,9 +307,9 @@ impl Intake {
                         ts_ms: c.ts_ms,
                     };
                     let start = buf.len();
-                    let hash = record::encode_command(&mut buf, next_lsn, now, &fact);
+                    record::encode_command(&mut buf, next_lsn, now, &fact);
                     let item = Item::Operator(c, ack);
-                    self.push(&mut pending, &mut buf, start, &mut next_lsn, &mut first_arrival, now, hash, item);
+                    self.push(&mut pending, &mut buf, start, &mut next_lsn, &mut first_arrival, now, item);
                 }
                 Some(c) = inputs.commands.recv(), if readings_open && room => {
                     let now = self.clock.now_ms();
@@ -335,6 +335,8 @@ impl Intake {
     }
 
     /// Adds an encoded fact to the batch, or (a copy of a recent record) takes it back out.
+    /// Only what a broker may send again (an MQTT QoS 1 message) is hashed and remembered:
+    /// a Modbus poll or a QoS 0 message never comes twice.
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -344,7 +346,6 @@ impl Intake {
         next_lsn: &mut u64,
         first_arrival: &mut i64,
         now: i64,
-        hash: u64,
         item: Item,
     ) {
         let redeliverable = match &item {
@@ -352,29 +353,32 @@ impl Intake {
             Item::Operator(_, ack) => matches!(ack, Ack::Mqtt { .. }),
             _ => false,
         };
-        if redeliverable && self.recent.contains(&hash) {
-            // Take the record back out of the buffer: it is the last one written.
-            buf.truncate(start);
-            self.stats.log.duplicates.fetch_add(1, Relaxed);
-            let ack = match item {
-                Item::Reading(mut r) => std::mem::take(&mut r.ack),
-                Item::Operator(_, ack) => ack,
-                _ => Ack::None,
-            };
-            pending.push(Pending {
-                lsn: 0,
-                now_ms: now,
-                item: Item::Duplicate(ack),
-            });
-            return;
-        }
-        if self.recent_order.len() >= RECENT {
-            if let Some(old) = self.recent_order.pop_front() {
-                self.recent.remove(&old);
+        if redeliverable {
+            let hash = record::hash_at(buf, start);
+            if self.recent.contains(&hash) {
+                // Take the record back out of the buffer: it is the last one written.
+                buf.truncate(start);
+                self.stats.log.duplicates.fetch_add(1, Relaxed);
+                let ack = match item {
+                    Item::Reading(mut r) => std::mem::take(&mut r.ack),
+                    Item::Operator(_, ack) => ack,
+                    _ => Ack::None,
+                };
+                pending.push(Pending {
+                    lsn: 0,
+                    now_ms: now,
+                    item: Item::Duplicate(ack),
+                });
+                return;
             }
-        }
-        if self.recent.insert(hash) {
-            self.recent_order.push_back(hash);
+            if self.recent_order.len() >= RECENT {
+                if let Some(old) = self.recent_order.pop_front() {
+                    self.recent.remove(&old);
+                }
+            }
+            if self.recent.insert(hash) {
+                self.recent_order.push_back(hash);
+            }
         }
         pending.push(Pending {
             lsn: *next_lsn,

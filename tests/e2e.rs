@@ -148,7 +148,10 @@ fn status_messages_and_self_measurement() {
 fn sigterm_flushes_and_a_restart_loses_nothing() {
     // Batches would only close after a minute: what the gateway took must still reach the
     // store when it is stopped, and what it had not taken yet stays in its broker session.
-    let mut estate = Estate::start_with("batch_lines = 100000\nbatch_interval = \"60s\"", "");
+    let mut estate = Estate::start_with(
+        "batch_lines = 100000\nbatch_interval = \"60s\"\nbatch_quiet = \"0s\"",
+        "",
+    );
     let t0 = now_ms() - 10_000;
     let payloads: Vec<String> = (0..200)
         .map(|i| {
@@ -186,6 +189,52 @@ fn sigterm_flushes_and_a_restart_loses_nothing() {
     // Every reading exactly once.
     assert_eq!(ts, (0..300).map(|i| t0 + i).collect::<Vec<_>>());
     eprintln!("{flushed} readings flushed at SIGTERM, the rest delivered after the restart");
+}
+
+#[test]
+fn a_burst_is_in_the_store_once_it_is_over_not_a_batch_interval_later() {
+    // Batches close after a minute or 100,000 lines; the default `batch_quiet` (100 ms) sends
+    // the end of a burst as soon as nothing new comes.
+    let mut estate = Estate::start_with("batch_lines = 100000\nbatch_interval = \"60s\"", "");
+    let t0 = now_ms() - 10_000;
+    let burst = |from: i64, to: i64| -> Vec<String> {
+        (from..to)
+            .map(|i| format!(r#"{{"ts": {}, "indoor_temp_c": 20.5}}"#, t0 + i))
+            .collect()
+    };
+    let topic = Estate::telemetry_topic("indoor_sensor", "T-0301");
+    let started = std::time::Instant::now();
+    estate.mqtt.publish_lines(&topic, &burst(0, 50), 1);
+    estate.wait_for_telemetry(50);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the burst took {:?}, i.e. waited for batch_interval",
+        started.elapsed()
+    );
+
+    // With `batch_quiet = "0s"` the same burst waits for its batch to fill or its minute.
+    estate.rewrite_config(
+        "batch_lines = 100000\nbatch_interval = \"60s\"\nbatch_quiet = \"0s\"",
+        "",
+    );
+    estate.restart_gateway();
+    estate.mqtt.publish_lines(&topic, &burst(50, 100), 1);
+    let waited = wait_until(Duration::from_secs(2), Duration::from_millis(100), || {
+        estate.telemetry_lines().len() > 50
+    });
+    assert!(
+        !waited,
+        "with batch_quiet = 0s the burst went before its batch_interval"
+    );
+    // Stopping sends what it holds; each reading is in the store once.
+    let status = estate.gateway.terminate();
+    assert!(status.success(), "exit {status}:\n{}", estate.gateway.log());
+    estate.rewrite_config("", "");
+    estate.restart_gateway();
+    let lines = estate.wait_for_telemetry(100);
+    let mut ts: Vec<i64> = lines.iter().map(|p| p.timestamp.unwrap()).collect();
+    ts.sort();
+    assert_eq!(ts, (0..100).map(|i| t0 + i).collect::<Vec<_>>());
 }
 
 // The same tests with the gateway speaking MQTT 5 (`mqtt.protocol = "v5"`).

@@ -104,7 +104,9 @@ fn store_down_then_back_loses_nothing() {
 
 #[test]
 fn store_errors_are_retried_or_dropped_by_status() {
-    let mut estate = Estate::start();
+    // Batches of whatever 200 ms brings (no early partial batches), so that the one injected
+    // 400 meets a batch of several lines, as it did before `batch_quiet`.
+    let mut estate = Estate::start_with("batch_quiet = \"0s\"", "");
     let topic = Estate::telemetry_topic("indoor_sensor", "T-0301");
     let t0 = now_ms() - 5_000;
 

@@ -144,6 +144,8 @@ pub struct StoreSettings {
     pub client_cert: Option<ClientCert>,
     pub batch_lines: usize,
     pub batch_interval: Duration,
+    /// A partial batch goes once no new line arrived for this long (zero: never early).
+    pub batch_quiet: Duration,
     pub queue_lines: usize,
     pub timeout: Duration,
     pub retry_min: Duration,
@@ -901,6 +903,7 @@ fn build_store(
     if batch_interval.is_zero() && !errs.has_key("store.batch_interval") {
         errs.push("store.batch_interval", "must be more than 0 (default 1s)");
     }
+    let batch_quiet = errs.duration("store.batch_quiet", &s.batch_quiet);
     let timeout = errs.duration("store.timeout", &s.timeout);
     let retry_min = errs.duration("store.retry_min", &s.retry_min);
     let retry_max = errs.duration("store.retry_max", &s.retry_max);
@@ -916,6 +919,7 @@ fn build_store(
         token,
         batch_lines: s.batch_lines,
         batch_interval,
+        batch_quiet,
         queue_lines: s.queue_lines,
         timeout,
         retry_min,

@@ -380,6 +380,7 @@ fn unknown_key_hint(key: &str) -> String {
             "key_file",
             "batch_lines",
             "batch_interval",
+            "batch_quiet",
             "queue_lines",
             "timeout",
             "retry_min",

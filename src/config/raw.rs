@@ -178,6 +178,9 @@ pub(crate) struct RawStore {
     pub key_file: Option<String>,
     pub batch_lines: usize,
     pub batch_interval: String,
+    /// A partial batch is also sent once no new line arrived for this long (0: only
+    /// `batch_interval`).
+    pub batch_quiet: String,
     /// Lines held in memory while the store is slow or down; beyond it the oldest batches
     /// are dropped and counted.
     pub queue_lines: usize,
@@ -200,6 +203,7 @@ impl Default for RawStore {
             key_file: None,
             batch_lines: 5000,
             batch_interval: "1s".into(),
+            batch_quiet: "100ms".into(),
             queue_lines: 1_000_000,
             timeout: "10s".into(),
             retry_min: "200ms".into(),

@@ -87,13 +87,21 @@ pub fn summary(cfg: &Config, verbose: bool) -> String {
     }
     match &cfg.store {
         Some(s) => out.push_str(&format!(
-            "store: {} org `{}` bucket `{}`, token {}, batches of {} lines or {}, gzip {}\n",
+            "store: {} org `{}` bucket `{}`, token {}, batches of {} lines or {}{}, gzip {}\n",
             s.url,
             s.org,
             s.bucket,
             if s.token.is_empty() { "not set" } else { "set" },
             s.batch_lines,
             humantime::format_duration(s.batch_interval),
+            if s.batch_quiet.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    " (sooner after {} without new lines)",
+                    humantime::format_duration(s.batch_quiet)
+                )
+            },
             if s.gzip { "on" } else { "off" }
         )),
         None => out.push_str("store: none ([store] not configured)\n"),

@@ -53,6 +53,24 @@ pub struct Season {
     pub tz: TimeZone,
     /// The zone's name as configured (`Asia/Shanghai`).
     pub tz_name: String,
+    /// `bounds` of the seasons starting in `FIRST_YEAR..=LAST_YEAR`, in order: `contains` is a
+    /// search in them instead of a time zone conversion (it runs for every reading that a
+    /// `season` rule looks at).
+    spans: Spans,
+}
+
+/// The years whose seasons `Season::spans` holds; other instants take the slow path.
+const FIRST_YEAR: i16 = 1969;
+const LAST_YEAR: i16 = 2200;
+
+/// Precomputed season bounds (shown by their count only).
+#[derive(Clone)]
+struct Spans(std::sync::Arc<[(i64, i64)]>);
+
+impl std::fmt::Debug for Spans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} seasons", self.0.len())
+    }
 }
 
 impl PartialEq for Season {
@@ -66,30 +84,51 @@ impl Season {
         let tz = TimeZone::get(tz_name).map_err(|_| {
             format!("`{tz_name}` is not an IANA time zone; valid: names such as Asia/Shanghai, Asia/Harbin, Europe/Berlin")
         })?;
-        Ok(Season {
+        Ok(Season::with_spans(start, end, tz, tz_name.to_owned()))
+    }
+
+    fn with_spans(start: MonthDay, end: MonthDay, tz: TimeZone, tz_name: String) -> Season {
+        let mut s = Season {
             start,
             end,
             tz,
-            tz_name: tz_name.to_owned(),
-        })
+            tz_name,
+            spans: Spans(std::sync::Arc::new([])),
+        };
+        let spans: Vec<(i64, i64)> = (FIRST_YEAR..=LAST_YEAR).map(|y| s.bounds(y)).collect();
+        s.spans = Spans(spans.into());
+        s
     }
 
     /// Beijing's season, 11-15 → 03-15, Asia/Shanghai.
     pub fn beijing() -> Season {
-        Season {
-            start: MonthDay { month: 11, day: 15 },
-            end: MonthDay { month: 3, day: 15 },
-            tz: TimeZone::get("Asia/Shanghai").unwrap_or(TimeZone::UTC),
-            tz_name: "Asia/Shanghai".into(),
-        }
+        Season::with_spans(
+            MonthDay { month: 11, day: 15 },
+            MonthDay { month: 3, day: 15 },
+            TimeZone::get("Asia/Shanghai").unwrap_or(TimeZone::UTC),
+            "Asia/Shanghai".into(),
+        )
     }
 
     fn crosses_year(&self) -> bool {
         self.end < self.start
     }
 
-    /// Whether the instant `ts_ms` (unix ms) is inside the season.
+    /// Whether the instant `ts_ms` (unix ms) is inside the season: its local date is between
+    /// `start` and `end`.
     pub fn contains(&self, ts_ms: i64) -> bool {
+        let spans = &self.spans.0;
+        // The last season starting at or before `ts_ms`; inside the table, `ts_ms` is in the
+        // season exactly when it is before that season's end.
+        let i = spans.partition_point(|&(from, _)| from <= ts_ms);
+        match (i.checked_sub(1).and_then(|k| spans.get(k)), spans.get(i)) {
+            (Some(&(_, to)), Some(_)) => ts_ms < to,
+            _ => self.contains_by_date(ts_ms),
+        }
+    }
+
+    /// `contains` by converting to the local date (outside the precomputed years).
+    fn contains_by_date(&self, ts_ms: i64) -> bool {
         let Ok(ts) = Timestamp::from_millisecond(ts_ms) else {
             return false;
         };
@@ -151,6 +190,27 @@ mod tests {
         assert_eq!(s.next_boundary(start), Some(end));
         assert!(s.contains(start) && !s.contains(start - 1));
         assert!(s.contains(end - 1) && !s.contains(end));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn contains_agrees_with_the_local_date(
+            ts in -10_000_000_000_000i64..10_000_000_000_000,
+            which in 0usize..3,
+        ) {
+            let s = match which {
+                0 => Season::beijing(),
+                1 => Season::new(MonthDay::parse("01-10").unwrap(), MonthDay::parse("02-20").unwrap(), "Europe/Berlin").unwrap(),
+                _ => Season::new(MonthDay::parse("10-01").unwrap(), MonthDay::parse("04-30").unwrap(), "America/New_York").unwrap(),
+            };
+            proptest::prop_assert_eq!(s.contains(ts), s.contains_by_date(ts));
+            // Around its boundaries too (the table's edges are exact).
+            for b in [s.bounds(2026).0, s.bounds(2026).1, s.bounds(1969).0, s.bounds(2200).1] {
+                for t in [b - 1, b, b + 1] {
+                    proptest::prop_assert_eq!(s.contains(t), s.contains_by_date(t));
+                }
+            }
+        }
     }
 
     fn ms(s: &str) -> i64 {

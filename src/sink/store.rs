@@ -9,7 +9,7 @@
 //! - the **writer** is a consumer of the input log (`wal`): from its committed position
 //!   (`data_dir/log/store.pos`) it reads readings, encodes them, adds the queued event lines,
 //!   and writes a request of up to `batch_lines` lines (waiting up to `batch_interval` for a
-//!   fuller one). Only after the store answered 2xx does its position move. An outage of any
+//!   fuller one, or sending a partial one once nothing new came for `batch_quiet`). Only after the store answered 2xx does its position move. An outage of any
 //!   length within the log's bound costs no memory: the writer just lags, retrying with
 //!   capped backoff (`retry_max`, default 1 s, so a recovered store is written to within
 //!   about a second), and catches up oldest first. A batch the store refuses as malformed
@@ -556,7 +556,10 @@ struct Pending {
 }
 
 enum Wait {
+    /// Something new: log records, queued events.
     More,
+    /// The time asked for passed with nothing new.
+    Timeout,
     Closed,
 }
 
@@ -651,9 +654,23 @@ impl Writer {
                 },
                 None => None,
             };
+            // A partial batch also goes once nothing new came for `batch_quiet`: the end of a
+            // burst reaches the store at once instead of up to `batch_interval` later.
+            let quiet = !self.store.batch_quiet.is_zero() && p.lines > 0;
+            let remaining = match remaining {
+                Some(r) if quiet && self.store.batch_quiet < r => Some(self.store.batch_quiet),
+                r => r,
+            };
             self.note_lag(p.oldest_ms);
             match self.wait(remaining).await {
                 Wait::More => {}
+                Wait::Timeout => {
+                    if quiet {
+                        // Quiet (or the interval is over): take what came meanwhile, then go.
+                        self.fill(&mut p);
+                        return Some(p);
+                    }
+                }
                 Wait::Closed => {
                     if p.lines > 0 {
                         return Some(p);
@@ -682,7 +699,7 @@ impl Writer {
             }
             _ = self.queue.notify.notified() => Wait::More,
             _ = self.queue.closing.cancelled() => Wait::Closed,
-            _ = sleep => Wait::More,
+            _ = sleep => Wait::Timeout,
         }
     }
 

@@ -80,15 +80,15 @@ pub enum Fact {
 #[error("input log record: {0}")]
 pub struct DecodeError(pub &'static str);
 
-/// Appends the whole record (header and body) of a reading to `out`; returns the content
-/// hash used to recognise a redelivered message.
+/// Appends the whole record (header and body) of a reading to `out` (`hash_at` gives the
+/// content hash used to recognise a redelivered message).
 pub fn encode_reading(
     out: &mut Vec<u8>,
     lsn: u64,
     arrival_ms: i64,
     inventory: &Inventory,
     r: &Reading,
-) -> u64 {
+) {
     let start = begin(out, lsn, arrival_ms, KIND_READING);
     let d = inventory.get(r.device);
     str16(out, &d.site);
@@ -127,8 +127,8 @@ pub fn encode_reading(
     finish(out, start)
 }
 
-/// Appends a command record to `out`; returns its content hash.
-pub fn encode_command(out: &mut Vec<u8>, lsn: u64, arrival_ms: i64, c: &CommandFact) -> u64 {
+/// Appends a command record to `out` (`hash_at` gives its content hash).
+pub fn encode_command(out: &mut Vec<u8>, lsn: u64, arrival_ms: i64, c: &CommandFact) {
     let start = begin(out, lsn, arrival_ms, KIND_COMMAND);
     // Serialising a plain struct of strings and numbers into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, c);
@@ -144,22 +144,28 @@ fn begin(out: &mut Vec<u8>, lsn: u64, arrival_ms: i64, kind: u8) -> usize {
     start
 }
 
-/// Fills in length and checksum; the content hash covers kind and payload (not the lsn or
-/// the arrival time, which differ for a redelivered copy).
-fn finish(out: &mut [u8], start: usize) -> u64 {
+/// Fills in length and checksum.
+fn finish(out: &mut [u8], start: usize) {
     let body = &out[start + HEADER..];
     let len = body.len() as u32;
     let crc = crc32fast::hash(body);
-    let hash = content_hash(body);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    hash
 }
 
-/// The content hash of a body (kind and payload).
+/// The content hash of the record that starts at `start` in `buf` (see `content_hash`).
+pub fn hash_at(buf: &[u8], start: usize) -> u64 {
+    content_hash(buf.get(start + HEADER..).unwrap_or(&[]))
+}
+
+/// The content hash of a body: its kind and payload, not the lsn or the arrival time (which
+/// differ for a redelivered copy). A 64-bit hash of good quality (foldhash's, fixed seed:
+/// the same in every run, so the hashes of the log's tail are recomputed alike at start);
+/// it is only asked for the records a broker may send again (MQTT QoS 1).
 pub fn content_hash(body: &[u8]) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(body.get(16..).unwrap_or(&[]))
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x6573_7461_7465_2d67)
+        .hash_one(body.get(16..).unwrap_or(&[]))
 }
 
 fn str16(out: &mut Vec<u8>, s: &str) {
@@ -413,7 +419,8 @@ mod tests {
             ack: crate::model::Ack::None,
         };
         let mut buf = vec![9, 9];
-        let h = encode_reading(&mut buf, 42, 1_790_000_000_500, &inv, &r);
+        encode_reading(&mut buf, 42, 1_790_000_000_500, &inv, &r);
+        let h = hash_at(&buf, 2);
         let rec = &buf[2..];
         let len = u32::from_le_bytes(rec[0..4].try_into().unwrap()) as usize;
         assert_eq!(rec.len(), HEADER + len);
@@ -429,7 +436,9 @@ mod tests {
         );
         // The same content at another lsn and arrival time hashes the same; other content not.
         let mut other = Vec::new();
-        assert_eq!(encode_reading(&mut other, 43, 7, &inv, &r), h);
+        encode_reading(&mut other, 43, 7, &inv, &r);
+        assert_eq!(hash_at(&other, 0), h);
+        let at = other.len();
         let r2 = Reading {
             ts_ms: r.ts_ms + 1,
             values: r.values.clone(),
@@ -437,7 +446,8 @@ mod tests {
             status: r.status,
             ack: crate::model::Ack::None,
         };
-        assert_ne!(encode_reading(&mut other, 44, 7, &inv, &r2), h);
+        encode_reading(&mut other, 44, 7, &inv, &r2);
+        assert_ne!(hash_at(&other, at), h);
     }
 
     #[test]
