@@ -2,8 +2,9 @@
 //! the sinks.
 //!
 //! Every reading from the sources passes through here: the engine updates the device's state
-//! and alarms, the resulting events are written to the journal (one SQLite transaction per
-//! batch, before anyone hears of them), then handed to the event sinks — the store (as
+//! and alarms, the resulting events are handed to the journal's thread (`journal::writer`: one
+//! SQLite transaction per batch, with the devices' progress and the log position) and at once
+//! to the event sinks — the store (as
 //! `device_state` and `alarm` points), MQTT (alarm events and retained states), the live
 //! stream (SSE) and the webhook — and the reading goes on to the store. A full event sink
 //! drops and counts (`events_dropped`); only the store applies backpressure, as before.
@@ -16,7 +17,7 @@
 //!
 //! The same tick escalates unanswered alarms (issue 14): outside the engine, on the gateway's
 //! clock (`core::escalation` says which steps are due), each fired step an
-//! `Event::Escalation` that is journaled like the others before it goes to its target (a
+//! `Event::Escalation` that is journaled like the others as it goes to its target (a
 //! named webhook's sink, or the MQTT sink for an `mqtt:` topic) and to the live stream. The
 //! steps fired for an alarm are shown on it (`Alarm::escalations`, filled in here for every
 //! alarm the stage publishes or answers with).
@@ -739,6 +740,7 @@ impl Stage {
                 events: Vec::new(),
                 progress,
                 position,
+                done: None,
             })
             .await;
     }
@@ -755,13 +757,25 @@ impl Stage {
         let journaled = std::mem::take(&mut self.out);
         let progress = self.engine.take_progress();
         let position = self.position.take();
+        // An escalation step is journaled before it is sent (nothing replays it after a crash).
+        let escalates = journaled.iter().any(|e| matches!(e, Event::Escalation(_)));
+        let (done, committed) = if escalates {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         self.journal
             .send(Job::Commit {
                 events: journaled,
                 progress,
                 position,
+                done,
             })
             .await;
+        if let Some(rx) = committed {
+            let _ = rx.await;
+        }
         let engine = &self.engine;
         mark_backlog(&mut events, |id| {
             engine.alarm(id).and_then(|a| a.cleared_ms)

@@ -13,13 +13,16 @@
 //! costs fewer transactions, never more. The sinks may hear of an event a few milliseconds
 //! before it is journaled; after a crash in between, the log replays the facts the journal
 //! lacks and the event is journaled then (and notified again: notification is at least once).
+//! Escalation steps are the exception: they fire on the gateway's clock, not from a fact the
+//! log could replay, so the stage waits for their commit (`done`) before sending them; after
+//! a restart the journal says which steps fired and none is sent twice.
 //! The stage stops only after this thread has written everything it was sent.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
 use super::{Journal, JournalError};
@@ -42,6 +45,9 @@ pub enum Job {
         events: Vec<Event>,
         progress: Vec<DeviceProgress>,
         position: Option<u64>,
+        /// Told once this commit is done (whether it succeeded or not): for what must be
+        /// journaled before anyone hears of it (escalation steps).
+        done: Option<oneshot::Sender<()>>,
     },
     /// This run is alive at the given time (`Journal::alive`).
     Alive(i64),
@@ -129,7 +135,9 @@ impl Thread {
                     mut events,
                     mut progress,
                     mut position,
+                    done,
                 } => {
+                    let mut waiting: Vec<oneshot::Sender<()>> = done.into_iter().collect();
                     // Merge the commits already queued behind this one (in order).
                     while let Ok(j) = rx.try_recv() {
                         match j {
@@ -137,10 +145,12 @@ impl Thread {
                                 events: e,
                                 progress: p,
                                 position: q,
+                                done,
                             } => {
                                 events.extend(e);
                                 progress.extend(p);
                                 position = q.or(position);
+                                waiting.extend(done);
                             }
                             other => {
                                 next = Some(other);
@@ -161,6 +171,9 @@ impl Thread {
                             }
                         }
                         Err(e) => self.failed(e),
+                    }
+                    for w in waiting {
+                        let _ = w.send(());
                     }
                 }
                 Job::Alive(now) => match self.journal.alive(now) {
