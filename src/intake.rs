@@ -37,7 +37,7 @@ use crate::stats::{LogLimiter, Stats};
 use crate::wal::{self, record, CommandFact, Head, Writer};
 
 /// Hashes the content hashes of `recent` as themselves: they already are uniform 64-bit hashes
-/// (SipHash of the record), so hashing them again per reading is wasted work.
+/// (`record::content_hash`), so hashing them again per reading is wasted work.
 #[derive(Default)]
 struct Passthrough(u64);
 
@@ -212,7 +212,8 @@ impl Intake {
         let mut first_arrival = i64::MAX;
         let mut inflight: Option<Inflight> = None;
         let mut readings_open = true;
-        // Whether the batch holds something a client waits for, and when it began.
+        // Whether the batch holds something a client waits for, and when its first reading
+        // came (what the linger counts from).
         let mut hurry = false;
         let mut since: Option<tokio::time::Instant> = None;
         // Fires `UNHURRIED_LINGER` after `since`; re-armed when a batch begins (not per turn).
@@ -298,7 +299,6 @@ impl Intake {
                 },
                 Some((c, ack)) = inputs.operator.recv(), if readings_open && room => {
                     hurry = true;
-                    since.get_or_insert_with(tokio::time::Instant::now);
                     let now = self.clock.now_ms();
                     let fact = CommandFact::Alarm {
                         on_site: c.kind == OperatorCommandKind::OnSite,
@@ -316,7 +316,6 @@ impl Intake {
                     match self.command_fact(&c) {
                         Some(fact) => {
                             hurry = true;
-                            since.get_or_insert_with(tokio::time::Instant::now);
                             record::encode_command(&mut buf, next_lsn, now, &fact);
                             pending.push(Pending { lsn: next_lsn, now_ms: now, item: Item::Command(c) });
                             next_lsn += 1;

@@ -730,17 +730,24 @@ impl Stage {
     /// Keeps the devices' event-time positions in the journal (every `PROGRESS_EVERY_TICKS`
     /// ticks and at the stop): a restart goes on from there.
     async fn save_progress(&mut self) {
+        self.commit(Vec::new(), None).await;
+    }
+
+    /// Hands the journal's thread one transaction: `events`, the progress of the devices that
+    /// moved since the last one and the log position that produced them (after a crash the log
+    /// replays exactly what the journal lacks). `done` is told when it is committed.
+    async fn commit(&mut self, events: Vec<Event>, done: Option<oneshot::Sender<()>>) {
         let progress = self.engine.take_progress();
         let position = self.position.take();
-        if progress.is_empty() && position.is_none() {
+        if events.is_empty() && progress.is_empty() && position.is_none() {
             return;
         }
         self.journal
             .send(Job::Commit {
-                events: Vec::new(),
+                events,
                 progress,
                 position,
-                done: None,
+                done,
             })
             .await;
     }
@@ -750,31 +757,22 @@ impl Stage {
         if self.out.is_empty() {
             return;
         }
-        // The events, the devices' positions and the log position that produced them, in one
-        // transaction: after a crash the log replays exactly what the journal lacks. The sinks
-        // get copies (marked below for them), the journal the events as they happened.
-        let mut events = self.out.clone();
+        // The journal gets the events as they happened; the sinks get copies (marked below
+        // for them) of those they take (the heating figures are the journal's alone).
+        let mut events: Vec<Event> = self
+            .out
+            .iter()
+            .filter(|e| !matches!(e, Event::Compliance(_) | Event::Hourly(_)))
+            .cloned()
+            .collect();
         let journaled = std::mem::take(&mut self.out);
-        let progress = self.engine.take_progress();
-        let position = self.position.take();
         // An escalation step is journaled before it is sent (nothing replays it after a crash).
-        let escalates = journaled.iter().any(|e| matches!(e, Event::Escalation(_)));
-        let (done, committed) = if escalates {
+        if journaled.iter().any(|e| matches!(e, Event::Escalation(_))) {
             let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        self.journal
-            .send(Job::Commit {
-                events: journaled,
-                progress,
-                position,
-                done,
-            })
-            .await;
-        if let Some(rx) = committed {
+            self.commit(journaled, Some(tx)).await;
             let _ = rx.await;
+        } else {
+            self.commit(journaled, None).await;
         }
         let engine = &self.engine;
         mark_backlog(&mut events, |id| {
@@ -821,7 +819,7 @@ impl Stage {
                           "Alarm escalated.");
                 }
                 Event::Maintenance(_) => {}
-                // Journal-only facts (heating figures): no sink wants them.
+                // Journal-only facts (heating figures): left out of the sinks' copies above.
                 Event::Compliance(_) | Event::Hourly(_) => continue,
             }
             let ev = Arc::new(ev);

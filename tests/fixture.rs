@@ -346,6 +346,17 @@ impl Estate {
             .collect()
     }
 
+    /// The timestamps of the telemetry lines the store accepted, sorted.
+    pub(crate) fn telemetry_ts(&self) -> Vec<i64> {
+        let mut ts: Vec<i64> = self
+            .telemetry_lines()
+            .iter()
+            .map(|p| p.timestamp.unwrap())
+            .collect();
+        ts.sort();
+        ts
+    }
+
     /// Waits until at least `n` telemetry lines were accepted by the store.
     pub(crate) fn wait_for_telemetry(&self, n: usize) -> Vec<crate::support::ParsedPoint> {
         crate::support::wait_until(WAIT, Duration::from_millis(20), || {

@@ -25,7 +25,7 @@ const NAMES: &[&str] = &[
 /// The lines our encoder writes for one point per name (as device id and building).
 fn lines() -> Vec<u8> {
     let mut out = Vec::new();
-    let mut w = FieldWriter::default();
+    let mut w = FieldWriter;
     for (i, name) in NAMES.iter().enumerate() {
         assert_eq!(
             estate_gateway::encode::line::tag_problem(name),

@@ -13,16 +13,6 @@ fn readings(t0: i64, range: std::ops::Range<i64>) -> Vec<String> {
         .collect()
 }
 
-fn sorted_ts(estate: &Estate) -> Vec<i64> {
-    let mut ts: Vec<i64> = estate
-        .telemetry_lines()
-        .iter()
-        .map(|p| p.timestamp.unwrap())
-        .collect();
-    ts.sort();
-    ts
-}
-
 #[test]
 fn broker_restart_reconnects_and_resumes() {
     let mut estate = Estate::start();
@@ -51,7 +41,7 @@ fn broker_restart_reconnects_and_resumes() {
     estate.mqtt.publish_lines(&topic, &readings(t0, 10..20), 1);
     estate.wait_for_telemetry(20);
     assert_eq!(
-        sorted_ts(&estate),
+        estate.telemetry_ts(),
         (0..20).map(|i| t0 + i).collect::<Vec<_>>()
     );
 
@@ -92,7 +82,7 @@ fn store_down_then_back_loses_nothing() {
         .contains("Store writes succeed again.")));
     let ts = {
         estate.wait_for_telemetry(100);
-        sorted_ts(&estate)
+        estate.telemetry_ts()
     };
     // Exactly once: VictoriaMetrics keeps duplicates, so a double write would show.
     assert_eq!(ts, (0..100).map(|i| t0 + i).collect::<Vec<_>>());
@@ -141,7 +131,7 @@ fn store_errors_are_retried_or_dropped_by_status() {
     estate.mqtt.publish_lines(&topic, &readings(t0, 25..30), 1);
     estate.wait_for_telemetry(30);
     assert_eq!(
-        sorted_ts(&estate),
+        estate.telemetry_ts(),
         (0..30).map(|i| t0 + i).collect::<Vec<_>>(),
         "every reading exactly once"
     );
@@ -187,7 +177,7 @@ fn store_errors_are_retried_or_dropped_by_status() {
         .log()
         .contains("kept the refused lines in the dead-letter file"));
     assert_eq!(
-        sorted_ts(&estate).len(),
+        estate.telemetry_ts().len(),
         40,
         "the sensor's readings all written once"
     );
@@ -223,7 +213,7 @@ fn shutdown_with_the_store_down_is_prompt_and_a_restart_writes_everything() {
     estate.gateway = crate::fixture::start_gateway(&estate.config, &estate.mqtt);
     estate.wait_for_telemetry(20);
     assert_eq!(
-        sorted_ts(&estate),
+        estate.telemetry_ts(),
         (0..20).map(|i| t0 + i).collect::<Vec<_>>()
     );
 }

@@ -54,10 +54,7 @@ pub fn series_key(measurement: &str, tags: &[(&str, &str)]) -> Vec<u8> {
 
 /// Encodes field sets and timestamps after a cached series key.
 #[derive(Debug, Default)]
-pub struct FieldWriter {
-    /// No state (kept a struct so that callers keep `FieldWriter::default()`).
-    _stateless: (),
-}
+pub struct FieldWriter;
 
 /// One field value, borrowed.
 #[derive(Debug, Clone, Copy)]
@@ -162,7 +159,7 @@ impl TelemetryEncoder {
             .collect();
         TelemetryEncoder {
             keys,
-            fields: FieldWriter::default(),
+            fields: FieldWriter,
             exceptions: ExceptionFilter::default(),
         }
     }
@@ -367,7 +364,7 @@ mod tests {
                 .collect();
             let key = series_key("telemetry", &[("device", "E-1")]);
             let mut ours = Vec::new();
-            let wrote = FieldWriter::default().line(
+            let wrote = FieldWriter.line(
                 &mut ours,
                 &key,
                 fields.iter().map(|(k, v)| (k.as_str(), *v)),

@@ -267,7 +267,7 @@ impl KpiTask {
     ) -> (Vec<u8>, usize) {
         let mut buf = Vec::new();
         let mut n = 0;
-        let mut w = FieldWriter::default();
+        let mut w = FieldWriter;
         let policy = self.settings.offline;
         for ((scope, id), states) in instants {
             let (intact, total, instant) = instant_rate(states.iter().copied(), policy);
@@ -581,7 +581,7 @@ mod tests {
         f.repair
             .by_class
             .insert(class("elevator", "critical"), summary(2, 2));
-        let (mut w, mut buf) = (FieldWriter::default(), Vec::new());
+        let (mut w, mut buf) = (FieldWriter, Vec::new());
         let n = response_lines("jinxiu", &f, 1_000, &mut w, &mut buf);
         let text = String::from_utf8(buf).unwrap();
         let lines: Vec<&str> = text.lines().collect();

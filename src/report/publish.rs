@@ -11,7 +11,7 @@ use crate::encode::line::{assessment_key, Field, FieldWriter};
 /// The `assessment` lines of a scorecard (timestamps in ms).
 pub fn assessment_lines(site: &str, period: &Period, card: &Scorecard) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut w = FieldWriter::default();
+    let mut w = FieldWriter;
     for k in &card.kpis {
         let key = assessment_key(site, &period.label, &k.name);
         let fields = [

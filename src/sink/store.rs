@@ -179,7 +179,7 @@ impl StoreSink {
         });
         let batcher = Batcher {
             events: EventEncoder::default(),
-            fields: FieldWriter::default(),
+            fields: FieldWriter,
             gateway_key: gateway_key(&gateway.site, &gateway.host),
             inventory: inventory.clone(),
             stats: stats.clone(),
@@ -989,7 +989,7 @@ mod tests {
         let inventory = Arc::new(Inventory::new(Vec::new()));
         let mut b = Batcher {
             events: EventEncoder::default(),
-            fields: FieldWriter::default(),
+            fields: FieldWriter,
             gateway_key: gateway_key("a", "h"),
             inventory,
             stats: Arc::new(Stats::default()),

@@ -190,27 +190,12 @@ pub fn decode(body: &[u8]) -> Result<Record, DecodeError> {
             let site = c.str16()?;
             let device = c.str16()?;
             let ts_ms = c.i64()?;
-            let status = match c.u8()? {
-                0 => None,
-                1 => Some(Status::Online),
-                2 => Some(Status::Offline),
-                _ => return Err(DecodeError("unknown status")),
-            };
+            let status = c.status()?;
             let n = c.u16()?;
             let mut values = Vec::with_capacity(usize::from(n));
             for _ in 0..n {
                 let name = c.str16()?;
-                let v = match c.u8()? {
-                    1 => Value::Float(f64::from_le_bytes(c.array()?)),
-                    2 => Value::Int(c.i64()?),
-                    3 => Value::Bool(c.u8()? != 0),
-                    4 => {
-                        let len = u32::from_le_bytes(c.array()?) as usize;
-                        Value::Str(c.utf8(len)?)
-                    }
-                    _ => return Err(DecodeError("unknown value type")),
-                };
-                values.push((name, v));
+                values.push((name, c.value()?));
             }
             Fact::Reading {
                 site,
@@ -252,28 +237,14 @@ pub fn decode_reading_into(
     let site = c.str16_ref()?;
     let device = c.str16_ref()?;
     let ts_ms = c.i64()?;
-    let status = match c.u8()? {
-        0 => None,
-        1 => Some(Status::Online),
-        2 => Some(Status::Offline),
-        _ => return Err(DecodeError("unknown status")),
-    };
+    let status = c.status()?;
     let idx = inventory.lookup(site, device);
     let profile = idx.map(|i| &inventory.get(i).profile);
     into.values.clear();
     let n = c.u16()?;
     for _ in 0..n {
         let name = c.str16_ref()?;
-        let v = match c.u8()? {
-            1 => Value::Float(f64::from_le_bytes(c.array()?)),
-            2 => Value::Int(c.i64()?),
-            3 => Value::Bool(c.u8()? != 0),
-            4 => {
-                let len = u32::from_le_bytes(c.array()?) as usize;
-                Value::Str(c.utf8(len)?)
-            }
-            _ => return Err(DecodeError("unknown value type")),
-        };
+        let v = c.value()?;
         if let Some(i) = profile.and_then(|p| p.signal_index(name)) {
             into.values.push((i, v));
         }
@@ -350,6 +321,28 @@ impl<'a> Cursor<'a> {
     }
     fn utf8(&mut self, len: usize) -> Result<String, DecodeError> {
         String::from_utf8(self.take(len)?.to_vec()).map_err(|_| DecodeError("text is not UTF-8"))
+    }
+    /// A reading's status byte (`encode_reading`).
+    fn status(&mut self) -> Result<Option<Status>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(Status::Online)),
+            2 => Ok(Some(Status::Offline)),
+            _ => Err(DecodeError("unknown status")),
+        }
+    }
+    /// A signal value: its type byte, then the value (`encode_reading`).
+    fn value(&mut self) -> Result<Value, DecodeError> {
+        Ok(match self.u8()? {
+            1 => Value::Float(f64::from_le_bytes(self.array()?)),
+            2 => Value::Int(self.i64()?),
+            3 => Value::Bool(self.u8()? != 0),
+            4 => {
+                let len = u32::from_le_bytes(self.array()?) as usize;
+                Value::Str(self.utf8(len)?)
+            }
+            _ => return Err(DecodeError("unknown value type")),
+        })
     }
     fn str16_ref(&mut self) -> Result<&'a str, DecodeError> {
         let len = usize::from(self.u16()?);
