@@ -1,7 +1,19 @@
 //! The intake (DESIGN §2, §6 "No data loss"): between the sources and the core stage, it
-//! appends every accepted fact to the input log (`wal`) and makes it durable before anything
-//! else happens to it. Only then are MQTT messages acknowledged (PUBACK) and the facts handed
-//! to the core stage, in log order.
+//! appends every accepted fact to the input log (`wal`) and makes it durable before it is
+//! acknowledged (PUBACK) or journaled. The facts reach the core stage in log order.
+//!
+//! Readings go to the stage as soon as they are in the batch, while their commit is still
+//! being written (issue 16: an alarm does not wait for the `fdatasync`); what the stage
+//! derives from them is journaled only once the log holds them (`wal::Durable`, waited for by
+//! the journal's thread), and their messages are acknowledged only then. After a crash
+//! before the commit the broker sends the unacknowledged messages again and the engine, back
+//! at the journal's state, applies them again: the journal ends up as if nothing happened; an
+//! alarm event may have been published twice (notification is at least once). Commands
+//! (acknowledgments, on-site reports, maintenance) are answered for: they go to the stage
+//! only after their commit, and so does every fact behind them until that commit is done
+//! (log order). If the stage's queue is full a reading waits for its commit too: the intake
+//! never waits for the stage while the stage has facts the log does not hold yet (the
+//! journal's thread waits for those, and the stage may wait for the journal).
 //!
 //! Group commit: while one batch is being written and fsynced (on a blocking thread), the
 //! next one collects whatever arrives; it is committed as soon as the first is done, up to
@@ -34,7 +46,7 @@ pub use crate::config::LogSettings;
 use crate::model::{Ack, Inventory, OperatorCommand, OperatorCommandKind, Reading};
 use crate::stage::{Command, Logged, LoggedFact};
 use crate::stats::{LogLimiter, Stats};
-use crate::wal::{self, record, CommandFact, Head, Writer};
+use crate::wal::{self, record, CommandFact, Durable, Head, Writer};
 
 /// Hashes the content hashes of `recent` as themselves: they already are uniform 64-bit hashes
 /// (`record::content_hash`), so hashing them again per reading is wasted work.
@@ -80,6 +92,7 @@ pub struct IntakeInputs {
 /// An opened log, ready to run.
 pub struct Intake {
     writer: Arc<Mutex<Writer>>,
+    durable: Arc<Durable>,
     settings: LogSettings,
     recent: HashSet<u64, BuildHasherDefault<Passthrough>>,
     recent_order: VecDeque<u64>,
@@ -110,6 +123,8 @@ struct Pending {
 
 enum Item {
     Reading(Reading),
+    /// A reading already handed to the stage: its acknowledgment, sent after this commit.
+    Applied(Ack),
     Command(Command),
     Operator(OperatorCommand, Ack),
     /// A redelivered copy of a logged message: acknowledged after this commit, not applied.
@@ -171,6 +186,7 @@ impl Intake {
               "Input log open.");
         Ok(Intake {
             writer: Arc::new(Mutex::new(writer)),
+            durable: Arc::new(Durable::new(head.next_lsn)),
             settings,
             recent,
             recent_order,
@@ -189,6 +205,11 @@ impl Intake {
         self.head_tx.subscribe()
     }
 
+    /// How far the log is durable (the journal's thread waits on it).
+    pub fn durable(&self) -> Arc<Durable> {
+        self.durable.clone()
+    }
+
     pub fn dir(&self) -> PathBuf {
         self.settings.dir.clone()
     }
@@ -203,6 +224,8 @@ impl Intake {
     }
 
     async fn run(mut self, mut inputs: IntakeInputs, out: mpsc::Sender<Logged>) {
+        // However the intake ends, the journal's thread stops waiting for commits.
+        let _close = CloseOnDrop(self.durable.clone());
         self.catch_up(&out).await;
         let max = self.settings.commit_batch.max(1);
         let mut next_lsn = self.lock().next_lsn();
@@ -216,6 +239,9 @@ impl Intake {
         // came (what the linger counts from).
         let mut hurry = false;
         let mut since: Option<tokio::time::Instant> = None;
+        // The first fact of the batch collecting that has not gone to the stage (a command,
+        // or a reading behind one or behind a full queue): it and every fact after it wait.
+        let mut held_from: Option<usize> = None;
         // Fires `UNHURRIED_LINGER` after `since`; re-armed when a batch begins (not per turn).
         let linger = tokio::time::sleep(UNHURRIED_LINGER);
         tokio::pin!(linger);
@@ -227,15 +253,13 @@ impl Intake {
             if inflight.is_none() && !pending.is_empty() && due {
                 hurry = false;
                 since = None;
-                let records = pending
-                    .iter()
-                    .filter(|p| !matches!(p.item, Item::Duplicate(_)))
-                    .count() as u64;
+                let records = pending.iter().filter(|p| p.lsn > 0).count() as u64;
                 inflight = Some(self.commit(
                     std::mem::replace(&mut buf, std::mem::take(&mut spare)),
                     std::mem::replace(&mut pending, Vec::with_capacity(max)),
                     records,
                     std::mem::replace(&mut first_arrival, i64::MAX),
+                    held_from.take().is_some(),
                 ));
             }
             if !readings_open && pending.is_empty() && inflight.is_none() {
@@ -255,6 +279,10 @@ impl Intake {
                             b.clear();
                             spare = b;
                             self.committed(f.items, f.records, took, &out).await;
+                            // What waited behind it may go now, up to the first command.
+                            if let Some(from) = held_from {
+                                held_from = promote(&mut pending[from..], &out).map(|i| from + i);
+                            }
                         }
                         Ok((b, Err(e), _)) => {
                             self.stats.log.errors.fetch_add(1, Relaxed);
@@ -264,7 +292,7 @@ impl Intake {
                                        "Cannot write the input log (disk full?); nothing is acknowledged or applied until it can, and the broker keeps the messages. Retrying every second.");
                             }
                             tokio::time::sleep(RETRY).await;
-                            inflight = Some(self.commit(b, f.items, f.records, f.first_arrival));
+                            inflight = Some(self.commit(b, f.items, f.records, f.first_arrival, f.holds));
                         }
                         Err(e) => {
                             error!(error = %e, "The input log's writer thread failed; stopping intake.");
@@ -289,7 +317,15 @@ impl Intake {
                             let start = buf.len();
                             record::encode_reading(&mut buf, next_lsn, now, &self.inventory, &r);
                             let item = Item::Reading(r);
-                            self.push(&mut pending, &mut buf, start, &mut next_lsn, &mut first_arrival, now, item);
+                            let fresh = self.push(&mut pending, &mut buf, start, &mut next_lsn, &mut first_arrival, now, item);
+                            if fresh {
+                                // To the stage now, unless a fact before it waits for its
+                                // commit (or the stage's queue is full: it waits too).
+                                let early = held_from.is_none() && !inflight.as_ref().is_some_and(|f| f.holds);
+                                if !(early && apply_early(pending.last_mut(), &out)) && held_from.is_none() {
+                                    held_from = Some(pending.len() - 1);
+                                }
+                            }
                             if pending.len() < max {
                                 next = inputs.readings.try_recv().ok();
                             }
@@ -299,6 +335,7 @@ impl Intake {
                 },
                 Some((c, ack)) = inputs.operator.recv(), if readings_open && room => {
                     hurry = true;
+                    held_from.get_or_insert(pending.len());
                     let now = self.clock.now_ms();
                     let fact = CommandFact::Alarm {
                         on_site: c.kind == OperatorCommandKind::OnSite,
@@ -313,18 +350,18 @@ impl Intake {
                 }
                 Some(c) = inputs.commands.recv(), if readings_open && room => {
                     let now = self.clock.now_ms();
+                    hurry = true;
+                    held_from.get_or_insert(pending.len());
                     match self.command_fact(&c) {
                         Some(fact) => {
-                            hurry = true;
                             record::encode_command(&mut buf, next_lsn, now, &fact);
                             pending.push(Pending { lsn: next_lsn, now_ms: now, item: Item::Command(c) });
                             next_lsn += 1;
                             first_arrival = first_arrival.min(now);
                         }
-                        // Not a fact (a question): straight on, unlogged.
-                        None => {
-                            let _ = out.send(Logged { lsn: 0, now_ms: now, fact: LoggedFact::Command(c) }).await;
-                        }
+                        // Not a fact (a question): unlogged, in its place behind the facts
+                        // before it (waiting for the stage here could hold up their commit).
+                        None => pending.push(Pending { lsn: 0, now_ms: now, item: Item::Command(c) }),
                     }
                 }
             }
@@ -333,9 +370,9 @@ impl Intake {
         info!(next = head.next_lsn, "Input log closed.");
     }
 
-    /// Adds an encoded fact to the batch, or (a copy of a recent record) takes it back out.
-    /// Only what a broker may send again (an MQTT QoS 1 message) is hashed and remembered:
-    /// a Modbus poll or a QoS 0 message never comes twice.
+    /// Adds an encoded fact to the batch (`true`), or (a copy of a recent record) takes it back
+    /// out (`false`). Only what a broker may send again (an MQTT QoS 1 message) is hashed and
+    /// remembered: a Modbus poll or a QoS 0 message never comes twice.
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -346,7 +383,7 @@ impl Intake {
         first_arrival: &mut i64,
         now: i64,
         item: Item,
-    ) {
+    ) -> bool {
         let redeliverable = match &item {
             Item::Reading(r) => matches!(r.ack, Ack::Mqtt { .. }),
             Item::Operator(_, ack) => matches!(ack, Ack::Mqtt { .. }),
@@ -368,7 +405,7 @@ impl Intake {
                     now_ms: now,
                     item: Item::Duplicate(ack),
                 });
-                return;
+                return false;
             }
             if self.recent_order.len() >= RECENT {
                 if let Some(old) = self.recent_order.pop_front() {
@@ -386,6 +423,7 @@ impl Intake {
         });
         *next_lsn += 1;
         *first_arrival = (*first_arrival).min(now);
+        true
     }
 
     /// A command as the fact it logs; `None` for questions (devices, alarms, windows).
@@ -426,18 +464,27 @@ impl Intake {
         })
     }
 
-    /// Writes and fsyncs a batch on a blocking thread.
+    /// Writes and fsyncs a batch on a blocking thread. Its durability is known from there
+    /// (`Durable`), not only once this task sees it: the journal's thread never waits for the
+    /// intake's turn.
     fn commit(
         &self,
         buf: Vec<u8>,
         items: Vec<Pending>,
         records: u64,
         first_arrival: i64,
+        holds: bool,
     ) -> Inflight {
         let writer = self.writer.clone();
+        let durable = self.durable.clone();
         let task = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let r = lock(&writer).append(&buf, records, first_arrival);
+            let mut w = lock(&writer);
+            let r = w.append(&buf, records, first_arrival);
+            if r.is_ok() {
+                durable.advance(w.next_lsn());
+            }
+            drop(w);
             (buf, r, t.elapsed())
         });
         Inflight {
@@ -445,6 +492,7 @@ impl Intake {
             items,
             records,
             first_arrival,
+            holds,
         }
     }
 
@@ -488,7 +536,7 @@ impl Intake {
         let _ = self.head_tx.send(head);
         for p in items {
             let fact = match p.item {
-                Item::Duplicate(ack) => {
+                Item::Duplicate(ack) | Item::Applied(ack) => {
                     ack.settle();
                     continue;
                 }
@@ -595,6 +643,68 @@ struct Inflight {
     items: Vec<Pending>,
     records: u64,
     first_arrival: i64,
+    /// Whether it holds facts that go to the stage after it (the batch behind waits too).
+    holds: bool,
+}
+
+/// Hands the held readings at the start of `items` to the stage (their turn came: what was
+/// before them has gone), up to the first command or a full queue: that one's index.
+fn promote(items: &mut [Pending], out: &mpsc::Sender<Logged>) -> Option<usize> {
+    for (i, p) in items.iter_mut().enumerate() {
+        match p.item {
+            Item::Duplicate(_) | Item::Applied(_) => {}
+            Item::Reading(_) => {
+                if !apply_early(Some(p), out) {
+                    return Some(i);
+                }
+            }
+            Item::Command(_) | Item::Operator(..) => return Some(i),
+        }
+    }
+    None
+}
+
+/// Closes the log's `Durable` when the intake ends, however it ends.
+struct CloseOnDrop(Arc<Durable>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Hands a batch's newest reading to the stage before its commit, leaving its acknowledgment
+/// behind (`Item::Applied`). `false` (it stays, and goes after the commit) when the stage's
+/// queue is full: the intake does not wait for the stage while the stage holds facts the log
+/// does not have yet. A stage that stopped takes nothing (the log replays it at the start).
+fn apply_early(p: Option<&mut Pending>, out: &mpsc::Sender<Logged>) -> bool {
+    let Some(p) = p else { return false };
+    let Item::Reading(r) = &mut p.item else {
+        return false;
+    };
+    let ack = std::mem::take(&mut r.ack);
+    let Item::Reading(r) = std::mem::replace(&mut p.item, Item::Applied(ack)) else {
+        return false;
+    };
+    match out.try_send(Logged {
+        lsn: p.lsn,
+        now_ms: p.now_ms,
+        fact: LoggedFact::Reading(r),
+    }) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(l)) => {
+            // Back as it was: the reading with its acknowledgment.
+            if let (Item::Applied(ack), LoggedFact::Reading(mut r)) = (
+                std::mem::replace(&mut p.item, Item::Duplicate(Ack::None)),
+                l.fact,
+            ) {
+                r.ack = ack;
+                p.item = Item::Reading(r);
+            }
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => true,
+    }
 }
 
 fn lock(w: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
@@ -639,4 +749,216 @@ pub fn command_of(inventory: &Inventory, c: &CommandFact) -> Option<Command> {
             reply: None,
         },
     })
+}
+
+#[cfg(test)]
+// Holding the log's writer locked across awaits is the point: its commit is "being written".
+#[allow(clippy::await_holding_lock)]
+mod tests {
+    //! The intake against a real log in a temp dir. The log's writer is held locked where a
+    //! test needs a commit to be "still being written": what the stage gets meanwhile, and
+    //! what is acknowledged, is then observed without timing. The tests run on a
+    //! current-thread runtime, so the intake has handled a message once its channel has room
+    //! again and the test has yielded.
+    use std::time::Duration;
+
+    use rumqttc::QoS;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::model::{Device, PendingAck, Profile};
+
+    fn inventory() -> Arc<Inventory> {
+        let profile = Arc::new(Profile::new(
+            "elevator".into(),
+            "电梯".into(),
+            Duration::from_secs(30),
+            vec![],
+        ));
+        Arc::new(Inventory::new(vec![Device {
+            id: "EL-1".into(),
+            name: "3号楼EL-1".into(),
+            site: "jinxiu".into(),
+            building: "3号楼".into(),
+            category: "elevator".into(),
+            profile,
+            rules: Default::default(),
+            interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(90),
+            polled: false,
+        }]))
+    }
+
+    struct Harness {
+        readings: mpsc::Sender<Reading>,
+        commands: mpsc::Sender<Command>,
+        _operator: mpsc::Sender<(OperatorCommand, Ack)>,
+        logged: mpsc::Receiver<Logged>,
+        acks_tx: mpsc::UnboundedSender<PendingAck>,
+        acks: mpsc::UnboundedReceiver<PendingAck>,
+        writer: Arc<Mutex<Writer>>,
+        durable: Arc<Durable>,
+        task: JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn start() -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let intake = Intake::open(
+            LogSettings::in_data_dir(dir.path()),
+            0,
+            0,
+            inventory(),
+            Arc::new(SystemClock),
+            Arc::new(Stats::default()),
+        )
+        .expect("log opens");
+        let writer = intake.writer.clone();
+        let durable = intake.durable();
+        let (readings, readings_rx) = mpsc::channel(8);
+        let (commands, commands_rx) = mpsc::channel(8);
+        let (operator, operator_rx) = mpsc::channel(8);
+        let (logged_tx, logged) = mpsc::channel(64);
+        let (acks_tx, acks) = mpsc::unbounded_channel();
+        let task = intake.spawn(
+            IntakeInputs {
+                readings: readings_rx,
+                operator: operator_rx,
+                commands: commands_rx,
+            },
+            logged_tx,
+        );
+        Harness {
+            readings,
+            commands,
+            _operator: operator,
+            logged,
+            acks_tx,
+            acks,
+            writer,
+            durable,
+            task,
+            _dir: dir,
+        }
+    }
+
+    impl Harness {
+        /// A QoS 1 reading of EL-1 at `ts_ms`, acknowledged as `pkid`.
+        fn reading(&self, ts_ms: i64, pkid: u16) -> Reading {
+            Reading {
+                device: 0,
+                ts_ms,
+                values: Vec::new(),
+                status: None,
+                ack: Ack::Mqtt {
+                    acks: self.acks_tx.clone(),
+                    pkid,
+                    qos: QoS::AtLeastOnce,
+                },
+            }
+        }
+
+        /// Yields until the intake has taken everything sent to it.
+        async fn taken(&self) {
+            for _ in 0..10_000 {
+                if self.readings.capacity() == self.readings.max_capacity()
+                    && self.commands.capacity() == self.commands.max_capacity()
+                {
+                    // Once more: the turn that took the last message has finished.
+                    tokio::task::yield_now().await;
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("the intake did not take its input");
+        }
+
+        async fn next(&mut self) -> Logged {
+            tokio::time::timeout(Duration::from_secs(10), self.logged.recv())
+                .await
+                .expect("a fact reaches the stage within 10 s")
+                .expect("the intake is running")
+        }
+    }
+
+    fn reading_ts(l: &Logged) -> Option<i64> {
+        match &l.fact {
+            LoggedFact::Reading(r) => Some(r.ts_ms),
+            LoggedFact::Command(_) => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reading_reaches_the_stage_while_its_commit_is_written_and_is_acknowledged_after_it()
+    {
+        let mut h = start();
+        // The intake's start reads the writer too: let it start before locking.
+        h.taken().await;
+        let lock = h.writer.clone();
+        let guard = lock.lock().expect("writer");
+        h.readings.send(h.reading(1_000, 7)).await.expect("sent");
+        let first = h.next().await;
+        assert_eq!(reading_ts(&first), Some(1_000));
+        assert_eq!(first.lsn, 1);
+        // Its commit cannot finish: neither durable nor acknowledged yet.
+        assert_eq!(h.durable.next_lsn(), 1);
+        assert!(h.acks.try_recv().is_err(), "acknowledged before its commit");
+        drop(guard);
+        let ack = tokio::time::timeout(Duration::from_secs(10), h.acks.recv())
+            .await
+            .expect("acknowledged once committed");
+        assert_eq!(ack, Some((7, QoS::AtLeastOnce)));
+        assert_eq!(h.durable.next_lsn(), 2);
+        drop(h.readings);
+        h.task.await.expect("intake ends");
+    }
+
+    #[tokio::test]
+    async fn a_command_holds_the_readings_behind_it_until_its_commit() {
+        let mut h = start();
+        // The intake's start reads the writer too: let it start before locking.
+        h.taken().await;
+        let lock = h.writer.clone();
+        let guard = lock.lock().expect("writer");
+        h.readings.send(h.reading(1_000, 1)).await.expect("sent");
+        assert_eq!(reading_ts(&h.next().await), Some(1_000));
+        // The first commit is stuck; an acknowledgment and a reading arrive behind it.
+        h.commands
+            .send(Command::Acknowledge {
+                id: "jinxiu-1".into(),
+                by: "王工".into(),
+                ts_ms: None,
+                reply: None,
+            })
+            .await
+            .expect("sent");
+        h.taken().await;
+        h.readings.send(h.reading(2_000, 2)).await.expect("sent");
+        h.taken().await;
+        assert!(
+            h.logged.try_recv().is_err(),
+            "nothing may overtake the command, and the command waits for its commit"
+        );
+        drop(guard);
+        let command = h.next().await;
+        assert!(matches!(
+            command.fact,
+            LoggedFact::Command(Command::Acknowledge { .. })
+        ));
+        let second = h.next().await;
+        assert_eq!(reading_ts(&second), Some(2_000));
+        assert_eq!((command.lsn, second.lsn), (2, 3), "log order");
+        // Every record the stage got is durable by the time the command is applied.
+        assert_eq!(h.durable.next_lsn(), 4);
+        // Behind the command's commit, readings go early again.
+        let guard = lock.lock().expect("writer");
+        h.readings.send(h.reading(3_000, 3)).await.expect("sent");
+        let third = h.next().await;
+        assert_eq!((reading_ts(&third), third.lsn), (Some(3_000), 4));
+        drop(guard);
+        drop(h.readings);
+        drop(h.commands);
+        h.task.await.expect("intake ends");
+        assert_eq!(h.durable.next_lsn(), 5, "every record committed at the end");
+    }
 }

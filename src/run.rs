@@ -251,6 +251,7 @@ pub async fn start_with(
                 fired,
                 cfg.heating.season.tz.clone(),
             ),
+            durable: Some(intake.durable()),
         },
         facts_tx,
         Outputs {

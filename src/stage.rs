@@ -318,6 +318,9 @@ pub struct Inputs {
     pub record: Option<crate::replay::Recorder>,
     /// The escalation chains and the steps already fired (from the journal).
     pub escalations: Escalations,
+    /// The input log's durable end (`Intake::durable`): the journal commits only what came
+    /// from facts it holds. `None`: the facts are not logged.
+    pub durable: Option<Arc<crate::wal::Durable>>,
 }
 
 /// Escalation of unanswered alarms: per response class its chain of steps, and per alarm the
@@ -410,6 +413,7 @@ pub fn spawn(
     };
     let journal = JournalWriter::start(
         journal,
+        inputs.durable.clone(),
         engine.inventory().clone(),
         stats.clone(),
         clock.clone(),
@@ -427,6 +431,7 @@ pub fn spawn(
         ticks_unsaved: 0,
         record: None,
         position: None,
+        applied: 0,
         escalations: Escalations::none(),
     };
     let task = tokio::spawn(stage.run(inputs, commands));
@@ -448,6 +453,8 @@ struct Stage {
     record: Option<crate::replay::Recorder>,
     /// The input log position reached and not yet committed to the journal (next lsn).
     position: Option<u64>,
+    /// The lsn after the newest fact applied: the journal waits until the log holds it.
+    applied: u64,
     escalations: Escalations,
 }
 
@@ -457,6 +464,7 @@ impl Stage {
             mut facts,
             record,
             escalations,
+            durable: _,
         } = inputs;
         self.record = record;
         self.escalations = escalations;
@@ -487,6 +495,7 @@ impl Stage {
                         for f in batch.drain(..) {
                             if f.lsn > 0 {
                                 self.position = Some(f.lsn + 1);
+                                self.applied = f.lsn + 1;
                                 self.stats.log.applied.store(f.lsn + 1, Relaxed);
                             }
                             match f.fact {
@@ -747,6 +756,7 @@ impl Stage {
                 events,
                 progress,
                 position,
+                log_needed: self.applied,
                 done,
             })
             .await;

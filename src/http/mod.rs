@@ -943,6 +943,7 @@ category = "indoor_sensor"
         .expect("input log");
         let (facts_tx, facts_rx) = mpsc::channel(64);
         let (logged_tx, logged_rx) = mpsc::channel(64);
+        let durable = intake.durable();
         // The API's tests send no operator commands from a source.
         let (_operator_tx, operator_rx) = mpsc::channel(1);
         intake.spawn(
@@ -961,6 +962,7 @@ category = "indoor_sensor"
                 facts: logged_rx,
                 record: None,
                 escalations: crate::stage::Escalations::none(),
+                durable: Some(durable),
             },
             facts_tx,
             Outputs {

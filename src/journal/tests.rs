@@ -903,3 +903,64 @@ fn open_for_run_opens_for_writing_when_it_can() {
     j.alive(2_000).expect("alive");
     j.end_run(3_000).expect("end");
 }
+
+#[tokio::test]
+async fn the_journal_commits_only_what_the_input_log_holds() {
+    use super::{Job, JournalWriter};
+    use crate::wal::Durable;
+    let dir = tempfile::tempdir().unwrap();
+    let stats = Arc::new(crate::stats::Stats::default());
+    let durable = Arc::new(Durable::new(1));
+    let writer = JournalWriter::start(
+        Journal::open(dir.path()).unwrap(),
+        Some(durable.clone()),
+        Arc::new(inventory()),
+        stats.clone(),
+        Arc::new(crate::clock::SystemClock),
+    )
+    .unwrap();
+    let commit = |position: u64| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Job::Commit {
+            events: vec![state(0, T0, None, DeviceState::Fault)],
+            progress: Vec::new(),
+            position: Some(position),
+            log_needed: position,
+            done: Some(tx),
+        };
+        (job, rx)
+    };
+    // Facts up to lsn 3 were applied; the log makes them durable a moment later.
+    let (job, done) = commit(4);
+    writer.send(job).await;
+    durable.advance(4);
+    done.await.unwrap();
+    assert_eq!(
+        stats
+            .log
+            .engine_pos
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    // Facts up to lsn 8 were applied, and the log stopped (the intake ended) before it held
+    // them: nothing derived from them is journaled.
+    let (job, done) = commit(9);
+    writer.send(job).await;
+    durable.close();
+    done.await.unwrap();
+    assert_eq!(
+        stats
+            .log
+            .engine_pos
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    writer.close().await;
+    let j = Journal::open(dir.path()).unwrap();
+    assert_eq!(j.engine_position().unwrap(), 4);
+    let states: i64 = j
+        .conn
+        .query_row("SELECT count(*) FROM transitions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(states, 1, "only the first commit's event");
+}

@@ -13,6 +13,9 @@
 //! costs fewer transactions, never more. The sinks may hear of an event a few milliseconds
 //! before it is journaled; after a crash in between, the log replays the facts the journal
 //! lacks and the event is journaled then (and notified again: notification is at least once).
+//! The stage applies readings before the input log has made them durable (`crate::intake`),
+//! so a commit first waits until the log holds every fact the stage had applied when it was
+//! sent (`log_needed`, `wal::Durable`): the journal never records what the log could lose.
 //! Escalation steps are the exception: they fire on the gateway's clock, not from a fact the
 //! log could replay, so the stage waits for their commit (`done`) before sending them; after
 //! a restart the journal says which steps fired and none is sent twice.
@@ -31,6 +34,7 @@ use crate::model::event::Event;
 use crate::model::restore::DeviceProgress;
 use crate::model::Inventory;
 use crate::stats::{LogLimiter, Stats};
+use crate::wal::Durable;
 
 /// Jobs queued for the thread before the stage waits for it (backpressure, never a drop: the
 /// journal is the source of truth of the figures).
@@ -45,6 +49,9 @@ pub enum Job {
         events: Vec<Event>,
         progress: Vec<DeviceProgress>,
         position: Option<u64>,
+        /// Every input log record below this lsn must be durable before the commit (what the
+        /// stage had applied when it sent it); 0: nothing to wait for.
+        log_needed: u64,
         /// Told once this commit is done (whether it succeeded or not): for what must be
         /// journaled before anyone hears of it (escalation steps).
         done: Option<oneshot::Sender<()>>,
@@ -65,8 +72,11 @@ pub struct JournalWriter {
 impl JournalWriter {
     /// Moves `journal` onto its own thread. Its results show in `stats` (`journal_errors`,
     /// `journal_failing`, `log_engine_pos`) and in the log (rate-limited).
+    /// `durable`: the input log's durable end, waited for before a commit (`None`: facts are
+    /// not logged, nothing to wait for).
     pub fn start(
         journal: Journal,
+        durable: Option<Arc<Durable>>,
         inventory: Arc<Inventory>,
         stats: Arc<Stats>,
         clock: Arc<dyn Clock>,
@@ -75,6 +85,7 @@ impl JournalWriter {
         let mut thread = Thread {
             path: journal.path().to_path_buf(),
             journal,
+            durable,
             inventory,
             stats,
             clock,
@@ -112,6 +123,7 @@ impl JournalWriter {
 
 struct Thread {
     journal: Journal,
+    durable: Option<Arc<Durable>>,
     path: PathBuf,
     inventory: Arc<Inventory>,
     stats: Arc<Stats>,
@@ -135,6 +147,7 @@ impl Thread {
                     mut events,
                     mut progress,
                     mut position,
+                    mut log_needed,
                     done,
                 } => {
                     let mut waiting: Vec<oneshot::Sender<()>> = done.into_iter().collect();
@@ -145,17 +158,32 @@ impl Thread {
                                 events: e,
                                 progress: p,
                                 position: q,
+                                log_needed: n,
                                 done,
                             } => {
                                 events.extend(e);
                                 progress.extend(p);
                                 position = q.or(position);
+                                log_needed = log_needed.max(n);
                                 waiting.extend(done);
                             }
                             other => {
                                 next = Some(other);
                                 break;
                             }
+                        }
+                    }
+                    if let Some(d) = self.durable.as_ref().filter(|_| log_needed > 0) {
+                        if !d.wait(log_needed) {
+                            // The intake ended before the log held the facts these came from:
+                            // the broker sends their messages again and the engine (back at
+                            // the journal's state) applies them again at the next start.
+                            error!(needed = log_needed, durable = d.next_lsn(),
+                                   "The input log stopped before it held facts the engine had applied; not journaling what came from them (they are applied again at the next start).");
+                            for w in waiting {
+                                let _ = w.send(());
+                            }
+                            continue;
                         }
                     }
                     let r = self

@@ -1,7 +1,8 @@
 //! The input log (DESIGN §2, §6 "No data loss"): every fact the gateway accepts — readings,
 //! statuses, acknowledgments, on-site reports, maintenance commands — is appended here and
-//! fsynced before anything else happens to it; only then is the MQTT message acknowledged and
-//! the fact handed to the engine. The engine (through the journal) and the store sink are
+//! fsynced before it is acknowledged or journaled (a reading reaches the engine while its
+//! commit is being written; what the engine derives from it waits for `Durable`, see
+//! `crate::intake`). The engine (through the journal) and the store sink are
 //! consumers that each keep their own committed position and catch up from the log after an
 //! outage or a crash.
 //!
@@ -41,6 +42,78 @@ pub struct Head {
     pub offset: u64,
     /// Every record below this lsn has been deleted (retention, or the bound).
     pub first_kept: u64,
+}
+
+/// How far the log is durable, for the journal's thread: the stage applies readings before
+/// their commit (issue 16: an alarm does not wait for the `fdatasync`), so the journal must
+/// not commit events, progress or a position derived from records the log could still lose.
+/// The intake's commit (on its blocking thread) moves it forward; the intake's end closes it.
+#[derive(Debug)]
+pub struct Durable {
+    state: std::sync::Mutex<DurableState>,
+    moved: std::sync::Condvar,
+}
+
+#[derive(Debug)]
+struct DurableState {
+    next_lsn: u64,
+    closed: bool,
+}
+
+impl Durable {
+    /// Every record below `next_lsn` is durable.
+    pub fn new(next_lsn: u64) -> Durable {
+        Durable {
+            state: std::sync::Mutex::new(DurableState {
+                next_lsn,
+                closed: false,
+            }),
+            moved: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DurableState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every record below `next_lsn` is durable now.
+    pub fn advance(&self, next_lsn: u64) {
+        let mut s = self.lock();
+        if next_lsn > s.next_lsn {
+            s.next_lsn = next_lsn;
+            self.moved.notify_all();
+        }
+    }
+
+    /// The log takes no more commits (the intake ended): nobody waits for it any longer.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.moved.notify_all();
+    }
+
+    /// Every record below this lsn is durable.
+    pub fn next_lsn(&self) -> u64 {
+        self.lock().next_lsn
+    }
+
+    /// Blocks until every record below `lsn` is durable (`true`), or the log was closed short
+    /// of it (`false`: those records may be lost; what was derived from them must not be
+    /// journaled).
+    pub fn wait(&self, lsn: u64) -> bool {
+        let mut s = self.lock();
+        while s.next_lsn < lsn {
+            if s.closed {
+                return false;
+            }
+            s = self
+                .moved
+                .wait(s)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        true
+    }
 }
 
 /// One segment file.

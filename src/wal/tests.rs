@@ -134,3 +134,31 @@ fn positions_are_written_atomically_and_a_missing_one_reads_as_zero() {
     write_position(&p, 12345).unwrap();
     assert_eq!(read_position(&p), 12345);
 }
+
+#[test]
+fn durable_wakes_a_waiter_when_the_log_reaches_its_lsn_and_refuses_once_closed_short() {
+    let d = std::sync::Arc::new(Durable::new(5));
+    assert!(d.wait(5), "what is durable already needs no wait");
+    let waiter = {
+        let d = d.clone();
+        std::thread::spawn(move || d.wait(9))
+    };
+    d.advance(7);
+    d.advance(6); // never backwards
+    assert_eq!(d.next_lsn(), 7);
+    d.advance(9);
+    assert!(
+        waiter.join().expect("waiter"),
+        "woken once lsn 9 is durable"
+    );
+    let short = {
+        let d = d.clone();
+        std::thread::spawn(move || d.wait(20))
+    };
+    d.close();
+    assert!(
+        !short.join().expect("waiter"),
+        "closed before lsn 20 was durable"
+    );
+    assert!(d.wait(9), "what was durable stays so after the close");
+}
