@@ -964,3 +964,54 @@ async fn the_journal_commits_only_what_the_input_log_holds() {
         .unwrap();
     assert_eq!(states, 1, "only the first commit's event");
 }
+
+#[tokio::test]
+async fn an_escalation_is_not_held_up_by_a_stuck_input_log_and_is_journaled_once_it_moves() {
+    use super::{Job, JournalWriter};
+    use crate::wal::Durable;
+    let dir = tempfile::tempdir().unwrap();
+    let stats = Arc::new(crate::stats::Stats::default());
+    let durable = Arc::new(Durable::new(1));
+    let writer = JournalWriter::start(
+        Journal::open(dir.path()).unwrap(),
+        Some(durable.clone()),
+        Arc::new(inventory()),
+        stats.clone(),
+        Arc::new(crate::clock::SystemClock),
+    )
+    .unwrap();
+    let (tx, done) = tokio::sync::oneshot::channel();
+    writer
+        .send(Job::Commit {
+            events: vec![state(0, T0, None, DeviceState::Fault)],
+            progress: Vec::new(),
+            position: Some(4),
+            log_needed: 4,
+            done: Some(tx),
+        })
+        .await;
+    // The log never gets past lsn 1 (disk full): the waiter is released all the same.
+    tokio::time::timeout(std::time::Duration::from_secs(30), done)
+        .await
+        .expect("released while the log is stuck")
+        .unwrap();
+    assert_eq!(
+        stats
+            .log
+            .engine_pos
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // The log gets written again: the commit goes through.
+    durable.advance(4);
+    writer.close().await;
+    assert_eq!(
+        stats
+            .log
+            .engine_pos
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    let j = Journal::open(dir.path()).unwrap();
+    assert_eq!(j.engine_position().unwrap(), 4);
+}

@@ -34,7 +34,11 @@ use crate::model::event::Event;
 use crate::model::restore::DeviceProgress;
 use crate::model::Inventory;
 use crate::stats::{LogLimiter, Stats};
-use crate::wal::Durable;
+use crate::wal::{Durable, Waited};
+
+/// How long a commit waits for the input log before it stops holding up escalation steps
+/// (the log's own retry after a failed write is every second).
+const LOG_STUCK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Jobs queued for the thread before the stage waits for it (backpressure, never a drop: the
 /// journal is the source of truth of the figures).
@@ -151,40 +155,71 @@ impl Thread {
                     done,
                 } => {
                     let mut waiting: Vec<oneshot::Sender<()>> = done.into_iter().collect();
-                    // Merge the commits already queued behind this one (in order).
-                    while let Ok(j) = rx.try_recv() {
-                        match j {
-                            Job::Commit {
-                                events: e,
-                                progress: p,
-                                position: q,
-                                log_needed: n,
-                                done,
-                            } => {
-                                events.extend(e);
-                                progress.extend(p);
-                                position = q.or(position);
-                                log_needed = log_needed.max(n);
-                                waiting.extend(done);
+                    let mut released = false;
+                    let durable = self.durable.clone();
+                    let mut lost = false;
+                    loop {
+                        // Merge the commits already queued behind this one (in order). A
+                        // heartbeat is written at once (it depends on nothing before it): the
+                        // stage's queue keeps draining while the log is stuck.
+                        while next.is_none() {
+                            match rx.try_recv() {
+                                Ok(Job::Commit {
+                                    events: e,
+                                    progress: p,
+                                    position: q,
+                                    log_needed: n,
+                                    done,
+                                }) => {
+                                    events.extend(e);
+                                    progress.extend(p);
+                                    position = q.or(position);
+                                    log_needed = log_needed.max(n);
+                                    waiting.extend(done);
+                                }
+                                Ok(Job::Alive(now)) => match self.journal.alive(now) {
+                                    Ok(()) => self.ok(),
+                                    Err(e) => self.failed(e),
+                                },
+                                Ok(other) => next = Some(other),
+                                Err(_) => break,
                             }
-                            other => {
-                                next = Some(other);
+                        }
+                        let Some(d) = durable.as_ref().filter(|_| log_needed > 0) else {
+                            break;
+                        };
+                        match d.wait_for(log_needed, LOG_STUCK) {
+                            Waited::Durable => break,
+                            Waited::Closed => {
+                                lost = true;
                                 break;
+                            }
+                            Waited::TimedOut => {
+                                // The log cannot be written (disk full?): what waits for this
+                                // commit (an escalation step) is not held up by it — it goes
+                                // out unjournaled, as when the journal itself cannot be
+                                // written. The commit follows once the log holds its facts.
+                                if !released {
+                                    released = true;
+                                    error!(needed = log_needed, durable = d.next_lsn(),
+                                           "The input log has not been written for a while (disk full?); journaling waits for it, escalation steps go out meanwhile.");
+                                }
+                                for w in waiting.drain(..) {
+                                    let _ = w.send(());
+                                }
                             }
                         }
                     }
-                    if let Some(d) = self.durable.as_ref().filter(|_| log_needed > 0) {
-                        if !d.wait(log_needed) {
-                            // The intake ended before the log held the facts these came from:
-                            // the broker sends their messages again and the engine (back at
-                            // the journal's state) applies them again at the next start.
-                            error!(needed = log_needed, durable = d.next_lsn(),
-                                   "The input log stopped before it held facts the engine had applied; not journaling what came from them (they are applied again at the next start).");
-                            for w in waiting {
-                                let _ = w.send(());
-                            }
-                            continue;
+                    if lost {
+                        // The intake ended before the log held the facts these came from:
+                        // the broker sends their messages again and the engine (back at the
+                        // journal's state) applies them again at the next start.
+                        error!(needed = log_needed, durable = durable.as_ref().map_or(0, |d| d.next_lsn()),
+                               "The input log stopped before it held facts the engine had applied; not journaling what came from them (they are applied again at the next start).");
+                        for w in waiting {
+                            let _ = w.send(());
                         }
+                        continue;
                     }
                     let r = self
                         .journal

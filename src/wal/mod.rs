@@ -102,18 +102,44 @@ impl Durable {
     /// of it (`false`: those records may be lost; what was derived from them must not be
     /// journaled).
     pub fn wait(&self, lsn: u64) -> bool {
+        loop {
+            match self.wait_for(lsn, std::time::Duration::from_secs(3600)) {
+                Waited::Durable => return true,
+                Waited::Closed => return false,
+                Waited::TimedOut => {}
+            }
+        }
+    }
+
+    /// As `wait`, for at most `limit`.
+    pub fn wait_for(&self, lsn: u64, limit: std::time::Duration) -> Waited {
+        let deadline = std::time::Instant::now() + limit;
         let mut s = self.lock();
         while s.next_lsn < lsn {
             if s.closed {
-                return false;
+                return Waited::Closed;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Waited::TimedOut;
             }
             s = self
                 .moved
-                .wait(s)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                .wait_timeout(s, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
-        true
+        Waited::Durable
     }
+}
+
+/// What `Durable::wait_for` saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    Durable,
+    /// The log was closed short of the lsn.
+    Closed,
+    TimedOut,
 }
 
 /// One segment file.
