@@ -762,11 +762,18 @@ mod tests {
     //! again and the test has yielded.
     use std::time::Duration;
 
-    use rumqttc::QoS;
+    use std::sync::{Arc, Mutex};
 
-    use super::*;
+    use rumqttc::QoS;
+    use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
+
     use crate::clock::SystemClock;
-    use crate::model::{Device, PendingAck, Profile};
+    use crate::intake::{Intake, IntakeInputs, LogSettings};
+    use crate::model::{Ack, Device, Inventory, OperatorCommand, PendingAck, Profile, Reading};
+    use crate::stage::{Command, Logged, LoggedFact};
+    use crate::stats::Stats;
+    use crate::wal::{Durable, Writer};
 
     fn inventory() -> Arc<Inventory> {
         let profile = Arc::new(Profile::new(
