@@ -173,6 +173,9 @@ impl Thread {
                                 }) => {
                                     events.extend(e);
                                     progress.extend(p);
+                                    if progress.len() > 2 * self.inventory.len().max(64) {
+                                        keep_last_per_device(&mut progress);
+                                    }
                                     position = q.or(position);
                                     log_needed = log_needed.max(n);
                                     waiting.extend(done);
@@ -269,5 +272,40 @@ impl Thread {
             error!(error = format!("{e:#}"), path = %self.path.display(), suppressed = n,
                    "Could not write the journal; states and alarms go on, but this history will be missing from the figures.");
         }
+    }
+}
+
+/// Merged progress rows keep only the newest per device (what the commit's upserts would keep):
+/// while the input log is stuck, commits merge here for as long as it lasts, and this keeps
+/// them to one row per device instead of one per device and save.
+fn keep_last_per_device(progress: &mut Vec<DeviceProgress>) {
+    let mut seen = std::collections::HashSet::with_capacity(progress.len());
+    let mut kept: Vec<DeviceProgress> = progress
+        .drain(..)
+        .rev()
+        .filter(|p| seen.insert(p.device))
+        .collect();
+    kept.reverse();
+    *progress = kept;
+}
+
+#[cfg(test)]
+mod keep_last_tests {
+    use crate::model::restore::DeviceProgress;
+
+    fn row(device: u32, applied_ms: i64) -> DeviceProgress {
+        DeviceProgress {
+            device,
+            applied_ms,
+            ..DeviceProgress::default()
+        }
+    }
+
+    #[test]
+    fn merged_progress_keeps_the_newest_row_per_device_in_order() {
+        let mut p = vec![row(0, 1), row(1, 1), row(0, 2), row(2, 1), row(1, 3)];
+        super::keep_last_per_device(&mut p);
+        let got: Vec<(u32, i64)> = p.iter().map(|r| (r.device, r.applied_ms)).collect();
+        assert_eq!(got, vec![(0, 2), (2, 1), (1, 3)]);
     }
 }
