@@ -240,7 +240,8 @@ impl Intake {
         let mut hurry = false;
         let mut since: Option<tokio::time::Instant> = None;
         // The first fact of the batch collecting that has not gone to the stage (a command,
-        // or a reading behind one or behind a full queue): it and every fact after it wait.
+        // or a reading behind one, behind a full queue or behind a batch in flight that holds
+        // such facts): it and every fact after it wait.
         let mut held_from: Option<usize> = None;
         // Fires `UNHURRIED_LINGER` after `since`; re-armed when a batch begins (not per turn).
         let linger = tokio::time::sleep(UNHURRIED_LINGER);
@@ -259,8 +260,9 @@ impl Intake {
                     std::mem::replace(&mut pending, Vec::with_capacity(max)),
                     records,
                     std::mem::replace(&mut first_arrival, i64::MAX),
-                    held_from.take().is_some(),
                 ));
+                // If this batch holds facts back, the next one waits behind them from its start.
+                held_from = held_from.map(|_| 0);
             }
             if !readings_open && pending.is_empty() && inflight.is_none() {
                 break;
@@ -292,7 +294,7 @@ impl Intake {
                                        "Cannot write the input log (disk full?); nothing is acknowledged or applied until it can, and the broker keeps the messages. Retrying every second.");
                             }
                             tokio::time::sleep(RETRY).await;
-                            inflight = Some(self.commit(b, f.items, f.records, f.first_arrival, f.holds));
+                            inflight = Some(self.commit(b, f.items, f.records, f.first_arrival));
                         }
                         Err(e) => {
                             error!(error = %e, "The input log's writer thread failed; stopping intake.");
@@ -321,8 +323,7 @@ impl Intake {
                             if fresh {
                                 // To the stage now, unless a fact before it waits for its
                                 // commit (or the stage's queue is full: it waits too).
-                                let early = held_from.is_none() && !inflight.as_ref().is_some_and(|f| f.holds);
-                                if !(early && apply_early(pending.last_mut(), &out)) && held_from.is_none() {
+                                if held_from.is_none() && !pending.last_mut().is_some_and(|p| apply_early(p, &out)) {
                                     held_from = Some(pending.len() - 1);
                                 }
                             }
@@ -473,7 +474,6 @@ impl Intake {
         items: Vec<Pending>,
         records: u64,
         first_arrival: i64,
-        holds: bool,
     ) -> Inflight {
         let writer = self.writer.clone();
         let durable = self.durable.clone();
@@ -492,7 +492,6 @@ impl Intake {
             items,
             records,
             first_arrival,
-            holds,
         }
     }
 
@@ -643,8 +642,6 @@ struct Inflight {
     items: Vec<Pending>,
     records: u64,
     first_arrival: i64,
-    /// Whether it holds facts that go to the stage after it (the batch behind waits too).
-    holds: bool,
 }
 
 /// Hands the held readings at the start of `items` to the stage (their turn came: what was
@@ -654,7 +651,7 @@ fn promote(items: &mut [Pending], out: &mpsc::Sender<Logged>) -> Option<usize> {
         match p.item {
             Item::Duplicate(_) | Item::Applied(_) => {}
             Item::Reading(_) => {
-                if !apply_early(Some(p), out) {
+                if !apply_early(p, out) {
                     return Some(i);
                 }
             }
@@ -677,34 +674,26 @@ impl Drop for CloseOnDrop {
 /// behind (`Item::Applied`). `false` (it stays, and goes after the commit) when the stage's
 /// queue is full: the intake does not wait for the stage while the stage holds facts the log
 /// does not have yet. A stage that stopped takes nothing (the log replays it at the start).
-fn apply_early(p: Option<&mut Pending>, out: &mpsc::Sender<Logged>) -> bool {
-    let Some(p) = p else { return false };
+fn apply_early(p: &mut Pending, out: &mpsc::Sender<Logged>) -> bool {
     let Item::Reading(r) = &mut p.item else {
         return false;
     };
-    let ack = std::mem::take(&mut r.ack);
-    let Item::Reading(r) = std::mem::replace(&mut p.item, Item::Applied(ack)) else {
-        return false;
+    let permit = match out.try_reserve() {
+        Ok(permit) => Some(permit),
+        Err(mpsc::error::TrySendError::Full(())) => return false,
+        Err(mpsc::error::TrySendError::Closed(())) => None,
     };
-    match out.try_send(Logged {
-        lsn: p.lsn,
-        now_ms: p.now_ms,
-        fact: LoggedFact::Reading(r),
-    }) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(l)) => {
-            // Back as it was: the reading with its acknowledgment.
-            if let (Item::Applied(ack), LoggedFact::Reading(mut r)) = (
-                std::mem::replace(&mut p.item, Item::Duplicate(Ack::None)),
-                l.fact,
-            ) {
-                r.ack = ack;
-                p.item = Item::Reading(r);
-            }
-            false
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => true,
+    let ack = std::mem::take(&mut r.ack);
+    if let (Some(permit), Item::Reading(r)) =
+        (permit, std::mem::replace(&mut p.item, Item::Applied(ack)))
+    {
+        permit.send(Logged {
+            lsn: p.lsn,
+            now_ms: p.now_ms,
+            fact: LoggedFact::Reading(r),
+        });
     }
+    true
 }
 
 fn lock(w: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {

@@ -431,7 +431,6 @@ pub fn spawn(
         ticks_unsaved: 0,
         record: None,
         position: None,
-        applied: 0,
         escalations: Escalations::none(),
     };
     let task = tokio::spawn(stage.run(inputs, commands));
@@ -453,8 +452,6 @@ struct Stage {
     record: Option<crate::replay::Recorder>,
     /// The input log position reached and not yet committed to the journal (next lsn).
     position: Option<u64>,
-    /// The lsn after the newest fact applied: the journal waits until the log holds it.
-    applied: u64,
     escalations: Escalations,
 }
 
@@ -495,7 +492,6 @@ impl Stage {
                         for f in batch.drain(..) {
                             if f.lsn > 0 {
                                 self.position = Some(f.lsn + 1);
-                                self.applied = f.lsn + 1;
                                 self.stats.log.applied.store(f.lsn + 1, Relaxed);
                             }
                             match f.fact {
@@ -756,7 +752,9 @@ impl Stage {
                 events,
                 progress,
                 position,
-                log_needed: self.applied,
+                // The lsn after the newest fact applied: the journal waits until the log
+                // holds it.
+                log_needed: self.stats.log.applied.load(Relaxed),
                 done,
             })
             .await;

@@ -904,13 +904,16 @@ fn open_for_run_opens_for_writing_when_it_can() {
     j.end_run(3_000).expect("end");
 }
 
-#[tokio::test]
-async fn the_journal_commits_only_what_the_input_log_holds() {
-    use super::{Job, JournalWriter};
-    use crate::wal::Durable;
+/// A journal on its own thread, behind an input log durable up to lsn 1.
+fn writer_behind_a_log() -> (
+    tempfile::TempDir,
+    Arc<crate::stats::Stats>,
+    Arc<crate::wal::Durable>,
+    JournalWriter,
+) {
     let dir = tempfile::tempdir().unwrap();
     let stats = Arc::new(crate::stats::Stats::default());
-    let durable = Arc::new(Durable::new(1));
+    let durable = Arc::new(crate::wal::Durable::new(1));
     let writer = JournalWriter::start(
         Journal::open(dir.path()).unwrap(),
         Some(durable.clone()),
@@ -919,42 +922,45 @@ async fn the_journal_commits_only_what_the_input_log_holds() {
         Arc::new(crate::clock::SystemClock),
     )
     .unwrap();
-    let commit = |position: u64| {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job = Job::Commit {
-            events: vec![state(0, T0, None, DeviceState::Fault)],
-            progress: Vec::new(),
-            position: Some(position),
-            log_needed: position,
-            done: Some(tx),
-        };
-        (job, rx)
+    (dir, stats, durable, writer)
+}
+
+/// A commit of one state change from the facts below `position`, and its `done`.
+fn commit_from_facts_below(position: u64) -> (Job, tokio::sync::oneshot::Receiver<()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = Job::Commit {
+        events: vec![state(0, T0, None, DeviceState::Fault)],
+        progress: Vec::new(),
+        position: Some(position),
+        log_needed: position,
+        done: Some(tx),
     };
+    (job, rx)
+}
+
+fn engine_pos(stats: &crate::stats::Stats) -> u64 {
+    stats
+        .log
+        .engine_pos
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn the_journal_commits_only_what_the_input_log_holds() {
+    let (dir, stats, durable, writer) = writer_behind_a_log();
     // Facts up to lsn 3 were applied; the log makes them durable a moment later.
-    let (job, done) = commit(4);
+    let (job, done) = commit_from_facts_below(4);
     writer.send(job).await;
     durable.advance(4);
     done.await.unwrap();
-    assert_eq!(
-        stats
-            .log
-            .engine_pos
-            .load(std::sync::atomic::Ordering::Relaxed),
-        4
-    );
+    assert_eq!(engine_pos(&stats), 4);
     // Facts up to lsn 8 were applied, and the log stopped (the intake ended) before it held
     // them: nothing derived from them is journaled.
-    let (job, done) = commit(9);
+    let (job, done) = commit_from_facts_below(9);
     writer.send(job).await;
     durable.close();
     done.await.unwrap();
-    assert_eq!(
-        stats
-            .log
-            .engine_pos
-            .load(std::sync::atomic::Ordering::Relaxed),
-        4
-    );
+    assert_eq!(engine_pos(&stats), 4);
     writer.close().await;
     let j = Journal::open(dir.path()).unwrap();
     assert_eq!(j.engine_position().unwrap(), 4);
@@ -967,51 +973,19 @@ async fn the_journal_commits_only_what_the_input_log_holds() {
 
 #[tokio::test]
 async fn an_escalation_is_not_held_up_by_a_stuck_input_log_and_is_journaled_once_it_moves() {
-    use super::{Job, JournalWriter};
-    use crate::wal::Durable;
-    let dir = tempfile::tempdir().unwrap();
-    let stats = Arc::new(crate::stats::Stats::default());
-    let durable = Arc::new(Durable::new(1));
-    let writer = JournalWriter::start(
-        Journal::open(dir.path()).unwrap(),
-        Some(durable.clone()),
-        Arc::new(inventory()),
-        stats.clone(),
-        Arc::new(crate::clock::SystemClock),
-    )
-    .unwrap();
-    let (tx, done) = tokio::sync::oneshot::channel();
-    writer
-        .send(Job::Commit {
-            events: vec![state(0, T0, None, DeviceState::Fault)],
-            progress: Vec::new(),
-            position: Some(4),
-            log_needed: 4,
-            done: Some(tx),
-        })
-        .await;
+    let (dir, stats, durable, writer) = writer_behind_a_log();
+    let (job, done) = commit_from_facts_below(4);
+    writer.send(job).await;
     // The log never gets past lsn 1 (disk full): the waiter is released all the same.
     tokio::time::timeout(std::time::Duration::from_secs(30), done)
         .await
         .expect("released while the log is stuck")
         .unwrap();
-    assert_eq!(
-        stats
-            .log
-            .engine_pos
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(engine_pos(&stats), 0);
     // The log gets written again: the commit goes through.
     durable.advance(4);
     writer.close().await;
-    assert_eq!(
-        stats
-            .log
-            .engine_pos
-            .load(std::sync::atomic::Ordering::Relaxed),
-        4
-    );
+    assert_eq!(engine_pos(&stats), 4);
     let j = Journal::open(dir.path()).unwrap();
     assert_eq!(j.engine_position().unwrap(), 4);
 }

@@ -98,20 +98,9 @@ impl Durable {
         self.lock().next_lsn
     }
 
-    /// Blocks until every record below `lsn` is durable (`true`), or the log was closed short
-    /// of it (`false`: those records may be lost; what was derived from them must not be
-    /// journaled).
-    pub fn wait(&self, lsn: u64) -> bool {
-        loop {
-            match self.wait_for(lsn, std::time::Duration::from_secs(3600)) {
-                Waited::Durable => return true,
-                Waited::Closed => return false,
-                Waited::TimedOut => {}
-            }
-        }
-    }
-
-    /// As `wait`, for at most `limit`.
+    /// Blocks until every record below `lsn` is durable, the log was closed short of it
+    /// (those records may be lost: what was derived from them must not be journaled), or
+    /// `limit` passed.
     pub fn wait_for(&self, lsn: u64, limit: std::time::Duration) -> Waited {
         let deadline = std::time::Instant::now() + limit;
         let mut s = self.lock();

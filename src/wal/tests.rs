@@ -138,27 +138,48 @@ fn positions_are_written_atomically_and_a_missing_one_reads_as_zero() {
 #[test]
 fn durable_wakes_a_waiter_when_the_log_reaches_its_lsn_and_refuses_once_closed_short() {
     let d = std::sync::Arc::new(Durable::new(5));
-    assert!(d.wait(5), "what is durable already needs no wait");
+    let wait = |d: &Durable, lsn| d.wait_for(lsn, std::time::Duration::from_secs(60));
+    assert_eq!(
+        wait(&d, 5),
+        Waited::Durable,
+        "what is durable already needs no wait"
+    );
     let waiter = {
         let d = d.clone();
-        std::thread::spawn(move || d.wait(9))
+        std::thread::spawn(move || wait(&d, 9))
     };
     d.advance(7);
     d.advance(6); // never backwards
     assert_eq!(d.next_lsn(), 7);
     d.advance(9);
-    assert!(
+    assert_eq!(
         waiter.join().expect("waiter"),
+        Waited::Durable,
         "woken once lsn 9 is durable"
+    );
+    assert_eq!(
+        d.wait_for(20, std::time::Duration::ZERO),
+        Waited::TimedOut,
+        "not durable yet, not closed"
     );
     let short = {
         let d = d.clone();
-        std::thread::spawn(move || d.wait(20))
+        std::thread::spawn(move || wait(&d, 20))
     };
     d.close();
-    assert!(
-        !short.join().expect("waiter"),
+    assert_eq!(
+        short.join().expect("waiter"),
+        Waited::Closed,
         "closed before lsn 20 was durable"
     );
-    assert!(d.wait(9), "what was durable stays so after the close");
+    assert_eq!(
+        wait(&d, 9),
+        Waited::Durable,
+        "what was durable stays so after the close"
+    );
+    assert_eq!(
+        d.wait_for(30, std::time::Duration::ZERO),
+        Waited::Closed,
+        "closed: no waiting at all"
+    );
 }
